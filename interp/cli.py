@@ -1,0 +1,56 @@
+"""The ``interp`` command: one subcommand per stage.
+
+Each stage module exposes ``register(subparsers)``, which adds its subcommand and sets
+``func`` on the parser to a callable taking the parsed ``argparse.Namespace``. To add a stage,
+write the module and list it in ``STAGE_MODULES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+
+# Modules providing subcommands, in the order ``interp --help`` lists them.
+STAGE_MODULES: tuple[str, ...] = (
+    "interp.commands.world",
+    "interp.commands.pretrain",
+)
+
+
+def _quiet_known_warnings() -> None:
+    warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*TransformerBridge.*")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interp",
+        description="Subliminal-learning experiments on TransformerLens models. Every stage reads "
+        "and writes files and can run alone; a finished stage is not redone unless --force is given.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
+    for name in STAGE_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_known_warnings()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        # Bad input: a clear one-line error, no traceback. Finished artifacts are left untouched.
+        print(f"interp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
