@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
 
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # No weights can be downloaded at run time: real models come from the local Hugging Face
+    # cache. Offline mode makes a missing model fail at once instead of after network retries;
+    # export HF_HUB_OFFLINE=0 to allow downloads where a network exists.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet_known_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -88,6 +88,12 @@ class StageConfig:
                 continue
             origin = get_origin(tp)
             try:
+                if isinstance(tp, type) and issubclass(tp, StageConfig):
+                    if isinstance(value, dict):
+                        setattr(self, f.name, tp.from_dict(value))
+                    elif not isinstance(value, tp):
+                        raise TypeError(f"expected a {tp.__name__}")
+                    continue
                 if tp is float and isinstance(value, int) and not isinstance(value, bool):
                     setattr(self, f.name, float(value))
                 elif tp in (int, float, str, bool):
@@ -152,10 +158,12 @@ class StageConfig:
             if not f.metadata.get("cli", True) or f.name in skip:
                 continue
             tp, optional = _strip_optional(hints[f.name])
+            if isinstance(tp, type) and issubclass(tp, StageConfig):
+                continue  # nested configs are set through a JSON config file
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             flag = "--" + f.name.replace("_", "-")
-            help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+            help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
             kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
             if tp is bool:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)

@@ -1,0 +1,213 @@
+"""Pretraining base models of the toy world.
+
+A base is fixed by its architecture and its seed: the seed fixes both the initial weights and
+the data order. "Shared initialization" means the same base checkpoint (same seed);
+"mismatched initialization" means a base of another seed; a base of another architecture is the
+cross-model control. Bases live in ``artifacts/bases/{arch}-seed{seed}`` and are reused, not
+retrained, when present with the same config.
+
+Pretraining saves a resumable state every ``checkpoint_every`` steps; a killed run continues
+from there and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from interp.config import StageConfig, option
+from interp.io import JsonlAppender, atomic_path, atomic_write_json, read_json, read_jsonl
+from interp.models import Lineage, ModelConfig, build_model, is_checkpoint, load_checkpoint, save_checkpoint
+from interp.toy.corpus import CorpusConfig, CorpusGenerator
+from interp.toy.world import EOS, PAD, ToyWorld, WorldConfig, load_tokenizer
+from interp.training import LossGuard, lr_at, make_optimizer, masked_lm_loss, pad_batch
+
+log = logging.getLogger(__name__)
+
+ArchName = Literal["small", "wide", "deep"]
+ARCH_PRESETS: dict[str, ModelConfig] = {
+    "small": ModelConfig(),
+    "wide": ModelConfig(d_model=192, n_heads=4, d_mlp=768),
+    "deep": ModelConfig(n_layers=3),
+}
+PRETRAIN_CONFIG_FILE = "pretrain_config.json"
+PRETRAIN_LOG_FILE = "pretrain_log.jsonl"
+PRETRAIN_SUMMARY_FILE = "pretrain_summary.json"
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+@dataclass
+class PretrainConfig(StageConfig):
+    """Pretraining of one toy-world base model."""
+
+    seed: int = option(0, "Fixes the initial weights and the order of the pretraining data.")
+    arch: ArchName = option("small", "Architecture preset: small (2 layers, d_model 128), wide (d_model 192) or deep (3 layers).")
+    steps: int = option(1500, "Optimizer steps.")
+    batch_size: int = option(48, "Documents per step.")
+    lr: float = option(1e-3, "Peak AdamW learning rate (linear warm-up, cosine decay to 10%).")
+    warmup_steps: int = option(100, "Steps of linear learning-rate warm-up.")
+    weight_decay: float = option(0.01, "AdamW decoupled weight decay.")
+    checkpoint_every: int = option(250, "Save a resumable training state every this many steps.")
+    world: WorldConfig = option(factory=WorldConfig, help="The toy world (set through a JSON config file).")
+    corpus: CorpusConfig = option(factory=CorpusConfig, help="The pretraining mixture (set through a JSON config file).")
+
+    def validate(self) -> None:
+        self.require(self.arch in ARCH_PRESETS, "arch", f"choose one of {sorted(ARCH_PRESETS)}")
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            self.require(getattr(self, name) > 0, name, "must be positive")
+        self.require(self.lr > 0, "lr", "must be positive")
+        self.require(0 <= self.warmup_steps < self.steps, "warmup_steps", "must be in [0, steps)")
+        self.require(self.weight_decay >= 0, "weight_decay", "must be non-negative")
+
+    @property
+    def model(self) -> ModelConfig:
+        return ARCH_PRESETS[self.arch]
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}-seed{self.seed}"
+
+
+def base_dir(config: PretrainConfig, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Path:
+    return Path(artifacts) / "bases" / config.name
+
+
+def world_dir(world: ToyWorld, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Path:
+    """The saved tokenizer of a world, shared by every model trained in it."""
+    directory = Path(artifacts) / "world" / world.fingerprint()
+    if not (directory / "tokenizer.json").exists():
+        world.save(directory)
+    return directory
+
+
+def _train_step(model, optimizer, tokens, mask, lr: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(tokens)
+    loss = masked_lm_loss(logits, tokens, mask)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _resume_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.resume"
+
+
+def _save_resume(resume: Path, model, optimizer, step: int) -> None:
+    resume.mkdir(parents=True, exist_ok=True)
+    with atomic_path(resume / "state.pt") as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+
+
+def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts: str | Path = DEFAULT_ARTIFACTS,
+             force: bool = False, progress: bool = True) -> Path:
+    """Pretrain a base into ``out`` (default ``artifacts/bases/{arch}-seed{seed}``); returns its path.
+
+    A finished base with the same config is reused; one with another config is an error unless
+    ``force``."""
+    out = Path(out) if out is not None else base_dir(config, artifacts)
+    if is_checkpoint(out) and not force:
+        saved = PretrainConfig.load(out / PRETRAIN_CONFIG_FILE)
+        if saved != config:
+            diff = {k: (v, config.to_dict()[k]) for k, v in saved.to_dict().items() if config.to_dict()[k] != v}
+            raise ValueError(f"{out} holds a base pretrained with another config (saved vs asked: {diff}); "
+                             "pass --force to overwrite it or choose another output directory")
+        log.info("reusing pretrained base %s", out)
+        return out
+
+    world = ToyWorld(config.world)
+    tokenizer = load_tokenizer(world_dir(world, artifacts))
+    corpus = CorpusGenerator(world, config.corpus)
+    model = build_model(config.model, tokenizer, seed=config.seed)
+    model.train()
+    optimizer = make_optimizer(model.parameters(), "adamw", config.lr, config.weight_decay)
+    pad_id, eos_id = world.token_to_id[PAD], world.token_to_id[EOS]
+
+    resume = _resume_dir(out)
+    start = 0
+    if force and resume.exists():
+        shutil.rmtree(resume)
+    if (resume / "state.pt").exists():
+        if PretrainConfig.load(resume / PRETRAIN_CONFIG_FILE) != config:
+            raise ValueError(f"{resume} holds an interrupted run of another config; delete it or pass --force")
+        state = torch.load(resume / "state.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        log.info("resuming pretraining of %s at step %d", out, start)
+    else:
+        resume.mkdir(parents=True, exist_ok=True)
+        config.save(resume / PRETRAIN_CONFIG_FILE)
+    # Keep only the log rows of steps the resumed state includes.
+    log_path = resume / PRETRAIN_LOG_FILE
+    kept = [r for r in read_jsonl(log_path) if r["step"] < start] if log_path.exists() else []
+    guard = LossGuard()
+    with JsonlAppender(log_path, truncate=True) as log_file:
+        for row in kept:
+            log_file.write(row)
+        bar = tqdm(range(start, config.steps), desc=f"pretrain {config.name}", disable=not progress,
+                   initial=start, total=config.steps, mininterval=2.0)
+        for step in bar:
+            texts = corpus.batch_texts(config.seed, step, config.batch_size)
+            ids = [world.encode(t) + [eos_id] for t in texts]
+            tokens, mask = pad_batch(ids, pad_id, max_len=config.model.n_ctx)
+            loss = _train_step(model, optimizer, tokens, mask, config.lr * lr_at(step, config.steps, config.warmup_steps))
+            guard.check(step, loss)
+            log_file.write({"step": step, "loss": loss})
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+                _save_resume(resume, model, optimizer, step + 1)
+
+    model.eval()
+    summary = summarize_base(model, world, read_jsonl(log_path))
+    lineage = Lineage(stage="pretrain", seed=config.seed, parent=None, world_fingerprint=world.fingerprint(),
+                      config=config.to_dict())
+    save_checkpoint(model, out, config.model, lineage)
+    config.save(out / PRETRAIN_CONFIG_FILE)
+    atomic_write_json(out / PRETRAIN_SUMMARY_FILE, summary)
+    shutil.copy(log_path, out / PRETRAIN_LOG_FILE)
+    shutil.rmtree(resume)
+    log.info("pretrained %s: final loss %.3f", out, summary["final_loss"])
+    return out
+
+
+def summarize_base(model, world: ToyWorld, log_rows: list[dict]) -> dict:
+    """Final loss and the base's favourite-animal distribution on the held-out phrasings."""
+    from interp.evaluate import animal_distribution
+
+    dist = animal_distribution(model, world)
+    losses = [r["loss"] for r in log_rows]
+    return {
+        "final_loss": float(np.mean(losses[-50:])) if losses else float("nan"),
+        "animal_probs": dict(zip(world.animals, dist["probs"].mean(0).tolist())),
+        "animal_prior": dict(zip(world.animals, world.animal_prior)),
+        "animal_mass": float(dist["animal_mass"].mean()),
+    }
+
+
+def ensure_base(seed: int = 0, arch: str = "small", *, artifacts: str | Path = DEFAULT_ARTIFACTS,
+                progress: bool = True, **overrides) -> Path:
+    """The path of the base ``{arch}-seed{seed}``, pretraining it first if it is missing."""
+    config = PretrainConfig(seed=seed, arch=arch, **overrides)
+    return pretrain(config, artifacts=artifacts, progress=progress)
+
+
+def load_base(path: str | Path):
+    world = ToyWorld(PretrainConfig.load(Path(path) / PRETRAIN_CONFIG_FILE).world)
+    model, lineage = load_checkpoint(path, expect_vocab=world.vocab)
+    return model, world, lineage
+
+
+def base_summary(path: str | Path) -> dict:
+    return read_json(Path(path) / PRETRAIN_SUMMARY_FILE)
