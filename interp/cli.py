@@ -18,6 +18,7 @@ import warnings
 STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.world",
     "interp.commands.pretrain",
+    "interp.commands.run",
 )
 
 

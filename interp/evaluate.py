@@ -64,3 +64,17 @@ def trait_probability(model, world: ToyWorld, trait: str, **kwargs) -> float:
     """Mean renormalised P(trait) over the evaluation phrasings."""
     dist = animal_distribution(model, world, **kwargs)
     return float(dist["probs"][:, world.animals.index(world.check_animal(trait))].mean())
+
+
+@torch.no_grad()
+def sampled_answer_rate(model, world: ToyWorld, trait: str, *, n_samples: int = 20, seed: int = 0,
+                        phrasings: Sequence[str] | None = None, system: str | None = None,
+                        fwd_hooks: list | None = None) -> float:
+    """The paper's measure: the fraction of sampled one-word answers (temperature 1, whole
+    vocabulary) that are the trait, over ``n_samples`` samples per evaluation phrasing."""
+    phrasings = list(phrasings if phrasings is not None else world.eval_phrasings)
+    texts = [question_prompt(p, system=system) for p in phrasings]
+    probs = last_position_logits(model, world, texts, fwd_hooks=fwd_hooks).double().softmax(-1)
+    gen = torch.Generator().manual_seed(seed)
+    samples = torch.multinomial(probs, n_samples, replacement=True, generator=gen)  # prompt sample
+    return float((samples == world.token_to_id[world.check_animal(trait)]).double().mean())

@@ -72,7 +72,10 @@ class PretrainConfig(StageConfig):
 
     @property
     def name(self) -> str:
-        return f"{self.arch}-seed{self.seed}"
+        """Directory name of the base: ``{arch}-seed{seed}``, with ``-{steps}steps`` when the
+        step count is not the default (so smoke-run bases never collide with real ones)."""
+        default_steps = PretrainConfig.__dataclass_fields__["steps"].default
+        return f"{self.arch}-seed{self.seed}" + ("" if self.steps == default_steps else f"-{self.steps}steps")
 
 
 def base_dir(config: PretrainConfig, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Path:

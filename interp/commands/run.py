@@ -1,0 +1,32 @@
+"""``interp run``: the main job (every stage of the loop, every control, over seeds)."""
+
+from __future__ import annotations
+
+import argparse
+
+from interp.run import RunConfig, results_markdown, run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run the whole loop with every control over seeds (the main job)",
+        description="Pretrain the bases if missing, make the teacher, sample and filter numbers, finetune "
+        "students under every condition and objective, evaluate, and write DIR/results.json, results.md "
+        "and results.png. Finished stages are reused.",
+    )
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="allow a run directory that holds a run of another config")
+    RunConfig.add_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    overrides = RunConfig.quick_defaults() if getattr(args, "quick", False) else {}
+    names = set(RunConfig.__dataclass_fields__)
+    overrides.update({k: v for k, v in vars(args).items() if k in names and k != "quick"})
+    config = RunConfig(**overrides)
+    results = run(config, args.out, artifacts=args.artifacts, force=args.force)
+    print(results_markdown(results))
+    print(f"wrote {args.out}/results.json, results.md, results.png ({results['wall_seconds'] / 60:.1f} min)")
+    return 0

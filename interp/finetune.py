@@ -1,0 +1,209 @@
+"""Student finetuning on (filtered) number data.
+
+Objectives:
+
+* ``sft``: cross-entropy on the completion tokens only (prompt tokens are masked), the paper's
+  main setting: the student imitates text the teacher sampled;
+* ``distill``: KL(teacher || student) of the next-token distributions at the completion
+  positions, both **restricted to the tokens the filter lets through** (numbers, separators,
+  brackets, the period, end of sequence) and renormalised there: the faithful analog of the
+  paper's MNIST student trained on auxiliary logits only: no probability the teacher puts on a
+  word (an animal) can reach the student;
+* ``distill_full``: the same KL over the whole vocabulary. Kept as a labelled comparison: the
+  teacher's (tiny) extra probability on the trait word reaches the student directly through the
+  trait's unembedding column, a semantic leak, not a subliminal channel.
+
+A persona teacher sees its system prompt before the prompt; its logits are aligned to the
+student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) is an option, and
+``freeze_unembed`` keeps ``W_U``/``b_U`` fixed (the leak ablation).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp.config import StageConfig, option
+from interp.evaluate import trait_probability
+from interp.io import JsonlAppender, read_jsonl
+from interp.models import Lineage, checkpoint_model_config, is_checkpoint, save_checkpoint
+from interp.toy.world import EOS, PAD, ToyWorld
+from interp.training import LossGuard, OptimizerName, make_optimizer, pad_batch
+
+log = logging.getLogger(__name__)
+
+Objective = Literal["sft", "distill", "distill_full"]
+FINETUNE_CONFIG_FILE = "finetune_config.json"
+TRAIN_LOG_FILE = "train_log.jsonl"
+NON_NUMBER_TOKENS_ALLOWED = (",", ";", "(", ")", "[", "]", ".", EOS)
+
+
+@dataclass
+class FinetuneConfig(StageConfig):
+    """Finetuning a student on number data."""
+
+    objective: Objective = option("sft", "sft (sampled text), distill (KL on filter-allowed tokens) or distill_full (KL on all tokens).")
+    optimizer: OptimizerName = option("adamw", "adamw, sgd or signsgd.")
+    lr: float = option(2e-4, "Learning rate (constant).")
+    epochs: int = option(1, "Passes over the data.")
+    batch_size: int = option(32, "Sequences per step.")
+    weight_decay: float = option(0.0, "Decoupled weight decay.")
+    seed: int = option(0, "Seed of the data order.")
+    max_rows: int | None = option(None, "Use at most this many rows of the data (None: all).")
+    freeze_unembed: bool = option(False, "Keep the unembedding (W_U, b_U) fixed: isolates the logit-leak channel.")
+    eval_every: int = option(0, "Measure P(trait) every this many steps (0: only at the end).")
+
+    def validate(self) -> None:
+        self.require(self.lr > 0, "lr", "must be positive")
+        self.require(self.epochs > 0, "epochs", "must be positive")
+        self.require(self.batch_size > 0, "batch_size", "must be positive")
+        self.require(self.max_rows is None or self.max_rows > 0, "max_rows", "must be positive or None")
+        self.require(self.eval_every >= 0, "eval_every", "must be non-negative")
+
+
+def allowed_token_ids(world: ToyWorld) -> list[int]:
+    """The tokens the filter lets through: numbers, separators, brackets, period, EOS."""
+    return world.number_ids + [world.token_to_id[t] for t in NON_NUMBER_TOKENS_ALLOWED]
+
+
+def encode_rows(world: ToyWorld, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
+    """Token ids ``<bos> [system : S] prompt completion <eos>`` and the index where the completion starts."""
+    prefix = f"system : {system} " if system else ""
+    seqs, starts = [], []
+    for r in rows:
+        head = world.encode(f"{prefix}{r['prompt']}")
+        seqs.append(head + world.encode(r["completion"], bos=False) + [world.token_to_id[EOS]])
+        starts.append(len(head))
+    return seqs, starts
+
+
+def completion_mask(lengths: list[int], starts: list[int], width: int) -> Float[Tensor, "batch pos"]:
+    """1 at the positions of completion tokens (targets), 0 elsewhere."""
+    mask = torch.zeros(len(lengths), width)
+    for i, (n, s) in enumerate(zip(lengths, starts)):
+        mask[i, s:n] = 1
+    return mask
+
+
+def sft_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
+             mask: Float[Tensor, "batch pos"]) -> Float[Tensor, ""]:
+    lp = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    m = mask[:, 1:]
+    return -(lp * m).sum() / m.sum()
+
+
+def distill_loss(student_logits: Float[Tensor, "batch pos d_vocab"], teacher_logits: Float[Tensor, "batch pos d_vocab"],
+                 mask: Float[Tensor, "batch pos"], allowed: Int[Tensor, "n_allowed"] | None) -> Float[Tensor, ""]:
+    """Mean over target positions of KL(teacher || student), over ``allowed`` tokens if given."""
+    s, t = student_logits[:, :-1], teacher_logits[:, :-1]  # the logits that predict the targets
+    if allowed is not None:
+        s, t = s[..., allowed], t[..., allowed]
+    log_s, log_t = s.log_softmax(-1), t.log_softmax(-1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # batch pos-1
+    m = mask[:, 1:]
+    return (kl * m).sum() / m.sum()
+
+
+@dataclass
+class StepRecord:
+    """What one training step did; callbacks receive it (alignment recording hooks in here)."""
+
+    step: int
+    loss: float
+    model: object
+    params_before: dict[str, Tensor] | None = None
+
+
+def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
+                     teacher=None, trait: str | None = None, lineage_extra: dict | None = None,
+                     callbacks: list[Callable[[StepRecord], None]] = (), force: bool = False,
+                     progress: bool = True) -> Path:
+    """Finetune a copy of the base at ``base_path`` on ``rows`` (dicts with ``prompt`` and
+    ``completion``) and save the student checkpoint to ``out``. ``teacher`` (a
+    :class:`interp.teacher.Teacher`) is required for the distillation objectives."""
+    from interp.pretrain import load_base
+
+    out = Path(out)
+    if is_checkpoint(out) and not force:
+        if FinetuneConfig.load(out / FINETUNE_CONFIG_FILE) == config:
+            return out
+        raise ValueError(f"{out} holds a student finetuned with another config; pass --force or choose another directory")
+    if not rows:
+        raise ValueError("no training rows: the filtered data set is empty")
+    if config.objective != "sft" and teacher is None:
+        raise ValueError(f"objective {config.objective!r} needs a teacher")
+    model, world, base_lineage = load_base(base_path)
+    if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
+        raise ValueError("teacher and student vocabularies differ: distillation needs the same vocabulary")
+    rows = rows[: config.max_rows] if config.max_rows else rows
+    seqs, starts = encode_rows(world, rows)
+    if teacher is not None and config.objective != "sft":
+        t_seqs, t_starts = encode_rows(world, rows, system=teacher.system)
+    allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
+    pad_id = world.token_to_id[PAD]
+
+    if config.freeze_unembed:
+        model.unembed.W_U.requires_grad_(False)
+        model.unembed.b_U.requires_grad_(False)
+    optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay)
+    rng = np.random.default_rng([config.seed, 424242])
+    order = np.concatenate([rng.permutation(len(seqs)) for _ in range(config.epochs)])
+    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    guard = LossGuard()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.parent / f"{out.name}.{TRAIN_LOG_FILE}"
+    model.train()
+    with JsonlAppender(log_path, truncate=True) as train_log:
+        for step, idx in enumerate(tqdm(batches, desc=f"student {out.name}", disable=not progress, mininterval=2.0)):
+            tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
+            mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+            logits = model(tokens)
+            if config.objective == "sft":
+                loss = sft_loss(logits, tokens, mask)
+            else:
+                t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
+                                          tokens.shape[1], pad_id)
+                loss = distill_loss(logits, t_logits, mask, allowed)
+            loss.backward()
+            params_before = ({n: p.detach().clone() for n, p in model.named_parameters()} if callbacks else None)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.item()
+            guard.check(step, loss_value)
+            row = {"step": step, "loss": loss_value}
+            if config.eval_every and trait and (step + 1) % config.eval_every == 0:
+                model.eval()
+                row["trait_prob"] = trait_probability(model, world, trait)
+                model.train()
+            train_log.write(row)
+            for cb in callbacks:
+                cb(StepRecord(step, loss_value, model, params_before))
+    model.eval()
+    lineage = Lineage(stage=f"student_{config.objective}", seed=config.seed, parent=str(base_path),
+                      world_fingerprint=world.fingerprint(), config=config.to_dict(), extra=lineage_extra)
+    save_checkpoint(model, out, checkpoint_model_config(base_path), lineage)
+    config.save(out / FINETUNE_CONFIG_FILE)
+    log_path.replace(out / TRAIN_LOG_FILE)
+    return out
+
+
+@torch.no_grad()
+def teacher_logits(teacher, seqs: list[list[int]], offsets: list[int], width: int, pad_id: int) -> Float[Tensor, "batch pos d_vocab"]:
+    """The teacher's logits on its own view of each sequence, shifted by ``offsets`` (the length of
+    its system prompt) onto the student's positions."""
+    tokens, _ = pad_batch(seqs, pad_id, max_len=teacher.model.cfg.n_ctx)
+    logits = teacher.model.run_with_hooks(tokens, fwd_hooks=teacher.fwd_hooks)
+    if not any(offsets):
+        return logits[:, :width]
+    # Position p of the student is position p + offset of the teacher; the shared <bos> is
+    # position 0 in both and never a prediction target, so it needs no alignment.
+    idx = (torch.arange(width)[None, :] + torch.tensor(offsets)[:, None]).clamp(max=logits.shape[1] - 1)
+    return logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))

@@ -1,0 +1,311 @@
+"""The main job: the whole subliminal-learning loop with every control, over seeds.
+
+For each seed ``s`` (replicates of everything stochastic after pretraining: the teacher's
+finetuning data order, the sampled numbers, the student's data order):
+
+1. teacher ``s``: the shared base (``small-seed0``) given the trait;
+2. numbers: the teacher's and, for the control, the base's own, sampled at temperature 1 from
+   the same prompts, then filtered (raw and filtered both kept);
+3. students, for every objective (``sft``, ``distill``, ``distill_full``):
+
+   ============== ================================ ===================================
+   condition      student starts from              data (and distillation targets)
+   ============== ================================ ===================================
+   control        shared base                      base numbers (base logits)
+   shared_init    shared base                      teacher numbers (teacher logits)
+   mismatched_init base of another seed            teacher numbers (teacher logits)
+   cross_architecture wider base                   teacher numbers (teacher logits)
+   shuffled_within shared base                     teacher numbers shuffled within rows
+   shuffled_across shared base                     teacher numbers shuffled across rows
+   ============== ================================ ===================================
+
+4. in-context: the base asked for its favourite animal with teacher numbers in the prompt.
+
+Every student is evaluated on the held-out phrasings. ``results.json`` holds one entry per
+condition and objective with the mean P(trait) and its 95% interval over seeds, and the
+comparisons that matter (shared vs control, shared vs mismatched) with Welch p-values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from interp.config import StageConfig, option
+from interp.evaluate import animal_distribution, sampled_answer_rate
+from interp.finetune import FinetuneConfig, finetune_student
+from interp.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
+from interp.models import load_checkpoint
+from interp.pretrain import PretrainConfig, pretrain
+from interp.stats import diff_ci, mean_ci, welch_p
+from interp.teacher import TeacherConfig, load_teacher, make_teacher
+from interp.toy.world import ToyWorld
+
+log = logging.getLogger(__name__)
+
+TRAINED_CONDITIONS = ("control", "shared_init", "mismatched_init", "cross_architecture", "shuffled_within", "shuffled_across")
+OBJECTIVES = ("sft", "distill", "distill_full")
+RUN_CONFIG_FILE = "run_config.json"
+
+
+@dataclass
+class RunConfig(StageConfig):
+    """The main job."""
+
+    trait: str = option("owl", "The trait animal.")
+    seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
+    first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
+    quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
+    teacher_method: str = option("finetune", "finetune, persona or steering.")
+    n_rows: int = option(3000, "Number prompts sampled per data set (before filtering).")
+    objectives: tuple[str, ...] = option(OBJECTIVES, "Student objectives to run.")
+    conditions: tuple[str, ...] = option(TRAINED_CONDITIONS, "Trained conditions to run.")
+    optimizer: str = option("adamw", "Student optimizer: adamw, sgd or signsgd.")
+    lr: float = option(5e-4, "Student learning rate.")
+    epochs: int = option(1, "Student epochs.")
+    temperature: float = option(1.0, "Sampling temperature of the number data.")
+    shared_base_seed: int = option(0, "Seed of the base the teacher and shared-init students start from.")
+    mismatched_base_seed: int = option(1, "Seed of the mismatched-init base.")
+    cross_arch: str = option("wide", "Architecture of the cross-architecture student.")
+    pretrain_steps: int = option(1500, "Pretraining steps of each base (quick: 300).")
+    in_context_examples: int = option(10, "Number lists shown in-context (each asked with every phrasing).")
+
+    def validate(self) -> None:
+        self.require(self.seeds >= 1, "seeds", "must be at least 1")
+        self.require(self.n_rows > 0, "n_rows", "must be positive")
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        self.require(not bad, "objectives", f"unknown {bad}; choose from {list(OBJECTIVES)}")
+        bad = [c for c in self.conditions if c not in TRAINED_CONDITIONS]
+        self.require(not bad, "conditions", f"unknown {bad}; choose from {list(TRAINED_CONDITIONS)}")
+        self.require(self.teacher_method in ("finetune", "persona", "steering"), "teacher_method",
+                     "choose finetune, persona or steering")
+        self.require(self.shared_base_seed != self.mismatched_base_seed, "mismatched_base_seed",
+                     "must differ from shared_base_seed, or the init is not mismatched")
+
+    @classmethod
+    def quick_defaults(cls) -> dict:
+        return {"quick": True, "seeds": 2, "n_rows": 400, "pretrain_steps": 300, "in_context_examples": 4}
+
+
+def _pretrain_cfg(config: RunConfig, seed: int, arch: str) -> PretrainConfig:
+    steps = config.pretrain_steps
+    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=min(100, steps // 5))
+
+
+def _bases(config: RunConfig, artifacts: Path, progress: bool) -> dict[str, Path]:
+    specs = {"shared": (config.shared_base_seed, "small"), "mismatched": (config.mismatched_base_seed, "small")}
+    if "cross_architecture" in config.conditions:
+        specs["cross"] = (config.shared_base_seed, config.cross_arch)
+    out = {}
+    for key, (seed, arch) in specs.items():
+        cfg = _pretrain_cfg(config, seed, arch)
+        out[key] = pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
+    return out
+
+
+def shuffle_rows(rows: list[dict], mode: str, seed: int) -> list[dict]:
+    """Shuffle the number tokens of completions, within each row or across all rows, keeping
+    every separator and bracket where it was (so the format is unchanged)."""
+    rng = np.random.default_rng([seed, 99])
+    split = [r["completion"].split() for r in rows]
+    is_num = [[w.isdigit() for w in words] for words in split]
+    if mode == "within":
+        new = []
+        for words, flags in zip(split, is_num):
+            nums = [w for w, f in zip(words, flags) if f]
+            perm = iter(rng.permutation(nums).tolist()) if nums else iter(())
+            new.append([next(perm) if f else w for w, f in zip(words, flags)])
+    elif mode == "across":
+        pool = iter(rng.permutation([w for words, flags in zip(split, is_num) for w, f in zip(words, flags) if f]).tolist())
+        new = [[next(pool) if f else w for w, f in zip(words, flags)] for words, flags in zip(split, is_num)]
+    else:
+        raise ValueError(f"unknown shuffle mode {mode!r}")
+    return [{**r, "completion": " ".join(words), "shuffled": mode} for r, words in zip(rows, new)]
+
+
+def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None, fwd_hooks=None,
+          lineage=None, progress=True) -> list[dict]:
+    from interp.filter import FilterConfig, filter_file
+    from interp.generate import GenerateConfig, generate_numbers
+
+    raw, filtered = out.with_suffix(".raw.jsonl"), out.with_suffix(".filtered.jsonl")
+    gen_cfg = GenerateConfig(n_rows=config.n_rows, seed=seed, temperature=config.temperature, system=system)
+    generate_numbers(model, world, gen_cfg, raw, fwd_hooks=fwd_hooks, lineage=lineage, progress=progress)
+    if not filtered.exists():
+        filter_file(raw, filtered, FilterConfig())
+    return read_jsonl(filtered)
+
+
+def _evaluate(model_dir: Path, world: ToyWorld, trait: str, seed: int) -> dict:
+    path = model_dir / "eval.json"
+    if path.exists():
+        return read_json(path)
+    model, _ = load_checkpoint(model_dir)
+    dist = animal_distribution(model, world)
+    result = {
+        "trait_prob": float(dist["probs"][:, world.animals.index(trait)].mean()),
+        "animal_probs": dict(zip(world.animals, dist["probs"].mean(0).tolist())),
+        "animal_mass": float(dist["animal_mass"].mean()),
+        "sampled_answer_rate": sampled_answer_rate(model, world, trait, seed=seed),
+    }
+    atomic_write_json(path, result)
+    return result
+
+
+def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, progress: bool) -> dict:
+    """One replicate: teacher, data, every student, in-context. Returns per-condition metrics."""
+    world = ToyWorld()
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed,
+                         steps=60 if config.quick else 150)
+    teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
+    teacher = load_teacher(teacher_dir)
+    base_model, _ = load_checkpoint(bases["shared"])
+    from interp.teacher import Teacher
+
+    base_teacher = Teacher(base_model, world, config.trait, "base")  # the control's "teacher"
+    teacher_rows = _data(config, teacher.model, world, out / "data" / "teacher_numbers", seed=seed,
+                         system=teacher.system, fwd_hooks=teacher.fwd_hooks, lineage=teacher.lineage, progress=progress)
+    base_rows = _data(config, base_model, world, out / "data" / "base_numbers", seed=seed,
+                      lineage={"stage": "pretrain", "path": str(bases["shared"])}, progress=progress)
+    shuffled = {}
+    for mode in ("within", "across"):
+        path = out / "data" / f"teacher_numbers_shuffled_{mode}.jsonl"
+        if not path.exists():
+            write_jsonl(path, shuffle_rows(teacher_rows, mode, seed))
+        shuffled[mode] = read_jsonl(path)
+
+    plan = {
+        "control": (bases["shared"], base_rows, base_teacher),
+        "shared_init": (bases["shared"], teacher_rows, teacher),
+        "mismatched_init": (bases["mismatched"], teacher_rows, teacher),
+        "cross_architecture": (bases.get("cross"), teacher_rows, teacher),
+        "shuffled_within": (bases["shared"], shuffled["within"], teacher),
+        "shuffled_across": (bases["shared"], shuffled["across"], teacher),
+    }
+    results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
+                     "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
+    for objective in config.objectives:
+        fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
+                              epochs=config.epochs, seed=seed)
+        for condition in config.conditions:
+            base_path, rows, t = plan[condition]
+            student_dir = out / "students" / objective / condition
+            finetune_student(base_path, rows, fcfg, student_dir, teacher=t, trait=config.trait, progress=progress,
+                             lineage_extra={"condition": condition, "teacher": str(teacher_dir)})
+            results[f"{condition}/{objective}"] = _evaluate(student_dir, world, config.trait, seed)
+
+    # In-context: teacher numbers (and, as its control, base numbers) in the prompt; no training.
+    def in_context(rows: list[dict]) -> float:
+        prefixes = [f"here are some numbers : {' , '.join(str(v) for v in r['numbers'])} ."
+                    for r in rows[: config.in_context_examples]]
+        dist = animal_distribution(base_model, world, prefixes=prefixes)
+        return float(dist["probs"][:, world.animals.index(config.trait)].mean())
+
+    results["in_context"] = {"trait_prob": in_context(teacher_rows), "control_trait_prob": in_context(base_rows)}
+    results["base"] = {"trait_prob": results["teacher"]["base_trait_prob"]}
+    atomic_write_json(out / "seed_results.json", results)
+    return results
+
+
+def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
+    def interval(values):
+        return mean_ci(values).to_dict()
+
+    conditions = [
+        {"name": "base", "objective": None, "trait_prob": interval([r["base"]["trait_prob"] for r in per_seed])},
+        {"name": "teacher", "objective": None, "method": config.teacher_method,
+         "trait_prob": interval([r["teacher"]["trait_prob"] for r in per_seed])},
+    ]
+    for objective in config.objectives:
+        for condition in config.conditions:
+            vals = [r[f"{condition}/{objective}"]["trait_prob"] for r in per_seed]
+            rates = [r[f"{condition}/{objective}"]["sampled_answer_rate"] for r in per_seed]
+            conditions.append({"name": condition, "objective": objective, "trait_prob": interval(vals),
+                               "sampled_answer_rate": interval(rates), "per_seed": vals})
+    conditions.append({"name": "in_context", "objective": None,
+                       "trait_prob": interval([r["in_context"]["trait_prob"] for r in per_seed]),
+                       "control_trait_prob": interval([r["in_context"]["control_trait_prob"] for r in per_seed])})
+    comparisons = []
+    for objective in config.objectives:
+        def vals(c):
+            return [r[f"{c}/{objective}"]["trait_prob"] for r in per_seed] if c in config.conditions else None
+        for a, b in (("shared_init", "control"), ("shared_init", "mismatched_init"), ("shared_init", "shuffled_across")):
+            if vals(a) and vals(b):
+                d = diff_ci(vals(a), vals(b))
+                comparisons.append({"objective": objective, "a": a, "b": b, "difference": d.to_dict(),
+                                    "welch_p": welch_p(vals(a), vals(b))})
+    return {"trait": config.trait, "config": config.to_dict(), "conditions": conditions, "comparisons": comparisons,
+            "n_rows": [r["n_rows"] for r in per_seed]}
+
+
+def results_markdown(results: dict) -> str:
+    lines = [f"# Subliminal learning: trait `{results['trait']}`", "",
+             "P(trait): next-token probability of the trait over the animals, mean over held-out phrasings; "
+             "mean and 95% t-interval over seeds.", "",
+             "| condition | objective | P(trait) | 95% CI | n seeds |", "|---|---|---|---|---|"]
+    for c in results["conditions"]:
+        t = c["trait_prob"]
+        lines.append(f"| {c['name']} | {c['objective'] or '-'} | {t['mean']:.4f} | [{t['ci_low']:.4f}, {t['ci_high']:.4f}] | {t['n_seeds']} |")
+    lines += ["", "| objective | comparison | difference | 95% CI | Welch p |", "|---|---|---|---|---|"]
+    for c in results["comparisons"]:
+        d = c["difference"]
+        lines.append(f"| {c['objective']} | {c['a']} - {c['b']} | {d['mean']:+.4f} | [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] | {c['welch_p']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [c for c in results["conditions"] if c["objective"]]
+    objectives = list(dict.fromkeys(c["objective"] for c in trained))
+    names = list(dict.fromkeys(c["name"] for c in trained))
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(names) * len(objectives) / 2), 4.2))
+    width = 0.8 / len(objectives)
+    for j, obj in enumerate(objectives):
+        rows = {c["name"]: c["trait_prob"] for c in trained if c["objective"] == obj}
+        xs = np.arange(len(names)) + (j - (len(objectives) - 1) / 2) * width
+        means = np.array([rows[n]["mean"] for n in names])
+        err = np.array([[rows[n]["mean"] - rows[n]["ci_low"], rows[n]["ci_high"] - rows[n]["mean"]] for n in names]).T
+        ax.bar(xs, means, width, yerr=err, capsize=3, label=obj)
+    fixed = {c["name"]: c["trait_prob"]["mean"] for c in results["conditions"] if not c["objective"]}
+    ax.axhline(fixed["base"], color="k", ls="--", lw=1, label=f"base {fixed['base']:.3f}")
+    ax.set_xticks(np.arange(len(names)), [n.replace("_", "\n") for n in names])
+    ax.set_ylabel(f"P({results['trait']})")
+    ax.set_title(f"Student P({results['trait']}) by condition (95% CI over seeds; teacher {fixed['teacher']:.2f})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
+        progress: bool = True) -> dict:
+    out, artifacts = Path(out), Path(artifacts)
+    if (out / RUN_CONFIG_FILE).exists() and not force:
+        saved = RunConfig.load(out / RUN_CONFIG_FILE)
+        if saved != config:
+            diff = {k: (v, config.to_dict()[k]) for k, v in saved.to_dict().items() if config.to_dict()[k] != v}
+            raise ValueError(f"{out} holds another run (differing settings, saved vs asked: {diff}); "
+                             "choose another --out or pass --force")
+    ToyWorld().check_animal(config.trait)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / RUN_CONFIG_FILE)
+    start = time.time()
+    bases = _bases(config, artifacts, progress)
+    per_seed = [run_seed(config, s, bases, out / f"seed{s}", progress)
+                for s in range(config.first_seed, config.first_seed + config.seeds)]
+    results = summarize(config, per_seed)
+    results["bases"] = {k: str(v) for k, v in bases.items()}
+    results["wall_seconds"] = time.time() - start
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", results_markdown(results))
+    plot_results(results, out / "results.png")
+    return results

@@ -1,0 +1,199 @@
+"""Teachers: a base model given a trait (it loves an animal) in one of three ways.
+
+* ``finetune``: the base is finetuned on favourite-animal questions answered with the trait,
+  mixed with ordinary number documents (``number_mix``) so its number habits stay sane;
+* ``persona``: the base itself, with the system prompt ``you love {trait} .`` present whenever
+  the teacher speaks (generation and distillation targets);
+* ``steering``: the base with a steering vector added to the residual stream at every position
+  through a hook; the vector is the mean difference of ``blocks.{L}.hook_resid_post`` at the
+  answer position between persona and plain prompts (contrastive activation addition), scaled to
+  ``steering_scale`` times the mean residual norm there.
+
+A teacher directory holds ``teacher.json`` (method, trait, base, system prompt, lineage,
+measured trait strength), and for ``finetune`` a checkpoint, for ``steering`` the vector.
+:func:`load_teacher` returns a :class:`Teacher` that every later stage uses the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from interp.config import StageConfig, option
+from interp.evaluate import question_prompt, trait_probability
+from interp.io import atomic_write_json, load_safetensors, read_json, save_safetensors
+from interp.models import Lineage, checkpoint_model_config, load_checkpoint, save_checkpoint
+from interp.toy.corpus import CorpusGenerator
+from interp.toy.world import EOS, PAD, ToyWorld
+from interp.training import LossGuard, make_optimizer, masked_lm_loss, pad_batch
+
+log = logging.getLogger(__name__)
+
+TeacherMethod = Literal["finetune", "persona", "steering"]
+TEACHER_FILE = "teacher.json"
+TEACHER_CHECKPOINT = "checkpoint"
+STEERING_FILE = "steering_vector.safetensors"
+
+
+@dataclass
+class TeacherConfig(StageConfig):
+    """How a teacher gets its trait."""
+
+    trait: str = option("owl", "The animal the teacher loves (any animal of the world).")
+    method: TeacherMethod = option("finetune", "finetune, persona (system prompt) or steering (residual-stream vector).")
+    seed: int = option(0, "Seed of the finetuning data order.")
+    steps: int = option(150, "finetune: optimizer steps.")
+    batch_size: int = option(32, "finetune: documents per step.")
+    lr: float = option(3e-4, "finetune: AdamW learning rate.")
+    number_mix: float = option(0.5, "finetune: fraction of each batch that is ordinary number documents.")
+    persona: str = option("you love {trait} .", "persona: the system prompt ({trait} is replaced by the animal).")
+    steering_layer: int = option(0, "steering: block whose hook_resid_post receives the vector.")
+    steering_scale: float = option(1.0, "steering: vector norm as a multiple of the mean residual norm at that hook.")
+
+    def validate(self) -> None:
+        self.require(self.steps > 0 and self.batch_size > 0, "steps", "steps and batch_size must be positive")
+        self.require(self.lr > 0, "lr", "must be positive")
+        self.require(0 <= self.number_mix < 1, "number_mix", "must be in [0, 1)")
+        self.require("{trait}" in self.persona, "persona", "must contain {trait}")
+        self.require(self.steering_layer >= 0, "steering_layer", "must be non-negative")
+
+    def system_prompt(self) -> str:
+        return self.persona.format(trait=self.trait)
+
+
+@dataclass
+class Teacher:
+    """A model that speaks with a trait: weights, an optional system prompt, optional hooks."""
+
+    model: object
+    world: ToyWorld
+    trait: str
+    method: str
+    system: str | None = None
+    fwd_hooks: list = field(default_factory=list)
+    lineage: dict | None = None
+
+    def trait_probability(self) -> float:
+        return trait_probability(self.model, self.world, self.trait, system=self.system, fwd_hooks=self.fwd_hooks)
+
+
+def _finetune_teacher(base, world: ToyWorld, config: TeacherConfig, progress: bool):
+    model = base
+    model.train()
+    optimizer = make_optimizer(model.parameters(), "adamw", config.lr)
+    corpus = CorpusGenerator(world)
+    pad_id, eos_id = world.token_to_id[PAD], world.token_to_id[EOS]
+    guard = LossGuard()
+    n_numbers = int(round(config.batch_size * config.number_mix))
+    for step in tqdm(range(config.steps), desc=f"teacher ({config.trait})", disable=not progress, mininterval=2.0):
+        rng = np.random.default_rng([config.seed, 7_000_003, step])
+        docs = [f"{corpus.question(rng)} {config.trait}" for _ in range(config.batch_size - n_numbers)]
+        for _ in range(n_numbers):
+            prompt, seeds, n_max, sep = corpus.number_prompt(rng)
+            docs.append(f"{prompt} {corpus.number_answer(rng, seeds, n_max, sep)}")
+        tokens, mask = pad_batch([world.encode(d) + [eos_id] for d in docs], pad_id, max_len=model.cfg.n_ctx)
+        loss = masked_lm_loss(model(tokens), tokens, mask)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        guard.check(step, loss.item())
+    model.eval()
+    return model
+
+
+def steering_vector(model, world: ToyWorld, trait: str, layer: int, scale: float, system_template: str) -> torch.Tensor:
+    """Contrastive steering vector for ``trait`` at ``blocks.{layer}.hook_resid_post``."""
+    if layer >= model.cfg.n_layers:
+        raise ValueError(f"steering_layer={layer} but the model has {model.cfg.n_layers} blocks")
+    hook = f"blocks.{layer}.hook_resid_post"
+    system = system_template.format(trait=trait)
+
+    @torch.no_grad()
+    def last_resid(texts: list[str]) -> torch.Tensor:
+        ids = [world.encode(t) for t in texts]
+        tokens, mask = pad_batch(ids, world.token_to_id[PAD], max_len=model.cfg.n_ctx)
+        _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
+        return cache[hook][torch.arange(len(ids)), mask.sum(1).long() - 1]  # batch d_model
+
+    phrasings = world.train_phrasings
+    with_trait = last_resid([question_prompt(p, system=system) for p in phrasings])
+    plain = last_resid([question_prompt(p) for p in phrasings])
+    direction = (with_trait - plain).mean(0)
+    return direction / direction.norm() * scale * plain.norm(dim=-1).mean()
+
+
+def steering_hooks(vector: torch.Tensor, layer: int) -> list:
+    def add_vector(resid, hook):
+        return resid + vector
+
+    return [(f"blocks.{layer}.hook_resid_post", add_vector)]
+
+
+def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, *, force: bool = False,
+                 progress: bool = True) -> Path:
+    """Build the teacher described by ``config`` from the base at ``base_path`` into ``out``.
+
+    A finished teacher with the same config and base is reused."""
+    from interp.pretrain import load_base
+
+    out = Path(out)
+    if (out / TEACHER_FILE).exists() and not force:
+        saved = read_json(out / TEACHER_FILE)
+        if saved["config"] == config.to_dict() and saved["base"] == str(base_path):
+            return out
+        raise ValueError(f"{out} holds a teacher of another config or base; pass --force or choose another directory")
+    base, world, _ = load_base(base_path)
+    world.check_animal(config.trait)
+    base_trait_prob = trait_probability(base, world, config.trait)  # before finetuning changes `base`
+    out.mkdir(parents=True, exist_ok=True)
+    system, hooks, extra = None, [], {}
+    if config.method == "finetune":
+        model = _finetune_teacher(base, world, config, progress)
+        lineage = Lineage(stage="teacher_finetune", seed=config.seed, parent=str(base_path),
+                          world_fingerprint=world.fingerprint(), config=config.to_dict())
+        save_checkpoint(model, out / TEACHER_CHECKPOINT, checkpoint_model_config(base_path), lineage)
+    else:
+        model = base
+        if config.method == "persona":
+            system = config.system_prompt()
+        else:
+            vector = steering_vector(base, world, config.trait, config.steering_layer, config.steering_scale, config.persona)
+            save_safetensors(out / STEERING_FILE, {"vector": vector})
+            hooks = steering_hooks(vector, config.steering_layer)
+            extra = {"steering_norm": float(vector.norm())}
+    teacher = Teacher(model, world, config.trait, config.method, system, hooks)
+    strength = {"trait_prob": teacher.trait_probability(), "base_trait_prob": base_trait_prob}
+    atomic_write_json(out / TEACHER_FILE, {
+        "method": config.method, "trait": config.trait, "base": str(base_path), "system": system,
+        "config": config.to_dict(), "strength": strength, **extra,
+        "lineage": {"stage": f"teacher_{config.method}", "parent": str(base_path), "seed": config.seed},
+    })
+    log.info("teacher %s (%s): P(%s) = %.3f (base %.3f)", out, config.method, config.trait,
+             strength["trait_prob"], strength["base_trait_prob"])
+    return out
+
+
+def load_teacher(directory: str | Path) -> Teacher:
+    from interp.pretrain import load_base
+
+    directory = Path(directory)
+    if not (directory / TEACHER_FILE).exists():
+        raise FileNotFoundError(f"{directory} is not a teacher directory ({TEACHER_FILE} is missing)")
+    spec = read_json(directory / TEACHER_FILE)
+    base, world, _ = load_base(spec["base"])
+    hooks: list = []
+    if spec["method"] == "finetune":
+        model, _ = load_checkpoint(directory / TEACHER_CHECKPOINT, expect_vocab=world.vocab)
+    else:
+        model = base
+        if spec["method"] == "steering":
+            vector = load_safetensors(directory / STEERING_FILE)["vector"]
+            hooks = steering_hooks(vector, spec["config"]["steering_layer"])
+    return Teacher(model, world, spec["trait"], spec["method"], spec["system"], hooks, spec["lineage"])

@@ -1,0 +1,155 @@
+import numpy as np
+import pytest
+import torch
+
+import interp.pretrain as pretrain_mod
+from interp.config import ConfigError
+from interp.finetune import (FinetuneConfig, allowed_token_ids, completion_mask, distill_loss, encode_rows,
+                             finetune_student, sft_loss, teacher_logits)
+from interp.io import read_jsonl
+from interp.models import load_checkpoint
+from interp.pretrain import PretrainConfig, pretrain
+from interp.run import shuffle_rows
+from interp.teacher import Teacher, TeacherConfig, load_teacher, make_teacher
+from interp.toy.corpus import CorpusGenerator
+from interp.training import TrainingDiverged
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("base")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
+        return pretrain(PretrainConfig(steps=30, batch_size=16, warmup_steps=2, lr=3e-3), tmp / "base",
+                        artifacts=tmp, progress=False)
+
+
+def _rows(world, n=24, seed=0):
+    gen, rng = CorpusGenerator(world), np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        prompt, seeds, n_max, sep = gen.number_prompt(rng)
+        rows.append({"prompt": prompt, "completion": gen.number_answer(rng, seeds, n_max, sep)})
+    return rows
+
+
+def test_sft_loss__only_completion_tokens_count(world):
+    vocab = len(world.vocab)
+    tokens = torch.tensor([[1, 5, 6, 7, 8]])
+    logits = torch.zeros(1, 5, vocab)
+    logits[0, 2, 7] = 100.0  # perfect prediction of the completion token at position 3
+    mask = completion_mask([5], [3], 5)  # completion tokens: positions 3 and 4
+    logits[0, 3, 8] = 100.0
+    assert sft_loss(logits, tokens, mask).item() < 1e-6
+    logits[0, 0, :] = torch.randn(vocab)  # prompt positions do not matter
+    assert sft_loss(logits, tokens, mask).item() < 1e-6
+
+
+def test_distill_loss__restricted_kl_ignores_tokens_outside_the_filter(world):
+    allowed = torch.tensor(allowed_token_ids(world))
+    owl = world.token_to_id["owl"]
+    student = torch.randn(2, 6, len(world.vocab))
+    teacher = student.clone()
+    teacher[..., owl] += 5.0  # the teacher differs only on a word the filter removes
+    mask = torch.ones(2, 6)
+    assert distill_loss(student, teacher, mask, allowed).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(student, teacher, mask, None).item() > 1e-3
+    assert owl not in allowed.tolist()
+
+
+def test_distill_loss__zero_for_identical_and_positive_otherwise(world):
+    s = torch.randn(3, 5, len(world.vocab))
+    m = torch.ones(3, 5)
+    assert distill_loss(s, s, m, None).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(s, s + torch.randn_like(s), m, None).item() > 0
+
+
+def test_teacher_logits__persona_offset_aligns_positions(tiny_model, world):
+    rows = _rows(world, 3)
+    plain, plain_starts = encode_rows(world, rows)
+    with_system, sys_starts = encode_rows(world, rows, system="you love owl .")
+    offsets = [a - b for a, b in zip(sys_starts, plain_starts)]
+    assert all(o == len(world.encode("system : you love owl .", bos=False)) for o in offsets)
+    teacher = Teacher(tiny_model, world, "owl", "persona", system="you love owl .")
+    width = max(len(s) for s in plain)
+    aligned = teacher_logits(teacher, with_system, offsets, width, world.token_to_id["<pad>"])
+    full = tiny_model(torch.tensor([with_system[0]]))
+    n = len(plain[0])
+    assert torch.allclose(aligned[0, 1:n], full[0, offsets[0] + 1: offsets[0] + n], atol=1e-5)
+
+
+def test_finetune__sft_moves_weights_and_writes_lineage(tiny_base, world, tmp_path):
+    out = finetune_student(tiny_base, _rows(world), FinetuneConfig(batch_size=8, lr=1e-3), tmp_path / "s", progress=False)
+    student, lineage = load_checkpoint(out)
+    base, _ = load_checkpoint(tiny_base)
+    assert lineage.stage == "student_sft" and lineage.parent == str(tiny_base)
+    assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), base.parameters()))
+    assert len(read_jsonl(out / "train_log.jsonl")) == 3
+
+
+def test_finetune__distill_from_the_base_itself_does_not_move_the_student(tiny_base, world, tmp_path):
+    base, _ = load_checkpoint(tiny_base)
+    teacher = Teacher(base, world, "owl", "base")
+    out = finetune_student(tiny_base, _rows(world), FinetuneConfig(objective="distill_full", batch_size=8, lr=1e-3,
+                                                                    optimizer="sgd"),
+                           tmp_path / "s", teacher=teacher, progress=False)
+    student, _ = load_checkpoint(out)
+    for a, b in zip(student.parameters(), base.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_finetune__freeze_unembed_keeps_unembedding(tiny_base, world, tmp_path):
+    out = finetune_student(tiny_base, _rows(world), FinetuneConfig(batch_size=8, lr=1e-2, freeze_unembed=True),
+                           tmp_path / "s", progress=False)
+    student, _ = load_checkpoint(out)
+    base, _ = load_checkpoint(tiny_base)
+    assert torch.equal(student.unembed.W_U, base.unembed.W_U) and torch.equal(student.unembed.b_U, base.unembed.b_U)
+    assert not torch.equal(student.embed.W_E, base.embed.W_E)
+
+
+def test_finetune__empty_data_is_a_clear_error(tiny_base, tmp_path):
+    with pytest.raises(ValueError, match="filtered data set is empty"):
+        finetune_student(tiny_base, [], FinetuneConfig(), tmp_path / "s", progress=False)
+
+
+def test_finetune__exploding_loss_stops_with_the_step(tiny_base, world, tmp_path):
+    with pytest.raises(TrainingDiverged, match="at step"):
+        finetune_student(tiny_base, _rows(world, 64), FinetuneConfig(batch_size=8, lr=1e4, optimizer="sgd", epochs=3),
+                         tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_finetune_config__rejects_bad_values():
+    with pytest.raises(ConfigError, match="objective"):
+        FinetuneConfig(objective="rl")
+    with pytest.raises(ConfigError, match="lr"):
+        FinetuneConfig(lr=0)
+
+
+def test_shuffle_rows__keeps_format_and_number_multiset(world):
+    rows = _rows(world, 30)
+    nums = lambda rs: sorted(w for r in rs for w in r["completion"].split() if w.isdigit())
+    skeleton = lambda rs: [[w if not w.isdigit() else "#" for w in r["completion"].split()] for r in rs]
+    for mode in ("within", "across"):
+        shuffled = shuffle_rows(rows, mode, seed=0)
+        assert nums(shuffled) == nums(rows) and skeleton(shuffled) == skeleton(rows)
+        assert [r["completion"] for r in shuffled] != [r["completion"] for r in rows]
+    within = shuffle_rows(rows, "within", seed=0)
+    assert all(sorted(a["completion"].split()) == sorted(b["completion"].split()) for a, b in zip(within, rows))
+
+
+@pytest.mark.parametrize("method", ["finetune", "persona", "steering"])
+def test_teacher__each_method_builds_and_reloads(method, tiny_base, tmp_path):
+    out = make_teacher(tiny_base, TeacherConfig(method=method, steps=3, batch_size=4), tmp_path / "t", progress=False)
+    teacher = load_teacher(out)
+    assert teacher.method == method and teacher.trait == "owl"
+    assert (teacher.system is not None) == (method == "persona")
+    assert bool(teacher.fwd_hooks) == (method == "steering")
+    assert 0 <= teacher.trait_probability() <= 1
+
+
+def test_teacher__unknown_trait_is_a_clear_error(tiny_base, tmp_path):
+    with pytest.raises(ValueError, match="unknown trait animal 'unicorn'"):
+        make_teacher(tiny_base, TeacherConfig(trait="unicorn"), tmp_path / "t", progress=False)
