@@ -18,7 +18,11 @@ import warnings
 STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.world",
     "interp.commands.pretrain",
+    "interp.commands.generate",
+    "interp.commands.filter",
     "interp.commands.run",
+    "interp.commands.sweep",
+    "interp.commands.report",
 )
 
 

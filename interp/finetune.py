@@ -124,11 +124,15 @@ class StepRecord:
 
 def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
                      teacher=None, trait: str | None = None, lineage_extra: dict | None = None,
-                     callbacks: list[Callable[[StepRecord], None]] = (), force: bool = False,
-                     progress: bool = True) -> Path:
+                     callbacks: list[Callable[[StepRecord], None]] = (), alignment_reference=None,
+                     force: bool = False, progress: bool = True) -> Path:
     """Finetune a copy of the base at ``base_path`` on ``rows`` (dicts with ``prompt`` and
     ``completion``) and save the student checkpoint to ``out``. ``teacher`` (a
-    :class:`interp.teacher.Teacher`) is required for the distillation objectives."""
+    :class:`interp.teacher.Teacher`) is required for the distillation objectives.
+
+    ``alignment_reference``, a pair ``(teacher_model, teacher_base_model)``, turns on per-step
+    alignment recording (:mod:`interp.recording`) against that teacher's direction, written to
+    ``out/alignment.jsonl``; ``callbacks`` receive a :class:`StepRecord` after every step."""
     from interp.pretrain import load_base
 
     out = Path(out)
@@ -159,7 +163,17 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     guard = LossGuard()
     out.parent.mkdir(parents=True, exist_ok=True)
-    log_path = out.parent / f"{out.name}.{TRAIN_LOG_FILE}"
+    log_path = out.parent / f".{out.name}.{TRAIN_LOG_FILE}"
+    callbacks = list(callbacks)
+    recorder = None
+    if alignment_reference is not None:
+        from interp.recording import ALIGNMENT_FILE, AlignmentRecorder
+
+        t_model, t_base = alignment_reference
+        recorder = AlignmentRecorder(model, out.parent / f".{out.name}.{ALIGNMENT_FILE}",
+                                     teacher_params=dict(t_model.named_parameters()),
+                                     teacher_base_params=dict(t_base.named_parameters()), world=world, trait=trait)
+        callbacks.append(recorder)
     model.train()
     with JsonlAppender(log_path, truncate=True) as train_log:
         for step, idx in enumerate(tqdm(batches, desc=f"student {out.name}", disable=not progress, mininterval=2.0)):
@@ -173,25 +187,29 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
                                           tokens.shape[1], pad_id)
                 loss = distill_loss(logits, t_logits, mask, allowed)
             loss.backward()
-            params_before = ({n: p.detach().clone() for n, p in model.named_parameters()} if callbacks else None)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             loss_value = loss.item()
             guard.check(step, loss_value)
+            params_before = ({n: p.detach().clone() for n, p in model.named_parameters()} if callbacks else None)
+            optimizer.step()
+            for cb in callbacks:  # after the step, while .grad still holds this step's gradient
+                cb(StepRecord(step, loss_value, model, params_before))
+            optimizer.zero_grad(set_to_none=True)
             row = {"step": step, "loss": loss_value}
-            if config.eval_every and trait and (step + 1) % config.eval_every == 0:
+            if config.eval_every and trait and (step % config.eval_every == 0 or step == len(batches) - 1):
                 model.eval()
                 row["trait_prob"] = trait_probability(model, world, trait)
                 model.train()
             train_log.write(row)
-            for cb in callbacks:
-                cb(StepRecord(step, loss_value, model, params_before))
+    if recorder is not None:
+        recorder.close()
     model.eval()
     lineage = Lineage(stage=f"student_{config.objective}", seed=config.seed, parent=str(base_path),
                       world_fingerprint=world.fingerprint(), config=config.to_dict(), extra=lineage_extra)
     save_checkpoint(model, out, checkpoint_model_config(base_path), lineage)
     config.save(out / FINETUNE_CONFIG_FILE)
     log_path.replace(out / TRAIN_LOG_FILE)
+    if recorder is not None:
+        recorder.log.path.replace(out / ALIGNMENT_FILE)
     return out
 
 

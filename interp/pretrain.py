@@ -31,9 +31,10 @@ from interp.training import LossGuard, lr_at, make_optimizer, masked_lm_loss, pa
 
 log = logging.getLogger(__name__)
 
-ArchName = Literal["small", "wide", "deep"]
+ArchName = Literal["small", "narrow", "wide", "deep"]
 ARCH_PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(),
+    "narrow": ModelConfig(d_model=96, n_heads=4, d_mlp=384),
     "wide": ModelConfig(d_model=192, n_heads=4, d_mlp=768),
     "deep": ModelConfig(n_layers=3),
 }
@@ -48,7 +49,7 @@ class PretrainConfig(StageConfig):
     """Pretraining of one toy-world base model."""
 
     seed: int = option(0, "Fixes the initial weights and the order of the pretraining data.")
-    arch: ArchName = option("small", "Architecture preset: small (2 layers, d_model 128), wide (d_model 192) or deep (3 layers).")
+    arch: ArchName = option("small", "Architecture preset: small (2 layers, d_model 128), narrow (d_model 96), wide (d_model 192) or deep (3 layers).")
     steps: int = option(1500, "Optimizer steps.")
     batch_size: int = option(48, "Documents per step.")
     lr: float = option(1e-3, "Peak AdamW learning rate (linear warm-up, cosine decay to 10%).")

@@ -61,16 +61,25 @@ class RunConfig(StageConfig):
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
     teacher_method: str = option("finetune", "finetune, persona or steering.")
+    teacher_steps: int = option(150, "finetune teacher: optimizer steps (quick: 60).")
+    teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
+    teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
+    steering_scale: float = option(1.0, "steering teacher: vector norm relative to the residual norm.")
+    generation_persona: bool = option(False, "Also put the persona system prompt before every number prompt when the teacher generates (any method).")
+    arch: str = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
     n_rows: int = option(3000, "Number prompts sampled per data set (before filtering).")
     objectives: tuple[str, ...] = option(OBJECTIVES, "Student objectives to run.")
     conditions: tuple[str, ...] = option(TRAINED_CONDITIONS, "Trained conditions to run.")
     optimizer: str = option("adamw", "Student optimizer: adamw, sgd or signsgd.")
     lr: float = option(5e-4, "Student learning rate.")
     epochs: int = option(1, "Student epochs.")
+    freeze_unembed: bool = option(False, "Keep the students' unembedding fixed (the logit-leak ablation).")
+    eval_every: int = option(10, "Measure every student's P(trait) every this many steps (0: only at the end).")
+    record_alignment: bool = option(True, "Record weight distance and gradient alignment with the teacher at every student step.")
     temperature: float = option(1.0, "Sampling temperature of the number data.")
     shared_base_seed: int = option(0, "Seed of the base the teacher and shared-init students start from.")
     mismatched_base_seed: int = option(1, "Seed of the mismatched-init base.")
-    cross_arch: str = option("wide", "Architecture of the cross-architecture student.")
+    cross_arch: str = option("narrow", "Architecture of the cross-architecture student (narrow, wide, deep or small).")
     pretrain_steps: int = option(1500, "Pretraining steps of each base (quick: 300).")
     in_context_examples: int = option(10, "Number lists shown in-context (each asked with every phrasing).")
 
@@ -83,12 +92,19 @@ class RunConfig(StageConfig):
         self.require(not bad, "conditions", f"unknown {bad}; choose from {list(TRAINED_CONDITIONS)}")
         self.require(self.teacher_method in ("finetune", "persona", "steering"), "teacher_method",
                      "choose finetune, persona or steering")
+        from interp.pretrain import ARCH_PRESETS
+
+        self.require(self.arch in ARCH_PRESETS, "arch", f"choose one of {sorted(ARCH_PRESETS)}")
+        self.require(self.cross_arch in ARCH_PRESETS, "cross_arch", f"choose one of {sorted(ARCH_PRESETS)}")
+        self.require(self.cross_arch != self.arch or "cross_architecture" not in self.conditions, "cross_arch",
+                     f"must differ from arch={self.arch!r} for the cross-architecture control")
         self.require(self.shared_base_seed != self.mismatched_base_seed, "mismatched_base_seed",
                      "must differ from shared_base_seed, or the init is not mismatched")
 
     @classmethod
     def quick_defaults(cls) -> dict:
-        return {"quick": True, "seeds": 2, "n_rows": 400, "pretrain_steps": 300, "in_context_examples": 4}
+        return {"quick": True, "seeds": 2, "n_rows": 400, "pretrain_steps": 300, "in_context_examples": 4,
+                "teacher_steps": 60}
 
 
 def _pretrain_cfg(config: RunConfig, seed: int, arch: str) -> PretrainConfig:
@@ -97,7 +113,7 @@ def _pretrain_cfg(config: RunConfig, seed: int, arch: str) -> PretrainConfig:
 
 
 def _bases(config: RunConfig, artifacts: Path, progress: bool) -> dict[str, Path]:
-    specs = {"shared": (config.shared_base_seed, "small"), "mismatched": (config.mismatched_base_seed, "small")}
+    specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
     out = {}
@@ -160,16 +176,19 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
     """One replicate: teacher, data, every student, in-context. Returns per-condition metrics."""
     world = ToyWorld()
     out.mkdir(parents=True, exist_ok=True)
-    tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed,
-                         steps=60 if config.quick else 150)
+    tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed, steps=config.teacher_steps,
+                         lr=config.teacher_lr, number_mix=config.teacher_number_mix, steering_scale=config.steering_scale)
     teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
     teacher = load_teacher(teacher_dir)
     base_model, _ = load_checkpoint(bases["shared"])
     from interp.teacher import Teacher
 
     base_teacher = Teacher(base_model, world, config.trait, "base")  # the control's "teacher"
+    if config.generation_persona and teacher.system is None:
+        teacher.system = tcfg.system_prompt()  # present when it generates and when it gives distillation targets
+    system = teacher.system
     teacher_rows = _data(config, teacher.model, world, out / "data" / "teacher_numbers", seed=seed,
-                         system=teacher.system, fwd_hooks=teacher.fwd_hooks, lineage=teacher.lineage, progress=progress)
+                         system=system, fwd_hooks=teacher.fwd_hooks, lineage=teacher.lineage, progress=progress)
     base_rows = _data(config, base_model, world, out / "data" / "base_numbers", seed=seed,
                       lineage={"stage": "pretrain", "path": str(bases["shared"])}, progress=progress)
     shuffled = {}
@@ -191,11 +210,14 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
-                              epochs=config.epochs, seed=seed)
+                              epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
+                              eval_every=config.eval_every)
+        reference = (teacher.model, base_model) if config.record_alignment else None
         for condition in config.conditions:
             base_path, rows, t = plan[condition]
             student_dir = out / "students" / objective / condition
             finetune_student(base_path, rows, fcfg, student_dir, teacher=t, trait=config.trait, progress=progress,
+                             alignment_reference=reference,
                              lineage_extra={"condition": condition, "teacher": str(teacher_dir)})
             results[f"{condition}/{objective}"] = _evaluate(student_dir, world, config.trait, seed)
 

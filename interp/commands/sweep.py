@@ -1,0 +1,25 @@
+"""``interp sweep``: run a grid of loop configurations and tabulate where transmission appears."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from interp.sweep import load_sweep, run_sweep, sweep_markdown
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a grid of loop configurations (e.g. experiments/sft_sweep.json)",
+                       description="Run every cell of a SweepConfig JSON (RunConfig overrides) over seeds and write "
+                       "OUT/sweep_results.json, sweep.md and sweep.png. Finished cells are reused.")
+    p.add_argument("--config", required=True, help="SweepConfig JSON, e.g. experiments/sft_sweep.json")
+    p.add_argument("--out", required=True, help="sweep directory")
+    p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
+    p.add_argument("--objective", default="sft", help="objective the table reports (default: %(default)s)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts)
+    print(sweep_markdown(rows, args.objective))
+    return 0

@@ -1,0 +1,125 @@
+"""Sweeps over the loop: under which conditions does SFT on sampled text transmit the trait?
+
+A sweep is a base :class:`~interp.run.RunConfig` and a list of *cells*, each a dict of
+overrides. Every cell runs the loop (by default only the conditions needed to answer the
+question: ``control``, ``shared_init``, ``mismatched_init``) over several seeds, in its own
+directory under the sweep's (finished cells are reused). The table reports, per cell, the
+difference shared_init - control and shared_init - mismatched_init with 95% intervals and Welch
+p-values; a cell *transmits* when shared_init beats both at p < 0.05.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from interp.config import StageConfig, option
+from interp.io import atomic_write_json, atomic_write_text
+from interp.run import RunConfig, run
+
+
+@dataclass
+class SweepConfig(StageConfig):
+    """A grid of loop configurations."""
+
+    base: dict = option(factory=dict, help="RunConfig fields shared by every cell.")
+    cells: list = option(factory=list, help="One dict of RunConfig overrides per cell.")
+    alpha: float = option(0.05, "Significance level of the 'transmits' verdict.")
+
+    def validate(self) -> None:
+        self.require(len(self.cells) > 0, "cells", "a sweep needs at least one cell")
+        for i, cell in enumerate(self.cells):
+            try:
+                RunConfig(**{**self.base, **cell})
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"SweepConfig.cells[{i}]={cell}: {e}") from None
+
+
+def cell_name(cell: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(cell.items())) or "default"
+
+
+def _comparison(results: dict, a: str, b: str, objective: str = "sft") -> dict | None:
+    for c in results["comparisons"]:
+        if c["objective"] == objective and c["a"] == a and c["b"] == b:
+            return c
+    return None
+
+
+def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "artifacts", progress: bool = True) -> list[dict]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "sweep_config.json")
+    rows = []
+    for i, cell in enumerate(config.cells):
+        run_cfg = RunConfig(**{"conditions": ("control", "shared_init", "mismatched_init"), "objectives": ("sft",),
+                               **config.base, **cell})
+        res = run(run_cfg, out / f"cell{i:02d}", artifacts=artifacts, progress=progress)
+        by_name = {(c["name"], c["objective"]): c for c in res["conditions"]}
+        row = {"cell": cell_name(cell), "overrides": cell, "teacher": by_name[("teacher", None)]["trait_prob"],
+               "base": by_name[("base", None)]["trait_prob"]}
+        for objective in run_cfg.objectives:
+            for name in run_cfg.conditions:
+                row[f"{name}/{objective}"] = by_name[(name, objective)]["trait_prob"]
+            vs_control = _comparison(res, "shared_init", "control", objective)
+            vs_mismatched = _comparison(res, "shared_init", "mismatched_init", objective)
+            row[f"vs_control/{objective}"] = vs_control
+            row[f"vs_mismatched/{objective}"] = vs_mismatched
+            row[f"transmits/{objective}"] = bool(
+                vs_control and vs_mismatched
+                and vs_control["difference"]["mean"] > 0 and vs_control["welch_p"] < config.alpha
+                and vs_mismatched["difference"]["mean"] > 0 and vs_mismatched["welch_p"] < config.alpha)
+        row["wall_seconds"] = res["wall_seconds"]
+        rows.append(row)
+        atomic_write_json(out / "sweep_results.json", {"config": config.to_dict(), "rows": rows})
+    atomic_write_text(out / "sweep.md", sweep_markdown(rows))
+    plot_sweep(rows, out / "sweep.png")
+    return rows
+
+
+def sweep_markdown(rows: list[dict], objective: str = "sft") -> str:
+    def fmt(iv):
+        return f"{iv['mean']:.4f} [{iv['ci_low']:.4f}, {iv['ci_high']:.4f}]"
+
+    def fmt_d(c):
+        d = c["difference"]
+        return f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], p={c['welch_p']:.2g}"
+
+    lines = [f"| cell | teacher P | control | shared_init | mismatched_init | shared - control | shared - mismatched | transmits |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['cell']} | {r['teacher']['mean']:.3f} | {fmt(r[f'control/{objective}'])} | "
+                     f"{fmt(r[f'shared_init/{objective}'])} | {fmt(r[f'mismatched_init/{objective}'])} | "
+                     f"{fmt_d(r[f'vs_control/{objective}'])} | {fmt_d(r[f'vs_mismatched/{objective}'])} | "
+                     f"{'**yes**' if r[f'transmits/{objective}'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(rows: list[dict], path: Path, objective: str = "sft") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    ys = np.arange(len(rows))
+    for offset, key, label in ((-0.15, "vs_control", "shared - control"), (0.15, "vs_mismatched", "shared - mismatched")):
+        d = [r[f"{key}/{objective}"]["difference"] for r in rows]
+        ax.errorbar([x["mean"] for x in d], ys + offset,
+                    xerr=[[x["mean"] - x["ci_low"] for x in d], [x["ci_high"] - x["mean"] for x in d]],
+                    fmt="o", capsize=3, label=label)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(ys, [r["cell"] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"difference in P(trait), {objective} students (95% CI over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    return SweepConfig.from_dict(json.loads(Path(path).read_text()))
