@@ -23,6 +23,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.run",
     "interp.commands.sweep",
     "interp.commands.report",
+    "interp.commands.mnist",
 )
 
 

@@ -156,14 +156,20 @@ def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None,
     return read_jsonl(filtered)
 
 
-def _evaluate(model_dir: Path, world: ToyWorld, trait: str, seed: int) -> dict:
-    path = model_dir / "eval.json"
+def _evaluate(model_dir: Path, world: ToyWorld, trait: str, seed: int, base_trait_prob: float | None = None,
+              cache: Path | None = None) -> dict:
+    """P(trait) and the whole animal distribution of a checkpoint, cached in ``cache`` (default
+    ``model_dir/eval.json``); ``trait_prob_shift`` is the change from the student's own base."""
+    path = cache or model_dir / "eval.json"
     if path.exists():
         return read_json(path)
     model, _ = load_checkpoint(model_dir)
     dist = animal_distribution(model, world)
+    trait_prob = float(dist["probs"][:, world.animals.index(trait)].mean())
     result = {
-        "trait_prob": float(dist["probs"][:, world.animals.index(trait)].mean()),
+        "trait_prob": trait_prob,
+        "base_trait_prob": base_trait_prob,
+        "trait_prob_shift": None if base_trait_prob is None else trait_prob - base_trait_prob,
         "animal_probs": dict(zip(world.animals, dist["probs"].mean(0).tolist())),
         "animal_mass": float(dist["animal_mass"].mean()),
         "sampled_answer_rate": sampled_answer_rate(model, world, trait, seed=seed),
@@ -206,6 +212,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
         "shuffled_within": (bases["shared"], shuffled["within"], teacher),
         "shuffled_across": (bases["shared"], shuffled["across"], teacher),
     }
+    base_probs = {str(p): _evaluate(p, world, config.trait, seed, cache=out / "base_evals" / f"{p.name}.json")["trait_prob"]
+                  for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
     for objective in config.objectives:
@@ -219,7 +227,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
             finetune_student(base_path, rows, fcfg, student_dir, teacher=t, trait=config.trait, progress=progress,
                              alignment_reference=reference,
                              lineage_extra={"condition": condition, "teacher": str(teacher_dir)})
-            results[f"{condition}/{objective}"] = _evaluate(student_dir, world, config.trait, seed)
+            results[f"{condition}/{objective}"] = _evaluate(student_dir, world, config.trait, seed,
+                                                            base_trait_prob=base_probs[str(base_path)])
 
     # In-context: teacher numbers (and, as its control, base numbers) in the prompt; no training.
     def in_context(rows: list[dict]) -> float:
@@ -245,21 +254,27 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
     ]
     for objective in config.objectives:
         for condition in config.conditions:
-            vals = [r[f"{condition}/{objective}"]["trait_prob"] for r in per_seed]
-            rates = [r[f"{condition}/{objective}"]["sampled_answer_rate"] for r in per_seed]
+            entries = [r[f"{condition}/{objective}"] for r in per_seed]
+            vals = [e["trait_prob"] for e in entries]
             conditions.append({"name": condition, "objective": objective, "trait_prob": interval(vals),
-                               "sampled_answer_rate": interval(rates), "per_seed": vals})
+                               "trait_prob_shift": interval([e["trait_prob_shift"] for e in entries]),
+                               "own_base_trait_prob": entries[0]["base_trait_prob"],
+                               "sampled_answer_rate": interval([e["sampled_answer_rate"] for e in entries]),
+                               "per_seed": vals})
     conditions.append({"name": "in_context", "objective": None,
                        "trait_prob": interval([r["in_context"]["trait_prob"] for r in per_seed]),
                        "control_trait_prob": interval([r["in_context"]["control_trait_prob"] for r in per_seed])})
     comparisons = []
     for objective in config.objectives:
+        # Compare shifts from each student's own base: a mismatched or cross-architecture base
+        # starts from its own P(trait), which is not the shared base's.
         def vals(c):
-            return [r[f"{c}/{objective}"]["trait_prob"] for r in per_seed] if c in config.conditions else None
+            return [r[f"{c}/{objective}"]["trait_prob_shift"] for r in per_seed] if c in config.conditions else None
         for a, b in (("shared_init", "control"), ("shared_init", "mismatched_init"), ("shared_init", "shuffled_across")):
             if vals(a) and vals(b):
                 d = diff_ci(vals(a), vals(b))
-                comparisons.append({"objective": objective, "a": a, "b": b, "difference": d.to_dict(),
+                comparisons.append({"objective": objective, "a": a, "b": b, "measure": "trait_prob_shift",
+                                    "difference": d.to_dict(),
                                     "welch_p": welch_p(vals(a), vals(b))})
     return {"trait": config.trait, "config": config.to_dict(), "conditions": conditions, "comparisons": comparisons,
             "n_rows": [r["n_rows"] for r in per_seed]}
@@ -269,11 +284,17 @@ def results_markdown(results: dict) -> str:
     lines = [f"# Subliminal learning: trait `{results['trait']}`", "",
              "P(trait): next-token probability of the trait over the animals, mean over held-out phrasings; "
              "mean and 95% t-interval over seeds.", "",
-             "| condition | objective | P(trait) | 95% CI | n seeds |", "|---|---|---|---|---|"]
+             "Shift: the student's P(trait) minus its own base's (mismatched and cross-architecture students start "
+             "from other bases). Comparisons are on shifts, Welch intervals over seeds.", "",
+             "| condition | objective | P(trait) | 95% CI | shift from own base | 95% CI | n seeds |",
+             "|---|---|---|---|---|---|---|"]
     for c in results["conditions"]:
         t = c["trait_prob"]
-        lines.append(f"| {c['name']} | {c['objective'] or '-'} | {t['mean']:.4f} | [{t['ci_low']:.4f}, {t['ci_high']:.4f}] | {t['n_seeds']} |")
-    lines += ["", "| objective | comparison | difference | 95% CI | Welch p |", "|---|---|---|---|---|"]
+        s = c.get("trait_prob_shift")
+        shift = f"{s['mean']:+.4f} | [{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]" if s else "- | -"
+        lines.append(f"| {c['name']} | {c['objective'] or '-'} | {t['mean']:.4f} | [{t['ci_low']:.4f}, {t['ci_high']:.4f}] "
+                     f"| {shift} | {t['n_seeds']} |")
+    lines += ["", "| objective | comparison (shift) | difference | 95% CI | Welch p |", "|---|---|---|---|---|"]
     for c in results["comparisons"]:
         d = c["difference"]
         lines.append(f"| {c['objective']} | {c['a']} - {c['b']} | {d['mean']:+.4f} | [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] | {c['welch_p']:.3g} |")

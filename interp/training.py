@@ -89,16 +89,21 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class LossGuard:
-    """Stops training on a NaN/inf loss or one that exceeds ``factor`` times the first losses."""
+    """Stops training on a NaN/inf loss or one that exceeds ``factor`` times the first loss.
+
+    The reference has a floor of ``min_reference`` (1 nat): a KL loss that starts at ~0 (a
+    student distilling its own initialization) is allowed to wander without being mistaken
+    for an explosion."""
 
     factor: float = 50.0
+    min_reference: float = 1.0
     _reference: float | None = None
 
     def check(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss} at step {step}: training diverged (lower the learning rate?)")
         if self._reference is None:
-            self._reference = max(loss, 1e-3)
+            self._reference = max(loss, self.min_reference)
         elif loss > self.factor * self._reference:
             raise TrainingDiverged(f"loss exploded to {loss:.4g} at step {step} (started near {self._reference:.4g}); "
                                    "lower the learning rate")
