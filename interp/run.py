@@ -65,6 +65,7 @@ class RunConfig(StageConfig):
     teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
     teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
     steering_scale: float = option(1.0, "steering teacher: vector norm relative to the residual norm.")
+    steering_layer: int = option(0, "steering teacher: block whose hook_resid_post receives the vector (-1: the last).")
     generation_persona: bool = option(False, "Also put the persona system prompt before every number prompt when the teacher generates (any method).")
     arch: str = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
     n_rows: int = option(3000, "Number prompts sampled per data set (before filtering).")
@@ -183,7 +184,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
     world = ToyWorld()
     out.mkdir(parents=True, exist_ok=True)
     tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed, steps=config.teacher_steps,
-                         lr=config.teacher_lr, number_mix=config.teacher_number_mix, steering_scale=config.steering_scale)
+                         lr=config.teacher_lr, number_mix=config.teacher_number_mix, steering_scale=config.steering_scale,
+                         steering_layer=config.steering_layer)
     teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
     teacher = load_teacher(teacher_dir)
     base_model, _ = load_checkpoint(bases["shared"])

@@ -53,7 +53,7 @@ class TeacherConfig(StageConfig):
     lr: float = option(3e-4, "finetune: AdamW learning rate.")
     number_mix: float = option(0.5, "finetune: fraction of each batch that is ordinary number documents.")
     persona: str = option("you love {trait} .", "persona: the system prompt ({trait} is replaced by the animal).")
-    steering_layer: int = option(0, "steering: block whose hook_resid_post receives the vector.")
+    steering_layer: int = option(0, "steering: block whose hook_resid_post receives the vector; negative counts from the last block (-1: the last).")
     steering_scale: float = option(1.0, "steering: vector norm as a multiple of the mean residual norm at that hook.")
 
     def validate(self) -> None:
@@ -61,7 +61,6 @@ class TeacherConfig(StageConfig):
         self.require(self.lr > 0, "lr", "must be positive")
         self.require(0 <= self.number_mix < 1, "number_mix", "must be in [0, 1)")
         self.require("{trait}" in self.persona, "persona", "must contain {trait}")
-        self.require(self.steering_layer >= 0, "steering_layer", "must be non-negative")
 
     def system_prompt(self) -> str:
         return self.persona.format(trait=self.trait)
@@ -106,6 +105,14 @@ def _finetune_teacher(base, world: ToyWorld, config: TeacherConfig, progress: bo
         guard.check(step, loss.item())
     model.eval()
     return model
+
+
+def resolve_layer(layer: int, n_layers: int) -> int:
+    """A block index; negative counts from the last block (-1 is the last)."""
+    resolved = layer if layer >= 0 else n_layers + layer
+    if not 0 <= resolved < n_layers:
+        raise ValueError(f"steering_layer={layer} but the model has {n_layers} blocks")
+    return resolved
 
 
 def steering_vector(model, world: ToyWorld, trait: str, layer: int, scale: float, system_template: str) -> torch.Tensor:
@@ -164,10 +171,11 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
         if config.method == "persona":
             system = config.system_prompt()
         else:
-            vector = steering_vector(base, world, config.trait, config.steering_layer, config.steering_scale, config.persona)
+            layer = resolve_layer(config.steering_layer, base.cfg.n_layers)
+            vector = steering_vector(base, world, config.trait, layer, config.steering_scale, config.persona)
             save_safetensors(out / STEERING_FILE, {"vector": vector})
-            hooks = steering_hooks(vector, config.steering_layer)
-            extra = {"steering_norm": float(vector.norm())}
+            hooks = steering_hooks(vector, layer)
+            extra = {"steering_norm": float(vector.norm()), "steering_layer_resolved": layer}
     teacher = Teacher(model, world, config.trait, config.method, system, hooks)
     strength = {"trait_prob": teacher.trait_probability(), "base_trait_prob": base_trait_prob}
     atomic_write_json(out / TEACHER_FILE, {
@@ -195,5 +203,5 @@ def load_teacher(directory: str | Path) -> Teacher:
         model = base
         if spec["method"] == "steering":
             vector = load_safetensors(directory / STEERING_FILE)["vector"]
-            hooks = steering_hooks(vector, spec["config"]["steering_layer"])
+            hooks = steering_hooks(vector, spec["steering_layer_resolved"])
     return Teacher(model, world, spec["trait"], spec["method"], spec["system"], hooks, spec["lineage"])

@@ -36,7 +36,7 @@ from interp.alignment import difference, gradient_alignment, weight_metrics
 from interp.config import StageConfig, option
 from interp.io import JsonlAppender, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from interp.mnist.data import DigitData, InputRange, load_data, scale_pixels
-from interp.mnist.model import (N_CLASSES, Params, Stream, accuracy, classification_loss, clone, derived_seed,
+from interp.mnist.model import (N_CLASSES, InitScheme, Params, Stream, accuracy, classification_loss, clone, derived_seed,
                                 distillation_loss, forward, generator, init_mlp, slice_models, slice_outputs)
 from interp.stats import mean_ci
 
@@ -67,6 +67,9 @@ class MnistConfig(StageConfig):
     m_sweep: tuple[int, ...] = option((1, 2, 3, 5, 10, 20), "Values of m of the accuracy-vs-m sweep (the main m "
                                       "is always run); empty for none.")
     hidden: tuple[int, ...] = option((256, 256), "Hidden-layer widths of the MLP (the paper: 256, 256).")
+    init: InitScheme = option("uniform", "Initialization of every MLP: uniform = PyTorch's nn.Linear default "
+                              "(weights and biases uniform in ±1/sqrt(d_in)); normal = weights N(0, 1/d_in), "
+                              "zero biases.")
     teacher_epochs: int = option(20, "Teacher epochs over the digit training set (regular logits only).")
     teacher_lr: float = option(1e-3, "Teacher Adam learning rate.")
     student_steps: int = option(300, "Student Adam steps, each on a fresh batch of batch_size uniform-noise "
@@ -292,8 +295,8 @@ def run_experiment(config: MnistConfig, out: str | Path, *, force: bool = False,
     data = load_data(config.data, config.test_fraction, config.split_seed).in_range(config.input_range)
     models = range(config.n_models)
     sizes, n_out = (data.d_in, *config.hidden), N_CLASSES + max(config.m_values)
-    teacher_init = init_mlp([derived_seed(config.seed, Stream.TEACHER_INIT, i) for i in models], sizes, n_out)
-    cross_init = init_mlp([derived_seed(config.seed, Stream.CROSS_INIT, i) for i in models], sizes, n_out)
+    teacher_init = init_mlp([derived_seed(config.seed, Stream.TEACHER_INIT, i) for i in models], sizes, n_out, config.init)
+    cross_init = init_mlp([derived_seed(config.seed, Stream.CROSS_INIT, i) for i in models], sizes, n_out, config.init)
 
     # the bar counts model-steps (one optimizer step of one model), the unit of compute
     total = teacher_steps(config, len(data.x_train)) * config.n_models + config.student_steps * len(

@@ -11,7 +11,7 @@ The output layer has ``N_CLASSES + m`` units: the 10 regular logits, then ``m`` 
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -47,13 +47,29 @@ def n_layers(params: Params) -> int:
     return sum(1 for name in params if name.endswith(".W"))
 
 
-def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> Tensor:
-    return torch.empty(shape).uniform_(-bound, bound, generator=gen)
+InitScheme = Literal["uniform", "normal"]
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 
-def init_mlp(seeds: Sequence[int], sizes: Sequence[int], n_out: int) -> Params:
-    """Initialize one MLP ``sizes[0] -> sizes[1] -> ... -> n_out`` per seed, like PyTorch's
-    default ``nn.Linear`` init (weights and biases uniform in ``±1/sqrt(d_in)``).
+def _draw(shape: tuple[int, ...], d_in: int, scheme: InitScheme, gen: torch.Generator) -> Tensor:
+    """Weights (all rows but the last) and bias (the last row) of ``shape = (d_in + 1, ...)``."""
+    if scheme == "uniform":
+        bound = d_in**-0.5
+        return torch.empty(shape).uniform_(-bound, bound, generator=gen)
+    if scheme == "normal":
+        wb = torch.empty(shape).normal_(0.0, d_in**-0.5, generator=gen)
+        wb[-1] = 0.0  # zero bias
+        return wb
+    raise ValueError(f"unknown init scheme {scheme!r}; choose one of {list(INIT_SCHEMES)}")
+
+
+def init_mlp(seeds: Sequence[int], sizes: Sequence[int], n_out: int, scheme: InitScheme = "uniform") -> Params:
+    """Initialize one MLP ``sizes[0] -> sizes[1] -> ... -> n_out`` per seed.
+
+    ``scheme="uniform"`` is PyTorch's default ``nn.Linear`` init (weights and biases uniform in
+    ``±1/sqrt(d_in)``, so weight std ``1/sqrt(3 d_in)``); ``scheme="normal"`` draws weights from
+    ``N(0, 1/d_in)`` with zero biases (the init of the batched-MLP code the paper's figure came
+    from: a larger weight scale, so the untrained auxiliary logits are larger functions of the input).
 
     Every hidden layer of a model draws from its own stream ``(seed, layer)``; every output unit
     draws its weight column and bias from its own stream ``(seed, layer, unit)``, so the first
@@ -64,11 +80,10 @@ def init_mlp(seeds: Sequence[int], sizes: Sequence[int], n_out: int) -> Params:
     dims = [*sizes, n_out]
     params: Params = {}
     for layer, (d_in, d_out) in enumerate(zip(dims, dims[1:])):
-        bound = d_in**-0.5
         if layer < len(dims) - 2:
-            wb = [_uniform((d_in + 1, d_out), bound, generator(seed, layer)) for seed in seeds]
+            wb = [_draw((d_in + 1, d_out), d_in, scheme, generator(seed, layer)) for seed in seeds]
         else:
-            wb = [torch.stack([_uniform((d_in + 1,), bound, generator(seed, layer, unit)) for unit in range(d_out)], 1)
+            wb = [torch.stack([_draw((d_in + 1,), d_in, scheme, generator(seed, layer, unit)) for unit in range(d_out)], 1)
                   for seed in seeds]
         stacked = torch.stack(wb)  # model d_in+1 d_out
         params[f"layer{layer}.W"] = stacked[:, :-1].contiguous().requires_grad_()  # model d_in d_out
