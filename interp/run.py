@@ -179,10 +179,45 @@ def _evaluate(model_dir: Path, world: ToyWorld, trait: str, seed: int, base_trai
     return result
 
 
-def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, progress: bool) -> dict:
-    """One replicate: teacher, data, every student, in-context. Returns per-condition metrics."""
+# RunConfig fields that decide the teacher and the generated data (not the students): runs that
+# agree on them (sweep cells varying only the students) can share one teacher and data set.
+DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teacher_number_mix", "steering_scale",
+               "steering_layer", "generation_persona", "arch", "n_rows", "temperature", "shared_base_seed",
+               "pretrain_steps")
+
+
+def data_key(config: RunConfig) -> str:
+    """Short hash of :data:`DATA_FIELDS`: the name of a shared teacher-and-data directory."""
+    import hashlib
+    import json
+
+    blob = json.dumps({k: getattr(config, k) for k in DATA_FIELDS}, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _link_shared(out: Path, shared: Path) -> None:
+    """Make ``out/teacher`` and ``out/data`` point into a shared directory (see ``run(data_cache=)``)."""
+    for name in ("teacher", "data"):
+        (shared / name).mkdir(parents=True, exist_ok=True)
+        link = out / name
+        if link.is_symlink() and link.resolve() == (shared / name).resolve():
+            continue
+        if link.exists() or link.is_symlink():
+            raise ValueError(f"{link} exists and is not a link to the shared {shared / name}; "
+                             "use another output directory or run without a data cache")
+        link.symlink_to((shared / name).resolve(), target_is_directory=True)
+
+
+def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, progress: bool,
+             shared: Path | None = None) -> dict:
+    """One replicate: teacher, data, every student, in-context. Returns per-condition metrics.
+
+    With ``shared``, the teacher and the generated data live there (``out/teacher`` and
+    ``out/data`` become links to it), so several runs with the same :data:`DATA_FIELDS` reuse them."""
     world = ToyWorld()
     out.mkdir(parents=True, exist_ok=True)
+    if shared is not None:
+        _link_shared(out, shared)
     tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed, steps=config.teacher_steps,
                          lr=config.teacher_lr, number_mix=config.teacher_number_mix, steering_scale=config.steering_scale,
                          steering_layer=config.steering_layer)
@@ -332,7 +367,10 @@ def plot_results(results: dict, path: Path) -> None:
 
 
 def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
-        progress: bool = True) -> dict:
+        progress: bool = True, data_cache: str | Path | None = None) -> dict:
+    """Run the loop into ``out`` (see the module docstring); returns the summary also written to
+    ``out/results.json``. ``data_cache``: a directory where teachers and generated data are kept
+    under :func:`data_key` and shared between runs (sweeps use it)."""
     out, artifacts = Path(out), Path(artifacts)
     if (out / RUN_CONFIG_FILE).exists() and not force:
         saved = RunConfig.load(out / RUN_CONFIG_FILE)
@@ -345,7 +383,9 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     config.save(out / RUN_CONFIG_FILE)
     start = time.time()
     bases = _bases(config, artifacts, progress)
-    per_seed = [run_seed(config, s, bases, out / f"seed{s}", progress)
+    shared = Path(data_cache) / data_key(config) if data_cache is not None else None
+    per_seed = [run_seed(config, s, bases, out / f"seed{s}", progress,
+                         shared=shared / f"seed{s}" if shared is not None else None)
                 for s in range(config.first_seed, config.first_seed + config.seeds)]
     results = summarize(config, per_seed)
     results["bases"] = {k: str(v) for k, v in bases.items()}

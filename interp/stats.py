@@ -65,3 +65,19 @@ def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
     dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     half = float(_st.t.ppf(0.5 + confidence / 2, df=dof)) * se
     return Interval(d, d - half, d + half, min(a.size, b.size))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given; nan stays nan).
+
+    Controls the family-wise error rate over all the given tests: reject test ``i`` at level
+    ``alpha`` when its adjusted p-value is below ``alpha``."""
+    p = np.asarray(p_values, dtype=float)
+    finite = np.flatnonzero(np.isfinite(p))
+    adjusted = np.full(p.shape, np.nan)
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

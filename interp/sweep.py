@@ -3,9 +3,15 @@
 A sweep is a base :class:`~interp.run.RunConfig` and a list of *cells*, each a dict of
 overrides. Every cell runs the loop (by default only the conditions needed to answer the
 question: ``control``, ``shared_init``, ``mismatched_init``) over several seeds, in its own
-directory under the sweep's (finished cells are reused). The table reports, per cell, the
-difference shared_init - control and shared_init - mismatched_init with 95% intervals and Welch
-p-values; a cell *transmits* when shared_init beats both at p < 0.05.
+directory under the sweep's (finished cells are reused). Cells that agree on the teacher and
+data fields (:data:`interp.run.DATA_FIELDS`) share one teacher and one generated data set per
+seed, kept under ``OUT/shared/``.
+
+The table reports, per cell, the difference of P(trait) shifts shared_init - control and
+shared_init - mismatched_init with 95% Welch intervals and p-values. A sweep makes many tests,
+so the verdict uses Holm-adjusted p-values over every comparison of the sweep (two per cell and
+objective): a cell *transmits* when shared_init beats both its control and the mismatched-init
+student with adjusted p < ``alpha``. The raw p-values are kept beside the adjusted ones.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 from interp.config import StageConfig, option
 from interp.io import atomic_write_json, atomic_write_text
 from interp.run import RunConfig, run
+from interp.stats import holm
 
 
 @dataclass
@@ -57,7 +64,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
     for i, cell in enumerate(config.cells):
         run_cfg = RunConfig(**{"conditions": ("control", "shared_init", "mismatched_init"), "objectives": ("sft",),
                                **config.base, **cell})
-        res = run(run_cfg, out / f"cell{i:02d}", artifacts=artifacts, progress=progress)
+        res = run(run_cfg, out / f"cell{i:02d}", artifacts=artifacts, progress=progress, data_cache=out / "shared")
         by_name = {(c["name"], c["objective"]): c for c in res["conditions"]}
         row = {"cell": cell_name(cell), "overrides": cell, "teacher": by_name[("teacher", None)]["trait_prob"],
                "base": by_name[("base", None)]["trait_prob"]}
@@ -68,16 +75,28 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
             vs_mismatched = _comparison(res, "shared_init", "mismatched_init", objective)
             row[f"vs_control/{objective}"] = vs_control
             row[f"vs_mismatched/{objective}"] = vs_mismatched
-            row[f"transmits/{objective}"] = bool(
-                vs_control and vs_mismatched
-                and vs_control["difference"]["mean"] > 0 and vs_control["welch_p"] < config.alpha
-                and vs_mismatched["difference"]["mean"] > 0 and vs_mismatched["welch_p"] < config.alpha)
+        row["objectives"] = list(run_cfg.objectives)
         row["wall_seconds"] = res["wall_seconds"]
         rows.append(row)
+        add_verdicts(rows, config.alpha)
         atomic_write_json(out / "sweep_results.json", {"config": config.to_dict(), "rows": rows})
     atomic_write_text(out / "sweep.md", sweep_markdown(rows))
     plot_sweep(rows, out / "sweep.png")
     return rows
+
+
+def add_verdicts(rows: list[dict], alpha: float) -> None:
+    """Holm-adjust the p-values of every comparison in ``rows`` (in place) and set
+    ``transmits/{objective}``: shared_init above both control and mismatched_init, adjusted p < alpha."""
+    tests = [(r, f"{key}/{o}") for r in rows for o in r["objectives"] for key in ("vs_control", "vs_mismatched")
+             if r.get(f"{key}/{o}")]
+    for (r, key), p_adj in zip(tests, holm([r[key]["welch_p"] for r, key in tests])):
+        r[key]["holm_p"] = p_adj
+    for r in rows:
+        for o in r["objectives"]:
+            cmp = [r.get(f"vs_control/{o}"), r.get(f"vs_mismatched/{o}")]
+            r[f"transmits/{o}"] = all(c is not None and c["difference"]["mean"] > 0 and c["holm_p"] < alpha
+                                      for c in cmp)
 
 
 def sweep_markdown(rows: list[dict], objective: str = "sft") -> str:
@@ -86,7 +105,8 @@ def sweep_markdown(rows: list[dict], objective: str = "sft") -> str:
 
     def fmt_d(c):
         d = c["difference"]
-        return f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], p={c['welch_p']:.2g}"
+        return (f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
+                f"p={c['welch_p']:.2g} (Holm {c.get('holm_p', float('nan')):.2g})")
 
     lines = [f"| cell | teacher P | control | shared_init | mismatched_init | shared - control | shared - mismatched | transmits |",
              "|---|---|---|---|---|---|---|---|"]

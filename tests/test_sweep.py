@@ -1,0 +1,43 @@
+"""The sweep's bookkeeping: shared teacher/data keys and the multiple-comparison verdict."""
+
+import math
+
+import pytest
+
+from interp.run import RunConfig, data_key
+from interp.stats import holm
+from interp.sweep import add_verdicts
+
+
+def test_data_key__student_settings_share_teacher_settings_do_not():
+    base = RunConfig()
+    assert data_key(base) == data_key(base.replace(lr=1e-3, epochs=3, optimizer="sgd"))
+    assert data_key(base) != data_key(base.replace(teacher_method="steering"))
+    assert data_key(base) != data_key(base.replace(n_rows=base.n_rows + 1))
+    assert data_key(base) != data_key(base.replace(trait="cat"))
+
+
+def test_holm__matches_hand_computation_and_keeps_nan():
+    # sorted p: 0.01 (x3 = 0.03), 0.02 (x2 = 0.04), 0.04 (x1 = 0.04, kept monotone)
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    out = holm([0.5, float("nan")])
+    assert out[0] == pytest.approx(0.5) and math.isnan(out[1])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 0.8 x 2 capped at 1; monotone after it
+    assert holm([0.3, 0.01]) == pytest.approx([0.3, 0.02])
+
+
+def _cmp(mean, p):
+    return {"difference": {"mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1, "n_seeds": 5}, "welch_p": p}
+
+
+def test_add_verdicts__needs_both_comparisons_after_correction():
+    rows = [
+        {"objectives": ["sft"], "vs_control/sft": _cmp(0.1, 0.001), "vs_mismatched/sft": _cmp(0.1, 0.002)},
+        {"objectives": ["sft"], "vs_control/sft": _cmp(0.1, 0.001), "vs_mismatched/sft": _cmp(-0.1, 0.001)},
+        # significant alone (0.03 < 0.05) but not after Holm: the two largest of six p-values get
+        # multipliers 2 and 1, so both adjust to 2 x 0.03 = 0.06
+        {"objectives": ["sft"], "vs_control/sft": _cmp(0.1, 0.03), "vs_mismatched/sft": _cmp(0.1, 0.03)},
+    ]
+    add_verdicts(rows, alpha=0.05)
+    assert [r["transmits/sft"] for r in rows] == [True, False, False]
+    assert rows[0]["vs_control/sft"]["holm_p"] == pytest.approx(0.006)
