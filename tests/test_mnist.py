@@ -173,7 +173,7 @@ def test_train_student__model_result_independent_of_other_models():
     direction = {k: teacher[k] - teacher_init[k].detach() for k in teacher}
     rows = []
     all_three = train_student(teacher_init, teacher, direction, slice(N_CLASSES, N_CLASSES + 3), config, range(3),
-                              on_record=lambda step, result, weight: rows.append((step, result, weight)))
+                              on_record=lambda step, result, weight, student: rows.append((step, result, weight)))
     only_first_two = train_student(slice_models(teacher_init, [0, 1]), slice_models(teacher, [0, 1]),
                                    slice_models(direction, [0, 1]), slice(N_CLASSES, N_CLASSES + 3), config, range(2))
     for k in all_three:
@@ -181,6 +181,32 @@ def test_train_student__model_result_independent_of_other_models():
     assert [step for step, _, _ in rows] == [1, 3, 5, 6]  # every record_every=2 steps, and the last
     step, result, weight = rows[-1]
     assert weight["total"].cosine.shape == (3,) and result.step_cosine["layer1"].shape == (3,)
+
+
+def test_train_student__conditions_batched_equal_conditions_alone():
+    # Two conditions (aux-only and all logits) of the same two teachers as one program of four
+    # students, with one teacher forward pass, give each student the trajectory it has alone.
+    config = _config(n_models=2)
+    teacher_init = init_mlp([0, 1], SIZES, N_CLASSES + 3)
+    teacher = train_teacher(teacher_init, _tiny_data(), config, range(2))
+    direction = {k: teacher[k] - teacher_init[k].detach() for k in teacher}
+    aux, everything = slice(N_CLASSES, N_CLASSES + 3), slice(0, N_CLASSES + 3)
+    init = {k: torch.cat([v.detach(), v.detach()]) for k, v in teacher_init.items()}
+    batched = train_student(init, teacher, direction, [aux, aux, everything, everything], config, range(2),
+                            teacher_index=[0, 1, 0, 1])
+    alone_aux = train_student(teacher_init, teacher, direction, aux, config, range(2))
+    alone_all = train_student(teacher_init, teacher, direction, everything, config, range(2))
+    for k in batched:
+        torch.testing.assert_close(batched[k][:2], alone_aux[k])
+        torch.testing.assert_close(batched[k][2:], alone_all[k])
+
+
+def test_distill_step__logit_slices_must_match_the_models():
+    teacher = clone(init_mlp([3, 4], SIZES, N_CLASSES + 3), requires_grad=False)
+    student = clone(teacher)
+    with pytest.raises(ValueError, match="3 logit slices for 2 models"):
+        distill_step(student, torch.optim.SGD(student.values(), lr=0.1), teacher, torch.rand(2, 8, SIZES[0]),
+                     [slice(0, 3)] * 3)
 
 
 # -- config --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -32,7 +32,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.alignment import difference, gradient_alignment, weight_metrics
+from interp.alignment import WeightMetrics, difference, gradient_alignment, weight_metrics
 from interp.config import StageConfig, option
 from interp.io import JsonlAppender, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from interp.mnist.data import DigitData, InputRange, load_data, scale_pixels
@@ -164,14 +164,41 @@ class DistillStep:
     step_cosine: dict[str, Float[Tensor, "model"]] | None
 
 
+LogitSpec = slice | Sequence[slice]
+
+
+def _select_loss(student_logits: Float[Tensor, "model batch d_out"], teacher_logits: Float[Tensor, "model batch d_out"],
+                 logits: LogitSpec) -> Float[Tensor, "model"]:
+    """Per-model distillation loss over each model's own logit slice (one slice for all models,
+    or one per model). Each distinct slice is computed for every model and selected with
+    ``torch.where``: exact, and the unselected losses get no gradient."""
+    if isinstance(logits, slice):
+        return distillation_loss(student_logits[..., logits], teacher_logits[..., logits])
+    if len(logits) != student_logits.shape[0]:
+        raise ValueError(f"{len(logits)} logit slices for {student_logits.shape[0]} models")
+    loss = None
+    for spec in dict.fromkeys((s.start, s.stop) for s in logits):
+        chosen = torch.tensor([(s.start, s.stop) == spec for s in logits])
+        part = distillation_loss(student_logits[..., slice(*spec)], teacher_logits[..., slice(*spec)])
+        loss = part if loss is None else torch.where(chosen, part, loss)
+    return loss
+
+
 def distill_step(student: Params, optimizer: torch.optim.Optimizer, teacher: Params,
-                 noise: Float[Tensor, "model batch d_in"], logits: slice, direction: Params | None = None) -> DistillStep:
-    """One Adam step of every student towards its teacher's ``logits`` on ``noise``; with a
-    ``direction`` (teacher - teacher init), also measure how the gradient and the step align
-    with it."""
+                 noise: Float[Tensor, "teacher batch d_in"], logits: LogitSpec, direction: Params | None = None,
+                 teacher_index: Int[Tensor, "model"] | None = None) -> DistillStep:
+    """One Adam step of every student towards its teacher's ``logits`` on its teacher's ``noise``.
+
+    Student ``j`` imitates teacher row ``teacher_index[j]`` (default: student ``j`` imitates
+    teacher ``j``) on that teacher's noise batch, so several students of one teacher (the
+    conditions of one model) share one teacher forward pass. ``logits`` is one slice for all
+    students or one per student. With a ``direction`` (one per student: teacher - teacher init),
+    also measure how the gradient and the step align with it."""
     with torch.no_grad():
-        target = forward(teacher, noise)[..., logits]  # model batch k
-    loss = distillation_loss(forward(student, noise)[..., logits], target)
+        target = forward(teacher, noise)  # teacher batch d_out
+    if teacher_index is not None:
+        target, noise = target[teacher_index], noise[teacher_index]  # model batch ...
+    loss = _select_loss(forward(student, noise), target, logits)
     optimizer.zero_grad(set_to_none=True)
     loss.sum().backward()  # a sum, so each model's gradient is its own loss's
     if direction is None:
@@ -208,32 +235,43 @@ def train_teacher(init: Params, data: DigitData, config: MnistConfig, models: Se
     return clone(params, requires_grad=False)
 
 
-def train_student(init: Params, teacher: Params, direction: Params, logits: slice, config: MnistConfig,
-                  models: Sequence[int], on_record: Callable[[int, DistillStep, dict], None] | None = None,
-                  progress: tqdm | None = None) -> Params:
-    """Distill each teacher into a student starting from ``init`` on fresh uniform noise (in [0, 1]
-    or [-1, 1] as ``config.input_range`` says; model ``models[j]``'s noise from its own stream),
-    through the ``logits`` columns only.
+def train_student(init: Params, teacher: Params, direction: Params, logits: LogitSpec, config: MnistConfig,
+                  models: Sequence[int], on_record: Callable[[int, DistillStep, dict, Params], None] | None = None,
+                  progress: tqdm | None = None, teacher_index: Sequence[int] | None = None) -> Params:
+    """Distill teachers into students starting from ``init`` on fresh uniform noise (in [0, 1]
+    or [-1, 1] as ``config.input_range`` says), through the ``logits`` columns only (one slice,
+    or one per student).
+
+    ``teacher`` and ``direction`` (teacher - teacher init) hold one model per entry of
+    ``models``; teacher ``t``'s noise comes from the stream of model ``models[t]``. Student ``j``
+    imitates teacher ``teacher_index[j]`` (default: teacher ``j``), so the four conditions of
+    a model train as one tensor program on the same noise with one teacher forward pass, and
+    student ``j``'s trajectory does not depend on the other students.
 
     Every ``record_every`` steps (and at the first and last) calls ``on_record(steps_done,
-    step, weight)`` with the :class:`DistillStep` measured against ``direction`` and the
-    :func:`~interp.alignment.weight_metrics` of the student relative to its init and to
-    ``init + direction`` (the teacher itself when ``init`` is the teacher's init; for a
-    cross-init student, the teacher's update transplanted onto the student's init)."""
+    step, weight, student)`` with the :class:`DistillStep` measured against the student's
+    teacher direction, the :func:`~interp.alignment.weight_metrics` of the student relative to
+    its init and to ``init + direction`` (the teacher itself when ``init`` is the teacher's
+    init; for a cross-init student, the teacher's update transplanted onto the student's init),
+    and the student's current parameters (detached)."""
+    index = torch.arange(len(models)) if teacher_index is None else torch.as_tensor(list(teacher_index))
+    student_direction = {k: v[index] for k, v in direction.items()}
     student = clone(init)
-    target = {k: init[k].detach() + direction[k] for k in init}
+    target = {k: init[k].detach() + student_direction[k] for k in init}
     optimizer = torch.optim.Adam(student.values(), lr=config.student_lr)
     gens = [generator(config.seed, Stream.NOISE, i) for i in models]
     d_in = init["layer0.W"].shape[1]
     for step in range(config.student_steps):
-        noise = torch.stack([torch.rand(config.batch_size, d_in, generator=g) for g in gens])  # model batch d_in
+        noise = torch.stack([torch.rand(config.batch_size, d_in, generator=g) for g in gens])  # teacher batch d_in
         noise = scale_pixels(noise, config.input_range)
         record = on_record is not None and (step % config.record_every == 0 or step == config.student_steps - 1)
-        result = distill_step(student, optimizer, teacher, noise, logits, direction if record else None)
+        result = distill_step(student, optimizer, teacher, noise, logits, student_direction if record else None,
+                              teacher_index=None if teacher_index is None else index)
         if record:
-            on_record(step + 1, result, weight_metrics(student, init, target, model_dim=True))
+            on_record(step + 1, result, weight_metrics(student, init, target, model_dim=True),
+                      {k: v.detach() for k, v in student.items()})
         if progress is not None:
-            progress.update(len(models))
+            progress.update(len(index))
     return clone(student, requires_grad=False)
 
 
@@ -243,10 +281,22 @@ def _significant(values: list[float]) -> list[float]:
     return [float(f"{v:.6g}") for v in values]
 
 
-def _alignment_row(condition: str, m: int, steps_done: int, result: DistillStep, weight: dict) -> dict[str, Any]:
+def _slice_step(result: DistillStep, part: slice) -> DistillStep:
+    """The measurements of the students in ``part``."""
+    return DistillStep(result.loss[part], {g: v[part] for g, v in result.grad_cosine.items()},
+                       {g: v[part] for g, v in result.step_cosine.items()})
+
+
+def _slice_weight(metrics: WeightMetrics, part: slice) -> WeightMetrics:
+    return WeightMetrics(**{f.name: getattr(metrics, f.name)[part] for f in fields(WeightMetrics)})
+
+
+def _alignment_row(condition: str, m: int, steps_done: int, result: DistillStep, weight: dict,
+                   test_accuracy: Tensor) -> dict[str, Any]:
     """One ``alignment.jsonl`` row: every measurement of one record step, one value per model."""
     return {
         "condition": condition, "m": m, "step": steps_done, "loss": _significant(result.loss.tolist()),
+        "test_accuracy": _significant(test_accuracy.tolist()),
         "weight": {g: {k: _significant(v) for k, v in w.to_dict().items()} for g, w in weight.items()},
         "grad_cosine": {g: _significant(v.tolist()) for g, v in result.grad_cosine.items()},
         "step_cosine": {g: _significant(v.tolist()) for g, v in result.step_cosine.items()},
@@ -266,6 +316,7 @@ def summarise_alignment(rows: list[dict[str, Any]]) -> dict[str, Any]:
     groups = list(final["weight"])
     return {
         "final_step": final["step"],
+        "accuracy_over_steps": {"step": [r["step"] for r in rows], "mean": [float(np.mean(r["test_accuracy"])) for r in rows]},
         "final_loss": ci(final["loss"]),
         "final_weight": {k: ci(v) for k, v in final["weight"]["total"].items()},
         "final_cosine_by_group": {g: ci(final["weight"][g]["cosine"]) for g in groups},
@@ -313,24 +364,34 @@ def run_experiment(config: MnistConfig, out: str | Path, *, force: bool = False,
     with JsonlAppender(out / ALIGNMENT_FILE, truncate=True) as appender:
         for m in config.m_values:
             n = config.models_at(m)
-            teacher_m, teacher_init_m = (slice_outputs(slice_models(p, slice(0, n)), N_CLASSES + m)
-                                         for p in (teacher, teacher_init))
+            teacher_m, teacher_init_m, cross_init_m = (slice_outputs(slice_models(p, slice(0, n)), N_CLASSES + m)
+                                                       for p in (teacher, teacher_init, cross_init))
             direction = difference(teacher_m, teacher_init_m)
-            for cond in STUDENT_CONDITIONS:
-                init = teacher_init_m if cond.init == "shared" else slice_outputs(slice_models(cross_init, slice(0, n)),
-                                                                                 N_CLASSES + m)
-                rows: list[dict[str, Any]] = []
+            # The four conditions of the n models train as one program of 4n students: condition c's
+            # students are rows c*n .. (c+1)*n - 1, student c*n + i imitates teacher i on its noise.
+            inits = [teacher_init_m if cond.init == "shared" else cross_init_m for cond in STUDENT_CONDITIONS]
+            init = {k: torch.cat([p[k].detach() for p in inits]) for k in teacher_init_m}
+            logits = [cond.logit_slice(m) for cond in STUDENT_CONDITIONS for _ in range(n)]
+            rows: dict[str, list[dict[str, Any]]] = {cond.name: [] for cond in STUDENT_CONDITIONS}
 
-                def on_record(steps_done: int, result: DistillStep, weight: dict) -> None:
-                    rows.append(_alignment_row(cond.name, m, steps_done, result, weight))
-                    appender.write(rows[-1])
-
-                bar.set_postfix_str(f"{cond.name} m={m}")
-                student = train_student(init, teacher_m, direction, cond.logit_slice(m), config, range(n), on_record, bar)
+            def on_record(steps_done: int, result: DistillStep, weight: dict, student: Params) -> None:
                 acc = accuracy(student, data.x_test, data.y_test)
+                for c, cond in enumerate(STUDENT_CONDITIONS):
+                    part = slice(c * n, (c + 1) * n)
+                    rows[cond.name].append(_alignment_row(cond.name, m, steps_done, _slice_step(result, part),
+                                                          {g: _slice_weight(w, part) for g, w in weight.items()},
+                                                          acc[part]))
+                    appender.write(rows[cond.name][-1])
+
+            bar.set_postfix_str(f"students m={m}")
+            students = train_student(init, teacher_m, direction, logits, config, range(n), on_record, bar,
+                                     teacher_index=[i for _ in STUDENT_CONDITIONS for i in range(n)])
+            acc = accuracy(students, data.x_test, data.y_test)
+            for c, cond in enumerate(STUDENT_CONDITIONS):
+                part = acc[c * n:(c + 1) * n].tolist()
                 conditions.append({"name": cond.name, "m": m, "init": cond.init, "logits": cond.logits,
-                                   "accuracy": mean_ci(acc.tolist()).to_dict(n_key="n_models"),
-                                   "per_model_accuracy": acc.tolist(), "alignment": summarise_alignment(rows)})
+                                   "accuracy": mean_ci(part).to_dict(n_key="n_models"),
+                                   "per_model_accuracy": part, "alignment": summarise_alignment(rows[cond.name])})
     bar.close()
     results = {"conditions": conditions, "init_accuracy": init_accuracy,
                "data": {**data.describe(), "input_range": config.input_range}, "seed": config.seed,
@@ -385,17 +446,19 @@ def write_report(results: dict[str, Any], out: Path, main_m: int) -> None:
 
 
 def _plot_alignment(rows: list[dict[str, Any]], m: int, path: Path, plt: Any) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
     for cond in STUDENT_CONDITIONS:
         cond_rows = [r for r in rows if r["condition"] == cond.name and r["m"] == m]
         steps = [r["step"] for r in cond_rows]
         for ax, values in ((axes[0], [r["weight"]["total"]["cosine"] for r in cond_rows]),
-                           (axes[1], [r["step_cosine"]["total"] for r in cond_rows])):
+                           (axes[1], [r["step_cosine"]["total"] for r in cond_rows]),
+                           (axes[2], [r["test_accuracy"] for r in cond_rows])):
             cis = [mean_ci(v) for v in values]
             ax.plot(steps, [c.mean for c in cis], label=cond.name, ls="-" if cond.init == "shared" else "--")
             ax.fill_between(steps, [c.ci_low for c in cis], [c.ci_high for c in cis], alpha=0.2)
     axes[0].set_title(f"cos(student - init, teacher - teacher init), m={m}", fontsize=9)
     axes[1].set_title(f"cos(optimizer step, teacher - teacher init), m={m}", fontsize=9)
+    axes[2].set_title(f"digit test accuracy of the students, m={m}", fontsize=9)
     for ax in axes:
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel("student step")
