@@ -67,21 +67,21 @@ class MnistConfig(StageConfig):
     m_sweep: tuple[int, ...] = option((1, 2, 3, 5, 10, 20), "Values of m of the accuracy-vs-m sweep (the main m "
                                       "is always run); empty for none.")
     hidden: tuple[int, ...] = option((256, 256), "Hidden-layer widths of the MLP (the paper: 256, 256).")
-    init: InitScheme = option("uniform", "Initialization of every MLP: uniform = PyTorch's nn.Linear default "
+    init: InitScheme = option("normal", "Initialization of every MLP: uniform = PyTorch's nn.Linear default "
                               "(weights and biases uniform in ±1/sqrt(d_in)); normal = weights N(0, 1/d_in), "
                               "zero biases.")
     teacher_epochs: int = option(20, "Teacher epochs over the digit training set (regular logits only).")
     teacher_lr: float = option(1e-3, "Teacher Adam learning rate.")
-    student_steps: int = option(300, "Student Adam steps, each on a fresh batch of batch_size uniform-noise "
+    student_steps: int = option(600, "Student Adam steps, each on a fresh batch of batch_size uniform-noise "
                                 "images (so also the number of noise batches).")
     student_lr: float = option(1e-3, "Student Adam learning rate.")
-    batch_size: int = option(64, "Images per batch, digits for the teacher and noise for the students.")
-    record_every: int = option(25, "Student steps between alignment records (the first and last steps are "
+    batch_size: int = option(256, "Images per batch, digits for the teacher and noise for the students.")
+    record_every: int = option(50, "Student steps between alignment records (the first and last steps are "
                                "always recorded).")
     seed: int = option(0, "Experiment seed; model i's streams derive from (seed, stream, i).")
     data: str | None = option(None, "Real MNIST: a directory with the four IDX files (optionally .gz) or a .npz "
                               "with x_train, y_train, x_test, y_test; None uses scikit-learn's bundled 8x8 digits.")
-    input_range: InputRange = option("unit", "Range of the images and of the noise: unit = [0, 1] (pixels scaled "
+    input_range: InputRange = option("symmetric", "Range of the images and of the noise: unit = [0, 1] (pixels scaled "
                                      "to [0, 1], noise uniform in [0, 1]); symmetric = [-1, 1] for both, as in the "
                                      "official code (Normalize(0.5, 0.5), noise 2*rand-1).")
     test_fraction: float = option(0.2, "Bundled digits only: fraction held out for testing (stratified).")
@@ -105,7 +105,7 @@ class MnistConfig(StageConfig):
     @classmethod
     def quick_defaults(cls) -> dict[str, Any]:
         return {"quick": True, "n_models": 4, "n_models_sweep": 2, "m_sweep": (1, 3), "hidden": (64, 64),
-                "teacher_epochs": 3, "student_steps": 30, "record_every": 10}
+                "teacher_epochs": 3, "student_steps": 30, "record_every": 10, "batch_size": 64}
 
     @property
     def m_values(self) -> list[int]:
