@@ -351,4 +351,7 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(results))
     plot_results(results, out / "results.png")
+    from interp.report import make_report
+
+    make_report(out)  # report.html and figures/, from the files just written
     return results
