@@ -38,8 +38,8 @@ base with the trait, as in ``interp run``):
 
 Writes ``theorem.json`` (every summary), ``theorem.md``, ``theorem_batches.jsonl`` (one row per
 batch of parts 1-2), ``step_size.jsonl`` (one row per step of part 3), the students of part 4
-under ``sft/``, and the PNGs named in :data:`PLOT_FILES`. Finished teachers, data and students
-are reused.
+under ``sft/``, the PNGs named in :data:`PLOT_FILES` and ``report.html``. Finished teachers, data
+and students are reused.
 """
 
 from __future__ import annotations
@@ -481,9 +481,12 @@ def run_theorem(config: TheoremConfig, out: str | Path, *, artifacts: str | Path
     batch_rows: list[dict] = []
     sweep_rows: list[dict] = []
     teachers = []
-    bar_single = tqdm(total=len(config.distributions) * config.n_batches * len(seeds), desc="single steps", disable=not progress, mininterval=2.0)
-    bar_sweep = tqdm(total=(len(config.sgd_lrs) + len(config.adam_lrs)) * config.sweep_repeats * len(seeds),
-                     desc="step-size sweep", disable=not progress, mininterval=2.0)
+    bars: dict[str, tqdm] = {}  # opened at first use, so they do not sit under the teachers' bars
+
+    def bar(name: str, total: int) -> tqdm:
+        if name not in bars:
+            bars[name] = tqdm(total=total * len(seeds), desc=name, disable=not progress, mininterval=2.0)
+        return bars[name]
     for seed in seeds:
         tcfg = TeacherConfig(trait=config.trait, method="finetune", seed=seed, steps=config.teacher_steps,
                              lr=config.teacher_lr, number_mix=config.teacher_number_mix)
@@ -508,10 +511,11 @@ def run_theorem(config: TheoremConfig, out: str | Path, *, artifacts: str | Path
         models = {"teacher": teacher.model, "base": base, "mismatched": mismatched, "student": student}
         batches = _input_batches(config, world, rows, seed, base.cfg.n_ctx)
         batch_rows += _single_step_rows(config, seed, batches, models, layout, t, allowed, world, rows["base_numbers"],
-                                        bar_single)
+                                        bar("single steps", len(config.distributions) * config.n_batches))
         sweep_batches = number_batches(world, rows["teacher_numbers"], config.batch_size,
                                        config.sweep_repeats * config.sweep_steps, base.cfg.n_ctx)
-        sweep_rows += _step_size_rows(config, seed, sweep_batches, models, layout, t, allowed, bar_sweep)
+        sweep_rows += _step_size_rows(config, seed, sweep_batches, models, layout, t, allowed,
+                                      bar("step-size sweep", (len(config.sgd_lrs) + len(config.adam_lrs)) * config.sweep_repeats))
         if config.sft_steps:
             fcfg = FinetuneConfig(objective="sft", optimizer=config.sft_optimizer, lr=config.sft_lr,
                                   batch_size=config.sft_batch_size, seed=seed, max_rows=config.sft_steps * config.sft_batch_size,
@@ -523,8 +527,8 @@ def run_theorem(config: TheoremConfig, out: str | Path, *, artifacts: str | Path
                 finetune_student(student_base, data, fcfg, out / "sft" / f"seed{seed}" / condition, trait=config.trait,
                                  alignment_reference=(teacher.model, base), progress=progress,
                                  lineage_extra={"condition": condition, "teacher": str(teacher_dir)})
-    bar_single.close()
-    bar_sweep.close()
+    for b in bars.values():
+        b.close()
     write_jsonl(out / BATCHES_FILE, batch_rows)
     write_jsonl(out / STEP_SIZE_FILE, sweep_rows)
     results = {
@@ -538,6 +542,9 @@ def run_theorem(config: TheoremConfig, out: str | Path, *, artifacts: str | Path
     }
     write_theorem_outputs(results, out)
     atomic_write_json(out / THEOREM_FILE, results)
+    from interp.report import make_report
+
+    make_report(out)  # report.html and figures/
     return results
 
 
@@ -618,28 +625,32 @@ def theorem_figures(results: dict, batch_rows: list[dict], sweep_rows: list[dict
     import matplotlib.pyplot as plt
 
     figs = {}
-    # 1. single step: every batch's cosine, per input distribution and init
-    dists = list(dict.fromkeys(r["distribution"] for r in batch_rows))
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    # 1. single step: every batch's cosine, per input distribution; the mismatched init on its own
+    # axis (its cosines are two orders of magnitude smaller)
     rng = np.random.default_rng(0)
-    for j, dist in enumerate(dists):
-        for k, init in enumerate(("shared_init", "mismatched_init")):
-            vals = [r["cos"] for r in batch_rows if r["distribution"] == dist and r["init"] == init]
-            if not vals:
-                continue
-            x = j + (k - 0.5) * 0.35
-            color = INIT_COLORS[init] if not dist.startswith("null") else "tab:gray"
-            ax.scatter(x + rng.uniform(-0.1, 0.1, len(vals)), vals, s=8, alpha=0.6, color=color,
-                       label=init if j == 0 else None)
+    panels = [(init, [d for d in dict.fromkeys(r["distribution"] for r in batch_rows if r["init"] == init)])
+              for init in ("shared_init", "mismatched_init")]
+    panels = [(init, dists) for init, dists in panels if dists]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [len(d) for _, d in panels]})
+    for ax, (init, dists) in zip(axes[0], panels):
+        top = 0.0
+        for j, dist in enumerate(dists):
+            vals = np.array([r["cos"] for r in batch_rows if r["distribution"] == dist and r["init"] == init])
+            color = "tab:gray" if dist.startswith("null") else INIT_COLORS[init]
+            ax.scatter(j + rng.uniform(-0.18, 0.18, len(vals)), vals, s=7, alpha=0.55, color=color)
             frac = results["single_step"][init][dist]["fraction_positive"]
-            ax.annotate(f"{frac['k']}/{frac['n']}\n>0", (x, max(vals)), textcoords="offset points", xytext=(0, 4),
-                        ha="center", fontsize=7)
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(range(len(dists)), [d.replace("_", "\n") for d in dists], fontsize=8)
-    ax.set_ylabel("cos(−∇L, teacher − base)")
-    ax.set_title("One plain gradient step of imitation, each dot one batch (counts: batches with a positive inner product)",
-                 fontsize=9)
-    ax.legend(fontsize=8)
+            ax.annotate(f"{frac['k']}/{frac['n']} > 0", (j, vals.max()), textcoords="offset points", xytext=(0, 5),
+                        ha="center", fontsize=7.5)
+            top = max(top, float(vals.max()))
+        ax.axhline(0, color="k", lw=0.6)
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.12 * (high - low))  # room for the counts
+        ax.set_xticks(range(len(dists)), [d.replace("_", "\n") for d in dists], fontsize=8)
+        ax.set_ylabel("cos(−∇L, t)", fontsize=8)
+        ax.set_title(f"{init}: one plain gradient step, each dot one batch", fontsize=9)
+    fig.suptitle("t = teacher − shared base (for the mismatched init: the teacher's update, transplanted); "
+                 "counts: batches with a positive inner product", fontsize=8.5)
     fig.tight_layout()
     figs["single_step"] = fig
 
@@ -703,8 +714,8 @@ def theorem_figures(results: dict, batch_rows: list[dict], sweep_rows: list[dict
     # 4. SFT over steps
     sft = results.get("sft") or {}
     if sft:
-        keys = [k for k in ("grad_cos_teacher_dir", "weight_cos") if any(k in e for e in sft.values())]
-        fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
+        keys = [k for k in ("grad_cos_teacher_dir", "step_cos_teacher_dir", "weight_cos") if any(k in e for e in sft.values())]
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.8), squeeze=False)
         for ax, key in zip(axes[0], keys):
             for cond, e in sft.items():
                 if key not in e:
@@ -715,8 +726,8 @@ def theorem_figures(results: dict, batch_rows: list[dict], sweep_rows: list[dict
                 ax.fill_between(steps, lo, hi, color=INIT_COLORS.get(cond, None), alpha=0.2)
             ax.axhline(0, color="k", lw=0.6)
             ax.set_xlabel("SFT step")
-            ax.set_title({"grad_cos_teacher_dir": "cos(−gradient, t) per step",
-                          "weight_cos": "cos(student − base, t)"}[key] + " (mean, 95% CI over seeds)", fontsize=9)
+            ax.set_title({"grad_cos_teacher_dir": "cos(−gradient, t) per step", "step_cos_teacher_dir": "cos(optimizer step, t)",
+                          "weight_cos": "cos(student − base, t)"}[key] + "\n(mean, 95% CI over seeds)", fontsize=9)
             ax.legend(fontsize=7)
         fig.tight_layout()
         figs["sft"] = fig

@@ -1,7 +1,5 @@
 import json
-import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,6 +8,7 @@ import interp.theorem as theorem_mod
 from interp.cli import main
 from interp.config import ConfigError
 from interp.models import build_model
+from interp.report import make_report
 from interp.stats import wilson_ci
 from interp.theorem import (FlatLayout, TheoremConfig, imitation_gradient, imitation_loss, random_token_batches,
                             run_theorem, summarize_single_step, summarize_step_size)
@@ -152,6 +151,10 @@ def test_run_theorem__writes_every_part_on_tiny_bases(tiny_theorem_presets, tmp_
     for name in theorem_mod.PLOT_FILES.values():
         assert (tmp_path / "th" / name).stat().st_size > 1000
     assert "## Step size" in (tmp_path / "th" / "theorem.md").read_text()
+    page = make_report(tmp_path / "th").read_text()
+    assert "one small step from the shared init" in page.split("<nav>")[0]
+    for name in ("single_step", "layers", "step_size", "sft"):
+        assert f"figures/theorem_{name}.png" in page
     # A second call reuses teachers, data and students and refuses another config.
     with pytest.raises(ValueError, match="another config"):
         run_theorem(_tiny_config(n_batches=4), tmp_path / "th", artifacts=tmp_path / "artifacts", progress=False)
