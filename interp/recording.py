@@ -49,7 +49,8 @@ The teacher direction and the ``teacher_direction`` field of every row:
   recorded.
 
 Cost. Gradients, steps and movements are written into one preallocated float32 buffer laid out
-by group (a few fused ``torch._foreach`` copies per step, no cloning of the parameters), and all
+by group (a few fused ``torch._foreach`` copies per step, no cloning of the parameters; memory:
+four or five float32 copies of the parameters), and all
 dot products of a group come from one small matrix product (a Gram matrix), summed over groups
 in float64. The trait-loss gradient needs an extra forward and backward pass, so it is taken
 only every ``trait_grad_every`` steps (default 10, the default ``eval_every`` of
@@ -196,10 +197,12 @@ class AlignmentRecorder:
         self.names = [n for g in groups for n in named if group_of[n] == g]
         self.params = [named[n] for n in self.names]
         sizes = [p.numel() for p in self.params]
-        self.buffer = torch.zeros(5, sum(sizes))  # rows _G _D _S _T _R
+        # Rows _G _D _S _T, and _R when the trait-loss gradient is recorded: 4 or 5 float32 copies
+        # of the parameters, the recorder's whole memory cost.
+        self.buffer = torch.zeros(_R + (self.trait_tokens is not None), sum(sizes))
         offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         self.rows = [[self.buffer[r, a:b].view(p.shape) for p, a, b in zip(self.params, offsets[:-1], offsets[1:])]
-                     for r in range(5)]
+                     for r in range(self.buffer.shape[0])]
         self.group_slices = {}
         for n, a, b in zip(self.names, offsets[:-1], offsets[1:]):
             g = group_of[n]
