@@ -353,5 +353,9 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     plot_results(results, out / "results.png")
     from interp.report import make_report
 
-    make_report(out)  # report.html and figures/, from the files just written
+    try:
+        make_report(out)  # report.html and figures/, from the files just written
+    except Exception as e:  # the results are on disk; a failed report must not fail the run
+        log.error("could not write %s/report.html (%s: %s); the results are saved, retry with `interp report %s`",
+                  out, type(e).__name__, e, out)
     return results

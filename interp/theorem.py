@@ -544,7 +544,11 @@ def run_theorem(config: TheoremConfig, out: str | Path, *, artifacts: str | Path
     atomic_write_json(out / THEOREM_FILE, results)
     from interp.report import make_report
 
-    make_report(out)  # report.html and figures/
+    try:
+        make_report(out)  # report.html and figures/
+    except Exception as e:  # the results are on disk; a failed report must not fail the check
+        log.error("could not write %s/report.html (%s: %s); the results are saved, retry with `interp report %s`",
+                  out, type(e).__name__, e, out)
     return results
 
 

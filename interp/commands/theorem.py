@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "animal questions): the fraction of steps with a positive inner product with teacher - base, with Wilson "
         "intervals; the same from a mismatched init; a learning-rate sweep for SGD and Adam; and many steps of SFT "
         f"on sampled text. Writes DIR/{THEOREM_FILE}, {THEOREM_MD_FILE}, {BATCHES_FILE}, {STEP_SIZE_FILE} and "
-        f"{', '.join(PLOT_FILES.values())}. Bases come from --artifacts (pretrained there if missing).",
+        f"{', '.join(PLOT_FILES.values())} and report.html. Bases come from --artifacts (pretrained there if missing).",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
