@@ -263,7 +263,7 @@ def alignment_summary(logs) -> dict:
     direction kind (and reason) the students recorded."""
     out: dict = {}
     for (objective, condition), seeds in logs.items():
-        entry: dict = {"teacher_direction": next(iter(seeds.values()))[0].get("teacher_direction", "shared_init"),
+        entry: dict = {"teacher_direction": next(iter(seeds.values()))[0].get("teacher_direction", "–"),  # older logs lack it
                        "no_direction_reason": next(iter(seeds.values()))[0].get("no_direction_reason")}
         for key, how, _, _ in ALIGNMENT_MEASURES:
             per_seed = _per_seed(seeds, key, how)
