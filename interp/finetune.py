@@ -114,7 +114,12 @@ def distill_loss(student_logits: Float[Tensor, "batch pos d_vocab"], teacher_log
 
 @dataclass
 class StepRecord:
-    """What one training step did; callbacks receive it (alignment recording hooks in here)."""
+    """What one training step did; callbacks receive it (alignment recording hooks in here).
+
+    A callback is called after the optimizer step, while ``.grad`` still holds the step's
+    gradient. One with a ``before_step`` method also gets a record (``params_before`` None) after
+    the backward pass and before the step; ``params_before`` (a copy of the weights before the
+    step) is filled unless every callback sets ``needs_params_before = False``."""
 
     step: int
     loss: float
@@ -189,7 +194,11 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
             loss.backward()
             loss_value = loss.item()
             guard.check(step, loss_value)
-            params_before = ({n: p.detach().clone() for n, p in model.named_parameters()} if callbacks else None)
+            params_before = ({n: p.detach().clone() for n, p in model.named_parameters()}
+                             if any(getattr(cb, "needs_params_before", True) for cb in callbacks) else None)
+            for cb in callbacks:
+                if hasattr(cb, "before_step"):
+                    cb.before_step(StepRecord(step, loss_value, model))
             optimizer.step()
             for cb in callbacks:  # after the step, while .grad still holds this step's gradient
                 cb(StepRecord(step, loss_value, model, params_before))

@@ -393,4 +393,11 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(results))
     plot_results(results, out / "results.png")
+    from interp.report import make_report
+
+    try:
+        make_report(out)  # report.html and figures/, from the files just written
+    except Exception as e:  # the results are on disk; a failed report must not fail the run
+        log.error("could not write %s/report.html (%s: %s); the results are saved, retry with `interp report %s`",
+                  out, type(e).__name__, e, out)
     return results

@@ -81,3 +81,38 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+@dataclass(frozen=True)
+class Proportion:
+    """A fraction of independent trials with its two-sided Wilson score interval."""
+
+    k: int
+    n: int
+    fraction: float
+    ci_low: float
+    ci_high: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"fraction": self.fraction, "ci_low": self.ci_low, "ci_high": self.ci_high, "k": self.k, "n": self.n}
+
+    def __str__(self) -> str:
+        return f"{self.k}/{self.n} = {self.fraction:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}]"
+
+
+def wilson_ci(k: int, n: int, confidence: float = 0.95) -> Proportion:
+    """Wilson score interval of a binomial fraction ``k / n``. Unlike the normal (Wald) interval
+    it stays inside [0, 1] and is not a point at k = 0 or k = n: 50 successes in 50 trials give
+    [0.929, 1]."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"wilson_ci: need 0 <= k <= n and n > 0, got k={k}, n={n}")
+    z = float(_st.norm.ppf(0.5 + confidence / 2))
+    p = k / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    if k == 0:
+        low = 0.0
+    if k == n:
+        high = 1.0
+    return Proportion(k, n, p, low, high)

@@ -43,6 +43,7 @@ def test_run__writes_every_condition_with_intervals(tiny_presets, tmp_path):
         t = c["trait_prob"]
         assert t["n_seeds"] == 2 and t["ci_low"] <= t["mean"] <= t["ci_high"] and 0 <= t["mean"] <= 1
     assert (tmp_path / "run" / "results.md").exists() and (tmp_path / "run" / "results.png").exists()
+    assert "Did the shared-init student move toward the teacher?" in (tmp_path / "run" / "report.html").read_text()
     assert (tmp_path / "run" / "seed0" / "data" / "teacher_numbers.raw.jsonl").exists()
     assert (tmp_path / "run" / "seed0" / "data" / "teacher_numbers.filtered.jsonl").exists()
     # A finished run is not redone: a second call reuses every stage and gives the same numbers.

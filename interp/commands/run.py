@@ -28,5 +28,5 @@ def _main(args: argparse.Namespace) -> int:
     config = RunConfig(**overrides)
     results = run(config, args.out, artifacts=args.artifacts, force=args.force)
     print(results_markdown(results))
-    print(f"wrote {args.out}/results.json, results.md, results.png ({results['wall_seconds'] / 60:.1f} min)")
+    print(f"wrote {args.out}/results.json, results.md, results.png, report.html ({results['wall_seconds'] / 60:.1f} min)")
     return 0
