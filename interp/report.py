@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interp.io import atomic_write_text, read_json, read_jsonl
+from interp.io import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 
 REPORT_FILE = "report.html"
 
@@ -25,7 +25,7 @@ REPORT_FILE = "report.html"
 def _fig_to_png(fig, path: Path) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    path.write_bytes(buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return base64.b64encode(buf.getvalue()).decode()
 
 

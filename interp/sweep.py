@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.config import StageConfig, option
-from interp.io import atomic_write_json, atomic_write_text
+from interp.io import atomic_savefig, atomic_write_json, atomic_write_text
 from interp.run import RunConfig, run
 from interp.stats import holm
 
@@ -137,7 +137,7 @@ def plot_sweep(rows: list[dict], path: Path, objective: str = "sft") -> None:
     ax.set_xlabel(f"difference in P(trait), {objective} students (95% CI over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
