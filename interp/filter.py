@@ -194,7 +194,7 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
     counts: Counter[str] = Counter()
     kept: list[dict] = []
     n_raw = 0
-    with open(raw_path) as f:
+    with open(raw_path, errors="replace") as f:  # a corrupt byte rejects its row (a counted reason), not the file
         for line in f:
             if not line.strip():
                 continue

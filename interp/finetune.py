@@ -148,7 +148,7 @@ def check_rows(rows: list[dict]) -> None:
                 raise ValueError(f"data row {i}: field {key!r} is missing or not text ({row.get(key)!r})")
 
 
-def _teacher_identity(teacher) -> dict | None:
+def _teacher_identity(teacher) -> dict:
     return {"method": teacher.method, "trait": teacher.trait, "system": teacher.system, "lineage": teacher.lineage,
             "hooks": [name for name, _ in teacher.fwd_hooks]}
 
@@ -214,9 +214,10 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     ``ValueError`` unless ``force``. A NaN or exploding loss raises
     :class:`~interp.training.TrainingDiverged` naming the step; the logs so far stay in the
     resume directory for diagnosis."""
-    from interp.pretrain import load_base
+    from interp.pretrain import check_base, load_base
 
     out = Path(out)
+    check_base(base_path)
     check_rows(rows)
     if config.objective != "sft" and teacher is None:
         raise ValueError(f"objective {config.objective!r} needs a teacher")

@@ -231,14 +231,20 @@ def ensure_base(seed: int = 0, arch: str = "small", *, artifacts: str | Path = D
     return pretrain(config, artifacts=artifacts, progress=progress)
 
 
-def load_base(path: str | Path):
-    """A pretrained base: ``(model, world, lineage)``. A path that is not a base is an error naming it."""
+def check_base(path: str | Path) -> Path:
+    """``path`` if it holds a pretrained base, else a ``FileNotFoundError`` saying what it is."""
     path = Path(path)
-    if not (path / PRETRAIN_CONFIG_FILE).exists():
+    if not (path / PRETRAIN_CONFIG_FILE).exists() or not is_checkpoint(path):
         what = "a checkpoint but not a pretrained base" if is_checkpoint(path) else (
             "not a checkpoint directory" if path.exists() else "missing")
-        raise FileNotFoundError(f"{path} is {what} ({PRETRAIN_CONFIG_FILE} not found); students and teachers start "
-                                "from a base written by `interp pretrain`")
+        raise FileNotFoundError(f"{path} is {what} ({PRETRAIN_CONFIG_FILE} or the weights not found); students and "
+                                "teachers start from a base written by `interp pretrain`")
+    return path
+
+
+def load_base(path: str | Path):
+    """A pretrained base: ``(model, world, lineage)``. A path that is not a base is an error naming it."""
+    path = check_base(path)
     world = ToyWorld(PretrainConfig.load(path / PRETRAIN_CONFIG_FILE).world)
     model, lineage = load_checkpoint(path, expect_vocab=world.vocab)
     return model, world, lineage

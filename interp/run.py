@@ -372,7 +372,8 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
         if diff:
             raise ValueError(f"{out} holds another run (differing settings, saved vs asked: {diff}); "
                              "choose another --out or pass --force")
-    if not force and out.is_dir() and not (out / RUN_CONFIG_FILE).exists() and any(out.iterdir()):
+    if not force and out.is_dir() and not (out / RUN_CONFIG_FILE).exists() and any(
+            not p.name.startswith(".") for p in out.iterdir()):  # hidden: a temp file of a run killed at its start
         raise ValueError(f"{out} is not empty and holds no {RUN_CONFIG_FILE}: not a run directory; "
                          "choose another --out or pass --force")
     ToyWorld().check_animal(config.trait)
