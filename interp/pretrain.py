@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -99,8 +100,19 @@ def base_dir(config: PretrainConfig, artifacts: str | Path = DEFAULT_ARTIFACTS) 
 def world_dir(world: ToyWorld, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Path:
     """The saved tokenizer of a world, shared by every model trained in it."""
     directory = Path(artifacts) / "world" / world.fingerprint()
-    if not (directory / "tokenizer.json").exists():
-        world.save(directory)
+    if not (directory / "tokenizer.json").exists():  # written whole under a temporary name: every base reads it
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
+        try:
+            world.save(staging)
+            if directory.exists() and not (directory / "tokenizer.json").exists():
+                shutil.rmtree(directory)  # half-written before writes were atomic
+            try:
+                staging.rename(directory)
+            except OSError:  # another process wrote it first
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 

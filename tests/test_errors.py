@@ -243,6 +243,16 @@ def test_cli__output_directory_of_something_else_is_refused_untouched(tiny_base,
     assert [p.name for p in precious.iterdir()] == ["notes.txt"] and (precious / "notes.txt").read_text() == "keep me"
 
 
+def test_sweep__directory_of_another_sweep_is_refused_untouched(tmp_path):
+    from interp.sweep import SweepConfig, run_sweep
+
+    SweepConfig(cells=[{"lr": 1e-3}]).save(tmp_path / "sweep_config.json")
+    with pytest.raises(ValueError, match=r"holds another sweep .*'cells'"):
+        run_sweep(SweepConfig(cells=[{"lr": 2e-3}]), tmp_path, artifacts=tmp_path / "artifacts", progress=False)
+    assert SweepConfig.load(tmp_path / "sweep_config.json").cells == [{"lr": 1e-3}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep_config.json"]
+
+
 def test_cli__output_directory_of_another_run_is_refused_untouched(tiny_base, number_data, tmp_path, capsys):
     student = ["finetune", "--base", tiny_base, "--data", number_data, "--out", tmp_path / "s", "--batch-size", "8"]
     assert main([str(a) for a in student]) == 0
