@@ -20,6 +20,7 @@ student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -148,9 +149,17 @@ def check_rows(rows: list[dict]) -> None:
                 raise ValueError(f"data row {i}: field {key!r} is missing or not text ({row.get(key)!r})")
 
 
+def _weights_sha256(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _teacher_identity(teacher) -> dict:
     return {"method": teacher.method, "trait": teacher.trait, "system": teacher.system, "lineage": teacher.lineage,
-            "hooks": [name for name, _ in teacher.fwd_hooks]}
+            "hooks": [name for name, _ in teacher.fwd_hooks], "weights_sha256": _weights_sha256(teacher.model)}
 
 
 def finetune_inputs(base_path: str | Path, rows: list[dict], config: FinetuneConfig, *, teacher=None,

@@ -12,7 +12,7 @@ from interp.evaluate import EvaluateConfig, evaluate_model
 from interp.finetune import FinetuneConfig, finetune_student
 from interp.io import read_json, read_jsonl, write_jsonl
 from interp.models import load_checkpoint
-from interp.teacher import TeacherConfig, load_teacher, make_teacher
+from interp.teacher import Teacher, TeacherConfig, load_teacher, make_teacher
 from interp.toy.world import ToyWorld
 
 from kill_harness import (INTERP, assert_close_json, assert_same_checkpoint, assert_same_jsonl, check_kill_and_resume,
@@ -188,6 +188,18 @@ def test_finetune__interrupted_run_of_other_config_or_data_is_refused(tiny_base,
     # the interval between saves is not part of the result: a different one resumes
     finetune_student(tiny_base, rows, config.replace(checkpoint_every=5), out, progress=False)
     assert FinetuneConfig.load(out / "finetune_config.json").checkpoint_every == 5
+
+
+def test_finetune__finished_student_of_another_teacher_is_refused(tiny_base, tiny_teacher, number_data, tmp_path):
+    rows = read_jsonl(number_data)[:16]
+    config = FinetuneConfig(objective="distill", batch_size=8)
+    teacher = load_teacher(tiny_teacher)
+    out = finetune_student(tiny_base, rows, config, tmp_path / "s", teacher=teacher, progress=False)
+    assert finetune_student(tiny_base, rows, config, out, teacher=load_teacher(tiny_teacher), progress=False) == out
+    # same method, trait and lineage, other weights (a teacher rebuilt in place with other settings)
+    impostor = Teacher(load_checkpoint(tiny_base)[0], teacher.world, teacher.trait, teacher.method, lineage=teacher.lineage)
+    with pytest.raises(ValueError, match=r"from other inputs .*'teacher'"):
+        finetune_student(tiny_base, rows, config, out, teacher=impostor, progress=False)
 
 
 def test_finetune__corrupt_resume_state_is_a_clear_error(tiny_base, number_data, tmp_path):
