@@ -24,8 +24,9 @@ TINY_OTHER = TINY.replace(d_model=48, n_heads=2, d_mlp=96)
 @contextlib.contextmanager
 def one_torch_thread():
     """One intra-op thread for the block: models this small gain nothing from a second one, and
-    on a shared, loaded machine two threads per process wait on each other (measured: a tiny
-    in-process `run` took about 4x longer on 2 threads than on 1 under a load of 5)."""
+    on a shared, loaded machine two threads per process wait on each other (observed: the
+    tests of tests/test_errors.py took 131 s on 2 threads and 27 s on 1, two runs minutes apart
+    at a load average of about 5 on 2 cores). It also matches the subprocesses of the kill tests."""
     import torch
 
     threads = torch.get_num_threads()
