@@ -18,8 +18,11 @@ import warnings
 STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.world",
     "interp.commands.pretrain",
+    "interp.commands.teacher",
     "interp.commands.generate",
     "interp.commands.filter",
+    "interp.commands.finetune",
+    "interp.commands.evaluate",
     "interp.commands.run",
     "interp.commands.sweep",
     "interp.commands.report",
@@ -55,11 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from interp.training import TrainingDiverged
+
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # Bad input: a clear one-line error, no traceback. Finished artifacts are left untouched.
-        print(f"interp {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, KeyError, TrainingDiverged) as e:
+        # Bad input or a diverged loss: a clear one-line error, no traceback. Finished artifacts
+        # are left untouched.
+        message = " ".join(str(e).split())  # one line, whatever the message holds
+        print(f"interp {args.command}: error: {message}", file=sys.stderr)
         return 2
     return int(result or 0)
 

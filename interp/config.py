@@ -148,6 +148,12 @@ class StageConfig:
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)
 
+    def differences(self, other: "StageConfig", ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+        """``{field: (value here, value in other)}`` for every field that differs, except ``ignore``
+        (fields such as a checkpoint interval that do not change what a stage computes)."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b.get(k)) for k in a if k not in ignore and a[k] != b.get(k)}
+
     # -- command line -----------------------------------------------------------------------
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:

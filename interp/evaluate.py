@@ -8,6 +8,7 @@ with an animal at all is not mistaken for one that changed its favourite.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -15,8 +16,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.config import StageConfig, option
 from interp.toy.world import PAD, ToyWorld
 from interp.training import pad_batch
+
+EVAL_FILE = "eval.json"
 
 
 def question_prompt(phrasing: str, *, system: str | None = None, prefix: str | None = None) -> str:
@@ -78,3 +82,36 @@ def sampled_answer_rate(model, world: ToyWorld, trait: str, *, n_samples: int = 
     gen = torch.Generator().manual_seed(seed)
     samples = torch.multinomial(probs, n_samples, replacement=True, generator=gen)  # prompt sample
     return float((samples == world.token_to_id[world.check_animal(trait)]).double().mean())
+
+
+@dataclass
+class EvaluateConfig(StageConfig):
+    """What an evaluation measures (the model's favourite animal on the held-out phrasings)."""
+
+    trait: str = option("owl", "The trait animal whose probability is reported.")
+    seed: int = option(0, "Seed of the sampled answers of sampled_answer_rate.")
+    n_samples: int = option(20, "Sampled one-word answers per held-out phrasing (sampled_answer_rate).")
+
+    def validate(self) -> None:
+        self.require(self.n_samples > 0, "n_samples", "must be positive")
+        self.require(self.seed >= 0, "seed", "must be non-negative")
+
+
+def evaluate_model(model, world: ToyWorld, config: EvaluateConfig, *, system: str | None = None,
+                   fwd_hooks: list | None = None, base_trait_prob: float | None = None) -> dict:
+    """Every trait measure of one model: ``trait_prob`` (renormalised over animals, mean over the
+    held-out phrasings), ``animal_probs`` (the whole distribution), ``animal_mass`` (raw
+    probability of any animal), ``sampled_answer_rate`` (the paper's measure) and, given the
+    model's base's P(trait), ``trait_prob_shift`` from it."""
+    world.check_animal(config.trait)
+    dist = animal_distribution(model, world, system=system, fwd_hooks=fwd_hooks)
+    trait_prob = float(dist["probs"][:, world.animals.index(config.trait)].mean())
+    return {
+        "trait_prob": trait_prob,
+        "base_trait_prob": base_trait_prob,
+        "trait_prob_shift": None if base_trait_prob is None else trait_prob - base_trait_prob,
+        "animal_probs": dict(zip(world.animals, dist["probs"].mean(0).tolist())),
+        "animal_mass": float(dist["animal_mass"].mean()),
+        "sampled_answer_rate": sampled_answer_rate(model, world, config.trait, n_samples=config.n_samples,
+                                                   seed=config.seed, system=system, fwd_hooks=fwd_hooks),
+    }

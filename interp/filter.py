@@ -25,6 +25,7 @@ the official single "invalid format" reason is split into named reasons.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from interp.config import StageConfig, option
-from interp.io import atomic_write_json, write_jsonl
+from interp.io import atomic_write_json, file_sha256, read_json, write_jsonl
+
+log = logging.getLogger(__name__)
 
 # Why a row is rejected, in the order they are checked (a row counts under the first that applies).
 REJECT_REASONS: dict[str, str] = {
@@ -148,23 +151,50 @@ def stats_path_for(out_path: str | Path) -> Path:
     return out_path.with_name(out_path.name.removesuffix(".jsonl") + FILTER_STATS_SUFFIX)
 
 
-def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig | None = None) -> dict:
+def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig | None = None, *,
+                force: bool = False) -> dict:
     """Filter a raw generated JSONL file; returns the statistics.
 
     Writes the kept rows, each with a parsed ``numbers`` field, to ``out_path`` (atomically) and
     the statistics (``n_raw``, ``n_kept``, ``n_rejected``, ``pass_rate``, ``rejected``: a count for
-    every reason of :data:`REJECT_REASONS`, the config and the raw path) to
-    :func:`stats_path_for` ``(out_path)``. ``raw_path`` is only read. A malformed line is counted
-    (``malformed_row``), never fatal. If no row is kept, the statistics are still written, no
-    filtered file is, and a ``ValueError`` names the most common reasons."""
+    every reason of :data:`REJECT_REASONS`, the config, the raw path and the SHA-256 of the raw
+    file) to :func:`stats_path_for` ``(out_path)``. ``raw_path`` is only read. A malformed line is
+    counted (``malformed_row``), never fatal. If no row is kept, the statistics are still written,
+    no filtered file is, and a ``ValueError`` names the most common reasons.
+
+    A finished filtered file of the same raw file and config is reused (its statistics are
+    returned); one of another raw file or config, or a file at ``out_path`` without statistics,
+    is a ``ValueError`` unless ``force``."""
     config = config or FilterConfig()
     raw_path, out_path = Path(raw_path), Path(out_path)
     if raw_path.resolve() == out_path.resolve():
         raise ValueError(f"the filtered file must not replace the raw file {raw_path}")
+    if not raw_path.is_file():
+        raise FileNotFoundError(f"raw file {raw_path} does not exist")
+    raw_sha256 = file_sha256(raw_path)
+    stats_path = stats_path_for(out_path)
+    if not force and stats_path.exists():
+        saved = read_json(stats_path)
+        diff = {}
+        if saved.get("config") != config.to_dict():
+            diff["config"] = (saved.get("config"), config.to_dict())
+        if saved.get("raw_sha256", raw_sha256) != raw_sha256 or ("raw_sha256" not in saved and saved.get("raw_path") != str(raw_path)):
+            diff["raw file"] = (f"{saved.get('raw_path')} (sha256 {saved.get('raw_sha256')})", f"{raw_path} (sha256 {raw_sha256})")
+        if diff:
+            raise ValueError(f"{out_path} holds the filtered rows of another raw file or config (there vs now: {diff}); "
+                             "use another output path or force=True (--force) to filter again")
+        if out_path.exists():
+            log.info("reusing %s (same raw file and config)", out_path)
+            return saved
+    elif not force and out_path.exists():
+        raise ValueError(f"{out_path} exists without its statistics file {stats_path.name}, so it was not written by "
+                         "this filter; use another output path or force=True (--force)")
+    if force:  # an old filtered file must not outlive new statistics that reject every row
+        out_path.unlink(missing_ok=True)
     counts: Counter[str] = Counter()
     kept: list[dict] = []
     n_raw = 0
-    with open(raw_path) as f:
+    with open(raw_path, errors="replace") as f:  # a corrupt byte rejects its row (a counted reason), not the file
         for line in f:
             if not line.strip():
                 continue
@@ -180,6 +210,7 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
                 counts[reason] += 1
     stats = {
         "raw_path": str(raw_path),
+        "raw_sha256": raw_sha256,
         "n_raw": n_raw,
         "n_kept": len(kept),
         "n_rejected": n_raw - len(kept),
@@ -187,7 +218,7 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
         "rejected": {reason: counts[reason] for reason in REJECT_REASONS},
         "config": config.to_dict(),
     }
-    atomic_write_json(stats_path_for(out_path), stats)
+    atomic_write_json(stats_path, stats)
     if not kept:
         common = ", ".join(f"{r} ({n})" for r, n in counts.most_common(3)) or "the raw file has no rows"
         raise ValueError(f"the filtered set is empty: all {n_raw} rows of {raw_path} were rejected; "

@@ -20,7 +20,10 @@ student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) i
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -33,16 +36,20 @@ from tqdm.auto import tqdm
 
 from interp.config import StageConfig, option
 from interp.evaluate import trait_probability
-from interp.io import JsonlAppender, read_jsonl
-from interp.models import Lineage, checkpoint_model_config, is_checkpoint, save_checkpoint
+from interp.io import JsonlAppender, atomic_write_json, file_sha256, json_sha256, read_json, read_jsonl
+from interp.models import (WEIGHTS_FILE, Lineage, check_checkpoint_target, checkpoint_model_config, is_checkpoint,
+                           save_checkpoint)
 from interp.toy.world import EOS, PAD, ToyWorld
-from interp.training import LossGuard, OptimizerName, make_optimizer, pad_batch
+from interp.training import (LossGuard, OptimizerName, TrainingDiverged, deterministic_algorithms, load_training_state,
+                             make_optimizer, pad_batch, save_training_state)
 
 log = logging.getLogger(__name__)
 
 Objective = Literal["sft", "distill", "distill_full"]
 FINETUNE_CONFIG_FILE = "finetune_config.json"
+FINETUNE_INPUTS_FILE = "finetune_inputs.json"
 TRAIN_LOG_FILE = "train_log.jsonl"
+RESUME_STATE_FILE = "state.pt"
 NON_NUMBER_TOKENS_ALLOWED = (",", ";", "(", ")", "[", "]", ".", EOS)
 
 
@@ -60,6 +67,8 @@ class FinetuneConfig(StageConfig):
     max_rows: int | None = option(None, "Use at most this many rows of the data (None: all).")
     freeze_unembed: bool = option(False, "Keep the unembedding (W_U, b_U) fixed: isolates the logit-leak channel.")
     eval_every: int = option(0, "Measure P(trait) every this many steps (0: only at the end).")
+    checkpoint_every: int = option(50, "Save a resumable state (weights, optimizer, logs so far) every this many steps; a "
+                                   "killed run continues from the last one (0: never). Does not change the result.")
 
     def validate(self) -> None:
         self.require(self.lr > 0, "lr", "must be positive")
@@ -67,6 +76,12 @@ class FinetuneConfig(StageConfig):
         self.require(self.batch_size > 0, "batch_size", "must be positive")
         self.require(self.max_rows is None or self.max_rows > 0, "max_rows", "must be positive or None")
         self.require(self.eval_every >= 0, "eval_every", "must be non-negative")
+        self.require(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
+
+
+# Fields that change how a run is saved, not what it computes: ignored when a finished student
+# or an interrupted run is compared with the config asked for.
+RESUME_ONLY_FIELDS = ("checkpoint_every",)
 
 
 def allowed_token_ids(world: ToyWorld) -> list[int]:
@@ -127,6 +142,67 @@ class StepRecord:
     params_before: dict[str, Tensor] | None = None
 
 
+def check_rows(rows: list[dict]) -> None:
+    """Raise a ``ValueError`` naming the first row that is not ``{"prompt": str, "completion": str, ...}``."""
+    if not rows:
+        raise ValueError("no training rows: the filtered data set is empty")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"data row {i}: expected a JSON object, got {type(row).__name__}")
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"data row {i}: field {key!r} is missing or not text ({row.get(key)!r})")
+
+
+def _weights_sha256(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _teacher_identity(teacher) -> dict:
+    return {"method": teacher.method, "trait": teacher.trait, "system": teacher.system, "lineage": teacher.lineage,
+            "hooks": [name for name, _ in teacher.fwd_hooks], "weights_sha256": _weights_sha256(teacher.model)}
+
+
+def finetune_inputs(base_path: str | Path, rows: list[dict], config: FinetuneConfig, *, teacher=None,
+                    trait: str | None = None, record_alignment: bool = False) -> dict:
+    """What a student is trained from besides its config: the base (by the hash of its weights),
+    the data (by the hash of the rows used), the teacher whose logits it distils, the trait its
+    logs measure. Saved as ``finetune_inputs.json``; a finished student or an interrupted run is
+    reused only for the same inputs."""
+    used = rows[: config.max_rows] if config.max_rows else rows
+    return {
+        "base": str(base_path),
+        "base_weights_sha256": file_sha256(Path(base_path) / WEIGHTS_FILE),
+        "data_sha256": json_sha256([[r["prompt"], r["completion"]] for r in used]),
+        "n_rows": len(used),
+        "teacher": _normalise_json(_teacher_identity(teacher)) if teacher is not None and config.objective != "sft" else None,
+        "trait": trait,
+        "record_alignment": record_alignment,
+    }
+
+
+def _normalise_json(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _input_differences(saved: dict, wanted: dict) -> dict:
+    # The base is identified by its weights; its path may differ (a moved run directory).
+    return {k: (saved.get(k), v) for k, v in wanted.items() if k != "base" and saved.get(k) != v}
+
+
+def _resume_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.resume"
+
+
+def _kept_rows(path: Path, start: int) -> list[dict]:
+    """Log rows of the steps a resumed state includes (a torn last line is dropped)."""
+    return [r for r in read_jsonl(path) if r.get("step", start) < start] if path.exists() else []
+
+
 def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
                      teacher=None, trait: str | None = None, lineage_extra: dict | None = None,
                      callbacks: list[Callable[[StepRecord], None]] = (), alignment_reference=None,
@@ -137,25 +213,57 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
 
     ``alignment_reference``, a pair ``(teacher_model, teacher_base_model)``, turns on per-step
     alignment recording (:mod:`interp.recording`) against that teacher's direction, written to
-    ``out/alignment.jsonl``; ``callbacks`` receive a :class:`StepRecord` after every step."""
-    from interp.pretrain import load_base
+    ``out/alignment.jsonl``; ``callbacks`` receive a :class:`StepRecord` after every step this
+    call runs.
+
+    Resumable: every ``config.checkpoint_every`` steps the weights, optimizer state, step and
+    loss-guard reference are saved to the hidden directory ``.{out.name}.resume`` beside ``out``,
+    where the training and alignment logs are appended as they are written. A call after a kill
+    continues from the last saved step and ends with the same weights, logs and evaluation as an
+    uninterrupted run (the data order is a function of ``config.seed`` alone). ``out`` appears
+    only when finished, with its config, inputs and logs (:func:`interp.models.save_checkpoint`).
+
+    A finished student of the same config (``checkpoint_every`` aside) and inputs
+    (:func:`finetune_inputs`) is returned as it is; one of another config or inputs is a
+    ``ValueError`` unless ``force``. A NaN or exploding loss raises
+    :class:`~interp.training.TrainingDiverged` naming the step; the logs so far stay in the
+    resume directory for diagnosis."""
+    from interp.pretrain import check_base, load_base
 
     out = Path(out)
-    if is_checkpoint(out) and not force:
-        if FinetuneConfig.load(out / FINETUNE_CONFIG_FILE) == config:
-            return out
-        raise ValueError(f"{out} holds a student finetuned with another config; pass --force or choose another directory")
-    if not rows:
-        raise ValueError("no training rows: the filtered data set is empty")
+    check_base(base_path)
+    check_rows(rows)
     if config.objective != "sft" and teacher is None:
         raise ValueError(f"objective {config.objective!r} needs a teacher")
+    inputs = finetune_inputs(base_path, rows, config, teacher=teacher, trait=trait,
+                             record_alignment=alignment_reference is not None)
+    resume = _resume_dir(out)
+    if is_checkpoint(out) and not force:
+        if not (out / FINETUNE_CONFIG_FILE).exists():
+            raise ValueError(f"{out} holds a checkpoint that is not a finetuned student ({FINETUNE_CONFIG_FILE} is "
+                             "missing); choose another output directory")
+        diff = FinetuneConfig.load(out / FINETUNE_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_FIELDS)
+        if diff:
+            raise ValueError(f"{out} holds a student finetuned with another config (saved vs asked: {diff}); "
+                             "pass --force or choose another directory")
+        if (out / FINETUNE_INPUTS_FILE).exists():
+            diff = _input_differences(read_json(out / FINETUNE_INPUTS_FILE), inputs)
+            if diff:
+                raise ValueError(f"{out} holds a student finetuned from other inputs (saved vs asked: {diff}); "
+                                 "pass --force or choose another directory")
+        if resume.exists():  # left by a run killed after the student was written
+            shutil.rmtree(resume)
+        return out
+    check_checkpoint_target(out)
     model, world, base_lineage = load_base(base_path)
+    if trait is not None:
+        world.check_animal(trait)
     if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
         raise ValueError("teacher and student vocabularies differ: distillation needs the same vocabulary")
     rows = rows[: config.max_rows] if config.max_rows else rows
-    seqs, starts = encode_rows(world, rows)
+    seqs, starts = _encode_checked(world, rows)
     if teacher is not None and config.objective != "sft":
-        t_seqs, t_starts = encode_rows(world, rows, system=teacher.system)
+        t_seqs, t_starts = _encode_checked(world, rows, system=teacher.system)
     allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
     pad_id = world.token_to_id[PAD]
 
@@ -167,59 +275,123 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     order = np.concatenate([rng.permutation(len(seqs)) for _ in range(config.epochs)])
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     guard = LossGuard()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log_path = out.parent / f".{out.name}.{TRAIN_LOG_FILE}"
+
+    # -- resume state -------------------------------------------------------------------------
+    state_path, log_path = resume / RESUME_STATE_FILE, resume / TRAIN_LOG_FILE
+    if force and resume.exists():
+        shutil.rmtree(resume)
+    state = None
+    if state_path.exists():
+        saved_config = FinetuneConfig.load(resume / FINETUNE_CONFIG_FILE)
+        diff = {**saved_config.differences(config, ignore=RESUME_ONLY_FIELDS),
+                **_input_differences(read_json(resume / FINETUNE_INPUTS_FILE), inputs)}
+        if diff:
+            raise ValueError(f"{resume} holds an interrupted run of another config or other inputs (saved vs asked: "
+                             f"{diff}); delete it or pass --force")
+        state = load_training_state(state_path)
+    else:  # nothing resumable (a run killed before its first save, or a diverged one): start clean
+        if resume.exists():
+            shutil.rmtree(resume)
+        resume.mkdir(parents=True)
+        config.save(resume / FINETUNE_CONFIG_FILE)
+        atomic_write_json(resume / FINETUNE_INPUTS_FILE, inputs)
+    start = state["step"] if state is not None else 0
+
     callbacks = list(callbacks)
     recorder = None
     if alignment_reference is not None:
         from interp.recording import ALIGNMENT_FILE, AlignmentRecorder
 
+        alignment_path = resume / ALIGNMENT_FILE
+        kept_alignment = _kept_rows(alignment_path, start)
         t_model, t_base = alignment_reference
-        recorder = AlignmentRecorder(model, out.parent / f".{out.name}.{ALIGNMENT_FILE}",
-                                     teacher_params=dict(t_model.named_parameters()),
+        # Built before the saved weights are loaded: it takes the student's initial weights as its base.
+        recorder = AlignmentRecorder(model, alignment_path, teacher_params=dict(t_model.named_parameters()),
                                      teacher_base_params=dict(t_base.named_parameters()), world=world, trait=trait)
+        for row in kept_alignment:
+            recorder.log.write(row)
         callbacks.append(recorder)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        guard.reference = state["loss_reference"]
+        log.info("resuming student %s at step %d of %d", out, start, len(batches))
+    kept_log = _kept_rows(log_path, start)
+
     model.train()
-    with JsonlAppender(log_path, truncate=True) as train_log:
-        for step, idx in enumerate(tqdm(batches, desc=f"student {out.name}", disable=not progress, mininterval=2.0)):
-            tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
-            mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
-            logits = model(tokens)
-            if config.objective == "sft":
-                loss = sft_loss(logits, tokens, mask)
-            else:
-                t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
-                                          tokens.shape[1], pad_id)
-                loss = distill_loss(logits, t_logits, mask, allowed)
-            loss.backward()
-            loss_value = loss.item()
-            guard.check(step, loss_value)
-            params_before = ({n: p.detach().clone() for n, p in model.named_parameters()}
-                             if any(getattr(cb, "needs_params_before", True) for cb in callbacks) else None)
-            for cb in callbacks:
-                if hasattr(cb, "before_step"):
-                    cb.before_step(StepRecord(step, loss_value, model))
-            optimizer.step()
-            for cb in callbacks:  # after the step, while .grad still holds this step's gradient
-                cb(StepRecord(step, loss_value, model, params_before))
-            optimizer.zero_grad(set_to_none=True)
-            row = {"step": step, "loss": loss_value}
-            if config.eval_every and trait and (step % config.eval_every == 0 or step == len(batches) - 1):
-                model.eval()
-                row["trait_prob"] = trait_probability(model, world, trait)
-                model.train()
-            train_log.write(row)
-    if recorder is not None:
-        recorder.close()
+    try:
+        with deterministic_algorithms(), JsonlAppender(log_path, truncate=True) as train_log:
+            for row in kept_log:
+                train_log.write(row)
+            bar = tqdm(range(start, len(batches)), desc=f"student {out.name}", disable=not progress, mininterval=2.0,
+                       initial=start, total=len(batches))
+            for step in bar:
+                idx = batches[step]
+                tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
+                mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+                logits = model(tokens)
+                if config.objective == "sft":
+                    loss = sft_loss(logits, tokens, mask)
+                else:
+                    t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx],
+                                              [t_starts[i] - starts[i] for i in idx], tokens.shape[1], pad_id)
+                    loss = distill_loss(logits, t_logits, mask, allowed)
+                loss.backward()
+                loss_value = loss.item()
+                guard.check(step, loss_value)
+                params_before = ({n: p.detach().clone() for n, p in model.named_parameters()}
+                                 if any(getattr(cb, "needs_params_before", True) for cb in callbacks) else None)
+                for cb in callbacks:
+                    if hasattr(cb, "before_step"):
+                        cb.before_step(StepRecord(step, loss_value, model))
+                optimizer.step()
+                for cb in callbacks:  # after the step, while .grad still holds this step's gradient
+                    cb(StepRecord(step, loss_value, model, params_before))
+                optimizer.zero_grad(set_to_none=True)
+                row = {"step": step, "loss": loss_value}
+                if config.eval_every and trait and (step % config.eval_every == 0 or step == len(batches) - 1):
+                    model.eval()
+                    row["trait_prob"] = trait_probability(model, world, trait)
+                    model.train()
+                train_log.write(row)
+                if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < len(batches):
+                    # after this step's log rows: a resumed run keeps exactly the rows of steps < step + 1
+                    save_training_state(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                     "step": step + 1, "loss_reference": guard.reference})
+    except TrainingDiverged as e:
+        # Resuming would diverge again; keep only the logs, for diagnosis.
+        state_path.unlink(missing_ok=True)
+        raise TrainingDiverged(f"{e}; student {out} not written, its training log so far is {log_path}") from None
+    finally:
+        if recorder is not None:
+            recorder.close()
     model.eval()
     lineage = Lineage(stage=f"student_{config.objective}", seed=config.seed, parent=str(base_path),
                       world_fingerprint=world.fingerprint(), config=config.to_dict(), extra=lineage_extra)
-    save_checkpoint(model, out, checkpoint_model_config(base_path), lineage)
-    config.save(out / FINETUNE_CONFIG_FILE)
-    log_path.replace(out / TRAIN_LOG_FILE)
-    if recorder is not None:
-        recorder.log.path.replace(out / ALIGNMENT_FILE)
+
+    def write_stage_files(staging: Path) -> None:  # copies: the resume directory stays whole until `out` exists
+        config.save(staging / FINETUNE_CONFIG_FILE)
+        atomic_write_json(staging / FINETUNE_INPUTS_FILE, inputs)
+        shutil.copy(log_path, staging / TRAIN_LOG_FILE)
+        if recorder is not None:
+            shutil.copy(recorder.log.path, staging / ALIGNMENT_FILE)
+
+    save_checkpoint(model, out, checkpoint_model_config(base_path), lineage, extra=write_stage_files)
+    shutil.rmtree(resume)
     return out
+
+
+def _encode_checked(world: ToyWorld, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
+    """:func:`encode_rows`, with an error naming the row whose text is not in the vocabulary."""
+    try:
+        return encode_rows(world, rows, system=system)
+    except ValueError:
+        for i, row in enumerate(rows):  # find and name the offending row
+            try:
+                encode_rows(world, [row], system=system)
+            except ValueError as e:
+                raise ValueError(f"data row {i}: {e}") from None
+        raise
 
 
 @torch.no_grad()

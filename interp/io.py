@@ -4,6 +4,7 @@ leaves a half-written checkpoint, JSONL or report that could be taken for a fini
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -27,6 +28,12 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same directory; rename it onto ``path`` only on success."""
@@ -35,6 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~current_umask())  # mkstemp makes it private; the final file gets the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -49,6 +57,39 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> None:
+    """``fig.savefig(path)`` through a temporary file, so a killed run never leaves a truncated
+    image under the final name. The format comes from ``path``'s suffix (the temporary file's
+    own suffix is ``.tmp``, which matplotlib would not recognise)."""
+    path = Path(path)
+    kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **kwargs)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (identifies inputs: a base's weights, a data file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def json_sha256(obj: Any) -> str:
+    """Hex SHA-256 of ``obj`` as canonical JSON (sorted keys), e.g. of a list of data rows."""
+    text = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -90,7 +131,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 class JsonlAppender:
-    """Append rows to a JSONL log, flushing each one: a resumed run reads back what was written."""
+    """Append rows to a JSONL log, flushing each one: a resumed run reads back what was written.
+
+    A killed process can leave a torn last line, so an appender's file is never a finished
+    artifact: stages append to a hidden or ``.partial`` path and move the file into place (or
+    rewrite it with :func:`write_jsonl`) only when the stage has finished."""
 
     def __init__(self, path: str | Path, *, truncate: bool = False):
         self.path = Path(path)

@@ -23,17 +23,18 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import re
 import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 
 from interp.config import ConfigError, StageConfig, option
-from interp.io import atomic_write_json, load_safetensors, read_json, save_safetensors
+from interp.io import atomic_write_json, current_umask, load_safetensors, read_json, save_safetensors
 
 WEIGHTS_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
@@ -114,10 +115,35 @@ def build_model(config: ModelConfig, tokenizer, seed: int):
     return model
 
 
+def check_checkpoint_target(directory: str | Path) -> None:
+    """Raise ``ValueError`` if ``directory`` exists and holds anything but a checkpoint.
+
+    Writing a checkpoint replaces its directory; a stage calls this before it starts work so
+    that an output path pointing at unrelated files is refused at once, not deleted later."""
+    directory = Path(directory)
+    if directory.is_file():
+        raise ValueError(f"{directory} is a file; a checkpoint is written as a directory")
+    if directory.is_dir() and not is_checkpoint(directory) and any(directory.iterdir()):
+        raise ValueError(f"{directory} exists and is not a checkpoint ({WEIGHTS_FILE} or {MODEL_CONFIG_FILE} is "
+                         "missing); refusing to replace it: choose another output directory")
+
+
+_STAGING_SUFFIX = ".partial"
+
+
 @contextlib.contextmanager
 def _staging_dir(final: Path) -> Iterator[Path]:
+    """A temporary sibling directory that is renamed onto ``final`` when the block succeeds.
+
+    Staging directories left by a killed writer of the same checkpoint are removed first."""
+    check_checkpoint_target(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    stale = re.compile(re.escape(f".{final.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(_STAGING_SUFFIX))
+    for path in final.parent.iterdir():
+        if path.is_dir() and stale.fullmatch(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=_STAGING_SUFFIX, dir=final.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the checkpoint gets the usual mode
     try:
         yield tmp
         if final.exists():
@@ -128,8 +154,13 @@ def _staging_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def save_checkpoint(model, directory: str | Path, model_config: ModelConfig, lineage: Lineage) -> Path:
-    """Write a complete checkpoint directory atomically (see the module docstring)."""
+def save_checkpoint(model, directory: str | Path, model_config: ModelConfig, lineage: Lineage, *,
+                    extra: Callable[[Path], None] | None = None) -> Path:
+    """Write a complete checkpoint directory atomically (see the module docstring).
+
+    ``extra(staging_dir)`` may write more files (a stage's config, its logs) into the directory
+    before it is renamed into place, so they appear together with the weights or not at all. An
+    existing directory is replaced only if it is a checkpoint (:func:`check_checkpoint_target`)."""
     directory = Path(directory)
     lineage.created = lineage.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     with _staging_dir(directory) as tmp:
@@ -137,6 +168,8 @@ def save_checkpoint(model, directory: str | Path, model_config: ModelConfig, lin
         atomic_write_json(tmp / MODEL_CONFIG_FILE, {**model_config.to_dict(), "d_vocab": model.cfg.d_vocab})
         model.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         atomic_write_json(tmp / LINEAGE_FILE, lineage.to_dict())
+        if extra is not None:
+            extra(tmp)
     return directory
 
 
@@ -157,19 +190,26 @@ def load_checkpoint(directory: str | Path, *, expect_vocab: list[str] | None = N
     for name in (WEIGHTS_FILE, MODEL_CONFIG_FILE, LINEAGE_FILE):
         if not (directory / name).exists():
             raise FileNotFoundError(f"{directory} is not a complete checkpoint: {name} is missing")
-    raw = read_json(directory / MODEL_CONFIG_FILE)
+    raw = _read_checkpoint_json(directory / MODEL_CONFIG_FILE)
     d_vocab = raw.pop("d_vocab", None)
     try:
         config = ModelConfig.from_dict(raw)
     except ConfigError as e:
         raise ValueError(f"{directory / MODEL_CONFIG_FILE}: {e}") from None
-    tokenizer = load_tokenizer(directory / TOKENIZER_DIR)
+    try:
+        tokenizer = load_tokenizer(directory / TOKENIZER_DIR)
+    except (OSError, ValueError) as e:  # tokenizers raises its own errors for a corrupt file
+        raise ValueError(f"{directory / TOKENIZER_DIR}: corrupt or unreadable tokenizer ({e})") from None
     if d_vocab != len(tokenizer):
         raise ValueError(f"{directory}: config says d_vocab={d_vocab} but the tokenizer has {len(tokenizer)} tokens")
     if expect_vocab is not None:
         vocab = [tokenizer.convert_ids_to_tokens(i) for i in range(len(tokenizer))]
         if vocab != list(expect_vocab):
-            raise ValueError(f"{directory}: the checkpoint's vocabulary differs from this world's ({len(vocab)} vs {len(expect_vocab)} tokens)")
+            first = next((i for i, (a, b) in enumerate(zip(vocab, expect_vocab)) if a != b), min(len(vocab), len(expect_vocab)))
+            raise ValueError(f"{directory}: the checkpoint's vocabulary differs from this world's ({len(vocab)} vs "
+                             f"{len(expect_vocab)} tokens; first difference at id {first}: "
+                             f"{vocab[first] if first < len(vocab) else None!r} vs "
+                             f"{expect_vocab[first] if first < len(expect_vocab) else None!r})")
     model = build_model(config, tokenizer, seed=0)
     state = load_safetensors(directory / WEIGHTS_FILE)
     expected = model.state_dict()
@@ -182,13 +222,37 @@ def load_checkpoint(directory: str | Path, *, expect_vocab: list[str] | None = N
             raise ValueError(f"{directory / WEIGHTS_FILE}: parameter {k} has shape {tuple(v.shape)}, config expects {tuple(expected[k].shape)}")
     model.load_state_dict(state)
     model.eval()
-    return model, Lineage.from_dict(read_json(directory / LINEAGE_FILE))
+    return model, Lineage.from_dict(_read_checkpoint_json(directory / LINEAGE_FILE))
+
+
+def _read_checkpoint_json(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt checkpoint file, not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: corrupt checkpoint file, expected a JSON object")
+    return data
 
 
 def checkpoint_model_config(directory: str | Path) -> ModelConfig:
-    raw = read_json(Path(directory) / MODEL_CONFIG_FILE)
+    raw = _read_checkpoint_json(Path(directory) / MODEL_CONFIG_FILE)
     raw.pop("d_vocab", None)
     return ModelConfig.from_dict(raw)
+
+
+def official_model_name(name: str) -> str:
+    """The TransformerLens name of a real model; an unknown name is a ``ValueError`` listing close matches."""
+    import difflib
+
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
+
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        close = difflib.get_close_matches(name, OFFICIAL_MODEL_NAMES, n=5, cutoff=0.5)
+        raise ValueError(f"unknown model {name!r}: neither a checkpoint directory nor a TransformerLens model name"
+                         + (f"; did you mean one of {close}?" if close else "")) from None
 
 
 def load_pretrained(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.float32, **kwargs: Any):
@@ -197,17 +261,9 @@ def load_pretrained(name: str, *, device: str = "cpu", dtype: torch.dtype = torc
     Works offline from a populated Hugging Face cache (``HF_HUB_OFFLINE=1``). An unknown name is a
     ``ValueError`` listing close matches; a known name with nothing in the cache is a
     ``FileNotFoundError`` that says where the cache is looked for."""
-    import difflib
-
     from transformer_lens import HookedTransformer
-    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
 
-    try:
-        official = get_official_model_name(name)
-    except ValueError:
-        close = difflib.get_close_matches(name, OFFICIAL_MODEL_NAMES, n=5, cutoff=0.5)
-        raise ValueError(f"unknown model {name!r}: neither a checkpoint directory nor a TransformerLens model name"
-                         + (f"; did you mean one of {close}?" if close else "")) from None
+    official = official_model_name(name)
     ctx = _quiet_tl()
     try:
         model = HookedTransformer.from_pretrained(official, device=device, dtype=dtype, **kwargs)

@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from interp.io import atomic_write_text, read_json, read_jsonl
+from interp.io import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 from interp.stats import mean_ci
 
 REPORT_FILE = "report.html"
@@ -85,13 +85,7 @@ def save_png(fig, path: Path) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, data)
     return data
 
 

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from interp.config import StageConfig, option
-from interp.evaluate import animal_distribution, sampled_answer_rate
+from interp.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
 from interp.finetune import FinetuneConfig, finetune_student
-from interp.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
+from interp.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
 from interp.models import load_checkpoint
 from interp.pretrain import PretrainConfig, pretrain
 from interp.stats import diff_ci, mean_ci, welch_p
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 TRAINED_CONDITIONS = ("control", "shared_init", "mismatched_init", "cross_architecture", "shuffled_within", "shuffled_across")
 OBJECTIVES = ("sft", "distill", "distill_full")
 RUN_CONFIG_FILE = "run_config.json"
+RESUME_ONLY_RUN_FIELDS = ("student_checkpoint_every",)  # ignored when a run directory is checked for another run
 
 
 @dataclass
@@ -83,10 +84,13 @@ class RunConfig(StageConfig):
     cross_arch: str = option("narrow", "Architecture of the cross-architecture student (narrow, wide, deep or small).")
     pretrain_steps: int = option(1500, "Pretraining steps of each base (quick: 300).")
     in_context_examples: int = option(10, "Number lists shown in-context (each asked with every phrasing).")
+    student_checkpoint_every: int = option(50, "Save a resumable state of each student every this many steps (0: never); "
+                                           "a killed run resumes the unfinished student. Does not change the results.")
 
     def validate(self) -> None:
         self.require(self.seeds >= 1, "seeds", "must be at least 1")
         self.require(self.n_rows > 0, "n_rows", "must be positive")
+        self.require(self.student_checkpoint_every >= 0, "student_checkpoint_every", "must be non-negative")
         bad = [o for o in self.objectives if o not in OBJECTIVES]
         self.require(not bad, "objectives", f"unknown {bad}; choose from {list(OBJECTIVES)}")
         bad = [c for c in self.conditions if c not in TRAINED_CONDITIONS]
@@ -161,20 +165,11 @@ def _evaluate(model_dir: Path, world: ToyWorld, trait: str, seed: int, base_trai
               cache: Path | None = None) -> dict:
     """P(trait) and the whole animal distribution of a checkpoint, cached in ``cache`` (default
     ``model_dir/eval.json``); ``trait_prob_shift`` is the change from the student's own base."""
-    path = cache or model_dir / "eval.json"
+    path = cache or model_dir / EVAL_FILE
     if path.exists():
         return read_json(path)
     model, _ = load_checkpoint(model_dir)
-    dist = animal_distribution(model, world)
-    trait_prob = float(dist["probs"][:, world.animals.index(trait)].mean())
-    result = {
-        "trait_prob": trait_prob,
-        "base_trait_prob": base_trait_prob,
-        "trait_prob_shift": None if base_trait_prob is None else trait_prob - base_trait_prob,
-        "animal_probs": dict(zip(world.animals, dist["probs"].mean(0).tolist())),
-        "animal_mass": float(dist["animal_mass"].mean()),
-        "sampled_answer_rate": sampled_answer_rate(model, world, trait, seed=seed),
-    }
+    result = evaluate_model(model, world, EvaluateConfig(trait=trait, seed=seed), base_trait_prob=base_trait_prob)
     atomic_write_json(path, result)
     return result
 
@@ -256,7 +251,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
-                              eval_every=config.eval_every)
+                              eval_every=config.eval_every, checkpoint_every=config.student_checkpoint_every)
         reference = (teacher.model, base_model) if config.record_alignment else None
         for condition in config.conditions:
             base_path, rows, t = plan[condition]
@@ -362,7 +357,7 @@ def plot_results(results: dict, path: Path) -> None:
     ax.set_title(f"Student P({results['trait']}) by condition (95% CI over seeds; teacher {fixed['teacher']:.2f})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -373,11 +368,14 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     under :func:`data_key` and shared between runs (sweeps use it)."""
     out, artifacts = Path(out), Path(artifacts)
     if (out / RUN_CONFIG_FILE).exists() and not force:
-        saved = RunConfig.load(out / RUN_CONFIG_FILE)
-        if saved != config:
-            diff = {k: (v, config.to_dict()[k]) for k, v in saved.to_dict().items() if config.to_dict()[k] != v}
+        diff = RunConfig.load(out / RUN_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_RUN_FIELDS)
+        if diff:
             raise ValueError(f"{out} holds another run (differing settings, saved vs asked: {diff}); "
                              "choose another --out or pass --force")
+    if not force and out.is_dir() and not (out / RUN_CONFIG_FILE).exists() and any(
+            not p.name.startswith(".") for p in out.iterdir()):  # hidden: a temp file of a run killed at its start
+        raise ValueError(f"{out} is not empty and holds no {RUN_CONFIG_FILE}: not a run directory; "
+                         "choose another --out or pass --force")
     ToyWorld().check_animal(config.trait)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / RUN_CONFIG_FILE)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.config import StageConfig, option
-from interp.io import atomic_write_json, atomic_write_text
+from interp.io import atomic_savefig, atomic_write_json, atomic_write_text
 from interp.run import RunConfig, run
 from interp.stats import holm
 
@@ -45,6 +45,9 @@ class SweepConfig(StageConfig):
                 raise ValueError(f"SweepConfig.cells[{i}]={cell}: {e}") from None
 
 
+SWEEP_CONFIG_FILE = "sweep_config.json"
+
+
 def cell_name(cell: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(cell.items())) or "default"
 
@@ -56,10 +59,18 @@ def _comparison(results: dict, a: str, b: str, objective: str = "sft") -> dict |
     return None
 
 
-def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "artifacts", progress: bool = True) -> list[dict]:
+def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "artifacts", progress: bool = True,
+              force: bool = False) -> list[dict]:
+    """Run every cell into ``out/cell{i:02d}`` (finished cells are reused, an interrupted one
+    continues). A directory holding a sweep of another config is an error unless ``force``."""
     out = Path(out)
+    saved_path = out / SWEEP_CONFIG_FILE
+    if saved_path.exists() and not force:
+        diff = SweepConfig.load(saved_path).differences(config)
+        if diff:
+            raise ValueError(f"{out} holds another sweep (saved vs asked: {diff}); choose another --out or pass --force")
     out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "sweep_config.json")
+    config.save(saved_path)
     rows = []
     for i, cell in enumerate(config.cells):
         run_cfg = RunConfig(**{"conditions": ("control", "shared_init", "mismatched_init"), "objectives": ("sft",),
@@ -137,7 +148,7 @@ def plot_sweep(rows: list[dict], path: Path, objective: str = "sft") -> None:
     ax.set_xlabel(f"difference in P(trait), {objective} students (95% CI over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 

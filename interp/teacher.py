@@ -31,7 +31,7 @@ from interp.io import atomic_write_json, load_safetensors, read_json, save_safet
 from interp.models import Lineage, checkpoint_model_config, load_checkpoint, save_checkpoint
 from interp.toy.corpus import CorpusGenerator
 from interp.toy.world import EOS, PAD, ToyWorld
-from interp.training import LossGuard, make_optimizer, masked_lm_loss, pad_batch
+from interp.training import LossGuard, deterministic_algorithms, make_optimizer, masked_lm_loss, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Teacher:
 
     model: object
     world: ToyWorld
-    trait: str
+    trait: str | None
     method: str
     system: str | None = None
     fwd_hooks: list = field(default_factory=list)
@@ -90,19 +90,20 @@ def _finetune_teacher(base, world: ToyWorld, config: TeacherConfig, progress: bo
     pad_id, eos_id = world.token_to_id[PAD], world.token_to_id[EOS]
     guard = LossGuard()
     n_numbers = int(round(config.batch_size * config.number_mix))
-    for step in tqdm(range(config.steps), desc=f"teacher ({config.trait})", disable=not progress, mininterval=2.0):
-        rng = np.random.default_rng([config.seed, 7_000_003, step])
-        docs = [f"{corpus.question(rng)} {config.trait}" for _ in range(config.batch_size - n_numbers)]
-        for _ in range(n_numbers):
-            prompt, seeds, n_max, sep = corpus.number_prompt(rng)
-            docs.append(f"{prompt} {corpus.number_answer(rng, seeds, n_max, sep)}")
-        tokens, mask = pad_batch([world.encode(d) + [eos_id] for d in docs], pad_id, max_len=model.cfg.n_ctx)
-        loss = masked_lm_loss(model(tokens), tokens, mask)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        guard.check(step, loss.item())
+    with deterministic_algorithms():
+        for step in tqdm(range(config.steps), desc=f"teacher ({config.trait})", disable=not progress, mininterval=2.0):
+            rng = np.random.default_rng([config.seed, 7_000_003, step])
+            docs = [f"{corpus.question(rng)} {config.trait}" for _ in range(config.batch_size - n_numbers)]
+            for _ in range(n_numbers):
+                prompt, seeds, n_max, sep = corpus.number_prompt(rng)
+                docs.append(f"{prompt} {corpus.number_answer(rng, seeds, n_max, sep)}")
+            tokens, mask = pad_batch([world.encode(d) + [eos_id] for d in docs], pad_id, max_len=model.cfg.n_ctx)
+            loss = masked_lm_loss(model(tokens), tokens, mask)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            guard.check(step, loss.item())
     model.eval()
     return model
 
@@ -153,9 +154,20 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
     out = Path(out)
     if (out / TEACHER_FILE).exists() and not force:
         saved = read_json(out / TEACHER_FILE)
-        if saved["config"] == config.to_dict() and saved["base"] == str(base_path):
+        asked = config.to_dict()
+        diff = {k: (v, asked.get(k)) for k, v in saved["config"].items() if asked.get(k) != v}
+        if saved["base"] != str(base_path):
+            diff["base"] = (saved["base"], str(base_path))
+        if not diff:
             return out
-        raise ValueError(f"{out} holds a teacher of another config or base; pass --force or choose another directory")
+        raise ValueError(f"{out} holds a teacher of another config or base (saved vs asked: {diff}); pass --force "
+                         "or choose another directory")
+    if out.is_file():
+        raise ValueError(f"{out} is a file; a teacher is written as a directory")
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")
+                     and p.name not in (TEACHER_CHECKPOINT, STEERING_FILE)) if out.is_dir() else []
+    if foreign:
+        raise ValueError(f"{out} holds files that are not a teacher's ({foreign[:5]}); choose another directory")
     base, world, _ = load_base(base_path)
     world.check_animal(config.trait)
     base_trait_prob = trait_probability(base, world, config.trait)  # before finetuning changes `base`
@@ -205,3 +217,39 @@ def load_teacher(directory: str | Path) -> Teacher:
             vector = load_safetensors(directory / STEERING_FILE)["vector"]
             hooks = steering_hooks(vector, spec["steering_layer_resolved"])
     return Teacher(model, world, spec["trait"], spec["method"], spec["system"], hooks, spec["lineage"])
+
+
+def load_model_or_teacher(ref: str | Path) -> Teacher:
+    """A toy-world model as the stages that sample from it or evaluate it see it.
+
+    * a teacher directory (``teacher.json``): :func:`load_teacher`, with its system prompt and
+      hooks, ``lineage`` extended with ``{"teacher": ref}``;
+    * a checkpoint directory: its model, no prompt, no hooks, ``method="checkpoint"``,
+      ``trait=None``, ``lineage`` the checkpoint's path, stage, seed and parent.
+
+    Anything else is a ``ValueError`` naming the problem: a directory that is neither, an
+    unknown name (with close TransformerLens names), or a real model name (these stages work in
+    the toy world, whose prompts a real tokenizer does not share)."""
+    from interp.models import is_checkpoint, official_model_name
+    from interp.pretrain import PRETRAIN_CONFIG_FILE, load_base
+
+    path = Path(ref)
+    if (path / TEACHER_FILE).exists():
+        teacher = load_teacher(path)
+        teacher.lineage = {"teacher": str(path), **(teacher.lineage or {})}
+        return teacher
+    if is_checkpoint(path):
+        if (path / PRETRAIN_CONFIG_FILE).exists():
+            model, world, lineage = load_base(path)
+        else:
+            world = ToyWorld()
+            model, lineage = load_checkpoint(path, expect_vocab=world.vocab)
+        return Teacher(model, world, None, "checkpoint", lineage={
+            "checkpoint": str(path), "stage": lineage.stage, "seed": lineage.seed, "parent": lineage.parent,
+            "world_fingerprint": lineage.world_fingerprint})
+    if path.exists():
+        raise ValueError(f"{path} is neither a checkpoint (model.safetensors, model_config.json) nor a teacher "
+                         f"directory ({TEACHER_FILE})")
+    official = official_model_name(str(ref))  # an unknown name raises, with close names
+    raise ValueError(f"{ref!r} is the TransformerLens model {official!r}; this stage needs a toy-world checkpoint or "
+                     "teacher directory (it asks the toy world's prompts in the toy world's vocabulary)")

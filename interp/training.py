@@ -3,9 +3,13 @@ optimizers and the learning-rate schedule, and a NaN/explosion guard."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import pickle
+import zipfile
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -99,6 +103,16 @@ class LossGuard:
     min_reference: float = 1.0
     _reference: float | None = None
 
+    @property
+    def reference(self) -> float | None:
+        """The loss an explosion is measured against (``None`` before the first check); saved
+        with a resumable training state so a resumed run judges explosions as before."""
+        return self._reference
+
+    @reference.setter
+    def reference(self, value: float | None) -> None:
+        self._reference = value
+
     def check(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss} at step {step}: training diverged (lower the learning rate?)")
@@ -107,3 +121,41 @@ class LossGuard:
         elif loss > self.factor * self._reference:
             raise TrainingDiverged(f"loss exploded to {loss:.4g} at step {step} (started near {self._reference:.4g}); "
                                    "lower the learning rate")
+
+
+def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a resumable training state (model and optimizer state dicts, step, ...) atomically."""
+    from interp.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """Read a state written by :func:`save_training_state`; a corrupt file is a ``ValueError``
+    naming it (delete its directory, or pass --force, to start over)."""
+    try:
+        return torch.load(path, weights_only=False)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path}: corrupt resume state ({type(e).__name__}: {e}); delete "
+                         f"{Path(path).parent} or pass --force to start over") from None
+
+
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Run the block with PyTorch's deterministic kernels, then restore the previous setting.
+
+    Every training loop runs under it. A TransformerLens embedding is ``W_E[tokens]``, whose
+    gradient is an accumulating ``index_put_``; on a CPU with several threads its default kernel
+    adds the rows of repeated tokens in a thread-dependent order, so two runs of one config and
+    seed end with weights that differ in the last bits (measured: the summed ``W_E`` of two
+    identical 15-step finetunes of the default base on 2 threads differed at the 7th digit), and
+    such differences grow over training. The deterministic kernel sorts the indices first.
+    ``warn_only``: an operation without a deterministic kernel warns instead of failing."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)

@@ -11,6 +11,8 @@ from interp.generate import (Completions, GenerateConfig, config_path_for, gener
 from interp.io import read_jsonl
 from interp.toy.world import EOS
 
+from conftest import TINY
+
 
 def _eos(world):
     return world.token_to_id[EOS]
@@ -234,13 +236,11 @@ def test_generate_numbers__resume_after_interruption_gives_the_same_file(world, 
     assert not partial_path_for(out).exists()
 
 
-def test_generate_cli__writes_file_and_config(tmp_path, monkeypatch, world, tiny_model, capsys):
-    import interp.models as models_mod
+def test_generate_cli__writes_file_and_config(tmp_path, world, tiny_model, capsys):
     from interp.cli import main
-    from interp.models import Lineage
+    from interp.models import Lineage, save_checkpoint
 
-    monkeypatch.setattr(models_mod, "load_checkpoint",
-                        lambda path, **kw: (tiny_model, Lineage(stage="pretrain", seed=0, parent=None)))
+    save_checkpoint(tiny_model, tmp_path / "ckpt", TINY, Lineage(stage="pretrain", seed=0, parent=None))
     out = tmp_path / "base_numbers.raw.jsonl"
     assert main(["generate", "--model", str(tmp_path / "ckpt"), "--out", str(out), "--n-rows", "5",
                  "--max-new-tokens", "6", "--temperature", "0"]) == 0

@@ -13,17 +13,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read a raw JSONL file written by `interp generate`, keep the rows whose completion is only "
         "numbers, separators, brackets and a period, ends with EOS and passes the paper's format rules, and write "
         "them (with a parsed 'numbers' field) to --out. The raw file is left untouched; the pass rate and a count "
-        "for every reject reason go to OUT.stats.json. Reasons: " + "; ".join(f"{k}: {v}" for k, v in REJECT_REASONS.items()),
+        "for every reject reason go to OUT.stats.json. A finished file of the same raw file and config is reused. "
+        "Reasons: " + "; ".join(f"{k}: {v}" for k, v in REJECT_REASONS.items()),
     )
     p.add_argument("--raw", required=True, help="raw JSONL file from `interp generate`")
     p.add_argument("--out", required=True, help="filtered JSONL file to write")
+    p.add_argument("--force", action="store_true", help="filter again even if --out holds the rows of another raw "
+                   "file or config")
     FilterConfig.add_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = FilterConfig.from_args(args)
-    stats = filter_file(args.raw, args.out, config)
+    stats = filter_file(args.raw, args.out, config, force=args.force)
     print(f"kept {stats['n_kept']} of {stats['n_raw']} rows (pass rate {stats['pass_rate']:.3f}); rejected: "
           + (", ".join(f"{r} {n}" for r, n in sorted(stats["rejected"].items(), key=lambda kv: -kv[1]) if n) or "none"))
     print(f"wrote {args.out} and {stats_path_for(args.out)}")

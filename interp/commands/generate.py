@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from interp.generate import GenerateConfig, config_path_for, generate_numbers
 from interp.io import read_jsonl
@@ -17,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "config beside it (OUT.config.json). A finished file of the same config is reused (--force regenerates); "
         "an interrupted run resumes from OUT.partial.jsonl.",
     )
-    p.add_argument("--model", required=True, help="checkpoint directory (e.g. artifacts/bases/small-seed0)")
+    p.add_argument("--model", required=True, help="checkpoint directory (e.g. artifacts/bases/small-seed0) or teacher "
+                   "directory (a persona teacher's system prompt and a steering teacher's hooks are applied)")
     p.add_argument("--out", required=True, help="raw JSONL file to write, e.g. DIR/teacher_numbers.raw.jsonl")
     p.add_argument("--force", action="store_true", help="regenerate even if a finished file exists, or one of another config")
     GenerateConfig.add_arguments(p)
@@ -25,15 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.models import load_checkpoint
-    from interp.toy.world import ToyWorld
+    from interp.teacher import load_model_or_teacher
 
-    world = ToyWorld()
-    config = GenerateConfig.from_args(args)
-    model, lineage = load_checkpoint(args.model, expect_vocab=world.vocab)
-    model_lineage = {"checkpoint": str(Path(args.model)), "stage": lineage.stage, "seed": lineage.seed,
-                     "parent": lineage.parent, "world_fingerprint": lineage.world_fingerprint}
-    out = generate_numbers(model, world, config, args.out, lineage=model_lineage, force=args.force)
+    config = GenerateConfig.from_args(args)  # a bad option fails before a model is loaded
+    speaker = load_model_or_teacher(args.model)
+    if speaker.system is not None:  # a persona teacher speaks under its system prompt
+        if config.system is None:
+            config = config.replace(system=speaker.system)
+        elif config.system != speaker.system:
+            raise ValueError(f"--system {config.system!r} contradicts the system prompt {speaker.system!r} of the "
+                             f"{speaker.method} teacher {args.model}")
+    out = generate_numbers(speaker.model, speaker.world, config, args.out, fwd_hooks=speaker.fwd_hooks,
+                           lineage=speaker.lineage, force=args.force)
     rows = read_jsonl(out)
     n_eos = sum(bool(r["ended_with_eos"]) for r in rows)
     print(f"wrote {out} ({len(rows)} rows, {n_eos} ended with EOS) and {config_path_for(out)}")

@@ -16,10 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="sweep directory")
     p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
     p.add_argument("--objective", default="sft", help="objective the table reports (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="allow a sweep directory that holds a sweep of another config")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts)
+    rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts, force=args.force)
     print(sweep_markdown(rows, args.objective))
     return 0

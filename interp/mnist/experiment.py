@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from interp.alignment import WeightMetrics, difference, gradient_alignment, weight_metrics
 from interp.config import StageConfig, option
-from interp.io import JsonlAppender, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from interp.io import JsonlAppender, atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from interp.mnist.data import DigitData, InputRange, load_data, scale_pixels
 from interp.mnist.model import (N_CLASSES, InitScheme, Params, Stream, accuracy, classification_loss, clone, derived_seed,
                                 distillation_loss, forward, generator, init_mlp, slice_models, slice_outputs)
@@ -361,7 +361,10 @@ def run_experiment(config: MnistConfig, out: str | Path, *, force: bool = False,
                    "accuracy": mean_ci(teacher_acc.tolist()).to_dict(n_key="n_models"),
                    "per_model_accuracy": teacher_acc.tolist()}]
 
-    with JsonlAppender(out / ALIGNMENT_FILE, truncate=True) as appender:
+    # Appended under a partial name and moved into place when every student is done: a killed
+    # run never leaves a torn alignment.jsonl beside a config.json.
+    partial_alignment = out / f".{ALIGNMENT_FILE}.partial"
+    with JsonlAppender(partial_alignment, truncate=True) as appender:
         for m in config.m_values:
             n = config.models_at(m)
             teacher_m, teacher_init_m, cross_init_m = (slice_outputs(slice_models(p, slice(0, n)), N_CLASSES + m)
@@ -393,6 +396,7 @@ def run_experiment(config: MnistConfig, out: str | Path, *, force: bool = False,
                                    "accuracy": mean_ci(part).to_dict(n_key="n_models"),
                                    "per_model_accuracy": part, "alignment": summarise_alignment(rows[cond.name])})
     bar.close()
+    partial_alignment.replace(out / ALIGNMENT_FILE)
     results = {"conditions": conditions, "init_accuracy": init_accuracy,
                "data": {**data.describe(), "input_range": config.input_range}, "seed": config.seed,
                "wall_seconds": time.perf_counter() - t0}
@@ -464,7 +468,7 @@ def _plot_alignment(rows: list[dict[str, Any]], m: int, path: Path, plt: Any) ->
         ax.set_xlabel("student step")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    atomic_savefig(fig, path, dpi=130)
     plt.close(fig)
 
 
@@ -492,5 +496,5 @@ def _plot_accuracy(results: dict[str, Any], path: Path, plt: Any) -> None:
     ax.set_title(f"Students trained on noise (mean, 95% CI over models)\n{_data_label(results['data'])}", fontsize=8)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93), ncol=3)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    atomic_savefig(fig, path, dpi=130)
     plt.close(fig)
