@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 BENCH_FILE = "bench.json"
 MARKDOWN_FILE = "benchmarks.md"
 SCRATCH_DIR = "scratch"  # OUT/scratch: emptied by every bench run, holds nothing else
+RUN_PROCESS_FILE = "bench_process.json"  # wall time and peak memory of a run the bench ran, kept in its run dir
 DOCS_BEGIN = "<!-- interp bench: generated table begins (rewritten by `interp bench`) -->"
 DOCS_END = "<!-- interp bench: generated table ends -->"
 BENCHMARKS: tuple[str, ...] = ("generation", "finetune", "sae", "mnist", "run_quick", "run_default")
@@ -647,7 +648,8 @@ def run_time_breakdown(run_dir: Path, results: dict[str, Any]) -> dict[str, floa
 def whole_run_row(key: str, title: str, argv: list[str] | None, run_dir: Path, *, scratch: Path,
                   target_seconds: float | None, threads: int | None = None) -> dict[str, Any]:
     """Run ``interp run`` (``argv`` given) or read a finished run's ``results.json`` (``argv``
-    None) into a row: wall time, peak memory (when the bench ran it), bases pretrained during it."""
+    None) into a row: wall time, peak memory (when a bench ran it: kept in ``RUN_PROCESS_FILE``),
+    bases pretrained during it, and the time per stage."""
     measured: dict[str, Any] = {}
     if argv is not None:
         measured = run_command(argv, cwd=Path.cwd(), log_path=scratch / f"{key}.log", threads=threads)
@@ -657,13 +659,17 @@ def whole_run_row(key: str, title: str, argv: list[str] | None, run_dir: Path, *
     results_path = run_dir / "results.json"
     if not results_path.exists():
         raise FileNotFoundError(f"{results_path} is missing: {run_dir} is not a finished interp run")
+    if argv is not None:  # kept with the run, so that a later bench reading this run has its memory too
+        atomic_write_json(run_dir / RUN_PROCESS_FILE, measured)
+    elif (run_dir / RUN_PROCESS_FILE).exists():
+        measured = read_json(run_dir / RUN_PROCESS_FILE)
     results = read_json(results_path)
     wall = float(measured.get("wall_seconds", results["wall_seconds"]))
     row = {"key": key, "title": title, "run_dir": str(run_dir), "wall_seconds": wall,
            "results_wall_seconds": float(results["wall_seconds"]), "peak_rss_mib": measured.get("peak_rss_mib"),
            "bases_pretrained_during_run": bases_pretrained_during(run_dir, results),
            "seconds_by_stage": run_time_breakdown(run_dir, results),
-           "config": results.get("config"), "measured_by_bench": argv is not None, "process": measured or None,
+           "config": results.get("config"), "run_by_this_bench": argv is not None, "process": measured or None,
            "target": None}
     if target_seconds is not None:
         row["target"] = {"text": f"<= {target_seconds / 60:.0f} min on 2 cores", "threshold": target_seconds,
