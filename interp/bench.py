@@ -774,6 +774,9 @@ def markdown_table(bench: dict[str, Any]) -> str:
         f"at the start, {bench['load_average_end'][0]:.1f} at the end: other processes shared the machine, so "
         "absolute figures vary between repeats; each ratio compares the two sides run back to back.", "",
         f"Model: {bench['model']}.", "",
+        *[line for u in bench.get("updates", []) for line in (
+            f"Added later by `interp bench --update` ({u.get('finished', u['started'])}, load average "
+            f"{u['load_average_start'][0]:.1f} at its start): {', '.join(u['config']['only'])}.", "")],
         "Each cell: median [interquartile range] over repeats; the ratio is computed per repeat.", "",
         "| benchmark | ours | alternative | ratio (n) | target | met | notes |", "|---|---|---|---|---|---|---|"]
     for row in bench["rows"]:
@@ -828,9 +831,14 @@ def write_docs(path: Path, generated: str) -> None:
 
 # -- the whole bench -----------------------------------------------------------------------------
 def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Path | None = None,
-              skip_default_run: bool = False, docs: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+              skip_default_run: bool = False, docs: str | Path | None = None, update: bool = False,
+              progress: bool = True) -> dict[str, Any]:
     """Run the selected benchmarks, writing ``out/bench.json`` after each one (a failed benchmark
-    is recorded with its error and the others still run) and the markdown at the end."""
+    is recorded with its error and the others still run) and the markdown at the end.
+
+    ``update`` keeps the rows of an existing ``out/bench.json`` for the benchmarks not run now
+    (this invocation is listed under ``updates``), so a long measurement such as the default run
+    can be added to an earlier bench."""
     from tqdm.auto import tqdm
 
     from interp.generate import number_prompts
@@ -850,17 +858,23 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     config.save(out / "bench_config.json")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    bench: dict[str, Any] = {"config": config.to_dict(), "started": _now(), "load_average_start": list(os.getloadavg()),
-                             "machine": machine_info(), "rows": [], "skipped": {}}
+    this_run = {"config": config.to_dict(), "started": _now(), "load_average_start": list(os.getloadavg()),
+                "machine": machine_info()}
+    bench: dict[str, Any] = {**this_run, "rows": [], "skipped": {}}
     selected = list(config.only)
+    if update and (out / BENCH_FILE).exists():
+        bench = read_json(out / BENCH_FILE)
+        bench["rows"] = [r for r in bench["rows"] if r.get("benchmark") not in selected]
+        bench["skipped"] = {k: v for k, v in bench.get("skipped", {}).items() if k not in selected}
+        bench.setdefault("updates", []).append(this_run)
     if "run_default" in selected and default_run_dir is None and (skip_default_run or config.quick):
         selected.remove("run_default")
         bench["skipped"]["run_default"] = ("--skip-default-run" if skip_default_run else
                                            "--quick skips it (give --default-run-dir to read a finished one)")
 
     def save() -> None:
-        bench["load_average_end"] = list(os.getloadavg())
-        bench["finished"] = _now()
+        finished = {"load_average_end": list(os.getloadavg()), "finished": _now()}
+        (bench["updates"][-1] if "updates" in bench else bench).update(finished)
         atomic_write_json(out / BENCH_FILE, bench)
 
     needs_base = {"generation", "finetune", "sae"} & set(selected)
@@ -869,7 +883,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
         base_path, bench["model"] = resolve_base(config, scratch)
         model, world, _ = load_base(base_path)
     else:
-        bench["model"] = "-"
+        bench.setdefault("model", "-")
     run_artifacts = Path(config.run_artifacts) if config.run_artifacts else scratch / "run-artifacts"
 
     def generation() -> list[dict]:
@@ -918,12 +932,13 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     for key in tqdm(selected, desc="bench", disable=not progress):
         log.info("bench: %s", key)
         try:
-            bench["rows"] += jobs[key]()
+            bench["rows"] += [{**row, "benchmark": key} for row in jobs[key]()]
         except Exception as e:  # recorded, and the other benchmarks still run
             log.exception("benchmark %s failed", key)
             failed.append(key)
-            bench["rows"].append({"key": key, "title": key, "error": f"{type(e).__name__}: {e}"})
+            bench["rows"].append({"key": key, "benchmark": key, "title": key, "error": f"{type(e).__name__}: {e}"})
         save()
+    bench["rows"].sort(key=lambda r: BENCHMARKS.index(r["benchmark"]) if r.get("benchmark") in BENCHMARKS else 0)
     markdown = markdown_table(bench)
     atomic_write_text(out / MARKDOWN_FILE, "# Benchmarks\n\n" + markdown)
     if docs is not None:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from interp.bench import (DOCS_BEGIN, DOCS_END, BenchConfig, alternating, bench_finetune_steps, bench_generation,
+from interp.bench import (DOCS_BEGIN, DOCS_END, RUN_PROCESS_FILE, BenchConfig, alternating, bench_finetune_steps, bench_generation,
                           bench_mnist, bench_sae, comparison, markdown_table, run_bench, run_command, sae_token_windows,
                           spread, whole_run_row, write_docs)
 from interp.config import ConfigError
@@ -118,6 +118,10 @@ def test_whole_run_row__reads_a_finished_run_and_splits_its_time(tmp_path):
                                        "generation": 30, "evaluation": 10, "summary": 5, "filter": 1}
     with pytest.raises(FileNotFoundError, match="results.json"):
         whole_run_row("run_default", "default", None, tmp_path / "nothing", scratch=tmp_path, target_seconds=None)
+    # a run a bench ran keeps its measured wall time and peak memory beside it
+    (tmp_path / "run" / RUN_PROCESS_FILE).write_text(json.dumps({"wall_seconds": 1100.0, "peak_rss_mib": 321.0}))
+    row = whole_run_row("run_default", "default", None, tmp_path / "run", scratch=tmp_path, target_seconds=1200)
+    assert row["wall_seconds"] == 1100.0 and row["peak_rss_mib"] == 321.0 and row["target"]["met"]
 
 
 def test_run_command__exit_code_wall_time_and_own_peak_memory(tmp_path):
@@ -196,3 +200,18 @@ def test_bench_cli__writes_json_markdown_and_docs(tmp_path, capsys):
     assert "MNIST teacher" in docs.read_text() and (tmp_path / "b" / "benchmarks.md").exists()
     assert "mnist_teacher: ratio" in capsys.readouterr().out
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # the bench changed this process's torch threads
+
+
+def test_bench_update__keeps_other_benchmarks_rows(tmp_path):
+    out = tmp_path / "b"
+    common = dict(repeats=1, mnist_models=2, mnist_steps=2, mnist_hidden=(8,), threads=1)
+    run_bench(BenchConfig(only=("mnist",), **common), out, progress=False)
+    _fake_run(tmp_path / "run", 900.0)
+    bench = run_bench(BenchConfig(only=("run_default",), **common), out, default_run_dir=tmp_path / "run", update=True,
+                      docs=tmp_path / "docs.md", progress=False)
+    assert [r["benchmark"] for r in bench["rows"]] == ["mnist", "mnist", "run_default"]
+    assert len(bench["updates"]) == 1 and bench["updates"][0]["config"]["only"] == ["run_default"]
+    assert json.loads((out / "bench.json").read_text())["rows"] == bench["rows"]
+    text = (tmp_path / "docs.md").read_text()
+    assert "MNIST teacher" in text and "15.0 min" in text and "Added later by `interp bench --update`" in text
+    torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     runs.add_argument("--default-run-dir", default=None,
                       help="take the default run's wall time from this finished run directory (its results.json) "
                       "instead of running it")
+    p.add_argument("--update", action="store_true",
+                   help="keep the rows of an existing DIR/bench.json for the benchmarks not run now (e.g. add "
+                   "--only run_default --default-run-dir RUN to an earlier bench)")
     p.add_argument("--docs", default="docs/benchmarks.md",
                    help="markdown file whose generated table is rewritten (text outside its markers is kept); "
                    "'none' to leave docs alone (default: %(default)s)")
@@ -37,7 +40,7 @@ def _main(args: argparse.Namespace) -> int:
     config = BenchConfig(**values)
     docs = None if args.docs.lower() == "none" else args.docs
     bench = run_bench(config, args.out, default_run_dir=args.default_run_dir, skip_default_run=args.skip_default_run,
-                      docs=docs)
+                      docs=docs, update=args.update)
     print("\n".join(summary_lines(bench)))
     print(f"wrote {args.out}/{BENCH_FILE}, {args.out}/{MARKDOWN_FILE}" + (f" and {docs}" if docs else ""))
     return 1 if bench["failed"] else 0
