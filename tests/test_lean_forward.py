@@ -180,3 +180,15 @@ def test_sample_completions__lean_and_transformer_lens_engines_agree(world, toke
     auto = sample_completions(llama_like, prompts, **kwargs)
     assert auto == sample_completions(llama_like, prompts, engine="transformer_lens", **kwargs)
     assert [len(t) for t in auto.tokens] != [0, 0, 0]
+
+
+def test_lean_forward__several_new_positions_after_a_cache(tokenizer):
+    # a call of several tokens after the cache holds some: causal within the call, full over the cache
+    model = _randomize(build_model(ModelConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=32), tokenizer, seed=3))
+    tokens = _tokens(tokenizer, batch=2, pos=10)
+    with torch.inference_mode():
+        forward = LeanCachedForward(model, 2, 10)
+        forward(tokens[:, :3])
+        ours = forward(tokens[:, 3:7])
+        theirs = model(tokens[:, :7])[:, -1]
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
