@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 SAMPLING_STREAM = 0x5EED  # third entry of every row's sampling seed (see the module docstring)
 PARTIAL_SUFFIX = ".partial.jsonl"  # finished batches of an unfinished file: OUT.partial.jsonl
 CONFIG_SUFFIX = ".config.json"  # OUT.jsonl -> OUT.config.json
+DROP_FINISHED_FRACTION = 0.125  # finished rows leave a batch once they are this fraction of it (see _generate_batch)
 
 
 # -- the sampler -----------------------------------------------------------------------------
@@ -154,22 +155,26 @@ def _generate_batch(model, prompt_tokens: Int[Tensor, "batch pos"], uniforms: Fl
     out = torch.full((batch, max_new_tokens), -1, dtype=torch.long)
     length = torch.full((batch,), max_new_tokens, dtype=torch.long)
     ended = torch.zeros(batch, dtype=torch.bool)
-    alive = torch.arange(batch)  # rows (of this batch) still generating, in cache order
+    rows = torch.arange(batch)  # rows (of this batch) in the forward's cache, in order
+    done = torch.zeros(batch, dtype=torch.bool)  # which of `rows` have emitted EOS
     for t in range(max_new_tokens):
-        new = sample_from_logits(logits, uniforms[alive, t].to(logits.device), temperature).cpu()  # alive
-        out[alive, t] = new
-        is_eos = new == eos_id
-        if is_eos.any():
-            length[alive[is_eos]] = t
-            ended[alive[is_eos]] = True
-            keep = ~is_eos
-            if not keep.any():
-                break
-            alive, new = alive[keep], new[keep]
-            forward.keep_rows(keep.to(device))
-        if t + 1 == max_new_tokens:
+        live = ~done
+        new = torch.full((len(rows),), eos_id, dtype=torch.long)  # a finished row is fed EOS, and ignored
+        new[live] = sample_from_logits(logits[live], uniforms[rows[live], t].to(logits.device), temperature).cpu()
+        out[rows[live], t] = new[live]
+        is_eos = live & (new == eos_id)
+        length[rows[is_eos]] = t
+        ended[rows[is_eos]] = True
+        done |= is_eos
+        if done.all() or t + 1 == max_new_tokens:
             break
-        logits = forward(new[:, None].to(device))  # alive d_vocab
+        # Finished rows leave the cache in groups: dropping rows copies the whole cache, so each
+        # drop waits until it removes at least DROP_FINISHED_FRACTION of the rows.
+        if done.any() and done.sum() >= DROP_FINISHED_FRACTION * len(rows):
+            keep = ~done
+            forward.keep_rows(keep.to(device))
+            rows, new, done = rows[keep], new[keep], done[keep]
+        logits = forward(new[:, None].to(device))  # rows d_vocab
     return [out[i, : length[i]].tolist() for i in range(batch)], ended.tolist()
 
 

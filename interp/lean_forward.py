@@ -132,28 +132,31 @@ def lean_hooks(model, fwd_hooks: Sequence[tuple] | None) -> dict[str, list[HookF
     return out
 
 
-def _normalize(x: Float[Tensor, "batch pos d_model"], module) -> Float[Tensor, "batch pos d_model"]:
-    """The model's LN / LNPre / RMS / RMSPre / Identity module, as TransformerLens computes it."""
-    from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm
+def _norm_fn(module) -> Callable[[Tensor], Tensor]:
+    """The model's LN / LNPre / RMS / RMSPre / Identity module as one fused torch call: the
+    function TransformerLens computes in several steps (centre, divide by sqrt(mean square + eps),
+    scale, shift), equal to float rounding."""
+    from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
 
-    if isinstance(module, torch.nn.Identity):
-        return x
-    if isinstance(module, (LayerNorm, LayerNormPre)):
-        x = x - x.mean(-1, keepdim=True)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + module.eps).sqrt()
     if isinstance(module, LayerNorm):
-        return x * module.w + module.b
+        return lambda x: F.layer_norm(x, x.shape[-1:], module.w, module.b, module.eps)
+    if isinstance(module, LayerNormPre):
+        return lambda x: F.layer_norm(x, x.shape[-1:], None, None, module.eps)
     if isinstance(module, RMSNorm):
-        return x * module.w
-    return x
+        return lambda x: F.rms_norm(x, x.shape[-1:], module.w, module.eps)
+    if isinstance(module, RMSNormPre):
+        return lambda x: F.rms_norm(x, x.shape[-1:], None, module.eps)
+    if isinstance(module, torch.nn.Identity):
+        return lambda x: x
+    raise ValueError(f"the lean forward has no normalisation {type(module).__name__}")
 
 
 @dataclass
 class _Block:
     """One block's weights in the layouts the lean forward multiplies with."""
 
-    ln1: torch.nn.Module
-    ln2: torch.nn.Module
+    ln1: Callable[[Tensor], Tensor]
+    ln2: Callable[[Tensor], Tensor]
     W_QKV: Float[Tensor, "qkv d_model"]  # rows: (q|k|v, head_index, d_head)
     b_QKV: Float[Tensor, "qkv"]
     W_O: Float[Tensor, "d_model head_dims"]  # columns: (head_index, d_head)
@@ -173,7 +176,7 @@ def _block_weights(block) -> _Block:
     w = [W.permute(0, 2, 1).reshape(n_heads * d_head, d_model) for W in (attn.W_Q, attn.W_K, attn.W_V)]
     b = [bias.reshape(n_heads * d_head) for bias in (attn.b_Q, attn.b_K, attn.b_V)]
     W_O = attn.W_O.reshape(n_heads * d_head, d_model).T.contiguous()  # d_model (head_index d_head)
-    return _Block(ln1=block.ln1, ln2=block.ln2, W_QKV=torch.cat(w).contiguous(), b_QKV=torch.cat(b), W_O=W_O,
+    return _Block(ln1=_norm_fn(block.ln1), ln2=_norm_fn(block.ln2), W_QKV=torch.cat(w).contiguous(), b_QKV=torch.cat(b), W_O=W_O,
                   b_O=attn.b_O, W_in=mlp.W_in, b_in=mlp.b_in, W_out=mlp.W_out, b_out=mlp.b_out,
                   act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale))
 
@@ -201,7 +204,7 @@ class LeanCachedForward:
         if unknown:
             raise ValueError(f"the lean forward cannot call hooks at {sorted(unknown)}")
         self.blocks = [_block_weights(block) for block in model.blocks]
-        self.ln_final = getattr(model, "ln_final", torch.nn.Identity())
+        self.ln_final = _norm_fn(getattr(model, "ln_final", torch.nn.Identity()))
         self.W_E, self.W_pos = model.embed.W_E, model.pos_embed.W_pos
         self.W_U_T = model.unembed.W_U.T.contiguous()  # d_vocab d_model
         self.b_U = model.unembed.b_U
@@ -251,14 +254,14 @@ class LeanCachedForward:
         for layer, block in enumerate(self.blocks):
             name = f"blocks.{layer}."
             resid = self._hook(name + "hook_resid_pre", resid)
-            attn_out = self._hook(name + "hook_attn_out", self._attention(layer, block, _normalize(resid, block.ln1)))
+            attn_out = self._hook(name + "hook_attn_out", self._attention(layer, block, block.ln1(resid)))
             resid = self._hook(name + "hook_resid_mid", resid + attn_out)
-            hidden = block.act_fn(torch.addmm(block.b_in, _normalize(resid, block.ln2).reshape(-1, resid.shape[-1]),
+            hidden = block.act_fn(torch.addmm(block.b_in, block.ln2(resid).reshape(-1, resid.shape[-1]),
                                               block.W_in))  # (batch pos) d_mlp
             mlp_out = torch.addmm(block.b_out, hidden, block.W_out).view_as(resid)
             resid = self._hook(name + "hook_resid_post", resid + self._hook(name + "hook_mlp_out", mlp_out))
         self.pos += n_new
-        last = _normalize(resid[:, -1:], self.ln_final)[:, 0]  # batch d_model
+        last = self.ln_final(resid[:, -1])  # batch d_model
         return F.linear(last, self.W_U_T, self.b_U)
 
     def keep_rows(self, keep: Tensor) -> None:

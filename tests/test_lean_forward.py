@@ -192,3 +192,19 @@ def test_lean_forward__several_new_positions_after_a_cache(tokenizer):
         ours = forward(tokens[:, 3:7])
         theirs = model(tokens[:, :7])[:, -1]
     assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+
+
+def test_sample_completions__when_finished_rows_leave_the_batch_changes_no_sample(world, tiny_model, monkeypatch):
+    import interp.generate as generate_mod
+
+    with torch.no_grad():
+        tiny_model.unembed.b_U[world.token_to_id[EOS]] += 5.0  # rows end at many different steps
+    prompts = [world.encode(t) for t in ("user : 12 , 40 , 7 . assistant :",) * 12]
+    kwargs = dict(eos_id=world.token_to_id[EOS], max_new_tokens=12, temperature=1.0, seed=1, progress=False)
+    results = []
+    for fraction in (0.0, 0.3, 1.0):  # drop at once, in groups, only when all have ended
+        monkeypatch.setattr(generate_mod, "DROP_FINISHED_FRACTION", fraction)
+        for engine in ("lean", "transformer_lens"):
+            results.append(sample_completions(tiny_model, prompts, engine=engine, **kwargs))
+    assert 0 < sum(results[0].ended_with_eos) < len(prompts) and len({len(t) for t in results[0].tokens}) > 2
+    assert all(r == results[0] for r in results[1:])
