@@ -792,8 +792,10 @@ def markdown_table(bench: dict[str, Any]) -> str:
                      f"{t['text'] if t else '-'} | {met} | {why(row)} |")
     runs = [row for row in bench["rows"] if "wall_seconds" in row]
     if runs:
-        lines += ["", "| run | wall time | peak memory | bases pretrained during the run | where the time went | target | met |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "CPU time is the run's user + system time: with one thread and an idle machine it is close to the "
+                  "wall time; on a shared machine it shows how much of the wall time was waiting for a core.", "",
+                  "| run | wall time | CPU time | peak memory | bases pretrained during the run | where the time went | "
+                  "target | met |", "|---|---|---|---|---|---|---|---|"]
         for row in runs:
             t = row["target"]
             mem = f"{row['peak_rss_mib']:.0f} MiB" if row["peak_rss_mib"] is not None else "not measured (read from results.json)"
@@ -801,7 +803,11 @@ def markdown_table(bench: dict[str, Any]) -> str:
             stages = row.get("seconds_by_stage") or {}
             total = sum(stages.values()) or 1.0
             where = ", ".join(f"{k} {v / total:.0%}" for k, v in list(stages.items())[:4]) or "-"
-            lines.append(f"| {row['title']} | {row['wall_seconds'] / 60:.1f} min | {mem} | "
+            process = row.get("process") or {}
+            threads = f" (OMP_NUM_THREADS={process['omp_num_threads']})" if process.get("omp_num_threads") else ""
+            cpu = (f"{(process['user_cpu_seconds'] + process['system_cpu_seconds']) / 60:.1f} min{threads}"
+                   if "user_cpu_seconds" in process else "-")
+            lines.append(f"| {row['title']} | {row['wall_seconds'] / 60:.1f} min | {cpu} | {mem} | "
                          f"{len(row['bases_pretrained_during_run'])} | {where} | {t['text'] if t else '-'} | {met} |")
     lines += ["", "What each row compares:", ""]
     for row in bench["rows"]:

@@ -207,11 +207,15 @@ def test_bench_update__keeps_other_benchmarks_rows(tmp_path):
     common = dict(repeats=1, mnist_models=2, mnist_steps=2, mnist_hidden=(8,), threads=1)
     run_bench(BenchConfig(only=("mnist",), **common), out, progress=False)
     _fake_run(tmp_path / "run", 900.0)
+    (tmp_path / "run" / RUN_PROCESS_FILE).write_text(json.dumps(
+        {"wall_seconds": 900.0, "peak_rss_mib": 400.0, "user_cpu_seconds": 500.0, "system_cpu_seconds": 10.0,
+         "omp_num_threads": "1"}))
     bench = run_bench(BenchConfig(only=("run_default",), **common), out, default_run_dir=tmp_path / "run", update=True,
                       docs=tmp_path / "docs.md", progress=False)
     assert [r["benchmark"] for r in bench["rows"]] == ["mnist", "mnist", "run_default"]
     assert len(bench["updates"]) == 1 and bench["updates"][0]["config"]["only"] == ["run_default"]
     assert json.loads((out / "bench.json").read_text())["rows"] == bench["rows"]
     text = (tmp_path / "docs.md").read_text()
-    assert "MNIST teacher" in text and "15.0 min" in text and "Added later by `interp bench --update`" in text
+    assert "MNIST teacher" in text and "| 15.0 min | 8.5 min (OMP_NUM_THREADS=1) | 400 MiB |" in text
+    assert "Added later by `interp bench --update`" in text
     torch.set_num_threads(min(2, os.cpu_count() or 1))
