@@ -7,7 +7,8 @@ masks rebuilt at every step, the unembedding weight transposed and copied at eve
 :class:`LeanCachedForward` computes the same function with explicit tensor operations on the
 model's parameters (read at construction; nothing is copied into a second model):
 
-* one fused ``[3 * n_heads * d_head, d_model]`` projection for queries, keys and values;
+* one fused ``[3 * n_heads * d_head, d_model]`` projection for queries, keys and values, and each
+  normalisation as one fused call (``F.layer_norm`` / ``F.rms_norm``);
 * a key-value cache preallocated for the whole sequence, written in place (``[batch, head_index,
   pos, d_head]``), so that a step attends over a slice and nothing is concatenated;
 * no attention mask: a batch holds prompts of one length (see :func:`interp.generate.plan_batches`),
@@ -176,9 +177,9 @@ def _block_weights(block) -> _Block:
     w = [W.permute(0, 2, 1).reshape(n_heads * d_head, d_model) for W in (attn.W_Q, attn.W_K, attn.W_V)]
     b = [bias.reshape(n_heads * d_head) for bias in (attn.b_Q, attn.b_K, attn.b_V)]
     W_O = attn.W_O.reshape(n_heads * d_head, d_model).T.contiguous()  # d_model (head_index d_head)
-    return _Block(ln1=_norm_fn(block.ln1), ln2=_norm_fn(block.ln2), W_QKV=torch.cat(w).contiguous(), b_QKV=torch.cat(b), W_O=W_O,
-                  b_O=attn.b_O, W_in=mlp.W_in, b_in=mlp.b_in, W_out=mlp.W_out, b_out=mlp.b_out,
-                  act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale))
+    return _Block(ln1=_norm_fn(block.ln1), ln2=_norm_fn(block.ln2), W_QKV=torch.cat(w).contiguous(),
+                  b_QKV=torch.cat(b), W_O=W_O, b_O=attn.b_O, W_in=mlp.W_in, b_in=mlp.b_in, W_out=mlp.W_out,
+                  b_out=mlp.b_out, act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale))
 
 
 class LeanCachedForward:
@@ -223,7 +224,8 @@ class LeanCachedForward:
                 x = out
         return x
 
-    def _attention(self, layer: int, block: _Block, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def _attention(self, layer: int, block: _Block, x: Float[Tensor, "batch pos d_model"]
+                   ) -> Float[Tensor, "batch pos d_model"]:
         batch, n_new, _ = x.shape
         n_heads, d_head = self.cfg.n_heads, self.cfg.d_head
         qkv = F.linear(x, block.W_QKV, block.b_QKV)  # batch pos (3 head_index d_head)
@@ -249,7 +251,9 @@ class LeanCachedForward:
         if self.pos + n_new > self.max_len:
             raise ValueError(f"{self.pos} cached + {n_new} new positions exceed max_len={self.max_len}")
         embed = self._hook("hook_embed", self.W_E[tokens])  # batch pos d_model
-        pos_embed = self._hook("hook_pos_embed", self.W_pos[self.pos:self.pos + n_new].expand(batch, -1, -1))
+        pos_embed = self.W_pos[self.pos:self.pos + n_new].expand(batch, -1, -1)  # a view of W_pos
+        if "hook_pos_embed" in self.hooks:  # a hook gets its own copy, which it may change in place
+            pos_embed = self._hook("hook_pos_embed", pos_embed.clone())
         resid = embed + pos_embed
         for layer, block in enumerate(self.blocks):
             name = f"blocks.{layer}."

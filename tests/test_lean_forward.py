@@ -208,3 +208,19 @@ def test_sample_completions__when_finished_rows_leave_the_batch_changes_no_sampl
             results.append(sample_completions(tiny_model, prompts, engine=engine, **kwargs))
     assert 0 < sum(results[0].ended_with_eos) < len(prompts) and len({len(t) for t in results[0].tokens}) > 2
     assert all(r == results[0] for r in results[1:])
+
+
+def test_lean_forward__in_place_hooks_change_activations_not_weights(tokenizer):
+    model = _randomize(build_model(ModelConfig(n_layers=1, d_model=32, n_heads=4, d_mlp=64, n_ctx=32), tokenizer, seed=4))
+    tokens = _tokens(tokenizer, batch=2, pos=6)
+    W_pos = model.pos_embed.W_pos.detach().clone()
+
+    def add_in_place(x, hook):
+        x += 0.5
+
+    hooks = [("hook_pos_embed", add_in_place), ("blocks.0.hook_resid_post", add_in_place)]
+    ours = _lean_logits_at_every_position(model, tokens, 3, lean_hooks(model, hooks))
+    with torch.no_grad():
+        theirs = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, 2:]
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+    assert torch.equal(model.pos_embed.W_pos, W_pos)
