@@ -769,7 +769,7 @@ def markdown_table(bench: dict[str, Any]) -> str:
     lines = [
         f"Measured {bench['finished']} by `interp bench{' --quick' if bench['config']['quick'] else ''}` "
         f"(commit {(m['git_commit'] or 'unknown')[:10]}) on {m['cpus_available']} of {m['cpu_count']} CPUs "
-        f"({m['cpu_model'] or 'unknown CPU'}), torch {v['torch']} with {m['torch_threads']} threads, transformer-lens "
+        f"({m['cpu_model'] or 'unknown CPU'}), torch {v['torch']} with {m['torch_threads']} thread(s), transformer-lens "
         f"{v['transformer-lens']}, sae-lens {v['sae-lens']}. Load average (1 min) {bench['load_average_start'][0]:.1f} "
         f"at the start, {bench['load_average_end'][0]:.1f} at the end: other processes shared the machine, so "
         "absolute figures vary between repeats; each ratio compares the two sides run back to back.", "",
