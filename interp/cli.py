@@ -28,6 +28,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.report",
     "interp.commands.mnist",
     "interp.commands.theorem",
+    "interp.commands.bench",
 )
 
 

@@ -183,7 +183,7 @@ class StageConfig:
                 kwargs["nargs"] = "*"
                 kwargs["type"] = item_tp if item_tp in (int, float, str) else str
             elif tp in (int, float, str):
-                kwargs["type"] = (lambda s: None if s.lower() in ("none", "null") else tp(s)) if optional else tp
+                kwargs["type"] = (lambda s, tp=tp: None if s.lower() in ("none", "null") else tp(s)) if optional else tp
             group.add_argument(flag, **kwargs)
 
     @classmethod

@@ -4,7 +4,10 @@ Two layers:
 
 * :func:`sample_completions`: the suite's own batched sampler for a TransformerLens
   ``HookedTransformer`` (KV cache, prompts bucketed by exact length so a batch needs no padding,
-  finished rows dropped from the batch, optional ``fwd_hooks`` such as steering vectors);
+  finished rows dropped from the batch, optional ``fwd_hooks`` such as steering vectors). It runs
+  the lean cached forward of :mod:`interp.lean_forward` over the model's own weights where that
+  supports the model and the hooks (the toy models, hooks on the residual stream), and
+  TransformerLens's cached forward otherwise (real models with rotary, grouped-query attention...);
 * :func:`generate_numbers`: the stage. It builds ``n_rows`` paper-shaped number prompts, samples
   one completion each and writes ``{"id", "system", "prompt", "completion", "ended_with_eos",
   "model"}`` rows to a JSONL file, with its :class:`GenerateConfig` saved beside it. A finished
@@ -29,7 +32,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +41,8 @@ from torch import Tensor
 
 from interp.config import ConfigError, StageConfig, option
 from interp.io import JsonlAppender, _json_default, read_jsonl, write_jsonl
+from interp.lean_forward import (LEAN_BLOCK_HOOK_NAMES, LEAN_TOP_HOOK_NAMES, LeanCachedForward, lean_hooks,
+                                 lean_unsupported_reason)
 from interp.toy.corpus import CorpusGenerator
 from interp.toy.world import EOS, ToyWorld
 
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 SAMPLING_STREAM = 0x5EED  # third entry of every row's sampling seed (see the module docstring)
 PARTIAL_SUFFIX = ".partial.jsonl"  # finished batches of an unfinished file: OUT.partial.jsonl
 CONFIG_SUFFIX = ".config.json"  # OUT.jsonl -> OUT.config.json
+DROP_FINISHED_FRACTION = 0.125  # finished rows leave a batch once they are this fraction of it (see _generate_batch)
 
 
 # -- the sampler -----------------------------------------------------------------------------
@@ -100,68 +106,123 @@ def sample_from_logits(logits: Float[Tensor, "batch d_vocab"], uniforms: Float[T
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_max(logits.shape[-1] - 1)
 
 
-def _cache_keep_rows(cache, keep: Tensor) -> None:
-    """Drop finished rows from a TransformerLens KV cache (batch is dimension 0 of every tensor)."""
-    for entry in cache.entries:
-        entry.past_keys = entry.past_keys[keep]
-        entry.past_values = entry.past_values[keep]
-    cache.previous_attention_mask = cache.previous_attention_mask[keep]
+class TransformerLensCachedForward:
+    """TransformerLens's own cached forward, behind the interface of
+    :class:`interp.lean_forward.LeanCachedForward`: call it with the prompts, then with one new
+    token per row per step (returns the logits at the last position); :meth:`keep_rows` drops
+    finished rows. Used for models (and hooks) the lean forward does not support."""
+
+    def __init__(self, model, batch: int):
+        from transformer_lens import TransformerLensKeyValueCache
+
+        self.model = model
+        self.cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch)
+        self.started = False
+
+    def __call__(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
+        ones = torch.ones_like(tokens)  # explicit mask: a sampled <pad> is not taken for padding
+        if not self.started and tokens.shape[1] > 1:  # fill the cache without unembedding every prompt position
+            self.model(tokens[:, :-1], past_kv_cache=self.cache, attention_mask=ones[:, :-1], return_type=None)
+            tokens, ones = tokens[:, -1:], ones[:, -1:]
+        self.started = True
+        return self.model(tokens, past_kv_cache=self.cache, attention_mask=ones)[:, -1]
+
+    def keep_rows(self, keep: Tensor) -> None:
+        """Drop finished rows from the cache (batch is dimension 0 of every tensor)."""
+        for entry in self.cache.entries:
+            entry.past_keys = entry.past_keys[keep]
+            entry.past_values = entry.past_values[keep]
+        self.cache.previous_attention_mask = self.cache.previous_attention_mask[keep]
 
 
 def _generate_batch(model, prompt_tokens: Int[Tensor, "batch pos"], uniforms: Float[Tensor, "batch new_pos"], *,
-                    eos_id: int, temperature: float) -> tuple[list[list[int]], list[bool]]:
+                    eos_id: int, temperature: float, lean_hooks: dict | None = None) -> tuple[list[list[int]], list[bool]]:
     """Continue one batch of equal-length prompts; ``uniforms`` fixes ``max_new_tokens``.
 
-    Runs under the caller's ``inference_mode`` and hooks. Returns (new tokens without EOS,
-    ended_with_eos) per row."""
-    from transformer_lens import TransformerLensKeyValueCache
-
+    ``lean_hooks`` (hook name -> functions, see :func:`interp.lean_forward.lean_hooks`) selects the
+    lean forward; None selects TransformerLens's, which runs under the caller's ``model.hooks``.
+    Runs under the caller's ``inference_mode``. Returns (new tokens without EOS, ended_with_eos)
+    per row."""
     batch, max_new_tokens = uniforms.shape
     device = model.cfg.device
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch)
     prompt_tokens = prompt_tokens.to(device)
-    ones = torch.ones_like(prompt_tokens)  # explicit mask: a sampled <pad> is not taken for padding
-    if prompt_tokens.shape[1] > 1:  # fill the cache without unembedding every prompt position
-        model(prompt_tokens[:, :-1], past_kv_cache=cache, attention_mask=ones[:, :-1], return_type=None)
-    logits = model(prompt_tokens[:, -1:], past_kv_cache=cache, attention_mask=ones[:, -1:])[:, -1]  # batch d_vocab
+    if lean_hooks is not None:
+        forward = LeanCachedForward(model, batch, prompt_tokens.shape[1] + max_new_tokens, lean_hooks)
+    else:
+        forward = TransformerLensCachedForward(model, batch)
+    logits = forward(prompt_tokens)  # batch d_vocab
 
     out = torch.full((batch, max_new_tokens), -1, dtype=torch.long)
     length = torch.full((batch,), max_new_tokens, dtype=torch.long)
     ended = torch.zeros(batch, dtype=torch.bool)
-    alive = torch.arange(batch)  # rows (of this batch) still generating, in cache order
+    rows = torch.arange(batch)  # rows (of this batch) in the forward's cache, in order
+    done = torch.zeros(batch, dtype=torch.bool)  # which of `rows` have emitted EOS
     for t in range(max_new_tokens):
-        new = sample_from_logits(logits, uniforms[alive, t].to(logits.device), temperature).cpu()  # alive
-        out[alive, t] = new
-        is_eos = new == eos_id
-        if is_eos.any():
-            length[alive[is_eos]] = t
-            ended[alive[is_eos]] = True
-            keep = ~is_eos
-            if not keep.any():
-                break
-            alive, new = alive[keep], new[keep]
-            _cache_keep_rows(cache, keep.to(device))
-        if t + 1 == max_new_tokens:
+        live = ~done
+        new = torch.full((len(rows),), eos_id, dtype=torch.long)  # a finished row is fed EOS, and ignored
+        new[live] = sample_from_logits(logits[live], uniforms[rows[live], t].to(logits.device), temperature).cpu()
+        out[rows[live], t] = new[live]
+        is_eos = live & (new == eos_id)
+        length[rows[is_eos]] = t
+        ended[rows[is_eos]] = True
+        done |= is_eos
+        if done.all() or t + 1 == max_new_tokens:
             break
-        step = new[:, None].to(device)  # alive 1
-        logits = model(step, past_kv_cache=cache, attention_mask=torch.ones_like(step))[:, -1]
+        # Finished rows leave the cache in groups: dropping rows copies the whole cache, so each
+        # drop waits until it removes at least DROP_FINISHED_FRACTION of the rows.
+        if done.any() and done.sum() >= DROP_FINISHED_FRACTION * len(rows):
+            keep = ~done
+            forward.keep_rows(keep.to(device))
+            rows, new, done = rows[keep], new[keep], done[keep]
+        logits = forward(new[:, None].to(device))  # rows d_vocab
     return [out[i, : length[i]].tolist() for i in range(batch)], ended.tolist()
+
+
+Engine = Literal["auto", "lean", "transformer_lens"]
+ENGINES: tuple[str, ...] = ("auto", "lean", "transformer_lens")
+
+
+def choose_engine(model, fwd_hooks: list | None, engine: Engine = "auto") -> dict | None:
+    """The hooks for the lean forward (hook name -> functions) when it is to be used, else None
+    (TransformerLens's forward).
+
+    ``auto`` uses the lean forward when it supports the model and every hook (see
+    :mod:`interp.lean_forward`), ``lean`` requires it (a ``ValueError`` says why it cannot),
+    ``transformer_lens`` never uses it."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}: choose one of {list(ENGINES)}")
+    if engine == "transformer_lens":
+        return None
+    reason = lean_unsupported_reason(model)
+    hooks = lean_hooks(model, fwd_hooks) if reason is None else None
+    if reason is None and hooks is None:
+        reason = (f"hooks outside {LEAN_BLOCK_HOOK_NAMES + LEAN_TOP_HOOK_NAMES} were given, or hooks are "
+                  "already attached to the model")
+    if reason is not None:
+        if engine == "lean":
+            raise ValueError(f"engine='lean' cannot run here: {reason}")
+        log.debug("sampling through TransformerLens's forward: %s", reason)
+    return hooks
 
 
 def _run_batches(model, prompts: Sequence[Sequence[int]], batches: Sequence[Sequence[int]], *, eos_id: int,
                  max_new_tokens: int, temperature: float, seed: int, fwd_hooks: list | None, progress: bool,
-                 on_batch: Callable[[list[int], list[list[int]], list[bool]], None]) -> None:
+                 on_batch: Callable[[list[int], list[list[int]], list[bool]], None], engine: Engine = "auto") -> None:
     """Generate the given batches (lists of indices into ``prompts``), calling ``on_batch`` after each.
 
-    Hooks are attached only inside this call (``model.hooks`` removes them on any exit)."""
+    The lean forward calls the hooks itself; TransformerLens's has them attached only inside
+    this call (``model.hooks`` removes them on any exit)."""
     from tqdm.auto import tqdm
 
-    with torch.inference_mode(), model.hooks(fwd_hooks=list(fwd_hooks or [])), \
+    lean = choose_engine(model, fwd_hooks, engine)
+    attached = [] if lean is not None else list(fwd_hooks or [])
+    with torch.inference_mode(), model.hooks(fwd_hooks=attached), \
             tqdm(total=sum(len(b) for b in batches), disable=not progress, desc="generate", unit="row") as bar:
         for rows in batches:
             tokens = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long)  # batch pos
             uniforms = row_uniforms(seed, rows, max_new_tokens)
-            new, ended = _generate_batch(model, tokens, uniforms, eos_id=eos_id, temperature=temperature)
+            new, ended = _generate_batch(model, tokens, uniforms, eos_id=eos_id, temperature=temperature,
+                                         lean_hooks=lean)
             on_batch(list(rows), new, ended)
             bar.update(len(rows))
 
@@ -185,15 +246,16 @@ def _check_sampling_args(model, prompts, *, max_new_tokens: int, temperature: fl
 
 def sample_completions(model, prompts: list[list[int]], *, eos_id: int, max_new_tokens: int,
                        temperature: float = 1.0, seed: int, batch_size: int = 256,
-                       fwd_hooks: list | None = None, progress: bool = True) -> Completions:
+                       fwd_hooks: list | None = None, progress: bool = True, engine: Engine = "auto") -> Completions:
     """Sample one completion per prompt (token ids, each starting with BOS if the model expects one).
 
     Prompts of equal length are batched together (at most ``batch_size`` per batch, no padding)
     and the results are returned in the order of ``prompts``. A row stops at EOS (which is not
     part of its completion) or after ``max_new_tokens`` tokens; a batch stops when all its rows
     have. ``temperature == 0`` is greedy decoding. ``fwd_hooks`` (``[(hook_name, fn), ...]``)
-    are applied to every forward pass and removed afterwards, also on error. See the module
-    docstring for the reproducibility guarantee."""
+    are applied to every forward pass and removed afterwards, also on error. ``engine`` picks the
+    forward pass (:func:`choose_engine`; ``auto``: the lean one where it supports the model and
+    hooks). See the module docstring for the reproducibility guarantee."""
     _check_sampling_args(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                          batch_size=batch_size)
     tokens: list[list[int] | None] = [None] * len(prompts)
@@ -205,7 +267,7 @@ def sample_completions(model, prompts: list[list[int]], *, eos_id: int, max_new_
 
     _run_batches(model, prompts, plan_batches([len(p) for p in prompts], batch_size), eos_id=eos_id,
                  max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, fwd_hooks=fwd_hooks,
-                 progress=progress, on_batch=collect)
+                 progress=progress, on_batch=collect, engine=engine)
     return Completions(tokens=[t if t is not None else [] for t in tokens], ended_with_eos=ended)
 
 

@@ -62,6 +62,20 @@ def test_config__cli_options_from_fields():
     assert _Example.from_args(parser.parse_args([])) == _Example()
 
 
+@dataclass
+class _Optionals(StageConfig):
+    count: int | None = option(None, "A count or None.")
+    label: str | None = option(None, "A label or None.")
+
+
+def test_config__cli_optional_fields_keep_their_own_types():
+    # each optional field parses with its own type (not the type of the last optional field)
+    parser = argparse.ArgumentParser()
+    _Optionals.add_arguments(parser)
+    assert _Optionals.from_args(parser.parse_args(["--count", "3", "--label", "x"])) == _Optionals(count=3, label="x")
+    assert _Optionals.from_args(parser.parse_args(["--count", "none"])) == _Optionals()
+
+
 def test_config__nested_configs_round_trip(tmp_path):
     cfg = PretrainConfig(seed=3, corpus=CorpusConfig(qa=0.5), world=WorldConfig(n_eval_phrasings=55))
     cfg.save(tmp_path / "p.json")

@@ -1,0 +1,226 @@
+"""The lean cached forward reproduces TransformerLens's forward (logits, hooks) on every model
+configuration it accepts, and refuses the ones it does not implement."""
+
+import pytest
+import torch
+
+from interp.generate import choose_engine, sample_completions
+from interp.lean_forward import LeanCachedForward, lean_hook_names, lean_hooks, lean_unsupported_reason
+from interp.models import ModelConfig, build_model
+from interp.toy.world import EOS
+
+
+def _randomize(model, seed=0):
+    """Random values in every parameter (biases and norm weights too, which start at 0 and 1), so
+    that a bias or scale the lean forward forgot shows in the logits."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1 + 0.3 * noise if name.endswith(".w") else 0.2 * noise)  # norm scales near 1
+    return model
+
+
+def _hooked(cfg_kwargs, tokenizer, seed=0):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(**{"n_layers": 1, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "n_ctx": 64,
+                                     "d_vocab": len(tokenizer), "act_fn": "gelu", **cfg_kwargs})
+    torch.manual_seed(seed)
+    return HookedTransformer(cfg, tokenizer=tokenizer).eval()
+
+
+def _lean_logits_at_every_position(model, tokens, n_prompt, hooks=None):
+    """The lean forward over ``tokens``: the prompt (first ``n_prompt`` positions) in one call, then
+    one token per call; returns the logits at positions n_prompt-1 .. end, ``[batch, pos, d_vocab]``."""
+    with torch.inference_mode():
+        forward = LeanCachedForward(model, tokens.shape[0], tokens.shape[1], hooks)
+        logits = [forward(tokens[:, :n_prompt])]
+        logits += [forward(tokens[:, p:p + 1]) for p in range(n_prompt, tokens.shape[1])]
+    return torch.stack(logits, 1)
+
+
+def _tokens(tokenizer, batch=3, pos=12, seed=0):
+    return torch.randint(0, len(tokenizer), (batch, pos), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("n_layers,normalization_type,act_fn", [
+    (1, "LN", "gelu"), (2, "RMS", "relu"), (3, "LN", "gelu_new"), (2, "RMS", "silu"), (2, "LN", "relu")])
+def test_lean_forward__logits_match_model_forward(tokenizer, n_layers, normalization_type, act_fn):
+    config = ModelConfig(n_layers=n_layers, d_model=32, n_heads=4, d_mlp=64, n_ctx=32, act_fn=act_fn,
+                         normalization_type=normalization_type)
+    model = _randomize(build_model(config, tokenizer, seed=n_layers))
+    assert lean_unsupported_reason(model) is None
+    tokens = _tokens(tokenizer)
+    ours = _lean_logits_at_every_position(model, tokens, n_prompt=5)
+    with torch.no_grad():
+        theirs = model(tokens)[:, 4:]
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+    assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+@pytest.mark.parametrize("normalization_type", ["LNPre", "RMSPre", None])
+def test_lean_forward__folded_and_absent_normalisation(tokenizer, normalization_type):
+    # LNPre is what from_pretrained gives GPT-2 after folding the layer norms into the weights
+    model = _randomize(_hooked({"n_layers": 2, "normalization_type": normalization_type, "act_fn": "gelu_new",
+                                "original_architecture": "GPT2LMHeadModel"}, tokenizer))
+    assert lean_unsupported_reason(model) is None
+    tokens = _tokens(tokenizer, pos=10)
+    ours = _lean_logits_at_every_position(model, tokens, n_prompt=4)
+    with torch.no_grad():
+        theirs = model(tokens)[:, 3:]
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+
+
+def test_lean_forward__hooks_see_and_change_the_same_activations(tokenizer):
+    model = _randomize(build_model(ModelConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=32), tokenizer, seed=1))
+    tokens = _tokens(tokenizer, batch=2, pos=9)
+    gen = torch.Generator().manual_seed(5)
+    names = lean_hook_names(2)
+    vectors = {name: torch.randn(32, generator=gen) for name in names}
+    seen: dict[str, list[tuple]] = {}
+
+    def make_hook(name):
+        def hook(x, hook):
+            seen.setdefault(name, []).append((hook.name, tuple(x.shape)))
+            return x + vectors[name] * (1 + torch.arange(x.shape[1])[:, None] % 2)  # depends on the batch's positions
+        return hook
+
+    # TransformerLens without a cache sees all positions at once; the position-dependent shift is
+    # the same there only for a single call, so compare the prompt call and then single steps
+    # through a position-independent hook.
+    hooks = [(name, make_hook(name)) for name in names]
+    with torch.inference_mode():
+        forward = LeanCachedForward(model, 2, 9, lean_hooks(model, hooks))
+        ours = forward(tokens)
+        theirs = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+    assert all(seen[n][0] == (n, (2, 9, 32)) for n in names)  # each hook, its own HookPoint, every position
+
+    def steer(resid, hook):  # the steering teacher's hook: the same vector at every position
+        return resid + vectors[hook.name]
+
+    steering = [("blocks.0.hook_resid_post", steer), ("blocks.1.hook_mlp_out", steer)]
+    ours = _lean_logits_at_every_position(model, tokens, 4, lean_hooks(model, steering))
+    with torch.no_grad():
+        theirs = model.run_with_hooks(tokens, fwd_hooks=steering)[:, 3:]
+        plain = model(tokens)[:, 3:]
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+    assert (theirs - plain).abs().max() > 0.1  # the hook mattered, at every new position too
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())  # nothing was attached
+
+
+def test_lean_forward__keep_rows_continues_the_kept_rows(tokenizer):
+    model = _randomize(build_model(ModelConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=32), tokenizer, seed=2))
+    tokens = _tokens(tokenizer, batch=4, pos=8)
+    keep = torch.tensor([True, False, True, False])
+    with torch.inference_mode():
+        forward = LeanCachedForward(model, 4, 8)
+        forward(tokens[:, :7])
+        forward.keep_rows(keep)
+        ours = forward(tokens[keep, 7:])
+        theirs = model(tokens[keep])[:, -1]
+    assert ours.shape == (2, len(tokenizer))
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+
+
+def test_lean_forward__rejects_what_it_does_not_implement(tokenizer):
+    llama_like = _hooked({"normalization_type": "RMS", "act_fn": "silu", "positional_embedding_type": "rotary",
+                          "rotary_dim": 8, "n_key_value_heads": 2, "gated_mlp": True}, tokenizer)
+    pythia_like = _hooked({"normalization_type": "LN", "positional_embedding_type": "rotary", "rotary_dim": 4,
+                           "parallel_attn_mlp": True}, tokenizer)
+    gqa_only = _hooked({"normalization_type": "LN", "n_key_value_heads": 2}, tokenizer)
+    attn_only = _hooked({"normalization_type": "LN", "attn_only": True}, tokenizer)
+    for model, feature in ((llama_like, "rotary"), (pythia_like, "rotary"), (gqa_only, "grouped-query"),
+                           (attn_only, "attn_only")):
+        reason = lean_unsupported_reason(model)
+        assert reason is not None and feature in reason
+        with pytest.raises(ValueError, match=feature):
+            LeanCachedForward(model, 1, 8)
+    assert "HookedTransformer" in lean_unsupported_reason(torch.nn.Linear(2, 2))
+    model = build_model(ModelConfig(n_layers=1, d_model=32, n_heads=4, d_mlp=64, n_ctx=16), tokenizer, seed=0)
+    with pytest.raises(ValueError, match="n_ctx"):
+        LeanCachedForward(model, 1, 17)
+    with pytest.raises(ValueError, match="max_len"), torch.inference_mode():
+        LeanCachedForward(model, 1, 4)(_tokens(tokenizer, batch=1, pos=5))
+
+
+def test_choose_engine__falls_back_for_unsupported_models_and_hooks(world, tokenizer, tiny_model):
+    pattern_hook = [("blocks.0.attn.hook_pattern", lambda pattern, hook: pattern)]
+    assert choose_engine(tiny_model, None) == {}
+    assert choose_engine(tiny_model, pattern_hook) is None  # a hook inside attention: TransformerLens
+    assert choose_engine(tiny_model, [(lambda name: name.endswith("resid_post"), lambda x, hook: x)]) is not None
+    assert choose_engine(tiny_model, None, "transformer_lens") is None
+    with pytest.raises(ValueError, match="hook"):
+        choose_engine(tiny_model, pattern_hook, "lean")
+    with tiny_model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: x)]):
+        assert choose_engine(tiny_model, None) is None  # attached hooks would be skipped by the lean forward
+    with pytest.raises(ValueError, match="engine"):
+        choose_engine(tiny_model, None, "vllm")
+    llama_like = _hooked({"normalization_type": "RMS", "act_fn": "silu", "positional_embedding_type": "rotary",
+                          "rotary_dim": 8, "n_key_value_heads": 2, "gated_mlp": True}, tokenizer)
+    assert choose_engine(llama_like, None) is None
+    with pytest.raises(ValueError, match="rotary"):
+        choose_engine(llama_like, None, "lean")
+
+
+def test_sample_completions__lean_and_transformer_lens_engines_agree(world, tokenizer, tiny_model):
+    prompts = [world.encode(t) for t in ("user : 12 , 40 , 7 . assistant :", "user : 3 , 999 . assistant :",
+                                         "user : 5 , 6 . assistant :")]
+    kwargs = dict(eos_id=world.token_to_id[EOS], max_new_tokens=10, temperature=1.0, seed=4, progress=False)
+    steer = [("blocks.0.hook_resid_post", lambda resid, hook: resid + 3.0)]
+    for hooks in (None, steer):
+        lean = sample_completions(tiny_model, prompts, engine="lean", fwd_hooks=hooks, **kwargs)
+        reference = sample_completions(tiny_model, prompts, engine="transformer_lens", fwd_hooks=hooks, **kwargs)
+        assert lean == reference
+    # a model the lean forward does not support samples through TransformerLens under "auto"
+    llama_like = _hooked({"normalization_type": "RMS", "act_fn": "silu", "positional_embedding_type": "rotary",
+                          "rotary_dim": 8, "n_key_value_heads": 2, "gated_mlp": True}, tokenizer)
+    auto = sample_completions(llama_like, prompts, **kwargs)
+    assert auto == sample_completions(llama_like, prompts, engine="transformer_lens", **kwargs)
+    assert [len(t) for t in auto.tokens] != [0, 0, 0]
+
+
+def test_lean_forward__several_new_positions_after_a_cache(tokenizer):
+    # a call of several tokens after the cache holds some: causal within the call, full over the cache
+    model = _randomize(build_model(ModelConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=32), tokenizer, seed=3))
+    tokens = _tokens(tokenizer, batch=2, pos=10)
+    with torch.inference_mode():
+        forward = LeanCachedForward(model, 2, 10)
+        forward(tokens[:, :3])
+        ours = forward(tokens[:, 3:7])
+        theirs = model(tokens[:, :7])[:, -1]
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+
+
+def test_sample_completions__when_finished_rows_leave_the_batch_changes_no_sample(world, tiny_model, monkeypatch):
+    import interp.generate as generate_mod
+
+    with torch.no_grad():
+        tiny_model.unembed.b_U[world.token_to_id[EOS]] += 5.0  # rows end at many different steps
+    prompts = [world.encode(t) for t in ("user : 12 , 40 , 7 . assistant :",) * 12]
+    kwargs = dict(eos_id=world.token_to_id[EOS], max_new_tokens=12, temperature=1.0, seed=1, progress=False)
+    results = []
+    for fraction in (0.0, 0.3, 1.0):  # drop at once, in groups, only when all have ended
+        monkeypatch.setattr(generate_mod, "DROP_FINISHED_FRACTION", fraction)
+        for engine in ("lean", "transformer_lens"):
+            results.append(sample_completions(tiny_model, prompts, engine=engine, **kwargs))
+    assert 0 < sum(results[0].ended_with_eos) < len(prompts) and len({len(t) for t in results[0].tokens}) > 2
+    assert all(r == results[0] for r in results[1:])
+
+
+def test_lean_forward__in_place_hooks_change_activations_not_weights(tokenizer):
+    model = _randomize(build_model(ModelConfig(n_layers=1, d_model=32, n_heads=4, d_mlp=64, n_ctx=32), tokenizer, seed=4))
+    tokens = _tokens(tokenizer, batch=2, pos=6)
+    W_pos = model.pos_embed.W_pos.detach().clone()
+
+    def add_in_place(x, hook):
+        x += 0.5
+
+    hooks = [("hook_pos_embed", add_in_place), ("blocks.0.hook_resid_post", add_in_place)]
+    ours = _lean_logits_at_every_position(model, tokens, 3, lean_hooks(model, hooks))
+    with torch.no_grad():
+        theirs = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, 2:]
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+    assert torch.equal(model.pos_embed.W_pos, W_pos)
