@@ -315,6 +315,8 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         guard.reference = state["loss_reference"]
+        if recorder is not None:
+            recorder.sync_position()  # it was built at the base; the movement of the next step is from here
         log.info("resuming student %s at step %d of %d", out, start, len(batches))
     kept_log = _kept_rows(log_path, start)
 

@@ -209,14 +209,19 @@ class AlignmentRecorder:
             start, _ = self.group_slices.get(g, (a, b))
             self.group_slices[g] = (start, b)
         self.base = [base[n].detach().to(torch.float32, copy=True) for n in self.names]  # not a view of the live weights
-        with torch.no_grad():  # s = p - base: zero unless a resumed run passed its base
-            torch._foreach_copy_(self.rows[_S], [p.detach() for p in self.params])
-            torch._foreach_sub_(self.rows[_S], self.base)
+        self.sync_position()
         if self.direction.vector is not None:
             torch._foreach_copy_(self.rows[_T], [self.direction.vector[n] for n in self.names])
         self._have_grad = False
         self._have_trait = False
         self.log = JsonlAppender(log_path, truncate=True)
+
+    @torch.no_grad()
+    def sync_position(self) -> None:
+        """Re-read where the model is: s = p - base. Call it after loading other weights into the
+        model (a resumed run), so the next step's movement is that step alone."""
+        torch._foreach_copy_(self.rows[_S], [p.detach() for p in self.params])
+        torch._foreach_sub_(self.rows[_S], self.base)
 
     # -- per step ----------------------------------------------------------------------------
     def _take_gradient(self) -> None:
