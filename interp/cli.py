@@ -24,6 +24,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.sweep",
     "interp.commands.report",
     "interp.commands.mnist",
+    "interp.commands.features",
 )
 
 
