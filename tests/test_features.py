@@ -114,7 +114,7 @@ def test_train_sae__killed_subprocess_resumes_to_the_weights_of_an_uninterrupted
     out = tmp_path / "killed"
     checkpoints = tmp_path / ".killed.training" / "checkpoints"
     script = _KILL_SCRIPT.format(tests=str(REPO / "tests"), out=str(out))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same kernels as here
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -481,8 +481,10 @@ def test_run_features__writes_findings_figures_and_sae_lens_saes(tiny_stage):
     tn = findings["teacher_numbers"]
     assert set(tn["readers"]) == set(names) and tn["n_numbers"][0]["teacher"] > 0
     assert tn["sources"][0].endswith("seed0/data")
-    config = json.loads((out / "features_config.json").read_text())
-    assert set(config["lineage"]) == set(names) and config["lineage"][names[0]]["seed"] == 0
+    assert pipeline_mod.FeaturesConfig.load(out / "features_config.json") == tiny_features_config()
+    lineage = json.loads((out / "features_lineage.json").read_text())
+    assert set(lineage["lineage"]) == set(names) and lineage["lineage"][names[0]]["seed"] == 0
+    assert lineage["run_dir"] == str(root / "run")
     for name in findings["figures"].values():
         assert (out / name).stat().st_size > 1000
     assert "student_shift" in findings["figures"]

@@ -188,7 +188,8 @@ def trait_feature_ranking(acts: dict[str, np.ndarray], contexts: TraitContexts, 
     selection half; report the top ``n_top`` features' held-out AUROC and Cohen's d per kind.
 
     ``acts[kind]`` is (n_contexts, d_sae). Returns ``{"score": (n_animals, d_sae) selection score,
-    "ranking": (n_animals, d_sae) feature ids best first, "top": {animal: [feature records]}}``;
+    "ranking": (n_animals, d_sae) feature ids best first, "top": {animal: [feature records]},
+    "best_by_kind": {kind: {animal: best feature of that kind alone, with its held-out AUROC}}}``;
     ties in the score are broken by the mean activation difference."""
     d_sae = next(iter(acts.values())).shape[1]
     score = np.zeros((len(animals), d_sae))
@@ -210,7 +211,15 @@ def trait_feature_ranking(acts: dict[str, np.ndarray], contexts: TraitContexts, 
                    "auroc_heldout_mean": float(np.mean([held[k][j][f] for k in CONTEXT_KINDS])),
                    "cohens_d_heldout": {k: float(held_d[k][j][f]) for k in CONTEXT_KINDS}}
                   for f in ranking[j, :n_top]]
-    return {"score": score, "ranking": ranking, "top": top}
+    # The best feature of each context kind alone (features are often specific to one kind).
+    best_by_kind = {}
+    for kind in CONTEXT_KINDS:
+        x, lab, sel = acts[kind], contexts.labels[kind], contexts.select[kind]
+        best_by_kind[kind] = {}
+        for j, a in enumerate(animals):
+            f = int(np.argmax(auroc(x[sel], lab[sel] == j)))
+            best_by_kind[kind][a] = {"feature": f, "auroc_heldout": float(held[kind][j][f])}
+    return {"score": score, "ranking": ranking, "top": top, "best_by_kind": best_by_kind}
 
 
 # -- geometry ----------------------------------------------------------------------------------

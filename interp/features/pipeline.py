@@ -3,7 +3,8 @@ prompting, cross-base overlap, the teacher's numbers and the students' feature s
 
 Outputs in the stage directory ``DIR``::
 
-    features_config.json            the FeaturesConfig, with the lineage of every base read
+    features_config.json            the FeaturesConfig (loadable with --config)
+    features_lineage.json           the run read, the artifacts, and every base (checkpoint, seed, lineage)
     features.json                   every finding (each figure is drawn from it)
     saes/{base}/{hook}/{kind}/      sae-lens SAEs (cfg.json, sae_weights.safetensors) + spec + quality.json
     trait_features/{base}__{hook}__{kind}.json   every feature's score for every animal, ranked
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from interp.config import StageConfig, option
+from interp.config import ConfigError, StageConfig, option
 from interp.features import analysis as A
 from interp.features.sae import (EVAL_STREAM, QUALITY_FILE, SAE_KINDS, TRAIN_STREAM, SAESpec, collect_activations,
                                  corpus_sequences, is_finished_sae, load_sae, sae_quality, train_sae)
@@ -38,7 +39,8 @@ from interp.toy.world import PERSONA_TEMPLATES, ToyWorld
 log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.json"
-FEATURES_CONFIG_FILE = "features_config.json"
+FEATURES_CONFIG_FILE = "features_config.json"  # the FeaturesConfig (loadable with --config)
+FEATURES_LINEAGE_FILE = "features_lineage.json"  # the run, the artifacts and every base read (checkpoint, seed, lineage)
 LINK_METHODS = ("feature_attribution", "logit_attribution", "decoder_logit", "entanglement")
 REPLICATE_METHODS = ("feature_attribution", "logit_attribution")  # the ones that change with the replicate's prompts
 STUDENT_CONDITIONS = ("control", "shared_init", "mismatched_init", "shuffled_within", "shuffled_across")
@@ -257,8 +259,11 @@ def trait_features_of(base: Base, world: ToyWorld, config: FeaturesConfig, anima
                 "base": base.name, "hook": hook, "kind": kind, "animals": animals,
                 "score": np.round(ranking["score"], 5), "ranking": ranking["ranking"]})
             top1 = [ranking["top"][a][0]["auroc_heldout_mean"] for a in animals]
+            best = {c: mean_ci([v["auroc_heldout"] for v in ranking["best_by_kind"][c].values()]).to_dict("n_animals")
+                    for c in A.CONTEXT_KINDS}
             result[hook][kind] = {"top": ranking["top"], "scores_file": str(path),
-                                  "top1_auroc_heldout": mean_ci(top1).to_dict("n_animals")}
+                                  "top1_auroc_heldout": mean_ci(top1).to_dict("n_animals"),
+                                  "best_by_kind": ranking["best_by_kind"], "best_by_kind_auroc_heldout": best}
     return result
 
 
@@ -659,22 +664,30 @@ def _compare_shift(rows: list[dict]) -> list[dict]:
 
 # -- the stage ---------------------------------------------------------------------------------
 
-def _inputs(config: FeaturesConfig, run_dir: Path | None) -> dict:
-    return {"config": config.to_dict(), "run_dir": str(run_dir) if run_dir else None}
+def _saved_inputs(out: Path) -> tuple[FeaturesConfig | None, str | None]:
+    try:
+        config = FeaturesConfig.load(out / FEATURES_CONFIG_FILE)
+    except ConfigError:
+        return None, None
+    lineage = read_json(out / FEATURES_LINEAGE_FILE) if (out / FEATURES_LINEAGE_FILE).exists() else {}
+    return config, lineage.get("run_dir")
 
 
 def run_features(config: FeaturesConfig, out: str | Path, *, artifacts: str | Path = "artifacts",
                  run_dir: str | Path | None = None, force: bool = False, progress: bool = True) -> dict:
-    """Run the whole analysis into ``out`` and return the findings (also ``out/features.json``)."""
+    """Run the whole analysis into ``out`` and return the findings (also ``out/features.json``).
+
+    A directory holding an analysis of another config or run is refused unless ``force``."""
     from interp.features.report import write_figures, write_report
 
     out, artifacts = Path(out), Path(artifacts)
     run_dir = Path(run_dir) if run_dir is not None else None
     if (out / FEATURES_CONFIG_FILE).exists() and not force:
-        saved = read_json(out / FEATURES_CONFIG_FILE)
-        if saved.get("inputs") != _inputs(config, run_dir):
-            raise ValueError(f"{out} holds a features analysis of another config or run (saved: {saved.get('inputs')}); "
-                             "choose another --out or pass --force")
+        saved, saved_run = _saved_inputs(out)
+        if saved != config or saved_run != (str(run_dir) if run_dir else None):
+            diff = {k: (v, config.to_dict()[k]) for k, v in saved.to_dict().items() if config.to_dict()[k] != v} if saved else {}
+            raise ValueError(f"{out} holds a features analysis of another config or run (config saved vs asked: {diff}; "
+                             f"run: {saved_run} vs {run_dir}); choose another --out or pass --force")
         if (out / FEATURES_FILE).exists():
             log.info("reusing finished %s", out / FEATURES_FILE)
             return read_json(out / FEATURES_FILE)
@@ -692,12 +705,12 @@ def run_features(config: FeaturesConfig, out: str | Path, *, artifacts: str | Pa
         animals = [trait] + animals
     specs = resolve_bases(config, artifacts, run_dir, progress)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / FEATURES_CONFIG_FILE, {"inputs": _inputs(config, run_dir), "config_class": "FeaturesConfig",
-                                                  "bases": [{"role": r, "path": str(p)} for r, p in specs],
-                                                  "artifacts": str(artifacts)})
+    config.save(out / FEATURES_CONFIG_FILE)
+    lineage = {"run_dir": str(run_dir) if run_dir else None, "artifacts": str(artifacts), "trait": trait,
+               "bases": [{"role": r, "path": str(p)} for r, p in specs]}
+    atomic_write_json(out / FEATURES_LINEAGE_FILE, lineage)
     bases, quality = load_bases(config, world, specs, out, progress)
-    atomic_write_json(out / FEATURES_CONFIG_FILE, {**read_json(out / FEATURES_CONFIG_FILE),
-                                                  "lineage": {b.name: b.lineage for b in bases}})
+    atomic_write_json(out / FEATURES_LINEAGE_FILE, {**lineage, "lineage": {b.name: b.lineage for b in bases}})
 
     trait_features = {b.name: trait_features_of(b, world, config, animals, out) for b in bases}
     links = {b.name: number_links_of(b, world, config, animals, trait_features[b.name], out, progress) for b in bases}
@@ -705,9 +718,7 @@ def run_features(config: FeaturesConfig, out: str | Path, *, artifacts: str | Pa
         "trait": trait, "animals": animals, "run_dir": str(run_dir) if run_dir else None,
         "config": config.to_dict(), "bases": [b.lineage | {"name": b.name} for b in bases],
         "sae_quality": quality,
-        "trait_features": {name: {h: {k: {"top": v["top"], "scores_file": v["scores_file"],
-                                          "top1_auroc_heldout": v["top1_auroc_heldout"]} for k, v in d.items()}
-                                  for h, d in tf.items()} for name, tf in trait_features.items()},
+        "trait_features": trait_features,
         "number_links": {b.name: number_links_summary(links[b.name], animals, config) for b in bases},
     }
     findings["subliminal_prompting"] = subliminal_prompting(bases, links, world, config, animals, progress)

@@ -326,9 +326,12 @@ def _text_sections(f: dict) -> dict[str, str]:
     for b, tf in f["trait_features"].items():
         for h, d in tf.items():
             for k, v in d.items():
-                parts.append(f"<li>{html.escape(b)} {html.escape(h)} {k}: {_ci(v['top1_auroc_heldout'], '.3f')}</li>")
-    out["trait_features"] = ("<p>Held-out AUROC of each animal's top-ranked feature (mean over animals, 95% CI):</p><ul>"
-                             + "".join(parts) + "</ul>")
+                by_kind = "; ".join(f"{c} {_ci(e, '.3f')}" for c, e in v["best_by_kind_auroc_heldout"].items())
+                parts.append(f"<li>{html.escape(b)} {html.escape(h)} {k}: top feature {_ci(v['top1_auroc_heldout'], '.3f')}; "
+                             f"best feature of one context kind: {by_kind}</li>")
+    out["trait_features"] = ("<p>Held-out AUROC (animal vs the other animals, mean over animals, 95% CI) of each animal's "
+                             "top-ranked feature, averaged over the three context kinds, and of the best feature of each "
+                             "kind alone:</p><ul>" + "".join(parts) + "</ul>")
     sp = f["subliminal_prompting"]
     rows = "".join(f"<tr><td>{e['target_base']}</td><td>{e['selected_on']}</td><td>{e['method']}</td><td>{e['format']}</td>"
                    f"<td>{_ci(e['effect_over_animals'])}</td><td>{_ci(e['ratio_linked_to_random'], '.3f')}</td>"
