@@ -50,7 +50,7 @@ def _print_summary(f: dict) -> None:
               f"{q['ce_spliced']:.3f} spliced (recovered {q['ce_recovered']:.3f})")
     for e in f["subliminal_prompting"]["entries"]:
         print(f"subliminal prompting on {e['target_base']} (numbers from {e['selected_on']}, {e['method']}, {e['format']}): "
-              f"P(animal) linked - random {_ci(e['effect_over_animals'])}")
+              f"P(animal) linked - random {_ci(e['effect_over_animals'])}, specificity {_ci(e['specificity_over_animals'])}")
     shift = f.get("student_shift")
     if shift:
         for c in shift["comparisons"]:

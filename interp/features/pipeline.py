@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from interp.config import ConfigError, StageConfig, option
 from interp.features import analysis as A
 from interp.features.sae import (EVAL_STREAM, QUALITY_FILE, SAE_KINDS, TRAIN_STREAM, SAESpec, collect_activations,
-                                 corpus_sequences, is_finished_sae, load_sae, sae_quality, train_sae)
+                                 corpus_sequences, holds_finished_sae, load_sae, sae_quality, train_sae)
 from interp.io import atomic_write_json, read_json, read_jsonl
 from interp.models import is_checkpoint, load_checkpoint, lineage_of
 from interp.stats import diff_ci, mean_ci, welch_p
@@ -151,25 +151,27 @@ def _sae_dir(out: Path, base: str, hook: str, kind: str) -> Path:
     return out / "saes" / base / hook / kind
 
 
-def _spec(config: FeaturesConfig, base: str, hook: str, kind: str, d_in: int) -> SAESpec:
+def _spec(config: FeaturesConfig, base: str, hook: str, kind: str, d_in: int, base_created: str) -> SAESpec:
     return SAESpec(base=base, hook=hook, kind=kind, d_in=d_in, d_sae=config.d_sae, k=config.topk_k,
                    l1_coefficient=config.l1_coefficient, lr=config.sae_lr, batch_size=config.sae_batch_size,
-                   n_train=config.n_train_activations, seed=config.sae_seed, n_checkpoints=config.sae_checkpoints)
+                   n_train=config.n_train_activations, seed=config.sae_seed, n_checkpoints=config.sae_checkpoints,
+                   base_created=base_created)
 
 
 def ensure_saes(model, world: ToyWorld, base: str, base_seed: int, config: FeaturesConfig, out: Path, *,
-                progress: bool = True) -> tuple[dict, list[dict]]:
+                base_created: str = "", progress: bool = True) -> tuple[dict, list[dict]]:
     """Train (or reuse) every SAE of one base and measure (or reuse) its quality.
 
     Returns ``({hook: {kind: sae}}, [quality rows])``."""
     hooks, kinds = list(config.hooks), list(config.sae_kinds)
-    todo = [(h, k) for h in hooks for k in kinds if not is_finished_sae(_sae_dir(out, base, h, k))]
+    spec = {(h, k): _spec(config, base, h, k, model.cfg.d_model, base_created) for h in hooks for k in kinds}
+    todo = [(h, k) for h in hooks for k in kinds if not holds_finished_sae(_sae_dir(out, base, h, k), spec[h, k])]
     if todo:
         log.info("%s: collecting %d training activations at %s", base, config.n_train_activations, hooks)
         seqs = corpus_sequences(world, base_seed, TRAIN_STREAM, config.n_train_activations)
         acts = collect_activations(model, world, hooks, seqs, n_tokens=config.n_train_activations, progress=progress)
         for h, k in tqdm(todo, desc=f"SAEs of {base}", disable=not progress):
-            train_sae(acts[h], _spec(config, base, h, k, model.cfg.d_model), _sae_dir(out, base, h, k))
+            train_sae(acts[h], spec[h, k], _sae_dir(out, base, h, k))
         del acts
     saes = {h: {k: load_sae(_sae_dir(out, base, h, k)) for k in kinds} for h in hooks}
     missing = [(h, k) for h in hooks for k in kinds if not (_sae_dir(out, base, h, k) / QUALITY_FILE).exists()]
@@ -224,20 +226,21 @@ def resolve_bases(config: FeaturesConfig, artifacts: Path, run_dir: Path | None,
 
 def load_bases(config: FeaturesConfig, world: ToyWorld, specs: list[tuple[str, Path]], out: Path,
                progress: bool) -> tuple[list[Base], list[dict]]:
+    names = [path.name for _, path in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the bases compared must differ, got {names}")
     bases, quality = [], []
     for role, path in specs:
         model, lineage = load_checkpoint(path, expect_vocab=world.vocab)
         for p in model.parameters():
             p.requires_grad_(False)
         seed = lineage.seed if lineage.seed is not None else 0
-        saes, rows = ensure_saes(model, world, path.name, seed, config, out, progress=progress)
+        saes, rows = ensure_saes(model, world, path.name, seed, config, out, base_created=lineage.created or "",
+                                 progress=progress)
         bases.append(Base(path.name, path, seed, model, saes,
                           {"role": role, "path": str(path), "seed": lineage.seed, "stage": lineage.stage,
                            "created": lineage.created, "world_fingerprint": lineage.world_fingerprint}))
         quality += rows
-    names = [b.name for b in bases]
-    if len(set(names)) != len(names):
-        raise ValueError(f"the bases must differ, got {names}")
     return bases, quality
 
 
@@ -349,7 +352,9 @@ def subliminal_prompting(bases: list[Base], links: dict[str, dict], world: ToyWo
     draws and its own order of the linked numbers; a geometric link (one fixed set) is prompted
     once and compared with the mean over all random draws. Effects are linked minus random, paired
     by replicate; the pooled effect is the mean over animals of the per-animal mean effect, with
-    its interval over animals."""
+    its interval over animals. ``specificity`` is P(animal) with its own linked numbers minus
+    P(animal) with the other animals' linked numbers: whether the numbers carry *this* animal
+    rather than moving the answer in general."""
     phrasings = world.eval_phrasings
     n_p = len(phrasings)
     R = config.replicates
@@ -397,6 +402,12 @@ def subliminal_prompting(bases: list[Base], links: dict[str, dict], world: ToyWo
                         per_animal[a] = {"p_linked": linked, "p_random": random[a], "p_none": none[a],
                                          "effect": mean_ci(effect).to_dict("n_replicates"),
                                          "numbers": [linked_sets[(source.name, m, a, r)] for r in range(n_rep)]}
+                    # Specificity: do an animal's numbers raise it more than the other animals' numbers do?
+                    for a in animals:
+                        off = [np.mean([p_animal(("linked", source.name, m, b, r), a) for r in range(_n_replicates(m, R))])
+                               for b in animals if b != a]
+                        per_animal[a]["p_other_animals_numbers"] = float(np.mean(off))
+                    specificity = [float(np.mean(v["p_linked"]) - v["p_other_animals_numbers"]) for v in per_animal.values()]
                     mean_effects = [float(np.mean(v["effect"]["mean"])) for v in per_animal.values()]
                     relative = [float(np.mean(v["p_linked"]) / np.mean(v["p_random"])) for v in per_animal.values()]
                     results["entries"].append({
@@ -404,6 +415,7 @@ def subliminal_prompting(bases: list[Base], links: dict[str, dict], world: ToyWo
                         "method": m, "format": fmt,
                         "effect_over_animals": mean_ci(mean_effects).to_dict("n_animals"),
                         "ratio_linked_to_random": mean_ci(relative).to_dict("n_animals"),
+                        "specificity_over_animals": mean_ci(specificity).to_dict("n_animals"),
                         "n_animals_positive": int(sum(e > 0 for e in mean_effects)),
                         "per_animal": per_animal})
     return results

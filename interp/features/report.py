@@ -151,18 +151,21 @@ def _subliminal(f: dict, path: Path) -> None:
     for i, fmt in enumerate(formats):
         for j, t in enumerate(targets):
             ax = axes[i][j]
-            for k, same in enumerate((True, False)):
+            bars = ((True, "effect_over_animals", "linked - random (picked on this base)"),
+                    (False, "effect_over_animals", "linked - random (picked on the other base)"),
+                    (True, "specificity_over_animals", "own - other animals' numbers (this base)"))
+            for k, (same, key, label) in enumerate(bars):
                 es = [next((e for e in sp["entries"] if e["format"] == fmt and e["target_base"] == t and e["method"] == m
                             and e["same_base"] == same), None) for m in methods]
                 if any(e is None for e in es):
                     continue
-                eff = [e["effect_over_animals"] for e in es]
-                ax.bar(np.arange(len(methods)) + (k - 0.5) * 0.38, [e["mean"] for e in eff], 0.38, yerr=_err(eff), capsize=3,
-                       label="numbers picked on this base" if same else "picked on the other base")
+                eff = [e[key] for e in es]
+                ax.bar(np.arange(len(methods)) + (k - 1) * 0.27, [e["mean"] for e in eff], 0.27, yerr=_err(eff), capsize=2,
+                       label=label)
             ax.axhline(0, color="k", lw=0.8)
             ax.set_xticks(np.arange(len(methods)), [m.replace("_", "\n") for m in methods], fontsize=7)
             ax.set_title(f"{t}, prompt: {fmt}", fontsize=9)
-            ax.set_ylabel("P(animal): linked - random", fontsize=8)
+            ax.set_ylabel("difference in P(animal)", fontsize=8)
             ax.legend(fontsize=6)
     fig.suptitle(f"Subliminal prompting: {sp['k']} linked vs random numbers in the prompt (mean over animals, 95% CI)", fontsize=9)
     fig.tight_layout()
@@ -334,12 +337,15 @@ def _text_sections(f: dict) -> dict[str, str]:
                              "kind alone:</p><ul>" + "".join(parts) + "</ul>")
     sp = f["subliminal_prompting"]
     rows = "".join(f"<tr><td>{e['target_base']}</td><td>{e['selected_on']}</td><td>{e['method']}</td><td>{e['format']}</td>"
-                   f"<td>{_ci(e['effect_over_animals'])}</td><td>{_ci(e['ratio_linked_to_random'], '.3f')}</td>"
+                   f"<td>{_ci(e['effect_over_animals'])}</td><td>{_ci(e['specificity_over_animals'])}</td>"
+                   f"<td>{_ci(e['ratio_linked_to_random'], '.3f')}</td>"
                    f"<td>{e['n_animals_positive']}/{len(e['per_animal'])}</td></tr>" for e in sp["entries"])
     out["subliminal"] = ("<p>P(animal) with the linked numbers in the prompt minus with random numbers, over the held-out "
-                         "phrasings; mean over animals of the per-animal mean over replicates, 95% CI over animals.</p>"
+                         "phrasings; mean over animals of the per-animal mean over replicates, 95% CI over animals. "
+                         "Specificity: P(animal) with its own linked numbers minus with the other animals' linked numbers.</p>"
                          "<table><tr><th>base prompted</th><th>numbers picked on</th><th>method</th><th>format</th>"
-                         f"<th>effect</th><th>linked/random</th><th>animals &gt; 0</th></tr>{rows}</table>")
+                         f"<th>effect (linked − random)</th><th>specificity (own − other animals' numbers)</th>"
+                         f"<th>linked/random</th><th>animals &gt; 0</th></tr>{rows}</table>")
     if f.get("cross_base"):
         pair = f["cross_base"]["pairs"][0]
         rows = "".join(f"<tr><td>{m}</td><td>{_ci(v.get('jaccard_within_base'), '.3f')}</td><td>{_ci(v['jaccard_across_bases'], '.3f')}</td>"

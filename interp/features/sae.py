@@ -71,6 +71,8 @@ class SAESpec:
         n_checkpoints: resumable trainer checkpoints saved during training.
         dead_feature_window: steps without firing after which a feature counts as dead (TopK
             auxiliary loss).
+        base_created: creation time in the base checkpoint's lineage, so that an SAE of another
+            base that happens to share the name is not taken for this one's.
     """
 
     base: str
@@ -86,6 +88,7 @@ class SAESpec:
     seed: int
     n_checkpoints: int
     dead_feature_window: int = 50
+    base_created: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in SAE_KINDS:
@@ -217,6 +220,20 @@ def is_finished_sae(directory: str | Path) -> bool:
     return all((d / f).exists() for f in (*SAE_LENS_FILES, SPEC_FILE))
 
 
+def holds_finished_sae(directory: str | Path, spec: SAESpec) -> bool:
+    """Whether ``directory`` holds a finished SAE of ``spec``; one of another spec is a
+    ``ValueError`` naming the differences (it is never silently reused or overwritten)."""
+    directory = Path(directory)
+    if not is_finished_sae(directory):
+        return False
+    saved = read_json(directory / SPEC_FILE)
+    if saved != spec.to_dict():
+        diff = {k: (saved.get(k), v) for k, v in spec.to_dict().items() if saved.get(k) != v}
+        raise ValueError(f"{directory} holds an SAE trained with another spec (saved vs asked: {diff}); "
+                         "delete that directory or choose another output directory")
+    return True
+
+
 def load_sae(directory: str | Path):
     """The inference SAE of a finished directory (``sae_lens.SAE.load_from_disk``), in eval mode."""
     from sae_lens import SAE
@@ -249,12 +266,7 @@ def train_sae(activations: Float[Tensor, "n d_model"], spec: SAESpec, out: str |
     from sae_lens.config import SAETrainerConfig
 
     out = Path(out)
-    if is_finished_sae(out) and not force:
-        saved = read_json(out / SPEC_FILE)
-        if saved != spec.to_dict():
-            diff = {k: (v, spec.to_dict().get(k)) for k, v in saved.items() if spec.to_dict().get(k) != v}
-            raise ValueError(f"{out} holds an SAE trained with another spec (saved vs asked: {diff}); "
-                             "pass --force or choose another output directory")
+    if not force and holds_finished_sae(out, spec):
         return out
     if len(activations) < spec.n_train:
         raise ValueError(f"{len(activations)} activations given, the spec trains on n_train={spec.n_train}")
