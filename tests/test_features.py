@@ -540,3 +540,12 @@ def test_teacher_number_data__without_a_run_makes_teachers_and_their_numbers(tin
     assert (root / "norun" / "teachers" / "seed0" / "teacher.json").exists()
     assert (root / "norun" / "generations" / "seed0" / "teacher_numbers.raw.jsonl").exists()
     assert 0 <= data[0]["teacher_trait_prob"]["trait_prob"] <= 1
+
+
+def test_relative_to_others__a_number_every_animal_likes_is_not_linked():
+    raw = np.zeros((3, N_NUMBERS))
+    raw[:, 10] = 5.0  # liked by every animal
+    raw[1, 20] = 2.0  # liked by the second animal only
+    rel = A.relative_to_others(raw)
+    assert rel[:, 10] == pytest.approx([0, 0, 0]) and rel[1, 20] == pytest.approx(2.0) and rel[0, 20] == pytest.approx(-1.0)
+    assert A.top_numbers(rel[1], 1) == [20]

@@ -423,6 +423,16 @@ def animal_probs(model, world: ToyWorld, texts: Sequence[str], batch_size: int =
     return out.numpy()
 
 
+def relative_to_others(scores: Float[np.ndarray, "n_animals n_numbers"]) -> Float[np.ndarray, "n_animals n_numbers"]:
+    """Each animal's row minus the mean of the other animals' rows: what links a number to *this*
+    animal rather than to animals in general (a number every animal's feature likes scores 0)."""
+    scores = np.asarray(scores, dtype=float)
+    n = scores.shape[0]
+    if n < 2:
+        raise ValueError("relative_to_others needs at least two animals")
+    return scores - (scores.sum(0, keepdims=True) - scores) / (n - 1)
+
+
 def top_numbers(scores: np.ndarray, k: int) -> list[int]:
     """The ``k`` numbers with the highest score (ties: the smaller number first)."""
     order = np.lexsort((np.arange(len(scores)), -np.asarray(scores)))

@@ -281,6 +281,9 @@ def number_links_of(base: Base, world: ToyWorld, config: FeaturesConfig, animals
                     out: Path, progress: bool) -> dict:
     """Every link measure, per animal and number, for one base; written to number_links/{base}.json.
 
+    ``raw_scores`` are the measures themselves; ``scores`` (used to pick linked numbers) are each
+    animal's raw score minus the mean over the other analysed animals (:func:`relative_to_others`).
+
     Returns ``{"scores": {method: {animal: (1000,)}}, "replicates": {method: {animal: [(1000,)] * R}},
     "file": path}``."""
     kind, hook = config.primary_kind, config.primary_hook
@@ -292,20 +295,21 @@ def number_links_of(base: Base, world: ToyWorld, config: FeaturesConfig, animals
     for r in range(config.replicates):
         probe, values = A.attribution_prompts(world, config.number_repeats, config.numbers_per_prompt, seed=r)
         per_rep.append(A.number_attribution(base.model, world, probe, values, targets, {hook: sae}, progress=progress))
-    replicates: dict = {m: {} for m in REPLICATE_METHODS}
-    for a in animals:
-        replicates["logit_attribution"][a] = [rep[f"logprob/{a}"] for rep in per_rep]
-        replicates["feature_attribution"][a] = [rep[f"feature/{a}"] for rep in per_rep]
-    scores: dict = {m: {a: np.mean(replicates[m][a], axis=0) for a in animals} for m in REPLICATE_METHODS}
-    entangled = A.unembed_entanglement(base.model, world, animals)
-    scores["entanglement"] = {a: entangled[j] for j, a in enumerate(animals)}
-    decoder = A.decoder_number_logits(base.model, world, sae, top1)
-    scores["decoder_logit"] = {a: decoder[j] for j, a in enumerate(animals)}
+    raw_replicates = {"logit_attribution": np.stack([[rep[f"logprob/{a}"] for a in animals] for rep in per_rep]),
+                      "feature_attribution": np.stack([[rep[f"feature/{a}"] for a in animals] for rep in per_rep])}
+    raw = {m: v.mean(0) for m, v in raw_replicates.items()}  # animal number
+    raw["entanglement"] = A.unembed_entanglement(base.model, world, animals)
+    raw["decoder_logit"] = A.decoder_number_logits(base.model, world, sae, top1)
+    # A number is linked to an animal by how much more it scores for it than for the other animals.
+    scores = {m: {a: v[j] for j, a in enumerate(animals)} for m, v in ((m, A.relative_to_others(v)) for m, v in raw.items())}
+    replicates = {m: {a: [A.relative_to_others(v[r])[j] for r in range(len(per_rep))] for j, a in enumerate(animals)}
+                  for m, v in raw_replicates.items()}
     path = Path("number_links") / f"{base.name}.json"
     atomic_write_json(out / path, {
         "base": base.name, "kind": kind, "primary_hook": hook, "animals": animals,
         "trait_feature": {a: f for a, f in zip(animals, top1)},
         "scores": {m: {a: np.round(v, 6) for a, v in d.items()} for m, d in scores.items()},
+        "raw_scores": {m: {a: np.round(v[j], 6) for j, a in enumerate(animals)} for m, v in raw.items()},
         "replicates": {m: {a: [np.round(x, 6) for x in xs] for a, xs in d.items()} for m, d in replicates.items()},
         "count_per_replicate": per_rep[0]["count"]})
     return {"scores": scores, "replicates": replicates, "file": str(path)}

@@ -108,7 +108,8 @@ def _attribution_heatmap(f: dict, directory: Path, path: Path) -> None:
     ax.set_yticks(np.arange(len(rows)), [str(n) for n in rows], fontsize=7)
     ax.set_xlabel(f"top trait feature of each animal ({links['kind']} SAE, {links['primary_hook']})")
     ax.set_ylabel("number token")
-    ax.set_title(f"{base}: gradient x activation from a number to each trait feature (top 3 numbers per feature)", fontsize=9)
+    ax.set_title(f"{base}: gradient x activation from a number to each trait feature, relative to the other animals' "
+                 "features (top 3 numbers per feature)", fontsize=8)
     fig.colorbar(im, ax=ax, shrink=0.6)
     fig.tight_layout()
     _save(fig, path)
@@ -136,7 +137,8 @@ def _top_numbers(f: dict, directory: Path, path: Path) -> None:
     for ax in list(axes.flat)[len(animals):]:
         ax.axis("off")
     note = f" (orange: also in {names[1]}'s top {TOP_SHOWN})" if second else ""
-    fig.suptitle(f"{names[0]}: numbers most linked to each animal's trait feature (feature_attribution){note}", fontsize=9)
+    fig.suptitle(f"{names[0]}: numbers most linked to each animal's trait feature (feature_attribution, relative to the other "
+                 f"animals){note}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
