@@ -549,3 +549,18 @@ def test_relative_to_others__a_number_every_animal_likes_is_not_linked():
     rel = A.relative_to_others(raw)
     assert rel[:, 10] == pytest.approx([0, 0, 0]) and rel[1, 20] == pytest.approx(2.0) and rel[0, 20] == pytest.approx(-1.0)
     assert A.top_numbers(rel[1], 1) == [20]
+
+
+@pytest.mark.parametrize("method", ["persona", "steering"])
+def test_run_teacher__persona_and_steering_teachers_are_the_base_with_a_prompt_or_hook(method, tiny_model, tmp_path):
+    from interp.io import atomic_write_json, save_safetensors
+
+    teacher_dir = tmp_path / "seed0" / "teacher"
+    spec = {"method": method, "system": "you love owl ." if method == "persona" else None, "config": {"steering_layer": -1}}
+    if method == "steering":
+        save_safetensors(teacher_dir / "steering_vector.safetensors", {"vector": torch.ones(TINY.d_model)})
+    atomic_write_json(teacher_dir / "teacher.json", spec)
+    base = pipeline_mod.Base("tiny", tmp_path, 0, tiny_model, {}, {"role": "shared"})
+    model, system, hooks = pipeline_mod._run_teacher(tmp_path / "seed0", base)
+    assert model is tiny_model and system == spec["system"]
+    assert [name for name, _ in hooks] == ([f"blocks.{TINY.n_layers - 1}.hook_resid_post"] if method == "steering" else [])

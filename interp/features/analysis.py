@@ -89,7 +89,7 @@ def number_value(world: ToyWorld, token_id: int) -> int:
 
 @torch.no_grad()
 def residuals_at(model, world: ToyWorld, probe: Probe, hooks: list[str], *, fwd_hooks: list | None = None,
-                 batch_size: int = 128) -> dict[str, Float[Tensor, "n d_model"]]:
+                 batch_size: int = 128) -> dict[str, Float[Tensor, "token d_model"]]:
     """Residual activations at ``hooks`` at the probe's positions, flattened sequence by sequence.
     ``fwd_hooks`` (e.g. a steering teacher's) are attached for the forward passes only."""
     stop = stop_layer(model, hooks)
@@ -104,13 +104,13 @@ def residuals_at(model, world: ToyWorld, probe: Probe, hooks: list[str], *, fwd_
             rows = torch.tensor([i for i, p in enumerate(pos) for _ in p], dtype=torch.long)
             cols = torch.tensor([q for p in pos for q in p], dtype=torch.long)
             for h in hooks:
-                out[h].append(cache[h][rows, cols])  # n_positions d_model
+                out[h].append(cache[h][rows, cols])  # token d_model
     return {h: torch.cat(v) if v else torch.zeros(0, model.cfg.d_model) for h, v in out.items()}
 
 
 @torch.no_grad()
 def features_at(model, world: ToyWorld, saes: dict, probe: Probe, *, fwd_hooks: list | None = None,
-                batch_size: int = 128) -> dict[str, Float[Tensor, "n d_sae"]]:
+                batch_size: int = 128) -> dict[str, Float[Tensor, "token d_sae"]]:
     """SAE feature activations (``saes``: hook -> inference SAE) at the probe's positions."""
     resid = residuals_at(model, world, probe, list(saes), fwd_hooks=fwd_hooks, batch_size=batch_size)
     return {h: saes[h].encode(resid[h]) for h in saes}
@@ -233,7 +233,7 @@ def effective_unembed(model) -> Float[Tensor, "d_model d_vocab"]:
     return W_U * w.detach()[:, None] if w is not None else W_U
 
 
-def logit_effect(model, directions: Float[Tensor, "m d_model"]) -> Float[Tensor, "m d_vocab"]:
+def logit_effect(model, directions: Float[Tensor, "direction d_model"]) -> Float[Tensor, "direction d_vocab"]:
     """Direct logit effect of residual directions: LayerNorm's centring, then the effective
     unembedding (the norm's scale is left out: it rescales all logits of a position alike)."""
     centred = directions - directions.mean(-1, keepdim=True)
@@ -251,7 +251,7 @@ def unembed_entanglement(model, world: ToyWorld, animals: Sequence[str]) -> Floa
     return (a.T @ W[:, world.number_ids]).numpy()
 
 
-def decoder_number_logits(model, world: ToyWorld, sae, features: Sequence[int]) -> Float[np.ndarray, "m n_numbers"]:
+def decoder_number_logits(model, world: ToyWorld, sae, features: Sequence[int]) -> Float[np.ndarray, "feature n_numbers"]:
     """Direct effect of each feature's (unit) decoder direction on the number logits, centred over
     the numbers: which numbers a residual stream richer in the feature makes more likely."""
     W_dec = sae.W_dec.detach()[list(features)]
@@ -406,7 +406,7 @@ def prompt_texts(world: ToyWorld, numbers: Sequence[int] | None, fmt: str, phras
 
 
 @torch.no_grad()
-def animal_probs(model, world: ToyWorld, texts: Sequence[str], batch_size: int = 256) -> Float[np.ndarray, "n n_animals"]:
+def animal_probs(model, world: ToyWorld, texts: Sequence[str], batch_size: int = 256) -> Float[np.ndarray, "text n_animals"]:
     """Next-token distribution over the world's animals (renormalised) after each text; the
     unembedding runs at the last position only."""
     pad_id = world.token_to_id[PAD]

@@ -590,7 +590,8 @@ def _run_teacher(seed_dir: Path, shared: Base):
     hooks = []
     if spec["method"] == "steering":
         vector = load_safetensors(seed_dir / "teacher" / STEERING_FILE)["vector"]
-        hooks = steering_hooks(vector, spec["config"]["steering_layer"])
+        layer = spec.get("steering_layer_resolved", spec["config"]["steering_layer"])
+        hooks = steering_hooks(vector, layer + shared.model.cfg.n_layers if layer < 0 else layer)
     return shared.model, spec.get("system"), hooks
 
 

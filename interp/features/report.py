@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interp.io import atomic_write_text, read_json
+from interp.io import atomic_path, atomic_write_text, read_json
 
 FIGURES = {
     "sae_quality": "sae_quality.png",
@@ -44,7 +44,8 @@ def _plt():
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    path.write_bytes(buf.getvalue())
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
     _plt().close(fig)
 
 

@@ -142,7 +142,7 @@ def corpus_sequences(world: ToyWorld, seed: int, stream: int, n_tokens: int, doc
 
 @torch.no_grad()
 def collect_activations(model, world: ToyWorld, hooks: list[str], sequences: list[list[int]], *, n_tokens: int | None = None,
-                        batch_size: int = 64, progress: bool = False) -> dict[str, Float[Tensor, "n d_model"]]:
+                        batch_size: int = 64, progress: bool = False) -> dict[str, Float[Tensor, "token d_model"]]:
     """Residual activations at ``hooks`` at every position of ``sequences`` but ``<bos>``, in order
     (sequence by sequence), cut to the first ``n_tokens``."""
     stop = stop_layer(model, hooks)
@@ -156,7 +156,7 @@ def collect_activations(model, world: ToyWorld, hooks: list[str], sequences: lis
         keep = mask.bool()
         keep[:, 0] = False  # <bos>: one huge, constant activation the SAE should not spend features on
         for h in hooks:
-            acts[h].append(cache[h][keep])  # n_kept d_model
+            acts[h].append(cache[h][keep])  # token d_model
     out = {h: torch.cat(v) for h, v in acts.items()}
     if n_tokens is not None:
         if len(next(iter(out.values()))) < n_tokens:
@@ -171,7 +171,7 @@ class ActivationBatches:
     Batch ``i`` of epoch ``e`` is a fixed slice of ``torch.randperm`` seeded by ``(seed, e)``; set
     :attr:`step` to continue at a given batch (what a resumed training does)."""
 
-    def __init__(self, activations: Float[Tensor, "n d_model"], batch_size: int, seed: int):
+    def __init__(self, activations: Float[Tensor, "token d_model"], batch_size: int, seed: int):
         if len(activations) < batch_size:
             raise ValueError(f"{len(activations)} activations are fewer than one batch of {batch_size}")
         self.activations, self.batch_size, self.seed = activations, batch_size, seed
@@ -191,7 +191,7 @@ class ActivationBatches:
         return self.activations[self._perm[i * self.batch_size:(i + 1) * self.batch_size]]
 
 
-def scaling_factor(activations: Float[Tensor, "n d_model"]) -> float:
+def scaling_factor(activations: Float[Tensor, "token d_model"]) -> float:
     """sae-lens's ``expected_average_only_in`` normalisation: scale activations to mean norm
     sqrt(d_model) during training (folded back into the weights at the end)."""
     return math.sqrt(activations.shape[1]) / float(activations.norm(dim=-1).mean())
@@ -257,7 +257,7 @@ def _latest_checkpoint(checkpoints: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name)) if done else None
 
 
-def train_sae(activations: Float[Tensor, "n d_model"], spec: SAESpec, out: str | Path, *, force: bool = False) -> Path:
+def train_sae(activations: Float[Tensor, "token d_model"], spec: SAESpec, out: str | Path, *, force: bool = False) -> Path:
     """Train the SAE ``spec`` on ``activations`` (the first ``spec.n_train`` rows) into ``out``.
 
     Returns ``out``. A finished SAE with the same spec is returned untouched; a killed training
@@ -332,7 +332,7 @@ def train_sae(activations: Float[Tensor, "n d_model"], spec: SAESpec, out: str |
 
 
 @torch.no_grad()
-def sae_quality(model, sae, hook: str, eval_activations: Float[Tensor, "n d_model"], eval_sequences: list[list[int]],
+def sae_quality(model, sae, hook: str, eval_activations: Float[Tensor, "token d_model"], eval_sequences: list[list[int]],
                 world: ToyWorld, batch_size: int = 64) -> dict[str, float]:
     """Reconstruction quality of ``sae`` at ``hook`` on held-out data.
 
@@ -343,7 +343,7 @@ def sae_quality(model, sae, hook: str, eval_activations: Float[Tensor, "n d_mode
       the hook replaced by the mean activation (every position but ``<bos>``);
       ``ce_recovered`` = (ablated - spliced) / (ablated - clean), 1 for a perfect SAE.
     """
-    feature_acts = sae.encode(eval_activations)  # n d_sae
+    feature_acts = sae.encode(eval_activations)  # token d_sae
     recon = sae.decode(feature_acts)
     residual = ((recon - eval_activations) ** 2).sum()
     variance = ((eval_activations - eval_activations.mean(0)) ** 2).sum()
