@@ -75,17 +75,27 @@ def _trait_features(f: dict, path: Path) -> None:
     plt = _plt()
     animals = f["animals"]
     combos = [(b, h, k) for b, tf in f["trait_features"].items() for h, d in tf.items() for k in d]
-    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(animals) + 3), 4))
+    labels = [f"{b} {h.split('.hook_')[0]} {k}" for b, h, k in combos]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(max(12, 0.7 * len(animals) + 8), 4), gridspec_kw={"width_ratios": [2, 1]})
     width = 0.8 / len(combos)
     for i, (b, h, k) in enumerate(combos):
         vals = [f["trait_features"][b][h][k]["top"][a][0]["auroc_heldout_mean"] for a in animals]
-        ax.bar(np.arange(len(animals)) + (i - (len(combos) - 1) / 2) * width, vals, width, label=f"{b} {h.split('.hook_')[0]} {k}")
+        ax.bar(np.arange(len(animals)) + (i - (len(combos) - 1) / 2) * width, vals, width, label=labels[i])
     ax.axhline(0.5, color="k", lw=0.8, ls="--")
     ax.set_ylim(0.4, 1.02)
     ax.set_xticks(np.arange(len(animals)), animals, rotation=30)
-    ax.set_ylabel("held-out AUROC of the top trait feature")
-    ax.set_title("Trait features: top-ranked feature per animal, AUROC on held-out contexts (mean over persona, word, answer)", fontsize=9)
+    ax.set_ylabel("held-out AUROC (animal vs others)")
+    ax.set_title("Top-ranked trait feature per animal (mean AUROC over persona, word, answer)", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
+    kinds = list(next(iter(f["trait_features"][combos[0][0]][combos[0][1]].values()))["best_by_kind_auroc_heldout"])
+    for i, (b, h, k) in enumerate(combos):
+        es = [f["trait_features"][b][h][k]["best_by_kind_auroc_heldout"][c] for c in kinds]
+        ax2.bar(np.arange(len(kinds)) + (i - (len(combos) - 1) / 2) * width, [e["mean"] for e in es], width, yerr=_err(es),
+                capsize=1.5)
+    ax2.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax2.set_ylim(0.4, 1.02)
+    ax2.set_xticks(np.arange(len(kinds)), kinds)
+    ax2.set_title("Best feature of one context kind (mean over animals, 95% CI)", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
