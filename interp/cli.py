@@ -29,6 +29,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.mnist",
     "interp.commands.theorem",
     "interp.commands.bench",
+    "interp.commands.features",
 )
 
 

@@ -84,6 +84,8 @@ class RunConfig(StageConfig):
     cross_arch: str = option("narrow", "Architecture of the cross-architecture student (narrow, wide, deep or small).")
     pretrain_steps: int = option(1500, "Pretraining steps of each base (quick: 300).")
     in_context_examples: int = option(10, "Number lists shown in-context (each asked with every phrasing).")
+    features: bool = option(False, "Afterwards run `interp features` on this run into DIR/features (SAEs on its bases, "
+                                   "numbers linked to the trait, the students' trait-feature shift).")
     student_checkpoint_every: int = option(50, "Save a resumable state of each student every this many steps (0: never); "
                                            "a killed run resumes the unfinished student. Does not change the results.")
 
@@ -391,6 +393,11 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(results))
     plot_results(results, out / "results.png")
+    if config.features:
+        from interp.features.pipeline import FeaturesConfig, run_features
+
+        run_features(FeaturesConfig(**(FeaturesConfig.quick_defaults() if config.quick else {})), out / "features",
+                     artifacts=artifacts, run_dir=out, progress=progress)
     from interp.report import make_report
 
     try:

@@ -1,0 +1,58 @@
+"""``interp features``: SAE features that link number tokens to the trait, on two bases."""
+
+from __future__ import annotations
+
+import argparse
+
+from interp.features.pipeline import FEATURES_FILE, FeaturesConfig, run_features
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "features", help="SAEs on the bases, trait features, numbers linked to the trait, subliminal prompting",
+        description="Train TopK and L1 SAEs (sae-lens) on the residual stream of each base, find every animal's trait "
+        "features, link every number token to them (unembedding geometry, gradient x activation, activations at the "
+        "numbers a teacher writes), test subliminal prompting with the linked numbers against random ones, compare the "
+        "links across bases, and, with --run, measure the students' trait-feature shift per condition. Writes "
+        f"DIR/{FEATURES_FILE}, DIR/*.png, DIR/features.html and the SAEs under DIR/saes/. Finished SAEs, teachers and "
+        "number data are reused.",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--run", default=None, help="a finished `interp run` directory: use its bases, trait, teacher numbers and students")
+    p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
+    p.add_argument("--config", default=None, help="JSON file with FeaturesConfig fields (options given on the command line win)")
+    p.add_argument("--force", action="store_true", help="redo the analysis (SAEs and teachers of the same spec are still reused)")
+    FeaturesConfig.add_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    values = FeaturesConfig.load(args.config).to_dict() if args.config else {}
+    if getattr(args, "quick", False):
+        values.update(FeaturesConfig.quick_defaults())
+    names = set(FeaturesConfig.__dataclass_fields__)
+    values.update({k: v for k, v in vars(args).items() if k in names and k != "quick"})
+    config = FeaturesConfig(**values)
+    findings = run_features(config, args.out, artifacts=args.artifacts, run_dir=args.run, force=args.force)
+    _print_summary(findings)
+    print(f"wrote {args.out}/{FEATURES_FILE}, features.html and {len(findings['figures'])} figures "
+          f"({findings['wall_seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _ci(e: dict | None) -> str:
+    return "-" if not e else f"{e['mean']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
+
+
+def _print_summary(f: dict) -> None:
+    for q in f["sae_quality"]:
+        print(f"SAE {q['base']} {q['hook']} {q['kind']}: fvu {q['fvu']:.3f}, L0 {q['l0']:.1f}, loss {q['ce_clean']:.3f} -> "
+              f"{q['ce_spliced']:.3f} spliced (recovered {q['ce_recovered']:.3f})")
+    for e in f["subliminal_prompting"]["entries"]:
+        print(f"subliminal prompting on {e['target_base']} (numbers from {e['selected_on']}, {e['method']}, {e['format']}): "
+              f"P(animal) linked - random {_ci(e['effect_over_animals'])}, specificity {_ci(e['specificity_over_animals'])}")
+    shift = f.get("student_shift")
+    if shift:
+        for c in shift["comparisons"]:
+            if c["metric"] == "trait_feature_shift" and c["hook"] == f["config"]["primary_hook"]:
+                print(f"student {c['objective']} {c['probe']}: {c['a']} - {c['b']} trait-feature shift {_ci(c['difference'])}")
