@@ -39,7 +39,8 @@ from interp.config import StageConfig, option
 from interp.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
 from interp.finetune import FinetuneConfig, finetune_student
 from interp.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
-from interp.models import load_checkpoint
+from interp.models import is_checkpoint, load_checkpoint
+from interp.parallel import resolve_workers, run_jobs
 from interp.pretrain import PretrainConfig, pretrain
 from interp.stats import diff_ci, mean_ci, welch_p
 from interp.teacher import TeacherConfig, load_teacher, make_teacher
@@ -119,15 +120,22 @@ def _pretrain_cfg(config: RunConfig, seed: int, arch: str) -> PretrainConfig:
     return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=min(100, steps // 5))
 
 
-def _bases(config: RunConfig, artifacts: Path, progress: bool) -> dict[str, Path]:
+def _pretrain_job(cfg: PretrainConfig, artifacts: Path, progress: bool) -> Path:
+    return pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
+
+
+def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1) -> dict[str, Path]:
+    """The bases the run needs, pretrained (in parallel, on ``workers`` processes) where missing."""
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
-    out = {}
-    for key, (seed, arch) in specs.items():
-        cfg = _pretrain_cfg(config, seed, arch)
-        out[key] = pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
-    return out
+    cfgs = {key: _pretrain_cfg(config, seed, arch) for key, (seed, arch) in specs.items()}
+    missing = [key for key, cfg in cfgs.items() if not is_checkpoint(artifacts / "bases" / cfg.name)]
+    n = resolve_workers(workers, len(missing))
+    jobs = [(cfgs[key], artifacts, progress and n == 1) for key in missing]
+    run_jobs(_pretrain_job, jobs, workers=n, desc="pretrain bases", progress=progress)
+    # Every base, missing or not, goes through pretrain(): a finished one is checked against its config.
+    return {key: _pretrain_job(cfg, artifacts, progress) for key, cfg in cfgs.items()}
 
 
 def shuffle_rows(rows: list[dict], mode: str, seed: int) -> list[dict]:
@@ -364,10 +372,12 @@ def plot_results(results: dict, path: Path) -> None:
 
 
 def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
-        progress: bool = True, data_cache: str | Path | None = None) -> dict:
+        progress: bool = True, data_cache: str | Path | None = None, workers: int = 1) -> dict:
     """Run the loop into ``out`` (see the module docstring); returns the summary also written to
     ``out/results.json``. ``data_cache``: a directory where teachers and generated data are kept
-    under :func:`data_key` and shared between runs (sweeps use it)."""
+    under :func:`data_key` and shared between runs (sweeps use it). ``workers``: processes that
+    pretrain missing bases and run seeds in parallel, one torch thread each (0: one per CPU core;
+    1: everything in this process); see :mod:`interp.parallel`."""
     out, artifacts = Path(out), Path(artifacts)
     if (out / RUN_CONFIG_FILE).exists() and not force:
         diff = RunConfig.load(out / RUN_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_RUN_FIELDS)
@@ -382,11 +392,13 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / RUN_CONFIG_FILE)
     start = time.time()
-    bases = _bases(config, artifacts, progress)
+    bases = _bases(config, artifacts, progress, workers)
     shared = Path(data_cache) / data_key(config) if data_cache is not None else None
-    per_seed = [run_seed(config, s, bases, out / f"seed{s}", progress,
-                         shared=shared / f"seed{s}" if shared is not None else None)
-                for s in range(config.first_seed, config.first_seed + config.seeds)]
+    seeds = range(config.first_seed, config.first_seed + config.seeds)
+    n = resolve_workers(workers, len(seeds))
+    per_seed = run_jobs(run_seed, [(config, s, bases, out / f"seed{s}", progress and n == 1,
+                                    shared / f"seed{s}" if shared is not None else None) for s in seeds],
+                        workers=n, desc="seeds", progress=progress)
     results = summarize(config, per_seed)
     results["bases"] = {k: str(v) for k, v in bases.items()}
     results["wall_seconds"] = time.time() - start

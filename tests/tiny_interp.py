@@ -92,4 +92,7 @@ if __name__ == "__main__":
     from interp.cli import main
 
     use_tiny_presets()
-    sys.exit(main(sys.argv[1:]))
+    argv = sys.argv[1:]
+    if argv[:1] in (["run"], ["sweep"]) and "--workers" not in argv:
+        argv += ["--workers", "1"]  # the tiny presets are patched in this process only, not in spawned workers
+    sys.exit(main(argv))

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="allow a run directory that holds a run of another config")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that pretrain missing bases and run seeds in parallel, one torch thread each "
+                   "(0: one per CPU core; 1: all in this process) (default: %(default)s)")
     RunConfig.add_arguments(p)
     p.set_defaults(func=_main)
 
@@ -26,7 +29,7 @@ def _main(args: argparse.Namespace) -> int:
     names = set(RunConfig.__dataclass_fields__)
     overrides.update({k: v for k, v in vars(args).items() if k in names and k != "quick"})
     config = RunConfig(**overrides)
-    results = run(config, args.out, artifacts=args.artifacts, force=args.force)
+    results = run(config, args.out, artifacts=args.artifacts, force=args.force, workers=args.workers)
     print(results_markdown(results))
     print(f"wrote {args.out}/results.json, results.md, results.png, report.html ({results['wall_seconds'] / 60:.1f} min)")
     return 0

@@ -17,10 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
     p.add_argument("--objective", default="sft", help="objective the table reports (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="allow a sweep directory that holds a sweep of another config")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that run a cell's seeds in parallel, one torch thread each "
+                   "(0: one per CPU core; 1: all in this process) (default: %(default)s)")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts, force=args.force)
+    rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts, force=args.force,
+                     workers=args.workers)
     print(sweep_markdown(rows, args.objective))
     return 0
