@@ -16,7 +16,6 @@ student with adjusted p < ``alpha``. The raw p-values are kept beside the adjust
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,4 +154,5 @@ def plot_sweep(rows: list[dict], path: Path, objective: str = "sft") -> None:
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
-    return SweepConfig.from_dict(json.loads(Path(path).read_text()))
+    """A SweepConfig JSON file (as written by :meth:`SweepConfig.save`; ``config_class`` optional)."""
+    return SweepConfig.load(path)

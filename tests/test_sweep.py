@@ -41,3 +41,17 @@ def test_add_verdicts__needs_both_comparisons_after_correction():
     add_verdicts(rows, alpha=0.05)
     assert [r["transmits/sft"] for r in rows] == [True, False, False]
     assert rows[0]["vs_control/sft"]["holm_p"] == pytest.approx(0.006)
+
+
+def test_load_sweep__reads_the_shipped_experiment_and_a_saved_config(tmp_path):
+    from pathlib import Path
+
+    from interp.sweep import SweepConfig, load_sweep
+
+    shipped = load_sweep(Path(__file__).parents[1] / "experiments" / "sft_sweep.json")
+    assert len(shipped.cells) >= 5 and shipped.base["objectives"] == ["sft"]
+    shipped.save(tmp_path / "saved.json")
+    assert load_sweep(tmp_path / "saved.json") == shipped
+    (tmp_path / "other.json").write_text('{"config_class": "RunConfig", "cells": [{}]}')
+    with pytest.raises(ValueError, match="holds a RunConfig"):
+        load_sweep(tmp_path / "other.json")
