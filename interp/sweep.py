@@ -92,9 +92,16 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
         rows.append(row)
         add_verdicts(rows, config.alpha)
         atomic_write_json(out / "sweep_results.json", {"config": config.to_dict(), "rows": rows})
-    atomic_write_text(out / "sweep.md", sweep_markdown(rows))
-    plot_sweep(rows, out / "sweep.png")
+    objectives = sweep_objectives(rows)
+    atomic_write_text(out / "sweep.md", "\n".join(f"## {o} students\n\n{sweep_markdown(rows, o)}" for o in objectives))
+    for o in objectives:  # sweep.png for the first objective (sft in the SFT sweep), sweep_{o}.png for others
+        plot_sweep(rows, out / ("sweep.png" if o == objectives[0] else f"sweep_{o}.png"), o)
     return rows
+
+
+def sweep_objectives(rows: list[dict]) -> list[str]:
+    """The objectives every row of the sweep ran, in the order of the first row."""
+    return [o for o in rows[0]["objectives"] if all(o in r["objectives"] for r in rows)] if rows else []
 
 
 def add_verdicts(rows: list[dict], alpha: float) -> None:

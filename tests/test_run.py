@@ -71,3 +71,24 @@ def test_run_config__rejects_contradictions():
         RunConfig(objectives=("rlhf",))
     with pytest.raises(ConfigError, match="cross_arch"):
         RunConfig(arch="narrow", cross_arch="narrow")
+
+
+@pytest.mark.slow
+def test_run_sweep__cells_share_teacher_data_and_report_every_objective(tiny_presets, tmp_path):
+    from interp.sweep import SweepConfig, run_sweep
+
+    config = SweepConfig(base={"seeds": 2, "n_rows": 32, "pretrain_steps": 200, "teacher_steps": 5,
+                               "in_context_examples": 1, "eval_every": 0, "record_alignment": False,
+                               "objectives": ["sft", "distill"]},
+                         cells=[{}, {"lr": 2e-3}])
+    rows = run_sweep(config, tmp_path / "sweep", artifacts=tmp_path / "artifacts", progress=False)
+    assert [r["cell"] for r in rows] == ["default", "lr=0.002"]
+    for r in rows:
+        for o in ("sft", "distill"):
+            assert r[f"shared_init/{o}"]["n_seeds"] == 2 and "holm_p" in r[f"vs_control/{o}"]
+    # the student-only override reuses the first cell's teacher data: both link to one directory
+    data = [(tmp_path / "sweep" / f"cell0{i}" / "seed0" / "data").resolve() for i in (0, 1)]
+    assert data[0] == data[1]
+    md = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "## sft students" in md and "## distill students" in md and "lr=0.002" in md
+    assert (tmp_path / "sweep" / "sweep.png").exists() and (tmp_path / "sweep" / "sweep_distill.png").exists()

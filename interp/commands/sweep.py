@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interp.sweep import load_sweep, run_sweep, sweep_markdown
+from interp.sweep import load_sweep, run_sweep, sweep_markdown, sweep_objectives
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="SweepConfig JSON, e.g. experiments/sft_sweep.json")
     p.add_argument("--out", required=True, help="sweep directory")
     p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
-    p.add_argument("--objective", default="sft", help="objective the table reports (default: %(default)s)")
+    p.add_argument("--objective", default=None, help="objective the printed table reports (default: every objective "
+                   "all cells ran; sweep.md always has them all)")
     p.add_argument("--force", action="store_true", help="allow a sweep directory that holds a sweep of another config")
     p.add_argument("--workers", type=int, default=0,
                    help="processes that run a cell's seeds in parallel, one torch thread each "
@@ -26,5 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts, force=args.force,
                      workers=args.workers)
-    print(sweep_markdown(rows, args.objective))
+    for objective in [args.objective] if args.objective else sweep_objectives(rows):
+        print(f"## {objective} students\n\n{sweep_markdown(rows, objective)}")
     return 0
