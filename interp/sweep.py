@@ -59,10 +59,12 @@ def _comparison(results: dict, a: str, b: str, objective: str = "sft") -> dict |
 
 
 def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "artifacts", progress: bool = True,
-              force: bool = False, workers: int = 1) -> list[dict]:
+              force: bool = False, workers: int = 1, data_cache: str | Path | None = None) -> list[dict]:
     """Run every cell into ``out/cell{i:02d}`` (finished cells are reused, an interrupted one
-    continues), each cell's seeds on ``workers`` processes (see :func:`interp.run.run`). A
-    directory holding a sweep of another config is an error unless ``force``."""
+    continues), each cell's seeds on ``workers`` processes (see :func:`interp.run.run`). Teachers
+    and generated data live in ``data_cache`` (default ``out/shared``): sweeps given the same one
+    share them wherever their teacher and data settings agree. A directory holding a sweep of
+    another config is an error unless ``force``."""
     out = Path(out)
     saved_path = out / SWEEP_CONFIG_FILE
     if saved_path.exists() and not force:
@@ -75,7 +77,8 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
     for i, cell in enumerate(config.cells):
         run_cfg = RunConfig(**{"conditions": ("control", "shared_init", "mismatched_init"), "objectives": ("sft",),
                                **config.base, **cell})
-        res = run(run_cfg, out / f"cell{i:02d}", artifacts=artifacts, progress=progress, data_cache=out / "shared",
+        res = run(run_cfg, out / f"cell{i:02d}", artifacts=artifacts, progress=progress,
+                  data_cache=Path(data_cache) if data_cache is not None else out / "shared",
                   workers=workers)
         by_name = {(c["name"], c["objective"]): c for c in res["conditions"]}
         row = {"cell": cell_name(cell), "overrides": cell, "teacher": by_name[("teacher", None)]["trait_prob"],

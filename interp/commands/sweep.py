@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objective", default=None, help="objective the printed table reports (default: every objective "
                    "all cells ran; sweep.md always has them all)")
     p.add_argument("--force", action="store_true", help="allow a sweep directory that holds a sweep of another config")
+    p.add_argument("--data-cache", default=None,
+                   help="directory of teachers and generated data shared between sweeps (default: OUT/shared); "
+                   "cells of any sweep using it reuse what matches their teacher and data settings")
     p.add_argument("--workers", type=int, default=0,
                    help="processes that run a cell's seeds in parallel, one torch thread each "
                    "(0: one per CPU core; 1: all in this process) (default: %(default)s)")
@@ -26,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts, force=args.force,
-                     workers=args.workers)
+                     workers=args.workers, data_cache=args.data_cache)
     for objective in [args.objective] if args.objective else sweep_objectives(rows):
         print(f"## {objective} students\n\n{sweep_markdown(rows, objective)}")
     return 0
