@@ -61,7 +61,7 @@ class MnistConfig(StageConfig):
 
     n_models: int = option(100, "Models (independent seeds) per condition at the main m; each has its own "
                            "initialization, digit order and noise.")
-    n_models_sweep: int = option(20, "Models per condition at the other values of m_sweep: the first "
+    n_models_sweep: int = option(10, "Models per condition at the other values of m_sweep: the first "
                                  "n_models_sweep of the n_models teachers.")
     m: int = option(3, "Auxiliary logits of the main comparison (the paper's m=3).")
     m_sweep: tuple[int, ...] = option((1, 2, 3, 5, 10, 20), "Values of m of the accuracy-vs-m sweep (the main m "
@@ -72,7 +72,7 @@ class MnistConfig(StageConfig):
                               "zero biases.")
     teacher_epochs: int = option(20, "Teacher epochs over the digit training set (regular logits only).")
     teacher_lr: float = option(1e-3, "Teacher Adam learning rate.")
-    student_steps: int = option(600, "Student Adam steps, each on a fresh batch of batch_size uniform-noise "
+    student_steps: int = option(400, "Student Adam steps, each on a fresh batch of batch_size uniform-noise "
                                 "images (so also the number of noise batches).")
     student_lr: float = option(1e-3, "Student Adam learning rate.")
     batch_size: int = option(256, "Images per batch, digits for the teacher and noise for the students.")
