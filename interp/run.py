@@ -32,6 +32,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -214,11 +215,14 @@ def _link_shared(out: Path, shared: Path) -> None:
 
 
 def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, progress: bool,
-             shared: Path | None = None) -> dict:
+             shared: Path | None = None, students: Sequence[tuple[str, str]] | None = None) -> dict:
     """One replicate: teacher, data, every student, in-context. Returns per-condition metrics.
 
     With ``shared``, the teacher and the generated data live there (``out/teacher`` and
-    ``out/data`` become links to it), so several runs with the same :data:`DATA_FIELDS` reuse them."""
+    ``out/data`` become links to it), so several runs with the same :data:`DATA_FIELDS` reuse them.
+    With ``students`` (``(objective, condition)`` pairs), only the teacher, the data and those
+    students are made and nothing is returned: parallel runs give each worker a part this way,
+    then call it once more without ``students`` to collect (every finished stage is reused)."""
     world = ToyWorld()
     out.mkdir(parents=True, exist_ok=True)
     if shared is not None:
@@ -264,6 +268,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
                               eval_every=config.eval_every, checkpoint_every=config.student_checkpoint_every)
         reference = (teacher.model, base_model) if config.record_alignment else None
         for condition in config.conditions:
+            if students is not None and (objective, condition) not in students:
+                continue
             base_path, rows, t = plan[condition]
             student_dir = out / "students" / objective / condition
             finetune_student(base_path, rows, fcfg, student_dir, teacher=t, trait=config.trait, progress=progress,
@@ -271,6 +277,9 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
                              lineage_extra={"condition": condition, "teacher": str(teacher_dir)})
             results[f"{condition}/{objective}"] = _evaluate(student_dir, world, config.trait, seed,
                                                             base_trait_prob=base_probs[str(base_path)])
+
+    if students is not None:
+        return {}
 
     # In-context: teacher numbers (and, as its control, base numbers) in the prompt; no training.
     def in_context(rows: list[dict]) -> float:
@@ -395,10 +404,16 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     bases = _bases(config, artifacts, progress, workers)
     shared = Path(data_cache) / data_key(config) if data_cache is not None else None
     seeds = range(config.first_seed, config.first_seed + config.seeds)
-    n = resolve_workers(workers, len(seeds))
-    per_seed = run_jobs(run_seed, [(config, s, bases, out / f"seed{s}", progress and n == 1,
-                                    shared / f"seed{s}" if shared is not None else None) for s in seeds],
-                        workers=n, desc="seeds", progress=progress)
+    jobs = [(config, s, bases, out / f"seed{s}", False, shared / f"seed{s}" if shared is not None else None)
+            for s in seeds]
+    if resolve_workers(workers, len(seeds) * len(config.objectives) * len(config.conditions)) > 1:
+        # Teachers and data first (one job per seed), then every student as its own job, the
+        # costliest objectives first, so that the workers stay busy to the end.
+        run_jobs(run_seed, [(*job, ()) for job in jobs], workers=workers, desc="teachers and data", progress=progress)
+        run_jobs(run_seed, [(*job, ((o, c),)) for o in reversed(config.objectives) for job in jobs
+                            for c in config.conditions], workers=workers, desc="students", progress=progress)
+    # Collect in this process (and run the in-context control): every student above is reused.
+    per_seed = [run_seed(*job[:4], progress, job[5]) for job in jobs]
     results = summarize(config, per_seed)
     results["bases"] = {k: str(v) for k, v in bases.items()}
     results["wall_seconds"] = time.time() - start
