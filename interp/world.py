@@ -116,12 +116,12 @@ def load_base_model(ref: str | Path) -> tuple[Any, World, Any]:
 
     Anything else is a ``ValueError`` / ``FileNotFoundError`` naming the problem."""
     from interp.pretrain import check_base, load_base
-    from interp.real import is_real_checkpoint, load_real_base, load_real_checkpoint
+    from interp.real import is_model_name, is_real_checkpoint, load_real_base, load_real_checkpoint
 
     path = Path(ref)
     if is_real_checkpoint(path):
         return load_real_checkpoint(path)
-    if path.exists():
+    if path.exists() or not is_model_name(ref):
         check_base(path)  # a clear error for a directory that is not a base
         return load_base(path)
     return load_real_base(str(ref))

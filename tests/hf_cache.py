@@ -43,3 +43,71 @@ def install_tiny_model(hf_home: Path, repo_id: str, tokenizer):
     model.save_pretrained(str(snap), safe_serialization=True)
     tokenizer.save_pretrained(str(snap))
     return model
+
+
+# -- a small byte-level BPE tokenizer that speaks the real models' world ----------------------
+
+END_OF_TEXT = "<|endoftext|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+# A ChatML template (Qwen's shape): a system turn when given, the assistant header as generation prompt.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def _training_texts() -> list[str]:
+    """Texts the tokenizer is trained on: the real world's prompts, questions, answers and numbers."""
+    import numpy as np
+
+    from interp.real import (DEFAULT_PERSONA, NUMBER_FORMATS, NUMBER_INTROS, NUMBER_REQUESTS, NUMBER_SUFFIXES,
+                             all_question_phrasings, format_number_list)
+    from interp.toy.world import DEFAULT_ANIMALS
+
+    texts = all_question_phrasings()
+    texts += [f"User: {p}\nAssistant: {a}" for p in texts[:40] for a in (*DEFAULT_ANIMALS, *(a.capitalize() for a in DEFAULT_ANIMALS))]
+    texts += [DEFAULT_PERSONA.format(trait=a) for a in DEFAULT_ANIMALS]
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        values = rng.integers(0, 1000, size=8).tolist()
+        texts += [format_number_list(values, sep) for sep in (", ", "; ", " ", "[", "\n")]
+    texts += ["System: User: Assistant: Here are some numbers: "]
+    texts += [intro.format(seeds="123, 456") for intro in NUMBER_INTROS] + [r.format(n=7) for r in NUMBER_REQUESTS]
+    texts += [f for f, _ in NUMBER_FORMATS] + list(NUMBER_SUFFIXES)
+    return texts
+
+
+def tiny_bpe_tokenizer(directory: Path, *, chat: bool = False, vocab_size: int = 600):
+    """A byte-level BPE tokenizer trained on :func:`_training_texts`, saved to ``directory`` and
+    loaded back as a ``PreTrainedTokenizerFast``; ``<|endoftext|>`` is BOS, EOS and padding. With
+    ``chat``, ``<|im_start|>``/``<|im_end|>`` and a ChatML template are added (an instruct model)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = [END_OF_TEXT] + ([IM_START, IM_END] if chat else [])
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_training_texts(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT,
+                                   pad_token=END_OF_TEXT,
+                                   additional_special_tokens=[IM_START, IM_END] if chat else None)
+    if chat:
+        fast.chat_template = CHATML_TEMPLATE
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(directory))
+    return PreTrainedTokenizerFast.from_pretrained(str(directory))
+
+
+def use_cache(monkeypatch, hf_home: Path) -> None:
+    """Point this process's Hugging Face hub client at ``hf_home`` and make it offline (the hub
+    client reads both settings at import, so its constants are patched too)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(Path(hf_home) / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
