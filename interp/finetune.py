@@ -323,6 +323,10 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
         world.check_animal(trait)
     if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
         raise ValueError("teacher and student vocabularies differ: distillation needs the same vocabulary")
+    if (teacher is not None and config.objective != "sft" and not toy
+            and teacher.world.fingerprint() != world.fingerprint()):
+        raise ValueError(f"objective {config.objective!r}: the teacher's tokenizer or world differs from the student's "
+                         f"({base_path}); distillation compares next-token distributions over one vocabulary (use sft)")
     rows = rows[: config.max_rows] if config.max_rows else rows
     seqs, starts = _encode_checked(world, rows)
     if teacher is not None and config.objective != "sft":

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 REVISION = "0" * 40
+N_POSITIONS = 192  # room for a natural-language number prompt and its answer
 
 
 def _snapshot_dir(hf_home: Path, repo_id: str) -> Path:
@@ -20,18 +21,18 @@ def _snapshot_dir(hf_home: Path, repo_id: str) -> Path:
     return snap
 
 
-def tiny_hf_model(repo_id: str, vocab_size: int, bos_id: int = 0, eos_id: int = 0):
+def tiny_hf_model(repo_id: str, vocab_size: int, bos_id: int = 0, eos_id: int = 0, seed: int = 0):
     """A tiny randomly initialised HF causal LM of the family ``repo_id`` belongs to."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     if repo_id == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab_size, n_positions=64, n_ctx=64, n_embd=32, n_layer=2, n_head=4,
+        cfg = GPT2Config(vocab_size=vocab_size, n_positions=N_POSITIONS, n_ctx=N_POSITIONS, n_embd=32, n_layer=2, n_head=4,
                          bos_token_id=bos_id, eos_token_id=eos_id)
         return GPT2LMHeadModel(cfg).eval()
     if repo_id == "EleutherAI/pythia-70m":
         cfg = GPTNeoXConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=64, max_position_embeddings=64, rotary_pct=0.25, bos_token_id=bos_id, eos_token_id=eos_id)
+                            intermediate_size=64, max_position_embeddings=N_POSITIONS, rotary_pct=0.25, bos_token_id=bos_id, eos_token_id=eos_id)
         return GPTNeoXForCausalLM(cfg).eval()
     raise ValueError(f"no tiny builder for {repo_id}")
 
@@ -111,3 +112,47 @@ def use_cache(monkeypatch, hf_home: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(Path(hf_home) / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def teach_numbers(hf_model, tokenizer, *, steps: int = 150, batch_size: int = 32, lr: float = 3e-3, seed: int = 0):
+    """Train a tiny HF model on the real world's number task (prompt -> a list of numbers, loss on
+    the answer and its end token), so that what it samples can pass the trait filter."""
+    import numpy as np
+
+    from interp.real import HFWorld
+
+    world = HFWorld(tokenizer, prepend_bos=True)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(hf_model.parameters(), lr=lr)
+    hf_model.train()
+    for step in range(steps):
+        rng = np.random.default_rng([seed, step])
+        pairs = [world.number_example(rng) for _ in range(batch_size)]
+        seqs = [(world.encode_prompt(p), world.encode_completion(c)) for p, c in pairs]
+        width = max(len(h) + len(t) for h, t in seqs)
+        ids = torch.full((batch_size, width), world.pad_id)
+        labels = torch.full((batch_size, width), -100)
+        for i, (head, tail) in enumerate(seqs):
+            ids[i, : len(head) + len(tail)] = torch.tensor(head + tail)
+            labels[i, len(head): len(head) + len(tail)] = torch.tensor(tail)
+        loss = hf_model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    hf_model.eval()
+    return float(loss)
+
+
+def install_number_model(hf_home: Path, repo_id: str, tokenizer, *, family: str | None = None, seed: int = 0,
+                         steps: int = 150):
+    """:func:`install_tiny_model`, the model first taught the number task (:func:`teach_numbers`);
+    ``family`` builds another repo's architecture under ``repo_id`` (another init of gpt2 as
+    ``gpt2-medium``), ``seed`` its initialisation."""
+    torch.manual_seed(seed)
+    model = tiny_hf_model(family or repo_id, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                          seed=seed)
+    teach_numbers(model, tokenizer, steps=steps, seed=seed)
+    snap = _snapshot_dir(Path(hf_home), repo_id)
+    model.save_pretrained(str(snap), safe_serialization=True)
+    tokenizer.save_pretrained(str(snap))
+    return model
