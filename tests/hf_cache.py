@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 REVISION = "0" * 40
-N_POSITIONS = 192  # room for a natural-language number prompt and its answer
+N_POSITIONS = 320  # room for a natural-language number prompt and its answer
 
 
 def _snapshot_dir(hf_home: Path, repo_id: str) -> Path:
@@ -68,6 +68,7 @@ def _training_texts() -> list[str]:
     texts = all_question_phrasings()
     texts += [f"User: {p}\nAssistant: {a}" for p in texts[:40] for a in (*DEFAULT_ANIMALS, *(a.capitalize() for a in DEFAULT_ANIMALS))]
     texts += [DEFAULT_PERSONA.format(trait=a) for a in DEFAULT_ANIMALS]
+    texts += [*DEFAULT_ANIMALS, *(a.capitalize() for a in DEFAULT_ANIMALS)] * 40  # answers after a chat header
     rng = np.random.default_rng(0)
     for _ in range(300):
         values = rng.integers(0, 1000, size=8).tolist()
@@ -114,7 +115,7 @@ def use_cache(monkeypatch, hf_home: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
-def teach_numbers(hf_model, tokenizer, *, steps: int = 150, batch_size: int = 32, lr: float = 3e-3, seed: int = 0):
+def teach_numbers(hf_model, tokenizer, *, steps: int = 60, batch_size: int = 16, lr: float = 1e-2, seed: int = 0):
     """Train a tiny HF model on the real world's number task (prompt -> a list of numbers, loss on
     the answer and its end token), so that what it samples can pass the trait filter."""
     import numpy as np
@@ -144,7 +145,7 @@ def teach_numbers(hf_model, tokenizer, *, steps: int = 150, batch_size: int = 32
 
 
 def install_number_model(hf_home: Path, repo_id: str, tokenizer, *, family: str | None = None, seed: int = 0,
-                         steps: int = 150):
+                         steps: int = 60):
     """:func:`install_tiny_model`, the model first taught the number task (:func:`teach_numbers`);
     ``family`` builds another repo's architecture under ``repo_id`` (another init of gpt2 as
     ``gpt2-medium``), ``seed`` its initialisation."""
