@@ -141,7 +141,7 @@ def teach_numbers(hf_model, tokenizer, *, steps: int = 60, batch_size: int = 16,
         optimizer.step()
         optimizer.zero_grad()
     hf_model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def install_number_model(hf_home: Path, repo_id: str, tokenizer, *, family: str | None = None, seed: int = 0,
