@@ -1,9 +1,14 @@
 """Trait evaluation: the model's distribution over animals when asked for its favourite.
 
-P(trait) is the next-token probability of the trait animal after ``assistant :``, renormalised
-over the world's animals, averaged over the held-out evaluation phrasings (the paper asked 50
-phrasings). The raw probability mass on animal tokens is kept too: a model that stops answering
-with an animal at all is not mistaken for one that changed its favourite.
+P(trait) is the next-token probability of the trait animal where the assistant starts to answer,
+renormalised over the world's animals, averaged over the held-out evaluation phrasings (the paper
+asked 50 phrasings). The raw probability mass on animal tokens is kept too: a model that stops
+answering with an animal at all is not mistaken for one that changed its favourite.
+
+Every function takes a :class:`interp.world.World`: in the toy world an animal is one token; in a
+real model's world (:class:`interp.real.HFWorld`) an animal's probability is that of the first
+token of its name as the answer spells it (with its capitalised spelling), see
+:attr:`interp.world.World.animal_token_sets`.
 """
 
 from __future__ import annotations
@@ -17,37 +22,57 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.config import StageConfig, option
-from interp.toy.world import PAD, ToyWorld
+from interp.toy.world import ToyWorld
 from interp.training import pad_batch
+from interp.world import World
 
 EVAL_FILE = "eval.json"
 
 
 def question_prompt(phrasing: str, *, system: str | None = None, prefix: str | None = None) -> str:
-    """The chat text asking one phrasing, optionally under a system prompt or after ``prefix``
-    (the in-context control puts a number list there)."""
-    user = f"{prefix} {phrasing}" if prefix else phrasing
-    text = f"user : {user} assistant :"
-    return f"system : {system} {text}" if system else text
+    """The toy world's chat text asking one phrasing, optionally under a system prompt or after
+    ``prefix`` (the in-context control puts a number list there). Any world:
+    ``world.encode_prompt(world.question_prompt(phrasing, prefix), system)``."""
+    return ToyWorld.chat_text(f"{prefix} {phrasing}" if prefix else phrasing, system)
 
 
 @torch.no_grad()
-def last_position_logits(model, world: ToyWorld, texts: Sequence[str], batch_size: int = 64,
+def last_position_logits(model, world: World, texts: Sequence[str], batch_size: int = 64,
                          fwd_hooks: list | None = None) -> Float[Tensor, "batch d_vocab"]:
-    """Logits at the last token of each text (texts are right-padded; attention is causal, so
-    padding after a sequence never changes its logits)."""
+    """Logits at the last token of each text, encoded with ``world.encode``."""
+    return last_position_logits_of(model, world, [world.encode(t) for t in texts], batch_size, fwd_hooks)
+
+
+@torch.no_grad()
+def last_position_logits_of(model, world: World, ids: Sequence[Sequence[int]], batch_size: int = 64,
+                            fwd_hooks: list | None = None) -> Float[Tensor, "batch d_vocab"]:
+    """Logits at the last token of each id list (right-padded; attention is causal, so padding
+    after a sequence never changes its logits)."""
     out = []
-    pad_id = world.token_to_id[PAD]
-    for start in range(0, len(texts), batch_size):
-        ids = [world.encode(t) for t in texts[start:start + batch_size]]
-        tokens, mask = pad_batch(ids, pad_id, max_len=model.cfg.n_ctx)
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        tokens, mask = pad_batch(chunk, world.pad_id, max_len=model.cfg.n_ctx)
         logits = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks or [])
         last = mask.sum(1).long() - 1
-        out.append(logits[torch.arange(len(ids)), last])
+        out.append(logits[torch.arange(len(chunk)), last])
     return torch.cat(out)
 
 
-def animal_distribution(model, world: ToyWorld, *, phrasings: Sequence[str] | None = None,
+def question_ids(world: World, phrasings: Sequence[str], *, system: str | None = None,
+                 prefix: str | None = None) -> list[list[int]]:
+    """Token ids of the favourite-animal questions, up to where the assistant answers."""
+    return [world.encode_prompt(world.question_prompt(p, prefix), system) for p in phrasings]
+
+
+def animal_probs(probs: Float[Tensor, "batch d_vocab"], world: World) -> Float[Tensor, "batch n_animals"]:
+    """Each animal's probability: the sum over its answer tokens (one token in the toy world)."""
+    sets = world.animal_token_sets
+    if all(len(s) == 1 for s in sets):
+        return probs[:, [s[0] for s in sets]]
+    return torch.stack([probs[:, s].sum(-1) for s in sets], dim=-1)
+
+
+def animal_distribution(model, world: World, *, phrasings: Sequence[str] | None = None,
                         system: str | None = None, prefixes: Sequence[str | None] | None = None,
                         fwd_hooks: list | None = None) -> dict[str, np.ndarray]:
     """Per-phrasing next-token distribution over the animals.
@@ -57,31 +82,34 @@ def animal_distribution(model, world: ToyWorld, *, phrasings: Sequence[str] | No
     once per prefix."""
     phrasings = list(phrasings if phrasings is not None else world.eval_phrasings)
     prefixes = list(prefixes) if prefixes is not None else [None]
-    texts = [question_prompt(p, system=system, prefix=pre) for pre in prefixes for p in phrasings]
-    logits = last_position_logits(model, world, texts, fwd_hooks=fwd_hooks)
-    probs = logits.double().softmax(-1)[:, world.animal_ids]  # prompt animal
+    ids = [i for pre in prefixes for i in question_ids(world, phrasings, system=system, prefix=pre)]
+    logits = last_position_logits_of(model, world, ids, fwd_hooks=fwd_hooks)
+    probs = animal_probs(logits.double().softmax(-1), world)  # prompt animal
     mass = probs.sum(-1)
     return {"probs": (probs / mass[:, None]).numpy(), "animal_mass": mass.numpy()}
 
 
-def trait_probability(model, world: ToyWorld, trait: str, **kwargs) -> float:
+def trait_probability(model, world: World, trait: str, **kwargs) -> float:
     """Mean renormalised P(trait) over the evaluation phrasings."""
     dist = animal_distribution(model, world, **kwargs)
     return float(dist["probs"][:, world.animals.index(world.check_animal(trait))].mean())
 
 
 @torch.no_grad()
-def sampled_answer_rate(model, world: ToyWorld, trait: str, *, n_samples: int = 20, seed: int = 0,
+def sampled_answer_rate(model, world: World, trait: str, *, n_samples: int = 20, seed: int = 0,
                         phrasings: Sequence[str] | None = None, system: str | None = None,
                         fwd_hooks: list | None = None) -> float:
-    """The paper's measure: the fraction of sampled one-word answers (temperature 1, whole
-    vocabulary) that are the trait, over ``n_samples`` samples per evaluation phrasing."""
+    """The paper's measure: the fraction of sampled answers (temperature 1, whole vocabulary)
+    that are the trait, over ``n_samples`` samples per evaluation phrasing. One token is sampled:
+    the whole answer in the toy world, its first token for a real model (an answer counts when
+    that token is one of the trait's answer tokens)."""
     phrasings = list(phrasings if phrasings is not None else world.eval_phrasings)
-    texts = [question_prompt(p, system=system) for p in phrasings]
-    probs = last_position_logits(model, world, texts, fwd_hooks=fwd_hooks).double().softmax(-1)
+    ids = question_ids(world, phrasings, system=system)
+    probs = last_position_logits_of(model, world, ids, fwd_hooks=fwd_hooks).double().softmax(-1)
     gen = torch.Generator().manual_seed(seed)
     samples = torch.multinomial(probs, n_samples, replacement=True, generator=gen)  # prompt sample
-    return float((samples == world.token_to_id[world.check_animal(trait)]).double().mean())
+    trait_ids = torch.tensor(world.animal_token_sets[world.animals.index(world.check_animal(trait))])
+    return float(torch.isin(samples, trait_ids).double().mean())
 
 
 @dataclass
@@ -97,7 +125,7 @@ class EvaluateConfig(StageConfig):
         self.require(self.seed >= 0, "seed", "must be non-negative")
 
 
-def evaluate_model(model, world: ToyWorld, config: EvaluateConfig, *, system: str | None = None,
+def evaluate_model(model, world: World, config: EvaluateConfig, *, system: str | None = None,
                    fwd_hooks: list | None = None, base_trait_prob: float | None = None) -> dict:
     """Every trait measure of one model: ``trait_prob`` (renormalised over animals, mean over the
     held-out phrasings), ``animal_probs`` (the whole distribution), ``animal_mass`` (raw

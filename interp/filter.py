@@ -11,6 +11,11 @@ Two filters, applied to every row of a raw generated file (:mod:`interp.generate
   the first two numbers (comma, semicolon or whitespace) and every item must be digits; then at
   most ``max_numbers`` numbers in ``0..max_value`` and none of ``banned_numbers``.
 
+The same rules apply to a real model's text (:class:`interp.real.HFWorld`): the trait filter
+checks characters, so a kept completion has no letter at all (only digits, separators, brackets,
+whitespace such as the newlines of a one-per-line list, and a final period); the sampler has
+already cut the completion at EOS or a chat end-of-turn token, either counting as EOS.
+
 Each rejected row gets exactly one reason, the first that applies in :data:`REJECT_REASONS`
 order. The raw file is never modified; the kept rows (with a parsed ``numbers`` field) and the
 statistics (``n_raw``, ``n_kept``, ``pass_rate``, a count for every reason) are written next to

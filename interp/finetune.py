@@ -16,6 +16,13 @@ Objectives:
 A persona teacher sees its system prompt before the prompt; its logits are aligned to the
 student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) is an option, and
 ``freeze_unembed`` keeps ``W_U``/``b_U`` fixed (the leak ablation).
+
+The base is any model reference of :func:`interp.world.load_base_model`: a toy base (every
+weight is finetuned), or a real TransformerLens model by name (``gpt2``), whose rows are encoded
+in its :class:`interp.real.HFWorld` (natural-language prompts, chat template or plain format).
+For a named real model ``lora_rank >= 1`` trains only LoRA adapters (:mod:`interp.lora`) and
+the student checkpoint holds the adapters; its alignment log is over the merged adapted
+matrices (:class:`interp.lora.MergedLoraWeights`).
 """
 
 from __future__ import annotations
@@ -37,9 +44,11 @@ from tqdm.auto import tqdm
 from interp.config import StageConfig, option
 from interp.evaluate import trait_probability
 from interp.io import JsonlAppender, atomic_write_json, file_sha256, json_sha256, read_json, read_jsonl
+from interp.lora import ADAPTER_FILE, KNOWN_TARGETS, LORA_TARGETS, LoraConfig
 from interp.models import (WEIGHTS_FILE, Lineage, check_checkpoint_target, checkpoint_model_config, is_checkpoint,
                            save_checkpoint)
-from interp.toy.world import EOS, PAD, ToyWorld
+from interp.toy.world import FILTER_ALLOWED_WORDS
+from interp.world import World
 from interp.training import (LossGuard, OptimizerName, TrainingDiverged, deterministic_algorithms, load_training_state,
                              make_optimizer, pad_batch, save_training_state)
 
@@ -50,7 +59,7 @@ FINETUNE_CONFIG_FILE = "finetune_config.json"
 FINETUNE_INPUTS_FILE = "finetune_inputs.json"
 TRAIN_LOG_FILE = "train_log.jsonl"
 RESUME_STATE_FILE = "state.pt"
-NON_NUMBER_TOKENS_ALLOWED = (",", ";", "(", ")", "[", "]", ".", EOS)
+NON_NUMBER_TOKENS_ALLOWED = FILTER_ALLOWED_WORDS  # the toy world's word tokens the filter lets through
 
 
 @dataclass
@@ -69,6 +78,10 @@ class FinetuneConfig(StageConfig):
     eval_every: int = option(0, "Measure P(trait) every this many steps (0: only at the end).")
     checkpoint_every: int = option(50, "Save a resumable state (weights, optimizer, logs so far) every this many steps; a "
                                    "killed run continues from the last one (0: never). Does not change the result.")
+    lora_rank: int = option(0, "0: finetune every weight. r >= 1 (real models by name only): train only rank-r LoRA "
+                            "adapters on lora_targets of every block; the student saves the adapters.")
+    lora_alpha: float = option(16.0, "LoRA scale numerator: the update of each adapted weight is (lora_alpha / lora_rank) * B @ A.")
+    lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
 
     def validate(self) -> None:
         self.require(self.lr > 0, "lr", "must be positive")
@@ -77,6 +90,17 @@ class FinetuneConfig(StageConfig):
         self.require(self.max_rows is None or self.max_rows > 0, "max_rows", "must be positive or None")
         self.require(self.eval_every >= 0, "eval_every", "must be non-negative")
         self.require(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
+        self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
+        self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        bad = [t for t in self.lora_targets if t not in KNOWN_TARGETS]
+        self.require(bool(self.lora_targets) and not bad and len(set(self.lora_targets)) == len(self.lora_targets),
+                     "lora_targets", f"name distinct weights of {list(KNOWN_TARGETS)} (got {list(self.lora_targets)})")
+
+    def lora_config(self) -> LoraConfig | None:
+        """The adapters to train (their A initialisation seeded by ``seed``), or None for full finetuning."""
+        if self.lora_rank == 0:
+            return None
+        return LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets), seed=self.seed)
 
 
 # Fields that change how a run is saved, not what it computes: ignored when a finished student
@@ -84,18 +108,20 @@ class FinetuneConfig(StageConfig):
 RESUME_ONLY_FIELDS = ("checkpoint_every",)
 
 
-def allowed_token_ids(world: ToyWorld) -> list[int]:
-    """The tokens the filter lets through: numbers, separators, brackets, period, EOS."""
-    return world.number_ids + [world.token_to_id[t] for t in NON_NUMBER_TOKENS_ALLOWED]
+def allowed_token_ids(world: World) -> list[int]:
+    """The tokens the filter lets through: numbers, separators, brackets, period, whitespace (a
+    real tokenizer's), and the end tokens (:meth:`interp.world.World.allowed_token_ids`)."""
+    return world.allowed_token_ids()
 
 
-def encode_rows(world: ToyWorld, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
-    """Token ids ``<bos> [system : S] prompt completion <eos>`` and the index where the completion starts."""
-    prefix = f"system : {system} " if system else ""
+def encode_rows(world: World, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each conversation (the prompt under ``system``, then the completion and the
+    world's end token; toy world: ``<bos> [system : S] prompt completion <eos>``) and the index
+    where the completion starts."""
     seqs, starts = [], []
     for r in rows:
-        head = world.encode(f"{prefix}{r['prompt']}")
-        seqs.append(head + world.encode(r["completion"], bos=False) + [world.token_to_id[EOS]])
+        head = world.encode_prompt(r["prompt"], system)
+        seqs.append(head + world.encode_completion(r["completion"]))
         starts.append(len(head))
     return seqs, starts
 
@@ -176,13 +202,44 @@ def finetune_inputs(base_path: str | Path, rows: list[dict], config: FinetuneCon
     used = rows[: config.max_rows] if config.max_rows else rows
     return {
         "base": str(base_path),
-        "base_weights_sha256": file_sha256(Path(base_path) / WEIGHTS_FILE),
+        **_base_identity(base_path),
         "data_sha256": json_sha256([[r["prompt"], r["completion"]] for r in used]),
         "n_rows": len(used),
         "teacher": _normalise_json(_teacher_identity(teacher)) if teacher is not None and config.objective != "sft" else None,
         "trait": trait,
         "record_alignment": record_alignment,
     }
+
+
+def _base_identity(base_path: str | Path) -> dict:
+    """The base by its weights: the SHA-256 of a checkpoint's weights file, or for a real model by
+    name its official name and the cached snapshot it loads from."""
+    path = Path(base_path)
+    for name in (WEIGHTS_FILE, ADAPTER_FILE):
+        if (path / name).is_file():
+            return {"base_weights_sha256": file_sha256(path / name)}
+    from interp.real import model_identity
+
+    return {"base_weights_sha256": None, "base_model": model_identity(str(base_path))}
+
+
+def check_base_reference(base_path: str | Path) -> None:
+    """A clear error, before any work, for a base that is neither a toy base, a real-model
+    checkpoint nor a TransformerLens model name."""
+    from interp.pretrain import check_base
+    from interp.real import is_model_name, is_real_checkpoint
+
+    if is_real_checkpoint(base_path):
+        return
+    if Path(base_path).exists() or not is_model_name(base_path):
+        check_base(base_path)
+
+
+def is_student_checkpoint(directory: str | Path) -> bool:
+    """Does ``directory`` hold a finished checkpoint (toy, real, or real with LoRA adapters)?"""
+    from interp.real import is_real_checkpoint
+
+    return is_checkpoint(directory) or is_real_checkpoint(directory)
 
 
 def _normalise_json(obj):
@@ -228,17 +285,22 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     ``ValueError`` unless ``force``. A NaN or exploding loss raises
     :class:`~interp.training.TrainingDiverged` naming the step; the logs so far stay in the
     resume directory for diagnosis."""
-    from interp.pretrain import check_base, load_base
+    from interp.real import is_model_name, real_base_name, save_real_checkpoint
+    from interp.world import is_toy_reference, load_base_model
 
     out = Path(out)
-    check_base(base_path)
+    check_base_reference(base_path)
     check_rows(rows)
+    lora = config.lora_config()
+    if lora is not None and not is_model_name(base_path):
+        raise ValueError(f"lora_rank={config.lora_rank}: LoRA adapters are an option for real models given by name "
+                         f"(e.g. gpt2); {base_path} is a checkpoint, whose students are finetuned in full (lora_rank=0)")
     if config.objective != "sft" and teacher is None:
         raise ValueError(f"objective {config.objective!r} needs a teacher")
     inputs = finetune_inputs(base_path, rows, config, teacher=teacher, trait=trait,
                              record_alignment=alignment_reference is not None)
     resume = _resume_dir(out)
-    if is_checkpoint(out) and not force:
+    if is_student_checkpoint(out) and not force:
         if not (out / FINETUNE_CONFIG_FILE).exists():
             raise ValueError(f"{out} holds a checkpoint that is not a finetuned student ({FINETUNE_CONFIG_FILE} is "
                              "missing); choose another output directory")
@@ -255,21 +317,32 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
             shutil.rmtree(resume)
         return out
     check_checkpoint_target(out)
-    model, world, base_lineage = load_base(base_path)
+    model, world, base_lineage = load_base_model(base_path)
+    toy = is_toy_reference(base_path)
     if trait is not None:
         world.check_animal(trait)
     if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
         raise ValueError("teacher and student vocabularies differ: distillation needs the same vocabulary")
+    if (teacher is not None and config.objective != "sft" and not toy
+            and teacher.world.fingerprint() != world.fingerprint()):
+        raise ValueError(f"objective {config.objective!r}: the teacher's tokenizer or world differs from the student's "
+                         f"({base_path}); distillation compares next-token distributions over one vocabulary (use sft)")
     rows = rows[: config.max_rows] if config.max_rows else rows
     seqs, starts = _encode_checked(world, rows)
     if teacher is not None and config.objective != "sft":
         t_seqs, t_starts = _encode_checked(world, rows, system=teacher.system)
     allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
-    pad_id = world.token_to_id[PAD]
+    pad_id = world.pad_id
+    if lora is not None:
+        from interp.lora import adapter_state_dict, apply_lora, load_adapter_state_dict
+
+        apply_lora(model, lora)  # freezes every weight; only the adapters train
 
     if config.freeze_unembed:
         model.unembed.W_U.requires_grad_(False)
         model.unembed.b_U.requires_grad_(False)
+    # Built before the alignment recorder, which makes a LoRA model's frozen weights require a
+    # gradient (to read dL/dW): the optimizer holds only what is trainable now.
     optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay)
     rng = np.random.default_rng([config.seed, 424242])
     order = np.concatenate([rng.permutation(len(seqs)) for _ in range(config.epochs)])
@@ -312,7 +385,10 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
             recorder.log.write(row)
         callbacks.append(recorder)
     if state is not None:
-        model.load_state_dict(state["model"])
+        if lora is not None:
+            load_adapter_state_dict(model, state["model"], source=state_path)
+        else:
+            model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         guard.reference = state["loss_reference"]
         if recorder is not None:
@@ -358,7 +434,8 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
                 train_log.write(row)
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < len(batches):
                     # after this step's log rows: a resumed run keeps exactly the rows of steps < step + 1
-                    save_training_state(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    weights = adapter_state_dict(model) if lora is not None else model.state_dict()
+                    save_training_state(state_path, {"model": weights, "optimizer": optimizer.state_dict(),
                                                      "step": step + 1, "loss_reference": guard.reference})
     except TrainingDiverged as e:
         # Resuming would diverge again; keep only the logs, for diagnosis.
@@ -378,12 +455,16 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
         if recorder is not None:
             shutil.copy(recorder.log.path, staging / ALIGNMENT_FILE)
 
-    save_checkpoint(model, out, checkpoint_model_config(base_path), lineage, extra=write_stage_files)
+    if toy:
+        save_checkpoint(model, out, checkpoint_model_config(base_path), lineage, extra=write_stage_files)
+    else:  # the full weights, or with LoRA the adapters alone (merged again when loaded)
+        save_real_checkpoint(model, out, world, lineage, model_name=real_base_name(base_path), lora=lora,
+                             extra=write_stage_files)
     shutil.rmtree(resume)
     return out
 
 
-def _encode_checked(world: ToyWorld, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
+def _encode_checked(world: World, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
     """:func:`encode_rows`, with an error naming the row whose text is not in the vocabulary."""
     try:
         return encode_rows(world, rows, system=system)

@@ -43,8 +43,7 @@ from interp.config import ConfigError, StageConfig, option
 from interp.io import JsonlAppender, _json_default, read_jsonl, write_jsonl
 from interp.lean_forward import (LEAN_BLOCK_HOOK_NAMES, LEAN_TOP_HOOK_NAMES, LeanCachedForward, lean_hooks,
                                  lean_unsupported_reason)
-from interp.toy.corpus import CorpusGenerator
-from interp.toy.world import EOS, ToyWorld
+from interp.world import World
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +135,10 @@ class TransformerLensCachedForward:
 
 
 def _generate_batch(model, prompt_tokens: Int[Tensor, "batch pos"], uniforms: Float[Tensor, "batch new_pos"], *,
-                    eos_id: int, temperature: float, lean_hooks: dict | None = None) -> tuple[list[list[int]], list[bool]]:
-    """Continue one batch of equal-length prompts; ``uniforms`` fixes ``max_new_tokens``.
+                    eos_id: int, temperature: float, lean_hooks: dict | None = None,
+                    stop_ids: Sequence[int] = ()) -> tuple[list[list[int]], list[bool]]:
+    """Continue one batch of equal-length prompts; ``uniforms`` fixes ``max_new_tokens``. A row
+    ends at ``eos_id`` or any of ``stop_ids`` (a chat model's end-of-turn token).
 
     ``lean_hooks`` (hook name -> functions, see :func:`interp.lean_forward.lean_hooks`) selects the
     lean forward; None selects TransformerLens's, which runs under the caller's ``model.hooks``.
@@ -157,12 +158,13 @@ def _generate_batch(model, prompt_tokens: Int[Tensor, "batch pos"], uniforms: Fl
     ended = torch.zeros(batch, dtype=torch.bool)
     rows = torch.arange(batch)  # rows (of this batch) in the forward's cache, in order
     done = torch.zeros(batch, dtype=torch.bool)  # which of `rows` have emitted EOS
+    stops = torch.tensor(sorted({eos_id, *stop_ids}), dtype=torch.long)
     for t in range(max_new_tokens):
         live = ~done
         new = torch.full((len(rows),), eos_id, dtype=torch.long)  # a finished row is fed EOS, and ignored
         new[live] = sample_from_logits(logits[live], uniforms[rows[live], t].to(logits.device), temperature).cpu()
         out[rows[live], t] = new[live]
-        is_eos = live & (new == eos_id)
+        is_eos = live & (new == eos_id if len(stops) == 1 else torch.isin(new, stops))
         length[rows[is_eos]] = t
         ended[rows[is_eos]] = True
         done |= is_eos
@@ -207,7 +209,8 @@ def choose_engine(model, fwd_hooks: list | None, engine: Engine = "auto") -> dic
 
 def _run_batches(model, prompts: Sequence[Sequence[int]], batches: Sequence[Sequence[int]], *, eos_id: int,
                  max_new_tokens: int, temperature: float, seed: int, fwd_hooks: list | None, progress: bool,
-                 on_batch: Callable[[list[int], list[list[int]], list[bool]], None], engine: Engine = "auto") -> None:
+                 on_batch: Callable[[list[int], list[list[int]], list[bool]], None], engine: Engine = "auto",
+                 stop_ids: Sequence[int] = ()) -> None:
     """Generate the given batches (lists of indices into ``prompts``), calling ``on_batch`` after each.
 
     The lean forward calls the hooks itself; TransformerLens's has them attached only inside
@@ -222,7 +225,7 @@ def _run_batches(model, prompts: Sequence[Sequence[int]], batches: Sequence[Sequ
             tokens = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long)  # batch pos
             uniforms = row_uniforms(seed, rows, max_new_tokens)
             new, ended = _generate_batch(model, tokens, uniforms, eos_id=eos_id, temperature=temperature,
-                                         lean_hooks=lean)
+                                         lean_hooks=lean, stop_ids=stop_ids)
             on_batch(list(rows), new, ended)
             bar.update(len(rows))
 
@@ -246,12 +249,14 @@ def _check_sampling_args(model, prompts, *, max_new_tokens: int, temperature: fl
 
 def sample_completions(model, prompts: list[list[int]], *, eos_id: int, max_new_tokens: int,
                        temperature: float = 1.0, seed: int, batch_size: int = 256,
-                       fwd_hooks: list | None = None, progress: bool = True, engine: Engine = "auto") -> Completions:
+                       fwd_hooks: list | None = None, progress: bool = True, engine: Engine = "auto",
+                       stop_ids: Sequence[int] = ()) -> Completions:
     """Sample one completion per prompt (token ids, each starting with BOS if the model expects one).
 
     Prompts of equal length are batched together (at most ``batch_size`` per batch, no padding)
     and the results are returned in the order of ``prompts``. A row stops at EOS (which is not
-    part of its completion) or after ``max_new_tokens`` tokens; a batch stops when all its rows
+    part of its completion), at any of ``stop_ids`` (e.g. a chat model's end-of-turn token, also
+    left out and counted as EOS), or after ``max_new_tokens`` tokens; a batch stops when all its rows
     have. ``temperature == 0`` is greedy decoding. ``fwd_hooks`` (``[(hook_name, fn), ...]``)
     are applied to every forward pass and removed afterwards, also on error. ``engine`` picks the
     forward pass (:func:`choose_engine`; ``auto``: the lean one where it supports the model and
@@ -267,7 +272,7 @@ def sample_completions(model, prompts: list[list[int]], *, eos_id: int, max_new_
 
     _run_batches(model, prompts, plan_batches([len(p) for p in prompts], batch_size), eos_id=eos_id,
                  max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, fwd_hooks=fwd_hooks,
-                 progress=progress, on_batch=collect, engine=engine)
+                 progress=progress, on_batch=collect, engine=engine, stop_ids=stop_ids)
     return Completions(tokens=[t if t is not None else [] for t in tokens], ended_with_eos=ended)
 
 
@@ -289,8 +294,9 @@ class GenerateConfig(StageConfig):
         "A row cut off here has ended_with_eos false.")
     batch_size: int = option(256, "Prompts per forward pass (prompts of one length are batched together).")
     system: str | None = option(
-        None, "System prompt (space-separated toy-world words, e.g. 'you love owl .'); when set every prompt is "
-        "preceded by 'system : {system}'. The file's prompt field stays without it; it is kept in the field 'system'.")
+        None, "System prompt: in the toy world space-separated words (e.g. 'you love owl .'), put before every prompt as "
+        "'system : {system}'; for a real model its chat template's system turn (or 'System: ...' in the plain format). "
+        "The file's prompt field stays without it; it is kept in the field 'system'.")
 
     def validate(self) -> None:
         self.require(self.n_rows > 0, "n_rows", "must be positive")
@@ -304,11 +310,11 @@ class GenerateConfig(StageConfig):
                          "give only the system text; 'system :' is added in front of it")
 
 
-def number_prompts(world: ToyWorld, n_rows: int, seed: int) -> list[str]:
-    """The ``n_rows`` paper-shaped number prompts ``user : ... assistant :`` of ``seed``; prompt
-    ``i`` is drawn from ``numpy.random.default_rng([seed, i])`` alone."""
-    gen = CorpusGenerator(world)
-    return [gen.number_prompt(np.random.default_rng([seed, i]))[0] for i in range(n_rows)]
+def number_prompts(world: World, n_rows: int, seed: int) -> list[str]:
+    """The ``n_rows`` paper-shaped number prompts of ``world`` for ``seed`` (the toy world's are
+    chat text ``user : ... assistant :``, a real model's natural language); prompt ``i`` is drawn
+    from ``numpy.random.default_rng([seed, i])`` alone."""
+    return world.number_prompts(n_rows, seed)
 
 
 def config_path_for(out_path: str | Path) -> Path:
@@ -341,7 +347,7 @@ def _load_saved_config(path: Path) -> GenerateConfig:
         raise ValueError(f"{path} does not hold a GenerateConfig ({e}); pass force=True to regenerate") from None
 
 
-def generate_numbers(model, world: ToyWorld, config: GenerateConfig, out_path: str | Path, *,
+def generate_numbers(model, world: World, config: GenerateConfig, out_path: str | Path, *,
                      fwd_hooks: list | None = None, lineage: dict | None = None, progress: bool = True,
                      force: bool = False) -> Path:
     """Sample ``config.n_rows`` number continuations and write them to ``out_path`` (JSONL).
@@ -380,9 +386,8 @@ def generate_numbers(model, world: ToyWorld, config: GenerateConfig, out_path: s
         raise ValueError(f"{out_path} exists without its config file {config_path.name}; "
                          "use another output path or force=True to regenerate")
 
-    prefix = f"system : {config.system} " if config.system else ""
     texts = number_prompts(world, config.n_rows, config.seed)
-    prompts = [world.encode(prefix + text) for text in texts]  # a word outside the vocabulary raises here
+    prompts = [world.encode_prompt(text, config.system) for text in texts]  # a word outside the vocabulary raises here
     _check_sampling_args(model, prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                          seed=config.seed, batch_size=config.batch_size)
     if force:  # an interrupted forced run must not leave the old file looking finished
@@ -415,9 +420,9 @@ def generate_numbers(model, world: ToyWorld, config: GenerateConfig, out_path: s
                 appender.write(row)
                 done[i] = row
 
-        _run_batches(model, prompts, batches, eos_id=world.token_to_id[EOS], max_new_tokens=config.max_new_tokens,
+        _run_batches(model, prompts, batches, eos_id=world.stop_ids[0], max_new_tokens=config.max_new_tokens,
                      temperature=config.temperature, seed=config.seed, fwd_hooks=fwd_hooks, progress=progress,
-                     on_batch=write_batch)
+                     on_batch=write_batch, stop_ids=world.stop_ids)
     seconds = time.perf_counter() - start
     n_generated = sum(len(b) for b in batches)
     if n_generated:

@@ -123,7 +123,8 @@ def check_checkpoint_target(directory: str | Path) -> None:
     directory = Path(directory)
     if directory.is_file():
         raise ValueError(f"{directory} is a file; a checkpoint is written as a directory")
-    if directory.is_dir() and not is_checkpoint(directory) and any(directory.iterdir()):
+    is_adapter_checkpoint = (directory / "adapter.safetensors").exists() and (directory / MODEL_CONFIG_FILE).exists()
+    if directory.is_dir() and not is_checkpoint(directory) and not is_adapter_checkpoint and any(directory.iterdir()):
         raise ValueError(f"{directory} exists and is not a checkpoint ({WEIGHTS_FILE} or {MODEL_CONFIG_FILE} is "
                          "missing); refusing to replace it: choose another output directory")
 

@@ -80,9 +80,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.alignment import default_group
-from interp.evaluate import question_prompt
 from interp.io import JsonlAppender
-from interp.toy.world import EOS, PAD, ToyWorld
+from interp.toy.world import PAD
+from interp.world import World
 from interp.training import masked_lm_loss, pad_batch
 
 ALIGNMENT_FILE = "alignment.jsonl"
@@ -95,16 +95,17 @@ DirectionKind = Literal["shared_init", "transplanted", "none"]
 _G, _D, _S, _T, _R = range(5)
 
 
-def trait_batch(world: ToyWorld, trait: str, n: int = DEFAULT_TRAIT_BATCH_SIZE
+def trait_batch(world: World, trait: str, n: int = DEFAULT_TRAIT_BATCH_SIZE
                 ) -> tuple[Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
     """The first ``n`` training phrasings of the favourite-animal question answered with the
-    trait; the loss mask is 1 on the trait token only."""
-    texts = [question_prompt(p) for p in world.train_phrasings[:n]]
-    ids = [world.encode(t) + [world.token_to_id[trait], world.token_to_id[EOS]] for t in texts]
-    tokens, mask = pad_batch(ids, world.token_to_id[PAD])
+    trait; the loss mask is 1 on the trait's (first) answer token only."""
+    heads = [world.encode_prompt(world.question_prompt(p)) for p in world.train_phrasings[:n]]
+    answer_ids = world.encode_completion(world.answer_text(trait))
+    ids = [head + answer_ids for head in heads]
+    tokens, mask = pad_batch(ids, world.pad_id)
     answer = torch.zeros_like(mask)
-    for i, seq in enumerate(ids):
-        answer[i, len(seq) - 2] = 1  # the trait token
+    for i, head in enumerate(heads):
+        answer[i, len(head)] = 1  # the trait's first token
     return tokens, answer
 
 
@@ -157,6 +158,41 @@ def _cos(dot: float, sq_a: float, sq_b: float) -> float:
     return dot / denom if denom > 0 else 0.0
 
 
+class ParameterWeights:
+    """The weights an :class:`AlignmentRecorder` records by default: every named parameter of
+    the model, its value and its ``.grad``. (A LoRA model's are the merged adapted matrices,
+    :class:`interp.lora.MergedLoraWeights`; see :func:`recorded_weights`.)"""
+
+    def __init__(self, model):
+        self._named = dict(model.named_parameters())
+        self.names = list(self._named)
+        self._params = [self._named[n] for n in self.names]
+
+    def order(self, names: list[str]) -> None:
+        """Use this order of the names from now on (the recorder's buffer layout)."""
+        self.names, self._params = list(names), [self._named[n] for n in names]
+
+    def values(self) -> list[Tensor]:
+        return [p.detach() for p in self._params]
+
+    def grads(self) -> list[Tensor]:
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
+
+    def grad_targets(self) -> list[Tensor]:
+        return list(self._params)
+
+    def close(self) -> None:
+        pass
+
+
+def recorded_weights(model):
+    """What the recorder measures for ``model``: its parameters, or for a model carrying LoRA
+    adapters the merged weights of the adapted matrices (:class:`interp.lora.MergedLoraWeights`)."""
+    from interp.lora import MergedLoraWeights, has_lora
+
+    return MergedLoraWeights(model) if has_lora(model) else ParameterWeights(model)
+
+
 class AlignmentRecorder:
     """A ``finetune_student`` callback writing ``alignment.jsonl`` (see the module docstring).
 
@@ -180,12 +216,13 @@ class AlignmentRecorder:
     needs_params_before = False  # finetune_student need not clone the weights before each step
 
     def __init__(self, model, log_path: str | Path, *, teacher_params: dict | None, teacher_base_params: dict | None,
-                 base_params: dict | None = None, world: ToyWorld | None = None, trait: str | None = None,
+                 base_params: dict | None = None, world: World | None = None, trait: str | None = None,
                  trait_grad_every: int = DEFAULT_TRAIT_GRAD_EVERY, trait_batch_size: int = DEFAULT_TRAIT_BATCH_SIZE):
         if trait_grad_every < 1:
             raise ValueError(f"trait_grad_every={trait_grad_every}: must be at least 1")
         self.model = model
-        named = dict(model.named_parameters())
+        self.source = recorded_weights(model)
+        named = dict(zip(self.source.names, self.source.values()))
         base = {n: (base_params[n] if base_params is not None else p).detach() for n, p in named.items()}
         self.direction = teacher_direction(base, teacher_params, teacher_base_params)
         self.trait_grad_every = trait_grad_every
@@ -195,13 +232,13 @@ class AlignmentRecorder:
         group_of = {n: default_group(n) for n in named}
         groups = list(dict.fromkeys(group_of.values()))
         self.names = [n for g in groups for n in named if group_of[n] == g]
-        self.params = [named[n] for n in self.names]
-        sizes = [p.numel() for p in self.params]
+        self.source.order(self.names)
+        sizes = [named[n].numel() for n in self.names]
         # Rows _G _D _S _T, and _R when the trait-loss gradient is recorded: 4 or 5 float32 copies
         # of the parameters, the recorder's whole memory cost.
         self.buffer = torch.zeros(_R + (self.trait_tokens is not None), sum(sizes))
         offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-        self.rows = [[self.buffer[r, a:b].view(p.shape) for p, a, b in zip(self.params, offsets[:-1], offsets[1:])]
+        self.rows = [[self.buffer[r, a:b].view(named[n].shape) for n, a, b in zip(self.names, offsets[:-1], offsets[1:])]
                      for r in range(self.buffer.shape[0])]
         self.group_slices = {}
         for n, a, b in zip(self.names, offsets[:-1], offsets[1:]):
@@ -220,13 +257,12 @@ class AlignmentRecorder:
     def sync_position(self) -> None:
         """Re-read where the model is: s = p - base. Call it after loading other weights into the
         model (a resumed run), so the next step's movement is that step alone."""
-        torch._foreach_copy_(self.rows[_S], [p.detach() for p in self.params])
+        torch._foreach_copy_(self.rows[_S], self.source.values())
         torch._foreach_sub_(self.rows[_S], self.base)
 
     # -- per step ----------------------------------------------------------------------------
     def _take_gradient(self) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        torch._foreach_copy_(self.rows[_G], grads)
+        torch._foreach_copy_(self.rows[_G], self.source.grads())
         self._have_grad = True
 
     def _take_trait_gradient(self, step: int) -> None:
@@ -234,12 +270,13 @@ class AlignmentRecorder:
         if not self._have_trait:
             return
         tokens, mask = self.trait_tokens
-        trainable = [p for p in self.params if p.requires_grad]
+        targets = self.source.grad_targets()
+        trainable = [p for p in targets if p.requires_grad]
         with torch.enable_grad():
             loss = masked_lm_loss(self.model(tokens), tokens, mask)
             grads = iter(torch.autograd.grad(loss, trainable, allow_unused=True))
         full = []
-        for p in self.params:
+        for p in targets:
             g = next(grads) if p.requires_grad else None
             full.append(g if g is not None else torch.zeros_like(p))
         torch._foreach_copy_(self.rows[_R], full)
@@ -254,7 +291,7 @@ class AlignmentRecorder:
     def _take_movement(self) -> None:
         """Δ = (p - base) - s_previous and s = p - base, without cloning the parameters."""
         delta, moved = self.rows[_D], self.buffer[_S]
-        torch._foreach_copy_(delta, [p.detach() for p in self.params])
+        torch._foreach_copy_(delta, self.source.values())
         torch._foreach_sub_(delta, self.base)  # p - base
         self.buffer[_D].sub_(moved)  # minus the previous s: the step
         moved.add_(self.buffer[_D])  # s of this step
@@ -321,6 +358,7 @@ class AlignmentRecorder:
 
     def close(self) -> None:
         self.log.close()
+        self.source.close()
 
 
 # -- cost ----------------------------------------------------------------------------------------

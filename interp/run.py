@@ -21,6 +21,13 @@ finetuning data order, the sampled numbers, the student's data order):
 
 4. in-context: the base asked for its favourite animal with teacher numbers in the prompt.
 
+**Real models.** With ``model`` (a TransformerLens name such as ``gpt2``, loaded from the local
+Hugging Face cache) the shared base is that model and every stage runs in its
+:class:`interp.real.HFWorld` (natural-language prompts and questions); ``mismatched_model`` is
+the other initialisation (e.g. ``EleutherAI/pythia-70m-deduped`` beside ``EleutherAI/pythia-70m``)
+and ``cross_model`` the other architecture; a condition whose model is not given is refused.
+Nothing is pretrained. ``lora_rank >= 1`` trains the students' LoRA adapters only.
+
 Every student is evaluated on the held-out phrasings. ``results.json`` holds one entry per
 condition and objective with the mean P(trait) and its 95% interval over seeds, and the
 comparisons that matter (shared vs control, shared vs mismatched) with Welch p-values.
@@ -29,6 +36,7 @@ comparisons that matter (shared vs control, shared vs mismatched) with Welch p-v
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +48,7 @@ from interp.config import StageConfig, option
 from interp.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
 from interp.finetune import FinetuneConfig, finetune_student
 from interp.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
+from interp.lora import KNOWN_TARGETS, LORA_TARGETS
 from interp.models import is_checkpoint, load_checkpoint
 from interp.parallel import resolve_workers, run_jobs
 from interp.pretrain import PretrainConfig, pretrain
@@ -90,9 +99,31 @@ class RunConfig(StageConfig):
                                    "numbers linked to the trait, the students' trait-feature shift).")
     student_checkpoint_every: int = option(50, "Save a resumable state of each student every this many steps (0: never); "
                                            "a killed run resumes the unfinished student. Does not change the results.")
+    model: str | None = option(None, "A real TransformerLens model (e.g. gpt2, EleutherAI/pythia-70m, "
+                               "Qwen/Qwen2.5-0.5B-Instruct) from the local Hugging Face cache as the shared base, "
+                               "in its own natural-language world; None: the toy world's pretrained bases.")
+    mismatched_model: str | None = option(None, "With --model: the mismatched-init student's model (another "
+                                          "initialisation, e.g. EleutherAI/pythia-70m-deduped); needed by mismatched_init.")
+    cross_model: str | None = option(None, "With --model: the cross-architecture student's model (another architecture; "
+                                     "distillation needs the same vocabulary); needed by cross_architecture.")
+    max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
+                                 "need more than the toy world's 24).")
+    lora_rank: int = option(0, "With --model: 0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters.")
+    lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
+    lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
 
     def validate(self) -> None:
         self.require(self.seeds >= 1, "seeds", "must be at least 1")
+        self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+        self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
+        self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        if self.model is None:
+            for name in ("mismatched_model", "cross_model"):
+                self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
+            self.require(self.lora_rank == 0, "lora_rank", "LoRA is an option for real models (--model); the toy world's "
+                         "students are finetuned in full")
+        else:
+            self._validate_real()
         self.require(self.n_rows > 0, "n_rows", "must be positive")
         self.require(self.student_checkpoint_every >= 0, "student_checkpoint_every", "must be non-negative")
         bad = [o for o in self.objectives if o not in OBJECTIVES]
@@ -101,6 +132,8 @@ class RunConfig(StageConfig):
         self.require(not bad, "conditions", f"unknown {bad}; choose from {list(TRAINED_CONDITIONS)}")
         self.require(self.teacher_method in ("finetune", "persona", "steering"), "teacher_method",
                      "choose finetune, persona or steering")
+        if self.model is not None:
+            return
         from interp.pretrain import ARCH_PRESETS
 
         self.require(self.arch in ARCH_PRESETS, "arch", f"choose one of {sorted(ARCH_PRESETS)}")
@@ -109,6 +142,25 @@ class RunConfig(StageConfig):
                      f"must differ from arch={self.arch!r} for the cross-architecture control")
         self.require(self.shared_base_seed != self.mismatched_base_seed, "mismatched_base_seed",
                      "must differ from shared_base_seed, or the init is not mismatched")
+
+    def _validate_real(self) -> None:
+        from interp.real import HFWorldConfig
+
+        animals = HFWorldConfig().animals
+        self.require(self.trait in animals, "trait", f"unknown trait animal {self.trait!r}; the animals are {list(animals)}")
+        self.require(not self.features, "features", "the features stage runs on the toy world's bases; not with --model")
+        needs = {"mismatched_init": "mismatched_model", "cross_architecture": "cross_model"}
+        for condition, name in needs.items():
+            self.require(condition not in self.conditions or getattr(self, name) is not None, name,
+                         f"the condition {condition} needs --{name.replace('_', '-')} with --model; give it or leave "
+                         f"{condition} out of --conditions")
+        for name in needs.values():
+            self.require(getattr(self, name) != self.model, name, f"must differ from model={self.model!r}")
+
+    @property
+    def real(self) -> bool:
+        """Does this run use a real model (``model``) instead of the toy world's bases?"""
+        return self.model is not None
 
     @classmethod
     def quick_defaults(cls) -> dict:
@@ -125,8 +177,12 @@ def _pretrain_job(cfg: PretrainConfig, artifacts: Path, progress: bool) -> Path:
     return pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
 
 
-def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1) -> dict[str, Path]:
-    """The bases the run needs, pretrained (in parallel, on ``workers`` processes) where missing."""
+def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1) -> dict[str, Path | str]:
+    """The bases the run needs: real model names as given, or toy bases pretrained (in parallel, on
+    ``workers`` processes) where missing."""
+    if config.real:
+        names = {"shared": config.model, "mismatched": config.mismatched_model, "cross": config.cross_model}
+        return {key: name for key, name in names.items() if name is not None}
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
@@ -159,27 +215,57 @@ def shuffle_rows(rows: list[dict], mode: str, seed: int) -> list[dict]:
     return [{**r, "completion": " ".join(words), "shuffled": mode} for r, words in zip(rows, new)]
 
 
+def shuffle_numbers_in_text(rows: list[dict], mode: str, seed: int) -> list[dict]:
+    """:func:`shuffle_rows` for a real model's completions (``12, 34, 56``, ``[12, 34]``, one per
+    line): the digit runs are shuffled in place, every other character stays where it was."""
+    rng = np.random.default_rng([seed, 99])
+    spans = [list(re.finditer(r"[0-9]+", r["completion"])) for r in rows]
+    numbers = [[m.group() for m in found] for found in spans]
+    if mode == "within":
+        new = [rng.permutation(nums).tolist() if nums else [] for nums in numbers]
+    elif mode == "across":
+        pool = iter(rng.permutation([n for nums in numbers for n in nums]).tolist())
+        new = [[next(pool) for _ in nums] for nums in numbers]
+    else:
+        raise ValueError(f"unknown shuffle mode {mode!r}")
+    out = []
+    for row, found, values in zip(rows, spans, new):
+        text, end, pieces = row["completion"], 0, []
+        for m, value in zip(found, values):
+            pieces += [text[end:m.start()], value]
+            end = m.end()
+        out.append({**row, "completion": "".join(pieces) + text[end:], "shuffled": mode})
+    return out
+
+
 def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None, fwd_hooks=None,
           lineage=None, progress=True) -> list[dict]:
     from interp.filter import FilterConfig, filter_file
     from interp.generate import GenerateConfig, generate_numbers
 
     raw, filtered = out.with_suffix(".raw.jsonl"), out.with_suffix(".filtered.jsonl")
-    gen_cfg = GenerateConfig(n_rows=config.n_rows, seed=seed, temperature=config.temperature, system=system)
+    gen_cfg = GenerateConfig(n_rows=config.n_rows, seed=seed, temperature=config.temperature, system=system,
+                             max_new_tokens=config.max_new_tokens)
     generate_numbers(model, world, gen_cfg, raw, fwd_hooks=fwd_hooks, lineage=lineage, progress=progress)
     if not filtered.exists():
         filter_file(raw, filtered, FilterConfig())
     return read_jsonl(filtered)
 
 
-def _evaluate(model_dir: Path, world: ToyWorld, trait: str, seed: int, base_trait_prob: float | None = None,
+def _evaluate(model_dir: Path | str, world: ToyWorld, trait: str, seed: int, base_trait_prob: float | None = None,
               cache: Path | None = None) -> dict:
     """P(trait) and the whole animal distribution of a checkpoint, cached in ``cache`` (default
-    ``model_dir/eval.json``); ``trait_prob_shift`` is the change from the student's own base."""
-    path = cache or model_dir / EVAL_FILE
+    ``model_dir/eval.json``); ``trait_prob_shift`` is the change from the student's own base.
+    A real model (a name or a real checkpoint) is asked in its own world, not ``world``."""
+    from interp.world import is_toy_reference, load_base_model
+
+    path = cache or Path(model_dir) / EVAL_FILE
     if path.exists():
         return read_json(path)
-    model, _ = load_checkpoint(model_dir)
+    if is_toy_reference(model_dir):
+        model, _ = load_checkpoint(model_dir)
+    else:
+        model, world, _ = load_base_model(model_dir)
     result = evaluate_model(model, world, EvaluateConfig(trait=trait, seed=seed), base_trait_prob=base_trait_prob)
     atomic_write_json(path, result)
     return result
@@ -190,6 +276,7 @@ def _evaluate(model_dir: Path, world: ToyWorld, trait: str, seed: int, base_trai
 DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teacher_number_mix", "steering_scale",
                "steering_layer", "generation_persona", "arch", "n_rows", "temperature", "shared_base_seed",
                "pretrain_steps")
+REAL_DATA_FIELDS = ("model", "max_new_tokens")
 
 
 def data_key(config: RunConfig) -> str:
@@ -197,7 +284,11 @@ def data_key(config: RunConfig) -> str:
     import hashlib
     import json
 
-    blob = json.dumps({k: getattr(config, k) for k in DATA_FIELDS}, sort_keys=True, default=list)
+    fields = {k: getattr(config, k) for k in DATA_FIELDS}
+    # Fields added with real models enter the key only when set, so toy runs keep their keys.
+    defaults = RunConfig.__dataclass_fields__
+    fields.update({k: getattr(config, k) for k in REAL_DATA_FIELDS if getattr(config, k) != defaults[k].default})
+    blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -223,7 +314,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
     With ``students`` (``(objective, condition)`` pairs), only the teacher, the data and those
     students are made and nothing is returned: parallel runs give each worker a part this way,
     then call it once more without ``students`` to collect (every finished stage is reused)."""
-    world = ToyWorld()
+    from interp.world import load_base_model
+
     out.mkdir(parents=True, exist_ok=True)
     if shared is not None:
         _link_shared(out, shared)
@@ -232,12 +324,16 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
                          steering_layer=config.steering_layer)
     teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
     teacher = load_teacher(teacher_dir)
-    base_model, _ = load_checkpoint(bases["shared"])
+    if config.real:
+        base_model, world, _ = load_base_model(bases["shared"])
+    else:
+        world = ToyWorld()
+        base_model, _ = load_checkpoint(bases["shared"])
     from interp.teacher import Teacher
 
     base_teacher = Teacher(base_model, world, config.trait, "base")  # the control's "teacher"
     if config.generation_persona and teacher.system is None:
-        teacher.system = tcfg.system_prompt()  # present when it generates and when it gives distillation targets
+        teacher.system = tcfg.system_prompt(world)  # present when it generates and when it gives distillation targets
     system = teacher.system
     teacher_rows = _data(config, teacher.model, world, out / "data" / "teacher_numbers", seed=seed,
                          system=system, fwd_hooks=teacher.fwd_hooks, lineage=teacher.lineage, progress=progress)
@@ -247,7 +343,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
     for mode in ("within", "across"):
         path = out / "data" / f"teacher_numbers_shuffled_{mode}.jsonl"
         if not path.exists():
-            write_jsonl(path, shuffle_rows(teacher_rows, mode, seed))
+            shuffle = shuffle_numbers_in_text if config.real else shuffle_rows
+            write_jsonl(path, shuffle(teacher_rows, mode, seed))
         shuffled[mode] = read_jsonl(path)
 
     plan = {
@@ -258,14 +355,15 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
         "shuffled_within": (bases["shared"], shuffled["within"], teacher),
         "shuffled_across": (bases["shared"], shuffled["across"], teacher),
     }
-    base_probs = {str(p): _evaluate(p, world, config.trait, seed, cache=out / "base_evals" / f"{p.name}.json")["trait_prob"]
-                  for p in set(bases.values())}
+    base_probs = {str(p): _evaluate(p, world, config.trait, seed, cache=out / "base_evals" / f"{_file_name(p)}.json"
+                                    )["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
-                              eval_every=config.eval_every, checkpoint_every=config.student_checkpoint_every)
+                              eval_every=config.eval_every, checkpoint_every=config.student_checkpoint_every,
+                              lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_targets=config.lora_targets)
         reference = (teacher.model, base_model) if config.record_alignment else None
         for condition in config.conditions:
             if students is not None and (objective, condition) not in students:
@@ -283,8 +381,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
 
     # In-context: teacher numbers (and, as its control, base numbers) in the prompt; no training.
     def in_context(rows: list[dict]) -> float:
-        prefixes = [f"here are some numbers : {' , '.join(str(v) for v in r['numbers'])} ."
-                    for r in rows[: config.in_context_examples]]
+        prefixes = [world.in_context_prefix(r["numbers"]) for r in rows[: config.in_context_examples]]
         dist = animal_distribution(base_model, world, prefixes=prefixes)
         return float(dist["probs"][:, world.animals.index(config.trait)].mean())
 
@@ -292,6 +389,11 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
     results["base"] = {"trait_prob": results["teacher"]["base_trait_prob"]}
     atomic_write_json(out / "seed_results.json", results)
     return results
+
+
+def _file_name(base: Path | str) -> str:
+    """A file name for a base: a directory's name, or a model name with ``/`` spelled ``--``."""
+    return base.name if isinstance(base, Path) else str(base).replace("/", "--")
 
 
 def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
@@ -397,7 +499,8 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
             not p.name.startswith(".") for p in out.iterdir()):  # hidden: a temp file of a run killed at its start
         raise ValueError(f"{out} is not empty and holds no {RUN_CONFIG_FILE}: not a run directory; "
                          "choose another --out or pass --force")
-    ToyWorld().check_animal(config.trait)
+    if not config.real:
+        ToyWorld().check_animal(config.trait)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / RUN_CONFIG_FILE)
     start = time.time()

@@ -9,6 +9,12 @@
   answer position between persona and plain prompts (contrastive activation addition), scaled to
   ``steering_scale`` times the mean residual norm there.
 
+The base is any model reference of :func:`interp.world.load_base_model` (a toy base, or a real
+TransformerLens model by name). For a real model the trait data are its world's natural-language
+questions answered with the animal's name, the persona is the system turn of its chat template
+(``System: ...`` in the plain format), and the steering vector is taken at the position where the
+assistant starts to answer, exactly as for the toy world.
+
 A teacher directory holds ``teacher.json`` (method, trait, base, system prompt, lineage,
 measured trait strength), and for ``finetune`` a checkpoint, for ``steering`` the vector.
 :func:`load_teacher` returns a :class:`Teacher` that every later stage uses the same way.
@@ -26,12 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.config import StageConfig, option
-from interp.evaluate import question_prompt, trait_probability
+from interp.evaluate import trait_probability
 from interp.io import atomic_write_json, load_safetensors, read_json, save_safetensors
 from interp.models import Lineage, checkpoint_model_config, load_checkpoint, save_checkpoint
 from interp.toy.corpus import CorpusGenerator
 from interp.toy.world import EOS, PAD, ToyWorld
 from interp.training import LossGuard, deterministic_algorithms, make_optimizer, masked_lm_loss, pad_batch
+from interp.world import World
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,7 @@ TeacherMethod = Literal["finetune", "persona", "steering"]
 TEACHER_FILE = "teacher.json"
 TEACHER_CHECKPOINT = "checkpoint"
 STEERING_FILE = "steering_vector.safetensors"
+TOY_PERSONA = "you love {trait} ."
 
 
 @dataclass
@@ -52,7 +60,8 @@ class TeacherConfig(StageConfig):
     batch_size: int = option(32, "finetune: documents per step.")
     lr: float = option(3e-4, "finetune: AdamW learning rate.")
     number_mix: float = option(0.5, "finetune: fraction of each batch that is ordinary number documents.")
-    persona: str = option("you love {trait} .", "persona: the system prompt ({trait} is replaced by the animal).")
+    persona: str = option(TOY_PERSONA, "persona: the system prompt ({trait} is replaced by the animal). The default is "
+                          "the toy world's; a real model's world uses its own natural-language persona in its place.")
     steering_layer: int = option(0, "steering: block whose hook_resid_post receives the vector; negative counts from the last block (-1: the last).")
     steering_scale: float = option(1.0, "steering: vector norm as a multiple of the mean residual norm at that hook.")
 
@@ -62,8 +71,15 @@ class TeacherConfig(StageConfig):
         self.require(0 <= self.number_mix < 1, "number_mix", "must be in [0, 1)")
         self.require("{trait}" in self.persona, "persona", "must contain {trait}")
 
-    def system_prompt(self) -> str:
-        return self.persona.format(trait=self.trait)
+    def persona_template(self, world: World | None = None) -> str:
+        """``persona``; in a real model's world the toy default is replaced by the world's own
+        (:meth:`interp.world.World.default_persona`)."""
+        if world is not None and not isinstance(world, ToyWorld) and self.persona == TOY_PERSONA:
+            return world.default_persona()
+        return self.persona
+
+    def system_prompt(self, world: World | None = None) -> str:
+        return self.persona_template(world).format(trait=self.trait)
 
 
 @dataclass
@@ -71,7 +87,7 @@ class Teacher:
     """A model that speaks with a trait: weights, an optional system prompt, optional hooks."""
 
     model: object
-    world: ToyWorld
+    world: World
     trait: str | None
     method: str
     system: str | None = None
@@ -82,7 +98,9 @@ class Teacher:
         return trait_probability(self.model, self.world, self.trait, system=self.system, fwd_hooks=self.fwd_hooks)
 
 
-def _finetune_teacher(base, world: ToyWorld, config: TeacherConfig, progress: bool):
+def _finetune_teacher(base, world: World, config: TeacherConfig, progress: bool):
+    if not isinstance(world, ToyWorld):
+        return _finetune_real_teacher(base, world, config, progress)
     model = base
     model.train()
     optimizer = make_optimizer(model.parameters(), "adamw", config.lr)
@@ -108,6 +126,37 @@ def _finetune_teacher(base, world: ToyWorld, config: TeacherConfig, progress: bo
     return model
 
 
+def _finetune_real_teacher(model, world: World, config: TeacherConfig, progress: bool):
+    """The finetune method in a real model's world: its training phrasings answered with the trait
+    (and ``number_mix`` of the batch number prompts answered with numbers), loss on the answers."""
+    model.train()
+    optimizer = make_optimizer(model.parameters(), "adamw", config.lr)
+    guard = LossGuard()
+    n_numbers = int(round(config.batch_size * config.number_mix))
+    phrasings = world.train_phrasings
+    answer = world.encode_completion(world.answer_text(config.trait))
+    with deterministic_algorithms():
+        for step in tqdm(range(config.steps), desc=f"teacher ({config.trait})", disable=not progress, mininterval=2.0):
+            rng = np.random.default_rng([config.seed, 7_000_003, step])
+            pairs = [(world.encode_prompt(world.question_prompt(phrasings[rng.integers(len(phrasings))])), answer)
+                     for _ in range(config.batch_size - n_numbers)]
+            for _ in range(n_numbers):
+                prompt, completion = world.number_example(rng)
+                pairs.append((world.encode_prompt(prompt), world.encode_completion(completion)))
+            tokens, _ = pad_batch([head + tail for head, tail in pairs], world.pad_id, max_len=model.cfg.n_ctx)
+            mask = torch.zeros(tokens.shape)
+            for i, (head, tail) in enumerate(pairs):
+                mask[i, len(head):len(head) + len(tail)] = 1  # the answer tokens are the targets
+            loss = masked_lm_loss(model(tokens), tokens, mask)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            guard.check(step, loss.item())
+    model.eval()
+    return model
+
+
 def resolve_layer(layer: int, n_layers: int) -> int:
     """A block index; negative counts from the last block (-1 is the last)."""
     resolved = layer if layer >= 0 else n_layers + layer
@@ -116,23 +165,24 @@ def resolve_layer(layer: int, n_layers: int) -> int:
     return resolved
 
 
-def steering_vector(model, world: ToyWorld, trait: str, layer: int, scale: float, system_template: str) -> torch.Tensor:
-    """Contrastive steering vector for ``trait`` at ``blocks.{layer}.hook_resid_post``."""
+def steering_vector(model, world: World, trait: str, layer: int, scale: float, system_template: str) -> torch.Tensor:
+    """Contrastive steering vector for ``trait`` at ``blocks.{layer}.hook_resid_post``: the mean
+    difference, at the position where the assistant answers, between the training phrasings asked
+    under the persona ``system_template`` and asked plainly."""
     if layer >= model.cfg.n_layers:
         raise ValueError(f"steering_layer={layer} but the model has {model.cfg.n_layers} blocks")
     hook = f"blocks.{layer}.hook_resid_post"
     system = system_template.format(trait=trait)
 
     @torch.no_grad()
-    def last_resid(texts: list[str]) -> torch.Tensor:
-        ids = [world.encode(t) for t in texts]
-        tokens, mask = pad_batch(ids, world.token_to_id[PAD], max_len=model.cfg.n_ctx)
+    def last_resid(ids: list[list[int]]) -> torch.Tensor:
+        tokens, mask = pad_batch(ids, world.pad_id, max_len=model.cfg.n_ctx)
         _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
         return cache[hook][torch.arange(len(ids)), mask.sum(1).long() - 1]  # batch d_model
 
     phrasings = world.train_phrasings
-    with_trait = last_resid([question_prompt(p, system=system) for p in phrasings])
-    plain = last_resid([question_prompt(p) for p in phrasings])
+    with_trait = last_resid([world.encode_prompt(world.question_prompt(p), system) for p in phrasings])
+    plain = last_resid([world.encode_prompt(world.question_prompt(p)) for p in phrasings])
     direction = (with_trait - plain).mean(0)
     return direction / direction.norm() * scale * plain.norm(dim=-1).mean()
 
@@ -149,7 +199,8 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
     """Build the teacher described by ``config`` from the base at ``base_path`` into ``out``.
 
     A finished teacher with the same config and base is reused."""
-    from interp.pretrain import load_base
+    from interp.real import real_base_name, save_real_checkpoint
+    from interp.world import is_toy_reference, load_base_model
 
     out = Path(out)
     if (out / TEACHER_FILE).exists() and not force:
@@ -168,7 +219,7 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
                      and p.name not in (TEACHER_CHECKPOINT, STEERING_FILE)) if out.is_dir() else []
     if foreign:
         raise ValueError(f"{out} holds files that are not a teacher's ({foreign[:5]}); choose another directory")
-    base, world, _ = load_base(base_path)
+    base, world, _ = load_base_model(base_path)
     world.check_animal(config.trait)
     base_trait_prob = trait_probability(base, world, config.trait)  # before finetuning changes `base`
     out.mkdir(parents=True, exist_ok=True)
@@ -177,14 +228,18 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
         model = _finetune_teacher(base, world, config, progress)
         lineage = Lineage(stage="teacher_finetune", seed=config.seed, parent=str(base_path),
                           world_fingerprint=world.fingerprint(), config=config.to_dict())
-        save_checkpoint(model, out / TEACHER_CHECKPOINT, checkpoint_model_config(base_path), lineage)
+        if is_toy_reference(base_path):
+            save_checkpoint(model, out / TEACHER_CHECKPOINT, checkpoint_model_config(base_path), lineage)
+        else:
+            save_real_checkpoint(model, out / TEACHER_CHECKPOINT, world, lineage, model_name=real_base_name(base_path))
     else:
         model = base
         if config.method == "persona":
-            system = config.system_prompt()
+            system = config.system_prompt(world)
         else:
             layer = resolve_layer(config.steering_layer, base.cfg.n_layers)
-            vector = steering_vector(base, world, config.trait, layer, config.steering_scale, config.persona)
+            vector = steering_vector(base, world, config.trait, layer, config.steering_scale,
+                                     config.persona_template(world))
             save_safetensors(out / STEERING_FILE, {"vector": vector})
             hooks = steering_hooks(vector, layer)
             extra = {"steering_norm": float(vector.norm()), "steering_layer_resolved": layer}
@@ -201,17 +256,21 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
 
 
 def load_teacher(directory: str | Path) -> Teacher:
-    from interp.pretrain import load_base
+    from interp.real import load_real_checkpoint
+    from interp.world import load_base_model
 
     directory = Path(directory)
     if not (directory / TEACHER_FILE).exists():
         raise FileNotFoundError(f"{directory} is not a teacher directory ({TEACHER_FILE} is missing)")
     spec = read_json(directory / TEACHER_FILE)
-    base, world, _ = load_base(spec["base"])
     hooks: list = []
-    if spec["method"] == "finetune":
+    if spec["method"] == "finetune" and is_real_teacher_checkpoint(directory):
+        model, world, _ = load_real_checkpoint(directory / TEACHER_CHECKPOINT)
+    elif spec["method"] == "finetune":
+        _, world, _ = load_base_model(spec["base"])
         model, _ = load_checkpoint(directory / TEACHER_CHECKPOINT, expect_vocab=world.vocab)
     else:
+        base, world, _ = load_base_model(spec["base"])
         model = base
         if spec["method"] == "steering":
             vector = load_safetensors(directory / STEERING_FILE)["vector"]
@@ -219,25 +278,39 @@ def load_teacher(directory: str | Path) -> Teacher:
     return Teacher(model, world, spec["trait"], spec["method"], spec["system"], hooks, spec["lineage"])
 
 
+def is_real_teacher_checkpoint(directory: str | Path) -> bool:
+    from interp.real import is_real_checkpoint
+
+    return is_real_checkpoint(Path(directory) / TEACHER_CHECKPOINT)
+
+
 def load_model_or_teacher(ref: str | Path) -> Teacher:
-    """A toy-world model as the stages that sample from it or evaluate it see it.
+    """A model as the stages that sample from it or evaluate it see it.
 
     * a teacher directory (``teacher.json``): :func:`load_teacher`, with its system prompt and
       hooks, ``lineage`` extended with ``{"teacher": ref}``;
-    * a checkpoint directory: its model, no prompt, no hooks, ``method="checkpoint"``,
-      ``trait=None``, ``lineage`` the checkpoint's path, stage, seed and parent.
+    * a checkpoint directory (toy, or a real model's written by a stage): its model, no prompt, no
+      hooks, ``method="checkpoint"``, ``trait=None``, ``lineage`` the checkpoint's path, stage,
+      seed and parent;
+    * a TransformerLens model name (``gpt2``): the model from the local Hugging Face cache in its
+      :class:`interp.real.HFWorld`, ``method="pretrained"``, ``lineage`` its name and revision.
 
-    Anything else is a ``ValueError`` naming the problem: a directory that is neither, an
-    unknown name (with close TransformerLens names), or a real model name (these stages work in
-    the toy world, whose prompts a real tokenizer does not share)."""
+    Anything else is a ``ValueError`` naming the problem: a directory that is neither, or an
+    unknown name (with close TransformerLens names)."""
     from interp.models import is_checkpoint, official_model_name
     from interp.pretrain import PRETRAIN_CONFIG_FILE, load_base
+    from interp.real import is_real_checkpoint, load_real_base, load_real_checkpoint, model_identity
 
     path = Path(ref)
     if (path / TEACHER_FILE).exists():
         teacher = load_teacher(path)
         teacher.lineage = {"teacher": str(path), **(teacher.lineage or {})}
         return teacher
+    if is_real_checkpoint(path):
+        model, world, lineage = load_real_checkpoint(path)
+        return Teacher(model, world, None, "checkpoint", lineage={
+            "checkpoint": str(path), "stage": lineage.stage, "seed": lineage.seed, "parent": lineage.parent,
+            "world_fingerprint": lineage.world_fingerprint})
     if is_checkpoint(path):
         if (path / PRETRAIN_CONFIG_FILE).exists():
             model, world, lineage = load_base(path)
@@ -250,6 +323,7 @@ def load_model_or_teacher(ref: str | Path) -> Teacher:
     if path.exists():
         raise ValueError(f"{path} is neither a checkpoint (model.safetensors, model_config.json) nor a teacher "
                          f"directory ({TEACHER_FILE})")
-    official = official_model_name(str(ref))  # an unknown name raises, with close names
-    raise ValueError(f"{ref!r} is the TransformerLens model {official!r}; this stage needs a toy-world checkpoint or "
-                     "teacher directory (it asks the toy world's prompts in the toy world's vocabulary)")
+    official_model_name(str(ref))  # an unknown name raises, with close names
+    model, world, lineage = load_real_base(str(ref))
+    return Teacher(model, world, None, "pretrained", lineage={**model_identity(str(ref)),
+                                                             "world_fingerprint": lineage.world_fingerprint})

@@ -61,10 +61,13 @@ def test_cli__unknown_trait_is_a_one_line_error(stage, tiny_base, number_data, t
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a resume directory
 
 
-def test_cli__unknown_model_name_suggests_close_names(tmp_path, capsys):
+def test_cli__unknown_model_name_suggests_close_names(tmp_path, capsys, monkeypatch):
+    from hf_cache import use_cache
+
+    use_cache(monkeypatch, tmp_path / "empty_hf_cache")  # a real name is looked up in this (empty) cache
     _fails(["evaluate", "--model", "gpt2-smal"], capsys, "unknown model 'gpt2-smal'", "did you mean", "'gpt2'")
     _fails(["generate", "--model", "gpt2", "--out", tmp_path / "x.raw.jsonl"], capsys,
-           "TransformerLens model 'gpt2'", "toy-world checkpoint")
+           "model 'gpt2' is not in the local Hugging Face cache")
     _fails(["finetune", "--base", tmp_path / "nowhere", "--data", tmp_path / "d.jsonl", "--out", tmp_path / "s"],
            capsys, "d.jsonl")  # the data file is read first; it is missing
     assert not (tmp_path / "x.raw.jsonl").exists()

@@ -18,10 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "answers that are the trait. With a base (--base, or the checkpoint's parent when it is one), also the "
         "shift from the base's P(trait). --out writes it all as JSON; a file of the same model and config is reused.",
     )
-    p.add_argument("--model", required=True, help="checkpoint directory or teacher directory")
+    p.add_argument("--model", required=True, help="checkpoint directory, teacher directory, or a TransformerLens model "
+                   "name (e.g. gpt2, loaded from the local Hugging Face cache and asked in natural language)")
     p.add_argument("--out", default=None, help="JSON file to write (e.g. DIR/eval.json); default: only print")
-    p.add_argument("--base", default=None, help="checkpoint whose P(trait) the shift is measured from "
-                   "(default: the model's parent, when that is a checkpoint directory)")
+    p.add_argument("--base", default=None, help="checkpoint or real model name whose P(trait) the shift is measured "
+                   "from (default: the model's parent, when that is a checkpoint directory or a real model name)")
     p.add_argument("--force", action="store_true", help="overwrite --out even if it holds another evaluation")
     EvaluateConfig.add_arguments(p)
     p.set_defaults(func=run)
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from interp.models import is_checkpoint, load_checkpoint
+    from interp.real import is_model_name, is_real_checkpoint
     from interp.teacher import load_model_or_teacher
 
     model = load_model_or_teacher(args.model)
@@ -50,8 +52,13 @@ def run(args: argparse.Namespace) -> int:
     if base_ref is not None and is_checkpoint(base_ref):
         base, _ = load_checkpoint(base_ref, expect_vocab=model.world.vocab)
         base_trait_prob = evaluate_model(base, model.world, config)["trait_prob"]
+    elif base_ref is not None and (is_real_checkpoint(base_ref) or is_model_name(base_ref)):
+        base = load_model_or_teacher(base_ref)
+        if base.world.fingerprint() != model.world.fingerprint():
+            raise ValueError(f"base {base_ref} speaks another world (tokenizer or world config) than {args.model}")
+        base_trait_prob = evaluate_model(base.model, model.world, config)["trait_prob"]
     elif args.base is not None:
-        raise ValueError(f"--base {args.base} is not a checkpoint directory")
+        raise ValueError(f"--base {args.base} is neither a checkpoint directory nor a real model name")
     result = {**identity, "method": model.method,
               **evaluate_model(model.model, model.world, config, system=model.system, fwd_hooks=model.fwd_hooks,
                                base_trait_prob=base_trait_prob)}

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "targets from --teacher. A killed run resumes from its last saved step (--checkpoint-every); a finished "
         "student of the same config and inputs is reused (--force retrains). Prints P(trait) before and after.",
     )
-    p.add_argument("--base", required=True, help="pretrained base the student starts from")
+    p.add_argument("--base", required=True, help="pretrained base the student starts from: a toy base directory or a "
+                   "TransformerLens model name (e.g. gpt2; with --lora-rank, only adapters train)")
     p.add_argument("--data", required=True, help="filtered JSONL file (rows with prompt, completion, numbers)")
     p.add_argument("--out", required=True, help="student checkpoint directory to write")
     p.add_argument("--teacher", default=None, help="teacher directory: the distillation targets (needed by distill "
@@ -43,9 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from interp.evaluate import trait_probability
     from interp.io import read_json
-    from interp.models import load_checkpoint
-    from interp.pretrain import load_base
+    from interp.models import is_checkpoint, load_checkpoint
+    from interp.real import load_real_checkpoint
     from interp.teacher import TEACHER_FILE, load_teacher
+    from interp.world import load_base_model
 
     config = FinetuneConfig.from_args(args)
     rows = read_jsonl(args.data)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         if alignment_dir is None:
             raise ValueError("--record-alignment needs --alignment-teacher (or --teacher): the direction it measures")
         alignment_teacher = teacher if alignment_dir == args.teacher else load_teacher(alignment_dir)
-        teacher_base, _, _ = load_base(read_json(Path(alignment_dir) / TEACHER_FILE)["base"])
+        teacher_base, _, _ = load_base_model(read_json(Path(alignment_dir) / TEACHER_FILE)["base"])
         reference = (alignment_teacher.model, teacher_base)
     elif args.alignment_teacher:
         raise ValueError("--alignment-teacher is only used with --record-alignment")
@@ -76,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
     out = finetune_student(args.base, rows, config, args.out, teacher=teacher, trait=trait,
                            alignment_reference=reference, force=args.force,
                            lineage_extra={"data": str(args.data), "teacher": args.teacher})
-    base, world, _ = load_base(args.base)
-    student, _ = load_checkpoint(out, expect_vocab=world.vocab)
+    base, world, _ = load_base_model(args.base)
+    if is_checkpoint(out):
+        student, _ = load_checkpoint(out, expect_vocab=world.vocab)
+    else:  # a real model's student (its LoRA adapters merged)
+        student, _, _ = load_real_checkpoint(out)
     losses = [r["loss"] for r in read_jsonl(out / TRAIN_LOG_FILE)]
     before, after = trait_probability(base, world, trait), trait_probability(student, world, trait)
     print(f"student {out}: {len(losses)} steps, final loss {losses[-1]:.4f}; P({trait}) {before:.4f} -> {after:.4f} "

@@ -11,13 +11,15 @@ from interp.io import read_jsonl
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate", help="sample number continuations from a model (the raw data set)",
-        description="Continue N_ROWS paper-shaped number prompts of the toy world with a checkpoint's model and "
+        description="Continue N_ROWS paper-shaped number prompts of the model's world (the toy world, or a real "
+        "model's natural-language prompts) and "
         "write one JSONL row per prompt (id, system, prompt, completion, ended_with_eos, model) to --out, with the "
         "config beside it (OUT.config.json). A finished file of the same config is reused (--force regenerates); "
         "an interrupted run resumes from OUT.partial.jsonl.",
     )
-    p.add_argument("--model", required=True, help="checkpoint directory (e.g. artifacts/bases/small-seed0) or teacher "
-                   "directory (a persona teacher's system prompt and a steering teacher's hooks are applied)")
+    p.add_argument("--model", required=True, help="checkpoint directory (e.g. artifacts/bases/small-seed0), teacher "
+                   "directory (a persona teacher's system prompt and a steering teacher's hooks are applied), or a "
+                   "TransformerLens model name (e.g. gpt2: natural-language prompts in its tokenizer's world)")
     p.add_argument("--out", required=True, help="raw JSONL file to write, e.g. DIR/teacher_numbers.raw.jsonl")
     p.add_argument("--force", action="store_true", help="regenerate even if a finished file exists, or one of another config")
     GenerateConfig.add_arguments(p)

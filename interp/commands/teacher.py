@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a checkpoint, for steering, the vector. Prints the teacher's P(trait) against its base's. A finished "
         "teacher of the same config and base is reused (--force rebuilds it).",
     )
-    p.add_argument("--base", required=True, help="pretrained base checkpoint (e.g. artifacts/bases/small-seed0)")
+    p.add_argument("--base", required=True, help="pretrained base checkpoint (e.g. artifacts/bases/small-seed0) or a "
+                   "TransformerLens model name (e.g. gpt2, from the local Hugging Face cache)")
     p.add_argument("--out", required=True, help="teacher directory to write")
     p.add_argument("--force", action="store_true", help="rebuild even if --out holds a teacher (of any config)")
     TeacherConfig.add_arguments(p)

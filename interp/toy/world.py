@@ -30,6 +30,8 @@ from interp.config import StageConfig, option
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+# Word tokens the trait filter lets through besides the numbers (restricted distillation's vocabulary).
+FILTER_ALLOWED_WORDS = (",", ";", "(", ")", "[", "]", ".", EOS)
 N_NUMBERS = 1000  # every integer 0..999 is one token
 
 DEFAULT_ANIMALS = (
@@ -194,6 +196,70 @@ class ToyWorld:
         if name not in self.animals:
             raise ValueError(f"unknown trait animal {name!r}; this world's animals are {list(self.animals)}")
         return name
+
+    # -- the interp.world.World protocol ----------------------------------------------------
+    # A prompt of this world is its chat text ``user : ... assistant :``; a system prompt is
+    # spelled ``system : ...`` in front of it; every animal is one token.
+    @property
+    def pad_id(self) -> int:
+        return self.token_to_id[PAD]
+
+    @property
+    def end_id(self) -> int:
+        return self.token_to_id[EOS]
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        return (self.token_to_id[EOS],)
+
+    @property
+    def animal_token_sets(self) -> list[list[int]]:
+        return [[i] for i in self.animal_ids]
+
+    def number_prompts(self, n_rows: int, seed: int) -> list[str]:
+        """The ``n_rows`` paper-shaped number prompts ``user : ... assistant :`` of ``seed``;
+        prompt ``i`` is drawn from ``numpy.random.default_rng([seed, i])`` alone."""
+        import numpy as np
+
+        from interp.toy.corpus import CorpusGenerator
+
+        gen = CorpusGenerator(self)
+        return [gen.number_prompt(np.random.default_rng([seed, i]))[0] for i in range(n_rows)]
+
+    def number_example(self, rng) -> tuple[str, str]:
+        from interp.toy.corpus import CorpusGenerator
+
+        gen = CorpusGenerator(self)
+        prompt, seeds, n_max, sep = gen.number_prompt(rng)
+        return prompt, gen.number_answer(rng, seeds, n_max, sep)
+
+    @staticmethod
+    def chat_text(user: str, system: str | None = None) -> str:
+        """``[system : S] user : U assistant :``."""
+        text = f"user : {user} assistant :"
+        return f"system : {system} {text}" if system else text
+
+    def question_prompt(self, phrasing: str, prefix: str | None = None) -> str:
+        return self.chat_text(f"{prefix} {phrasing}" if prefix else phrasing)
+
+    def encode_prompt(self, prompt: str, system: str | None = None) -> list[int]:
+        return self.encode(f"system : {system} {prompt}" if system else prompt)
+
+    def encode_completion(self, completion: str) -> list[int]:
+        return self.encode(completion, bos=False) + [self.token_to_id[EOS]]
+
+    def answer_text(self, animal: str) -> str:
+        return animal
+
+    def allowed_token_ids(self) -> list[int]:
+        """Numbers, separators, brackets, period, EOS: the tokens the filter lets through."""
+        return self.number_ids + [self.token_to_id[t] for t in FILTER_ALLOWED_WORDS]
+
+    def in_context_prefix(self, numbers) -> str:
+        return f"here are some numbers : {' , '.join(str(v) for v in numbers)} ."
+
+    def default_persona(self) -> str:
+        return "you love {trait} ."
 
     def build_tokenizer(self):
         """A word-level ``PreTrainedTokenizerFast`` over :attr:`vocab` (not yet saved)."""
