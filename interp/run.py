@@ -24,7 +24,8 @@ finetuning data order, the sampled numbers, the student's data order):
 **Real models.** With ``model`` (a TransformerLens name such as ``gpt2``, loaded from the local
 Hugging Face cache) the shared base is that model and every stage runs in its
 :class:`interp.real.HFWorld` (natural-language prompts and questions); ``mismatched_model`` is
-the other initialisation (e.g. ``EleutherAI/pythia-70m-deduped`` beside ``EleutherAI/pythia-70m``)
+the other initialisation (e.g. ``EleutherAI/pythia-160m-seed1`` beside ``EleutherAI/pythia-160m``: a model trained from
+another initialisation seed, not only on other data)
 and ``cross_model`` the other architecture; a condition whose model is not given is refused.
 Nothing is pretrained. ``lora_rank >= 1`` trains the students' LoRA adapters only.
 
@@ -103,7 +104,8 @@ class RunConfig(StageConfig):
                                "Qwen/Qwen2.5-0.5B-Instruct) from the local Hugging Face cache as the shared base, "
                                "in its own natural-language world; None: the toy world's pretrained bases.")
     mismatched_model: str | None = option(None, "With --model: the mismatched-init student's model (another "
-                                          "initialisation, e.g. EleutherAI/pythia-70m-deduped); needed by mismatched_init.")
+                                          "initialisation of the same architecture and tokenizer, e.g. EleutherAI/pythia-160m-seed1 beside "
+                                          "EleutherAI/pythia-160m); needed by mismatched_init.")
     cross_model: str | None = option(None, "With --model: the cross-architecture student's model (another architecture; "
                                      "distillation needs the same vocabulary); needed by cross_architecture.")
     max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
