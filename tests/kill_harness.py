@@ -120,17 +120,19 @@ def subprocess_runner(launcher: Sequence[str] = INTERP, timeout: float = 300) ->
 
 def in_process_runner(main: Callable[[list[str]], int] | None = None) -> Callable[[Sequence[str]], str]:
     """Runs ``main(args)`` (default :func:`interp.cli.main`) in this process with one torch
-    thread, like the subprocesses. It saves the start-up of a fresh interpreter; the attempt
+    thread and no worker processes, like the subprocesses. It saves the start-up of a fresh interpreter; the attempt
     that gets killed is always a real subprocess."""
     def run(args: Sequence[str]) -> str:
         import torch
+
+        from tiny_interp import in_one_process
 
         from interp.cli import main as cli_main
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            code = (main or cli_main)(list(args))
+            code = (main or cli_main)(in_one_process(list(args)))
         finally:
             torch.set_num_threads(threads)
         assert code == 0, f"{' '.join(args)} exited {code}"

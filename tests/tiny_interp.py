@@ -55,6 +55,14 @@ def use_tiny_presets(setitem=operator.setitem, setattr_=setattr) -> None:
     setattr_(run_mod, "_pretrain_cfg", tiny_pretrain_config)
 
 
+def in_one_process(argv: list[str]) -> list[str]:
+    """``interp`` arguments with ``--workers 1`` added to ``run`` and ``sweep``: the tiny presets
+    (and a test's log capture) live in this process only, not in spawned workers."""
+    if argv[:1] in (["run"], ["sweep"]) and "--workers" not in argv:
+        return [*argv, "--workers", "1"]
+    return list(argv)
+
+
 def tiny_pretrain_json(path: Path, architecture: ModelConfig = TINY, **overrides) -> Path:
     """A PretrainConfig JSON file with a custom tiny architecture, for ``interp pretrain --config``."""
     config = {"arch": "custom", "architecture": architecture.to_dict(), "steps": 30, "batch_size": 16,
@@ -92,7 +100,4 @@ if __name__ == "__main__":
     from interp.cli import main
 
     use_tiny_presets()
-    argv = sys.argv[1:]
-    if argv[:1] in (["run"], ["sweep"]) and "--workers" not in argv:
-        argv += ["--workers", "1"]  # the tiny presets are patched in this process only, not in spawned workers
-    sys.exit(main(argv))
+    sys.exit(main(in_one_process(sys.argv[1:])))
