@@ -96,7 +96,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
         add_verdicts(rows, config.alpha)
         atomic_write_json(out / "sweep_results.json", {"config": config.to_dict(), "rows": rows})
     objectives = sweep_objectives(rows)
-    atomic_write_text(out / "sweep.md", "\n".join(f"## {o} students\n\n{sweep_markdown(rows, o)}" for o in objectives))
+    atomic_write_text(out / "sweep.md", sweep_report(rows, objectives))
     for o in objectives:  # sweep.png for the first objective (sft in the SFT sweep), sweep_{o}.png for others
         plot_sweep(rows, out / ("sweep.png" if o == objectives[0] else f"sweep_{o}.png"), o)
     return rows
@@ -105,6 +105,11 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
 def sweep_objectives(rows: list[dict]) -> list[str]:
     """The objectives every row of the sweep ran, in the order of the first row."""
     return [o for o in rows[0]["objectives"] if all(o in r["objectives"] for r in rows)] if rows else []
+
+
+def sweep_report(rows: list[dict], objectives: list[str]) -> str:
+    """One ``## {objective} students`` section with its :func:`sweep_markdown` table per objective."""
+    return "\n".join(f"## {o} students\n\n{sweep_markdown(rows, o)}" for o in objectives)
 
 
 def add_verdicts(rows: list[dict], alpha: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interp.sweep import load_sweep, run_sweep, sweep_markdown, sweep_objectives
+from interp.sweep import load_sweep, run_sweep, sweep_objectives, sweep_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts, force=args.force,
                      workers=args.workers, data_cache=args.data_cache)
-    for objective in [args.objective] if args.objective else sweep_objectives(rows):
-        print(f"## {objective} students\n\n{sweep_markdown(rows, objective)}")
+    print(sweep_report(rows, [args.objective] if args.objective else sweep_objectives(rows)))
     return 0
