@@ -85,6 +85,8 @@ def test_run__seeds_on_workers_match_seeds_in_process(tmp_path):
     this process: the same data, byte for byte, and the same P(trait) to float tolerance."""
     import json
 
+    from tiny_interp import one_torch_thread
+
     from interp.run import RunConfig, run
 
     config = RunConfig(seeds=2, pretrain_steps=6, teacher_steps=4, n_rows=24, objectives=("sft",),
@@ -92,7 +94,8 @@ def test_run__seeds_on_workers_match_seeds_in_process(tmp_path):
                        in_context_examples=1)
     artifacts = tmp_path / "artifacts"
     parallel = run(config, tmp_path / "parallel", artifacts=artifacts, workers=2, progress=False)
-    serial = run(config, tmp_path / "serial", artifacts=artifacts, workers=1, progress=False)
+    with one_torch_thread():  # as in the workers: the comparison is of the machinery, not of thread counts
+        serial = run(config, tmp_path / "serial", artifacts=artifacts, workers=1, progress=False)
     for s in (0, 1):
         for name in ("teacher_numbers.raw.jsonl", "base_numbers.filtered.jsonl"):
             assert (tmp_path / "parallel" / f"seed{s}" / "data" / name).read_bytes() == \
