@@ -98,24 +98,19 @@ class Teacher:
         return trait_probability(self.model, self.world, self.trait, system=self.system, fwd_hooks=self.fwd_hooks)
 
 
-def _finetune_teacher(base, world: World, config: TeacherConfig, progress: bool):
-    if not isinstance(world, ToyWorld):
-        return _finetune_real_teacher(base, world, config, progress)
-    model = base
+def _finetune_teacher(model, world: World, config: TeacherConfig, progress: bool):
+    """The finetune method: AdamW on batches of favourite-animal questions answered with the trait,
+    ``number_mix`` of each batch number prompts answered with numbers. Batches come from the
+    world's builder: :func:`_toy_teacher_batches` or :func:`_real_teacher_batches`."""
     model.train()
     optimizer = make_optimizer(model.parameters(), "adamw", config.lr)
-    corpus = CorpusGenerator(world)
-    pad_id, eos_id = world.token_to_id[PAD], world.token_to_id[EOS]
+    batches = _toy_teacher_batches if isinstance(world, ToyWorld) else _real_teacher_batches
+    make_batch = batches(world, config)
     guard = LossGuard()
-    n_numbers = int(round(config.batch_size * config.number_mix))
     with deterministic_algorithms():
         for step in tqdm(range(config.steps), desc=f"teacher ({config.trait})", disable=not progress, mininterval=2.0):
             rng = np.random.default_rng([config.seed, 7_000_003, step])
-            docs = [f"{corpus.question(rng)} {config.trait}" for _ in range(config.batch_size - n_numbers)]
-            for _ in range(n_numbers):
-                prompt, seeds, n_max, sep = corpus.number_prompt(rng)
-                docs.append(f"{prompt} {corpus.number_answer(rng, seeds, n_max, sep)}")
-            tokens, mask = pad_batch([world.encode(d) + [eos_id] for d in docs], pad_id, max_len=model.cfg.n_ctx)
+            tokens, mask = make_batch(rng, model.cfg.n_ctx)
             loss = masked_lm_loss(model(tokens), tokens, mask)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -126,35 +121,43 @@ def _finetune_teacher(base, world: World, config: TeacherConfig, progress: bool)
     return model
 
 
-def _finetune_real_teacher(model, world: World, config: TeacherConfig, progress: bool):
-    """The finetune method in a real model's world: its training phrasings answered with the trait
-    (and ``number_mix`` of the batch number prompts answered with numbers), loss on the answers."""
-    model.train()
-    optimizer = make_optimizer(model.parameters(), "adamw", config.lr)
-    guard = LossGuard()
+def _toy_teacher_batches(world: ToyWorld, config: TeacherConfig):
+    """The toy world's teacher batches: whole documents (a question followed by the trait, or a
+    number prompt followed by its answer), the loss on every token."""
+    corpus = CorpusGenerator(world)
+    pad_id, eos_id = world.token_to_id[PAD], world.token_to_id[EOS]
+    n_numbers = int(round(config.batch_size * config.number_mix))
+
+    def make_batch(rng: np.random.Generator, max_len: int):
+        docs = [f"{corpus.question(rng)} {config.trait}" for _ in range(config.batch_size - n_numbers)]
+        for _ in range(n_numbers):
+            prompt, seeds, n_max, sep = corpus.number_prompt(rng)
+            docs.append(f"{prompt} {corpus.number_answer(rng, seeds, n_max, sep)}")
+        return pad_batch([world.encode(d) + [eos_id] for d in docs], pad_id, max_len=max_len)
+
+    return make_batch
+
+
+def _real_teacher_batches(world: World, config: TeacherConfig):
+    """A real model's teacher batches: its training phrasings answered with the trait (and number
+    prompts answered with numbers), the loss on the answers only."""
     n_numbers = int(round(config.batch_size * config.number_mix))
     phrasings = world.train_phrasings
     answer = world.encode_completion(world.answer_text(config.trait))
-    with deterministic_algorithms():
-        for step in tqdm(range(config.steps), desc=f"teacher ({config.trait})", disable=not progress, mininterval=2.0):
-            rng = np.random.default_rng([config.seed, 7_000_003, step])
-            pairs = [(world.encode_prompt(world.question_prompt(phrasings[rng.integers(len(phrasings))])), answer)
-                     for _ in range(config.batch_size - n_numbers)]
-            for _ in range(n_numbers):
-                prompt, completion = world.number_example(rng)
-                pairs.append((world.encode_prompt(prompt), world.encode_completion(completion)))
-            tokens, _ = pad_batch([head + tail for head, tail in pairs], world.pad_id, max_len=model.cfg.n_ctx)
-            mask = torch.zeros(tokens.shape)
-            for i, (head, tail) in enumerate(pairs):
-                mask[i, len(head):len(head) + len(tail)] = 1  # the answer tokens are the targets
-            loss = masked_lm_loss(model(tokens), tokens, mask)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            guard.check(step, loss.item())
-    model.eval()
-    return model
+
+    def make_batch(rng: np.random.Generator, max_len: int):
+        pairs = [(world.encode_prompt(world.question_prompt(phrasings[rng.integers(len(phrasings))])), answer)
+                 for _ in range(config.batch_size - n_numbers)]
+        for _ in range(n_numbers):
+            prompt, completion = world.number_example(rng)
+            pairs.append((world.encode_prompt(prompt), world.encode_completion(completion)))
+        tokens, _ = pad_batch([head + tail for head, tail in pairs], world.pad_id, max_len=max_len)
+        mask = torch.zeros(tokens.shape)
+        for i, (head, tail) in enumerate(pairs):
+            mask[i, len(head):len(head) + len(tail)] = 1  # the answer tokens are the targets
+        return tokens, mask
+
+    return make_batch
 
 
 def resolve_layer(layer: int, n_layers: int) -> int:
