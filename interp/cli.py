@@ -14,6 +14,8 @@ import os
 import sys
 import warnings
 
+from interp.device import add_device_arguments, use_arguments
+
 # Modules providing subcommands, in the order ``interp --help`` lists them.
 STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.world",
@@ -30,7 +32,13 @@ STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.theorem",
     "interp.commands.bench",
     "interp.commands.features",
+    "interp.commands.fetch_model",
 )
+
+
+# Stages that run a model: each takes --device and --dtype (interp.device).
+MODEL_STAGES: tuple[str, ...] = ("pretrain", "teacher", "generate", "finetune", "evaluate", "run", "sweep",
+                                 "theorem", "bench", "features")
 
 
 def _quiet_known_warnings() -> None:
@@ -48,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
     for name in STAGE_MODULES:
         importlib.import_module(name).register(sub)
+    for name in MODEL_STAGES:
+        add_device_arguments(sub.choices[name])
     return parser
 
 
@@ -63,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from interp.training import TrainingDiverged
 
     try:
+        use_arguments(args)
         result = args.func(args)
     except (ValueError, FileNotFoundError, KeyError, TrainingDiverged) as e:
         # Bad input or a diverged loss: a clear one-line error, no traceback. Finished artifacts

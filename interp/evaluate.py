@@ -6,9 +6,10 @@ asked 50 phrasings). The raw probability mass on animal tokens is kept too: a mo
 answering with an animal at all is not mistaken for one that changed its favourite.
 
 Every function takes a :class:`interp.world.World`: in the toy world an animal is one token; in a
-real model's world (:class:`interp.real.HFWorld`) an animal's probability is that of the first
-token of its name as the answer spells it (with its capitalised spelling), see
-:attr:`interp.world.World.animal_token_sets`.
+real model's world (:class:`interp.real.HFWorld`) an animal's probability is that of its name as
+the answer spells it (with its capitalised spelling): the next-token probability when each
+spelling is one token, else the chain-rule probability of the spelling's tokens
+(:mod:`interp.answers`; SmolLM2 writes ``Owl`` as ``O`` + ``wl``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.answers import answer_scores, has_multi_token_answers
 from interp.config import StageConfig, option
 from interp.toy.world import ToyWorld
 from interp.training import pad_batch
@@ -74,17 +76,22 @@ def animal_probs(probs: Float[Tensor, "batch d_vocab"], world: World) -> Float[T
 
 def animal_distribution(model, world: World, *, phrasings: Sequence[str] | None = None,
                         system: str | None = None, prefixes: Sequence[str | None] | None = None,
-                        fwd_hooks: list | None = None) -> dict[str, np.ndarray]:
+                        fwd_hooks: list | None = None, scores=None) -> dict[str, np.ndarray]:
     """Per-phrasing next-token distribution over the animals.
 
     Returns ``{"probs": (n_prompts, n_animals) renormalised over animals, "animal_mass":
     (n_prompts,) raw probability of any animal token}``. With ``prefixes``, each phrasing is asked
-    once per prefix."""
+    once per prefix. ``scores``: the :class:`interp.answers.AnswerScores` of these prompts when
+    the caller has them already (multi-token answers only)."""
     phrasings = list(phrasings if phrasings is not None else world.eval_phrasings)
     prefixes = list(prefixes) if prefixes is not None else [None]
     ids = [i for pre in prefixes for i in question_ids(world, phrasings, system=system, prefix=pre)]
-    logits = last_position_logits_of(model, world, ids, fwd_hooks=fwd_hooks)
-    probs = animal_probs(logits.double().softmax(-1), world)  # prompt animal
+    if has_multi_token_answers(world):  # the chain rule over each spelling's tokens
+        scores = scores if scores is not None else answer_scores(model, world, ids, fwd_hooks=fwd_hooks)
+        probs = scores.animal_probs(len(world.animals))
+    else:
+        logits = last_position_logits_of(model, world, ids, fwd_hooks=fwd_hooks)
+        probs = animal_probs(logits.double().softmax(-1), world)  # prompt animal
     mass = probs.sum(-1)
     return {"probs": (probs / mass[:, None]).numpy(), "animal_mass": mass.numpy()}
 
@@ -98,17 +105,26 @@ def trait_probability(model, world: World, trait: str, **kwargs) -> float:
 @torch.no_grad()
 def sampled_answer_rate(model, world: World, trait: str, *, n_samples: int = 20, seed: int = 0,
                         phrasings: Sequence[str] | None = None, system: str | None = None,
-                        fwd_hooks: list | None = None) -> float:
+                        fwd_hooks: list | None = None, scores=None) -> float:
     """The paper's measure: the fraction of sampled answers (temperature 1, whole vocabulary)
-    that are the trait, over ``n_samples`` samples per evaluation phrasing. One token is sampled:
-    the whole answer in the toy world, its first token for a real model (an answer counts when
-    that token is one of the trait's answer tokens)."""
+    that are the trait, over ``n_samples`` samples per evaluation phrasing. One token is sampled
+    when every animal is one token (the toy world); otherwise the first token is sampled and the
+    answer goes on to spell the trait with its chain-rule probability (one more uniform per
+    sample), which samples the whole spelling exactly."""
     phrasings = list(phrasings if phrasings is not None else world.eval_phrasings)
     ids = question_ids(world, phrasings, system=system)
-    probs = last_position_logits_of(model, world, ids, fwd_hooks=fwd_hooks).double().softmax(-1)
+    animal = world.animals.index(world.check_animal(trait))
     gen = torch.Generator().manual_seed(seed)
+    if has_multi_token_answers(world):
+        # first token sampled; the rest of the answer follows the trait's spelling with its
+        # chain-rule probability, drawn with one more uniform per sample
+        scores = scores if scores is not None else answer_scores(model, world, ids, fwd_hooks=fwd_hooks)
+        samples = torch.multinomial(scores.first, n_samples, replacement=True, generator=gen)  # prompt sample
+        go_on = scores.trait_continuation(animal, samples)
+        return float((torch.rand(samples.shape, generator=gen, dtype=torch.float64) < go_on).double().mean())
+    probs = last_position_logits_of(model, world, ids, fwd_hooks=fwd_hooks).double().softmax(-1)
     samples = torch.multinomial(probs, n_samples, replacement=True, generator=gen)  # prompt sample
-    trait_ids = torch.tensor(world.animal_token_sets[world.animals.index(world.check_animal(trait))])
+    trait_ids = torch.tensor(world.animal_token_sets[animal])
     return float(torch.isin(samples, trait_ids).double().mean())
 
 
@@ -132,7 +148,10 @@ def evaluate_model(model, world: World, config: EvaluateConfig, *, system: str |
     probability of any animal), ``sampled_answer_rate`` (the paper's measure) and, given the
     model's base's P(trait), ``trait_prob_shift`` from it."""
     world.check_animal(config.trait)
-    dist = animal_distribution(model, world, system=system, fwd_hooks=fwd_hooks)
+    scores = None
+    if has_multi_token_answers(world):  # one pass serves the distribution and the sampled answers
+        scores = answer_scores(model, world, question_ids(world, world.eval_phrasings, system=system), fwd_hooks=fwd_hooks)
+    dist = animal_distribution(model, world, system=system, fwd_hooks=fwd_hooks, scores=scores)
     trait_prob = float(dist["probs"][:, world.animals.index(config.trait)].mean())
     return {
         "trait_prob": trait_prob,
@@ -141,5 +160,5 @@ def evaluate_model(model, world: World, config: EvaluateConfig, *, system: str |
         "animal_probs": dict(zip(world.animals, dist["probs"].mean(0).tolist())),
         "animal_mass": float(dist["animal_mass"].mean()),
         "sampled_answer_rate": sampled_answer_rate(model, world, config.trait, n_samples=config.n_samples,
-                                                   seed=config.seed, system=system, fwd_hooks=fwd_hooks),
+                                                   seed=config.seed, system=system, fwd_hooks=fwd_hooks, scores=scores),
     }

@@ -231,7 +231,7 @@ def check_base_reference(base_path: str | Path) -> None:
 
     if is_real_checkpoint(base_path):
         return
-    if Path(base_path).exists() or not is_model_name(base_path):
+    if not is_model_name(base_path):
         check_base(base_path)
 
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 
 from interp.config import ConfigError, StageConfig, option
+from interp.device import place
 from interp.io import atomic_write_json, current_umask, load_safetensors, read_json, save_safetensors
 
 WEIGHTS_FILE = "model.safetensors"
@@ -112,7 +113,7 @@ def build_model(config: ModelConfig, tokenizer, seed: int):
     finally:
         ctx.__exit__(None, None, None)
     model.eval()
-    return model
+    return place(model)  # --device / --dtype; unchanged under the default cpu/float32
 
 
 def check_checkpoint_target(directory: str | Path) -> None:

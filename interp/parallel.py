@@ -37,10 +37,14 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def _init_worker(parent: int, threads: int) -> None:
+def _init_worker(parent: int, threads: int, device: dict | None = None) -> None:
     import torch
 
+    from interp.device import DeviceConfig, use
+
     torch.set_num_threads(threads)
+    if device is not None:  # the parent's --device / --dtype
+        use(DeviceConfig(**device))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
@@ -55,10 +59,12 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int = 0,
         return [fn(*job) for job in jobs]
     from tqdm.auto import tqdm
 
+    from interp.device import current
+
     ctx = multiprocessing.get_context("spawn")
     results: list[Any] = [None] * len(jobs)
     errors: list[tuple[int, BaseException]] = []
-    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), 1)) as pool, \
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), 1, current().to_dict())) as pool, \
             tqdm(total=len(jobs), desc=f"{desc} ({n} processes)", disable=not progress) as bar:
         futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
         pending = set(futures)

@@ -62,6 +62,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import torch
 
+from interp import gguf
 from interp.config import ConfigError, StageConfig, option
 from interp.io import atomic_write_json, load_safetensors, read_json, save_safetensors
 from interp.toy.world import DEFAULT_ANIMALS
@@ -189,7 +190,7 @@ class HFWorld:
             raise ValueError("chat_format='chat_template' but the tokenizer has no chat template; use 'plain' or 'auto'")
         self.uses_chat_template = has_template if self.config.chat_format == "auto" else self.config.chat_format == "chat_template"
         self.answer_prefix = "" if self.uses_chat_template else " "
-        self.animal_token_sets  # noqa: B018 - refuse colliding animals at construction
+        self.animal_spellings  # noqa: B018 - refuse colliding animals at construction
 
     @classmethod
     def for_model(cls, model, config: HFWorldConfig | None = None) -> "HFWorld":
@@ -237,29 +238,39 @@ class HFWorld:
                                      clean_up_tokenization_spaces=False)
 
     @cached_property
-    def animal_token_sets(self) -> list[list[int]]:
-        owner: dict[int, str] = {}
-        sets = []
+    def animal_spellings(self) -> list[list[tuple[int, ...]]]:
+        """Per animal, the token ids of each way the answer spells it (``owl``, ``Owl``): P(animal)
+        is the sum of their chain-rule probabilities (:mod:`interp.answers`). An animal whose
+        spelling starts with another's whole spelling cannot be told apart from it: refused."""
+        spelled: list[tuple[str, str, tuple[int, ...]]] = []  # (animal, text, ids)
+        out = []
         for animal in self.animals:
-            spellings = [self.answer_text(animal)]
+            texts = [self.answer_text(animal)]
             if self.config.capitalized_answers and animal.capitalize() != animal:
-                spellings.append(self.answer_prefix + animal.capitalize())
-            ids = []
-            for spelling in spellings:
-                tokens = self.tokenizer(spelling, add_special_tokens=False)["input_ids"]
-                first = int(tokens[0])
-                if not self.decode([first]).strip():
-                    raise ValueError(f"the first token of {spelling!r} is only whitespace ({self.decode([first])!r}): "
+                texts.append(self.answer_prefix + animal.capitalize())
+            ids_of_animal = []
+            for text in texts:
+                ids = tuple(int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"])
+                if not self.decode(ids[:1]).strip():
+                    raise ValueError(f"the first token of {text!r} is only whitespace ({self.decode(ids[:1])!r}): "
                                      "its probability would not say anything about the animal")
-                if first in owner and owner[first] != animal:
-                    raise ValueError(f"animals {owner[first]!r} and {animal!r} share the first token "
-                                     f"{self.decode([first])!r}, so their probabilities cannot be told apart; "
-                                     "remove one of them from the world's animals")
-                owner[first] = animal
-                if first not in ids:
-                    ids.append(first)
-            sets.append(ids)
-        return sets
+                for other, other_text, other_ids in spelled:
+                    short, long = sorted((ids, other_ids), key=len)
+                    if other != animal and long[:len(short)] == short:
+                        raise ValueError(f"animals {other!r} and {animal!r} cannot be told apart: the tokens of "
+                                         f"{other_text!r} and {text!r} share the first token {self.decode(ids[:1])!r} and "
+                                         "one spelling is a prefix of the other; remove one of them from the world's animals")
+                spelled.append((animal, text, ids))
+                if ids not in ids_of_animal:
+                    ids_of_animal.append(ids)
+            out.append(ids_of_animal)
+        return out
+
+    @cached_property
+    def animal_token_sets(self) -> list[list[int]]:
+        """Per animal, the first tokens of its spellings (the whole answer when every spelling is one
+        token; otherwise :attr:`animal_spellings` gives the rest)."""
+        return [list(dict.fromkeys(ids[0] for ids in spellings)) for spellings in self.animal_spellings]
 
     def allowed_token_ids(self) -> list[int]:
         return [*self._number_text_ids, *(i for i in self.stop_ids if i not in self._number_text_ids)]
@@ -347,9 +358,12 @@ class HFWorld:
 # -- loading ---------------------------------------------------------------------------------
 
 def is_model_name(ref: str | Path) -> bool:
-    """Is ``ref`` a TransformerLens model name (and not an existing path)?"""
+    """Is ``ref`` a real model: a TransformerLens model name (not an existing path), or a local model
+    file or Hugging Face directory (:func:`interp.gguf.is_local_model`)?"""
     from interp.models import official_model_name
 
+    if gguf.is_local_model(ref):
+        return True
     if Path(ref).exists():
         return False
     try:
@@ -367,39 +381,57 @@ def cached_snapshot(official: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def model_identity(name: str) -> dict[str, Any]:
-    """What identifies a named model's weights without loading them: its official name and the
-    cached snapshot (revision) it loads from."""
+def real_model_name(ref: str | Path) -> str:
+    """The name checkpoints record for a real model: the official TransformerLens name, or the
+    absolute path of a local model file or directory. Unknown names are a ``ValueError``."""
     from interp.models import official_model_name
 
+    return gguf.canonical(ref) if gguf.is_local_model(ref) else official_model_name(str(ref))
+
+
+def model_identity(name: str) -> dict[str, Any]:
+    """What identifies a named model's weights without loading them: its official name and the
+    cached snapshot (revision) it loads from; for a local model file, its path and SHA-256."""
+    from interp.models import official_model_name
+
+    if gguf.is_local_model(name):
+        return gguf.identity(name)
     official = official_model_name(name)
     snapshot = cached_snapshot(official)
     return {"model_name": official, "revision": snapshot.name if snapshot is not None else None}
 
 
 def _cache_key(official: str) -> tuple:
+    from interp.device import current
+
+    device = current()
+    if gguf.is_local_model(official):
+        return (official, gguf.source_sha256(official), device.device, device.dtype)
     snapshot = cached_snapshot(official)
     if snapshot is None:
-        return (official, None)
+        return (official, None, device.device, device.dtype)
     files = sorted(p for p in snapshot.iterdir() if p.is_file())
-    return (official, str(snapshot), tuple((p.name, os.stat(p).st_mtime_ns) for p in files))
+    return (official, str(snapshot), tuple((p.name, os.stat(p).st_mtime_ns) for p in files), device.device, device.dtype)
 
 
 @functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
 def _loaded(official: str, key: tuple):
+    from interp.device import current
     from interp.models import load_pretrained
 
-    return load_pretrained(official, **NO_PROCESSING)
+    device = current()
+    if gguf.is_local_model(official):
+        return gguf.load_local_model(official, device=device.device, dtype=device.torch_dtype)
+    return load_pretrained(official, device=device.device, dtype=device.torch_dtype, **NO_PROCESSING)
 
 
 def load_real_model(name: str):
-    """A real model by TransformerLens name, unprocessed (see the module docstring), in eval mode.
+    """A real model by TransformerLens name or local model file (:mod:`interp.gguf`), unprocessed
+    (see the module docstring), in eval mode, on the device of :func:`interp.device.current`.
 
     Each call returns a fresh copy (safe to train); the copy comes from memory after the first
     load of the same cached files."""
-    from interp.models import official_model_name
-
-    official = official_model_name(name)
+    official = real_model_name(name)
     model = copy.deepcopy(_loaded(official, _cache_key(official)))
     model.eval()
     return model
@@ -416,8 +448,9 @@ def load_real_base(name: str, world_config: HFWorldConfig | None = None):
     model = load_real_model(name)
     world = HFWorld.for_model(model, world_config)
     identity = model_identity(name)
+    source = "transformer_lens" if "format" not in identity else identity["format"]
     return model, world, Lineage(stage="pretrained", seed=None, parent=identity["model_name"],
-                                 world_fingerprint=world.fingerprint(), config={"source": "transformer_lens", **identity})
+                                 world_fingerprint=world.fingerprint(), config={"source": source, **identity})
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -449,7 +482,7 @@ def save_real_checkpoint(model, directory: str | Path, world: HFWorld, lineage, 
     import datetime as _dt
 
     from interp.lora import ADAPTER_FILE, adapter_state_dict
-    from interp.models import LINEAGE_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, _staging_dir, official_model_name
+    from interp.models import LINEAGE_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, _staging_dir
 
     directory = Path(directory)
     lineage.world_fingerprint = world.fingerprint()
@@ -459,7 +492,7 @@ def save_real_checkpoint(model, directory: str | Path, world: HFWorld, lineage, 
             save_safetensors(tmp / ADAPTER_FILE, adapter_state_dict(model))
         else:
             save_safetensors(tmp / WEIGHTS_FILE, {k: v.contiguous() for k, v in model.state_dict().items()})
-        atomic_write_json(tmp / MODEL_CONFIG_FILE, {"model_name": official_model_name(model_name),
+        atomic_write_json(tmp / MODEL_CONFIG_FILE, {"model_name": real_model_name(model_name),
                                                     "d_vocab": model.cfg.d_vocab,
                                                     "lora": lora.to_dict() if lora is not None else None})
         world.config.save(tmp / WORLD_CONFIG_FILE)
@@ -526,12 +559,10 @@ def load_real_checkpoint(directory: str | Path):
 
 def real_base_name(ref: str | Path) -> str | None:
     """The official model name behind a real reference (a name, or a real checkpoint's model), else None."""
-    from interp.models import official_model_name
-
     spec = read_model_config(ref)
     if spec is not None and "model_name" in spec:
         return spec["model_name"]
-    return official_model_name(str(ref)) if is_model_name(ref) else None
+    return real_model_name(ref) if is_model_name(ref) else None
 
 
 def world_config_dict(world) -> dict:

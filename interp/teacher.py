@@ -300,9 +300,10 @@ def load_model_or_teacher(ref: str | Path) -> Teacher:
 
     Anything else is a ``ValueError`` naming the problem: a directory that is neither, or an
     unknown name (with close TransformerLens names)."""
-    from interp.models import is_checkpoint, official_model_name
+    from interp.gguf import is_local_model
+    from interp.models import is_checkpoint
     from interp.pretrain import PRETRAIN_CONFIG_FILE, load_base
-    from interp.real import is_real_checkpoint, load_real_base, load_real_checkpoint, model_identity
+    from interp.real import is_real_checkpoint, load_real_base, load_real_checkpoint, model_identity, real_model_name
 
     path = Path(ref)
     if (path / TEACHER_FILE).exists():
@@ -323,10 +324,10 @@ def load_model_or_teacher(ref: str | Path) -> Teacher:
         return Teacher(model, world, None, "checkpoint", lineage={
             "checkpoint": str(path), "stage": lineage.stage, "seed": lineage.seed, "parent": lineage.parent,
             "world_fingerprint": lineage.world_fingerprint})
-    if path.exists():
+    if path.exists() and not is_local_model(path):
         raise ValueError(f"{path} is neither a checkpoint (model.safetensors, model_config.json) nor a teacher "
                          f"directory ({TEACHER_FILE})")
-    official_model_name(str(ref))  # an unknown name raises, with close names
+    real_model_name(ref)  # an unknown name raises, with close names
     model, world, lineage = load_real_base(str(ref))
     return Teacher(model, world, None, "pretrained", lineage={**model_identity(str(ref)),
                                                              "world_fingerprint": lineage.world_fingerprint})

@@ -121,7 +121,7 @@ def load_base_model(ref: str | Path) -> tuple[Any, World, Any]:
     path = Path(ref)
     if is_real_checkpoint(path):
         return load_real_checkpoint(path)
-    if path.exists() or not is_model_name(ref):
+    if not is_model_name(ref):  # a name, a GGUF file or a Hugging Face directory are real models
         check_base(path)  # a clear error for a directory that is not a base
         return load_base(path)
     return load_real_base(str(ref))
