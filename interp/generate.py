@@ -43,6 +43,7 @@ from interp.config import ConfigError, StageConfig, option
 from interp.io import JsonlAppender, _json_default, read_jsonl, write_jsonl
 from interp.lean_forward import (LEAN_BLOCK_HOOK_NAMES, LEAN_TOP_HOOK_NAMES, LeanCachedForward, lean_hooks,
                                  lean_unsupported_reason)
+from interp.training import pad_batch
 from interp.world import World
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,18 @@ class Completions:
         return sum(len(t) for t in self.tokens) + sum(self.ended_with_eos)
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Group prompt indices into batches of equal prompt length (so no padding is needed).
+def plan_batches(lengths: Sequence[int], batch_size: int, *, padded: bool = False) -> list[list[int]]:
+    """Group prompt indices into batches of equal prompt length (so no padding is needed), or with
+    ``padded`` into batches of similar length (left-padded by the sampler).
 
     Buckets are taken in order of length, indices in their original order within a bucket, and
-    each bucket is cut into chunks of at most ``batch_size``. The plan depends only on the
-    lengths and ``batch_size``."""
+    each bucket is cut into chunks of at most ``batch_size``; with ``padded`` the indices sorted by
+    length (stable) are cut into chunks of ``batch_size``. The plan depends only on the lengths,
+    ``batch_size`` and ``padded``. A real tokenizer gives nearly every prompt its own length, so
+    exact buckets would hold a row or two each: real models sample padded batches."""
+    if padded:
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     buckets: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
         buckets.setdefault(n, []).append(i)
@@ -111,15 +118,18 @@ class TransformerLensCachedForward:
     token per row per step (returns the logits at the last position); :meth:`keep_rows` drops
     finished rows. Used for models (and hooks) the lean forward does not support."""
 
-    def __init__(self, model, batch: int):
+    def __init__(self, model, batch: int, prompt_mask: Int[Tensor, "batch pos"] | None = None):
         from transformer_lens import TransformerLensKeyValueCache
 
         self.model = model
         self.cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch)
         self.started = False
+        self.prompt_mask = prompt_mask  # 0 at left padding (padded batches), None: no padding
 
     def __call__(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
         ones = torch.ones_like(tokens)  # explicit mask: a sampled <pad> is not taken for padding
+        if not self.started and self.prompt_mask is not None:
+            ones = self.prompt_mask.to(tokens.device)
         if not self.started and tokens.shape[1] > 1:  # fill the cache without unembedding every prompt position
             self.model(tokens[:, :-1], past_kv_cache=self.cache, attention_mask=ones[:, :-1], return_type=None)
             tokens, ones = tokens[:, -1:], ones[:, -1:]
@@ -136,21 +146,21 @@ class TransformerLensCachedForward:
 
 def _generate_batch(model, prompt_tokens: Int[Tensor, "batch pos"], uniforms: Float[Tensor, "batch new_pos"], *,
                     eos_id: int, temperature: float, lean_hooks: dict | None = None,
-                    stop_ids: Sequence[int] = ()) -> tuple[list[list[int]], list[bool]]:
+                    stop_ids: Sequence[int] = (), prompt_mask: Tensor | None = None) -> tuple[list[list[int]], list[bool]]:
     """Continue one batch of equal-length prompts; ``uniforms`` fixes ``max_new_tokens``. A row
     ends at ``eos_id`` or any of ``stop_ids`` (a chat model's end-of-turn token).
 
     ``lean_hooks`` (hook name -> functions, see :func:`interp.lean_forward.lean_hooks`) selects the
     lean forward; None selects TransformerLens's, which runs under the caller's ``model.hooks``.
-    Runs under the caller's ``inference_mode``. Returns (new tokens without EOS, ended_with_eos)
-    per row."""
+    ``prompt_mask`` (0 at left padding) is for TransformerLens's forward only. Runs under the
+    caller's ``inference_mode``. Returns (new tokens without EOS, ended_with_eos) per row."""
     batch, max_new_tokens = uniforms.shape
     device = model.cfg.device
     prompt_tokens = prompt_tokens.to(device)
     if lean_hooks is not None:
         forward = LeanCachedForward(model, batch, prompt_tokens.shape[1] + max_new_tokens, lean_hooks)
     else:
-        forward = TransformerLensCachedForward(model, batch)
+        forward = TransformerLensCachedForward(model, batch, prompt_mask)
     logits = forward(prompt_tokens)  # batch d_vocab
 
     out = torch.full((batch, max_new_tokens), -1, dtype=torch.long)
@@ -210,7 +220,7 @@ def choose_engine(model, fwd_hooks: list | None, engine: Engine = "auto") -> dic
 def _run_batches(model, prompts: Sequence[Sequence[int]], batches: Sequence[Sequence[int]], *, eos_id: int,
                  max_new_tokens: int, temperature: float, seed: int, fwd_hooks: list | None, progress: bool,
                  on_batch: Callable[[list[int], list[list[int]], list[bool]], None], engine: Engine = "auto",
-                 stop_ids: Sequence[int] = ()) -> None:
+                 stop_ids: Sequence[int] = (), pad_id: int | None = None) -> None:
     """Generate the given batches (lists of indices into ``prompts``), calling ``on_batch`` after each.
 
     The lean forward calls the hooks itself; TransformerLens's has them attached only inside
@@ -222,10 +232,18 @@ def _run_batches(model, prompts: Sequence[Sequence[int]], batches: Sequence[Sequ
     with torch.inference_mode(), model.hooks(fwd_hooks=attached), \
             tqdm(total=sum(len(b) for b in batches), disable=not progress, desc="generate", unit="row") as bar:
         for rows in batches:
-            tokens = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long)  # batch pos
+            lengths = {len(prompts[i]) for i in rows}
+            if len(lengths) > 1 and lean is not None:
+                raise ValueError("the lean forward needs batches of equal-length prompts (plan_batches padded=False)")
+            mask = None
+            if len(lengths) == 1:
+                tokens = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long)  # batch pos
+            else:  # left-padded: every row's last prompt token is at the last position
+                tokens, mask = pad_batch([prompts[i] for i in rows], pad_id, side="left")
+                mask = mask.long()
             uniforms = row_uniforms(seed, rows, max_new_tokens)
             new, ended = _generate_batch(model, tokens, uniforms, eos_id=eos_id, temperature=temperature,
-                                         lean_hooks=lean, stop_ids=stop_ids)
+                                         lean_hooks=lean, stop_ids=stop_ids, prompt_mask=mask)
             on_batch(list(rows), new, ended)
             bar.update(len(rows))
 
@@ -250,7 +268,7 @@ def _check_sampling_args(model, prompts, *, max_new_tokens: int, temperature: fl
 def sample_completions(model, prompts: list[list[int]], *, eos_id: int, max_new_tokens: int,
                        temperature: float = 1.0, seed: int, batch_size: int = 256,
                        fwd_hooks: list | None = None, progress: bool = True, engine: Engine = "auto",
-                       stop_ids: Sequence[int] = ()) -> Completions:
+                       stop_ids: Sequence[int] = (), pad_id: int | None = None) -> Completions:
     """Sample one completion per prompt (token ids, each starting with BOS if the model expects one).
 
     Prompts of equal length are batched together (at most ``batch_size`` per batch, no padding)
@@ -270,9 +288,11 @@ def sample_completions(model, prompts: list[list[int]], *, eos_id: int, max_new_
         for i, t, e in zip(rows, new, eos):
             tokens[i], ended[i] = t, e
 
-    _run_batches(model, prompts, plan_batches([len(p) for p in prompts], batch_size), eos_id=eos_id,
+    padded = choose_engine(model, fwd_hooks, engine) is None
+    _run_batches(model, prompts, plan_batches([len(p) for p in prompts], batch_size, padded=padded), eos_id=eos_id,
                  max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, fwd_hooks=fwd_hooks,
-                 progress=progress, on_batch=collect, engine=engine, stop_ids=stop_ids)
+                 progress=progress, on_batch=collect, engine=engine, stop_ids=stop_ids,
+                 pad_id=eos_id if pad_id is None else pad_id)
     return Completions(tokens=[t if t is not None else [] for t in tokens], ended_with_eos=ended)
 
 
@@ -405,7 +425,8 @@ def generate_numbers(model, world: World, config: GenerateConfig, out_path: str 
         write_jsonl(partial_path, [done[i] for i in sorted(done)])  # rewrite cleanly before appending
         log.info("resuming %s: %d of %d rows already generated", out_path, len(done), config.n_rows)
 
-    batches = [rows for rows in plan_batches([len(p) for p in prompts], config.batch_size)
+    padded = choose_engine(model, fwd_hooks) is None  # TransformerLens's forward takes left-padded batches
+    batches = [rows for rows in plan_batches([len(p) for p in prompts], config.batch_size, padded=padded)
                if not all(i in done for i in rows)]
     n_new_tokens, start = 0, time.perf_counter()
     with JsonlAppender(partial_path) as appender:
@@ -422,7 +443,7 @@ def generate_numbers(model, world: World, config: GenerateConfig, out_path: str 
 
         _run_batches(model, prompts, batches, eos_id=world.stop_ids[0], max_new_tokens=config.max_new_tokens,
                      temperature=config.temperature, seed=config.seed, fwd_hooks=fwd_hooks, progress=progress,
-                     on_batch=write_batch, stop_ids=world.stop_ids)
+                     on_batch=write_batch, stop_ids=world.stop_ids, pad_id=world.pad_id)
     seconds = time.perf_counter() - start
     n_generated = sum(len(b) for b in batches)
     if n_generated:

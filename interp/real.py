@@ -156,6 +156,10 @@ class HFWorldConfig(StageConfig):
         "auto", "How a conversation is spelled: the tokenizer's chat template, the plain 'User: ... Assistant:' format, "
         "or auto (the template when the tokenizer has one).")
     capitalized_answers: bool = option(True, "Count the capitalised name ('Owl') as answering an animal too.")
+    number_shots: int = option(1, "With a chat template: worked examples (a number prompt answered with a number list) "
+                               "put as earlier turns before every number prompt, so that a small instruct model answers "
+                               "in the asked format (SmolLM2-135M: 11/24 completions pass the filter with 1 shot at "
+                               "temperature 0.5, 7/24 with none). Plain-format worlds never get them.")
 
     def validate(self) -> None:
         self.require(len(self.animals) >= 2, "animals", "the world needs at least 2 animals")
@@ -165,6 +169,7 @@ class HFWorldConfig(StageConfig):
         n = len(all_question_phrasings())
         self.require(50 <= self.n_eval_phrasings <= n // 2, "n_eval_phrasings",
                      f"must be at least 50 and leave at least half of the {n} phrasings for training")
+        self.require(0 <= self.number_shots <= 4, "number_shots", "must be 0 to 4")
 
 
 class HFWorld:
@@ -307,9 +312,22 @@ class HFWorld:
                 return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=add_generation_prompt)
             raise ValueError(f"the tokenizer's chat template failed: {e}") from None
 
+    def number_shots(self, prompt: str) -> list[dict]:
+        """The worked examples before a number prompt (chat turns; see ``HFWorldConfig.number_shots``):
+        drawn from a stream seeded by the prompt's SHA-256, so a prompt always gets the same ones."""
+        if not (self.uses_chat_template and self.config.number_shots and prompt.endswith(NUMBER_SUFFIXES)):
+            return []
+        rng = np.random.default_rng([int(hashlib.sha256(prompt.encode()).hexdigest()[:15], 16), 0x5407])
+        turns = []
+        for _ in range(self.config.number_shots):
+            question, answer = self.number_example(rng)
+            turns += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        return turns
+
     def encode_prompt(self, prompt: str, system: str | None = None) -> list[int]:
         if self.uses_chat_template:
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            messages = ([{"role": "system", "content": system}] if system else []) + self.number_shots(prompt) + \
+                [{"role": "user", "content": prompt}]
             return self.encode(self._render(messages, add_generation_prompt=True), bos=False)
         head = f"{PLAIN_SYSTEM}{system}\n" if system else ""
         return self.encode(f"{head}{PLAIN_USER}{prompt}\n{PLAIN_ASSISTANT}")

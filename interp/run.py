@@ -76,6 +76,7 @@ class RunConfig(StageConfig):
     teacher_method: str = option("finetune", "finetune, persona or steering.")
     teacher_steps: int = option(150, "finetune teacher: optimizer steps (quick: 60).")
     teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
+    teacher_batch_size: int = option(32, "finetune teacher: documents per step.")
     teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
     steering_scale: float = option(1.0, "steering teacher: vector norm relative to the residual norm.")
     steering_layer: int = option(0, "steering teacher: block whose hook_resid_post receives the vector (-1: the last).")
@@ -111,6 +112,8 @@ class RunConfig(StageConfig):
     max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
                                  "need more than the toy world's 24).")
     lora_rank: int = option(0, "With --model: 0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters.")
+    teacher_lora_rank: int = option(0, "With --model and teacher_method finetune: 0 finetunes every teacher weight; r >= 1 "
+                                    "trains rank-r LoRA adapters (a small model's persona is too weak a teacher).")
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
 
@@ -122,6 +125,7 @@ class RunConfig(StageConfig):
         if self.model is None:
             for name in ("mismatched_model", "cross_model"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
+            self.require(self.teacher_lora_rank == 0, "teacher_lora_rank", "LoRA is an option for real models (--model)")
             self.require(self.lora_rank == 0, "lora_rank", "LoRA is an option for real models (--model); the toy world's "
                          "students are finetuned in full")
         else:
@@ -278,7 +282,7 @@ def _evaluate(model_dir: Path | str, world: ToyWorld, trait: str, seed: int, bas
 DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teacher_number_mix", "steering_scale",
                "steering_layer", "generation_persona", "arch", "n_rows", "temperature", "shared_base_seed",
                "pretrain_steps")
-REAL_DATA_FIELDS = ("model", "max_new_tokens")
+REAL_DATA_FIELDS = ("model", "max_new_tokens", "teacher_lora_rank", "teacher_batch_size")
 
 
 def data_key(config: RunConfig) -> str:
@@ -323,7 +327,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
         _link_shared(out, shared)
     tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed, steps=config.teacher_steps,
                          lr=config.teacher_lr, number_mix=config.teacher_number_mix, steering_scale=config.steering_scale,
-                         steering_layer=config.steering_layer)
+                         steering_layer=config.steering_layer, lora_rank=config.teacher_lora_rank,
+                         batch_size=config.teacher_batch_size)
     teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
     teacher = load_teacher(teacher_dir)
     if config.real:

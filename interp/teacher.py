@@ -64,12 +64,15 @@ class TeacherConfig(StageConfig):
                           "the toy world's; a real model's world uses its own natural-language persona in its place.")
     steering_layer: int = option(0, "steering: block whose hook_resid_post receives the vector; negative counts from the last block (-1: the last).")
     steering_scale: float = option(1.0, "steering: vector norm as a multiple of the mean residual norm at that hook.")
+    lora_rank: int = option(0, "finetune, real models only: 0 trains every weight; r >= 1 trains rank-r LoRA adapters "
+                            "(alpha 16, the default targets) and the teacher checkpoint saves the adapters alone.")
 
     def validate(self) -> None:
         self.require(self.steps > 0 and self.batch_size > 0, "steps", "steps and batch_size must be positive")
         self.require(self.lr > 0, "lr", "must be positive")
         self.require(0 <= self.number_mix < 1, "number_mix", "must be in [0, 1)")
         self.require("{trait}" in self.persona, "persona", "must contain {trait}")
+        self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: every weight trains)")
 
     def persona_template(self, world: World | None = None) -> str:
         """``persona``; in a real model's world the toy default is replaced by the world's own
@@ -102,8 +105,13 @@ def _finetune_teacher(model, world: World, config: TeacherConfig, progress: bool
     """The finetune method: AdamW on batches of favourite-animal questions answered with the trait,
     ``number_mix`` of each batch number prompts answered with numbers. Batches come from the
     world's builder: :func:`_toy_teacher_batches` or :func:`_real_teacher_batches`."""
+    if config.lora_rank:
+        from interp.lora import apply_lora
+
+        apply_lora(model, teacher_lora(config))  # freezes every weight; only the adapters train
     model.train()
-    optimizer = make_optimizer(model.parameters(), "adamw", config.lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, "adamw", config.lr)
     batches = _toy_teacher_batches if isinstance(world, ToyWorld) else _real_teacher_batches
     make_batch = batches(world, config)
     guard = LossGuard()
@@ -113,12 +121,19 @@ def _finetune_teacher(model, world: World, config: TeacherConfig, progress: bool
             tokens, mask = make_batch(rng, model.cfg.n_ctx)
             loss = masked_lm_loss(model(tokens), tokens, mask)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             guard.check(step, loss.item())
     model.eval()
     return model
+
+
+def teacher_lora(config: TeacherConfig):
+    """The LoRA adapters of a finetuned teacher with ``lora_rank >= 1``."""
+    from interp.lora import LoraConfig
+
+    return LoraConfig(rank=config.lora_rank, seed=config.seed)
 
 
 def _toy_teacher_batches(world: ToyWorld, config: TeacherConfig):
@@ -222,6 +237,9 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
                      and p.name not in (TEACHER_CHECKPOINT, STEERING_FILE)) if out.is_dir() else []
     if foreign:
         raise ValueError(f"{out} holds files that are not a teacher's ({foreign[:5]}); choose another directory")
+    if config.method == "finetune" and config.lora_rank and is_toy_reference(base_path):
+        raise ValueError(f"lora_rank={config.lora_rank}: LoRA teachers are for real models; {base_path} is a toy base "
+                         "(its teacher is finetuned in full, lora_rank=0)")
     base, world, _ = load_base_model(base_path)
     world.check_animal(config.trait)
     base_trait_prob = trait_probability(base, world, config.trait)  # before finetuning changes `base`
@@ -234,7 +252,13 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
         if is_toy_reference(base_path):
             save_checkpoint(model, out / TEACHER_CHECKPOINT, checkpoint_model_config(base_path), lineage)
         else:
-            save_real_checkpoint(model, out / TEACHER_CHECKPOINT, world, lineage, model_name=real_base_name(base_path))
+            lora = teacher_lora(config) if config.lora_rank else None
+            save_real_checkpoint(model, out / TEACHER_CHECKPOINT, world, lineage, model_name=real_base_name(base_path),
+                                 lora=lora)
+            if lora is not None:
+                from interp.lora import merge_lora
+
+                merge_lora(model)  # plain weights again, as a loaded teacher has them
     else:
         model = base
         if config.method == "persona":
