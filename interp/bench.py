@@ -15,6 +15,8 @@ benchmark                 ours                                         against
 ``mnist_teacher/student`` N MLPs trained as one batched program        a Python loop over N single models
 ``run_quick``             ``interp run --quick`` (wall time, peak RSS)  -
 ``run_default``           ``interp run`` (wall time, peak RSS)          target: about 20 minutes on 2 cores
+``real_generation_hf/_tl`` the sampler on a real model (``--real-model``) transformers ``generate`` /
+                          (:mod:`interp.bench_real`)                    ``HookedTransformer.generate``
 ========================= ============================================ ==========================================
 
 Each comparison is repeated (``repeats``) with the two sides alternating which runs first, so a
@@ -60,7 +62,7 @@ SCRATCH_DIR = "scratch"  # OUT/scratch: emptied by every bench run, holds nothin
 RUN_PROCESS_FILE = "bench_process.json"  # wall time and peak memory of a run the bench ran, kept in its run dir
 DOCS_BEGIN = "<!-- interp bench: generated table begins (rewritten by `interp bench`) -->"
 DOCS_END = "<!-- interp bench: generated table ends -->"
-BENCHMARKS: tuple[str, ...] = ("generation", "finetune", "sae", "mnist", "run_quick", "run_default")
+BENCHMARKS: tuple[str, ...] = ("generation", "finetune", "sae", "mnist", "run_quick", "run_default", "real_generation")
 GENERATION_TARGET = 2.0  # sampler tokens/s over HookedTransformer.generate's, at the loop's batch size
 RECORDING_TARGET = 0.10  # most relative overhead of alignment recording on a student step
 DEFAULT_RUN_TARGET_SECONDS = 20 * 60
@@ -94,6 +96,11 @@ class BenchConfig(StageConfig):
     mnist_models: int = option(20, "MNIST models trained batched vs in a loop.")
     mnist_steps: int = option(40, "MNIST optimizer steps timed per side (teacher and student).")
     mnist_hidden: tuple[int, ...] = option((256, 256), "Hidden widths of the MNIST MLPs (the paper's 256, 256).")
+    real_model: str | None = option(None, "real_generation: a GGUF file, Hugging Face directory or TransformerLens name "
+                                    "(None: the benchmark is skipped).")
+    real_prompts: int = option(32, "real_generation: chat-formatted number prompts decoded per repeat.")
+    real_batch_size: int = option(16, "real_generation: prompts per left-padded batch.")
+    real_max_new_tokens: int = option(24, "real_generation: most new tokens per prompt.")
     run_artifacts: str | None = option(None, "Artifacts directory of the timed interp runs (None: a fresh one "
                                        "under OUT/scratch, so their wall time includes pretraining the bases).")
 
@@ -885,6 +892,9 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
         (bench["updates"][-1] if "updates" in bench else bench).update(finished)
         atomic_write_json(out / BENCH_FILE, bench)
 
+    if "real_generation" in selected and config.real_model is None:
+        selected.remove("real_generation")
+        bench["skipped"]["real_generation"] = "give --real-model (e.g. the file of `interp fetch-model smollm2`)"
     needs_base = {"generation", "finetune", "sae"} & set(selected)
     base_path, model = None, None
     if needs_base:
@@ -935,6 +945,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
                                      hidden=config.mnist_hidden, repeats=config.repeats),
         "run_quick": lambda: whole("run_quick"),
         "run_default": lambda: whole("run_default"),
+        "real_generation": lambda: _bench_real_generation(config),
     }
     failed = []
     for key in tqdm(selected, desc="bench", disable=not progress):
@@ -954,6 +965,13 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     bench["failed"] = failed
     save()
     return bench
+
+
+def _bench_real_generation(config: BenchConfig) -> list[dict]:
+    from interp.bench_real import bench_real_generation  # imports this module
+
+    return bench_real_generation(config.real_model, n_prompts=config.real_prompts, batch_size=config.real_batch_size,
+                                 max_new_tokens=config.real_max_new_tokens, repeats=config.repeats)
 
 
 def _now() -> str:

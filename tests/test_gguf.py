@@ -254,3 +254,23 @@ def test_smollm2__trait_probability_counts_multi_token_names(smollm2):
     result = evaluate_model(model, world, EvaluateConfig(n_samples=4))
     assert abs(sum(result["animal_probs"].values()) - 1) < 1e-9
     assert 0 < result["trait_prob"] < 0.2  # the base does not love owls (0.0075 measured)
+
+
+def test_bench_real_generation__three_samplers_agree_on_greedy_output(qwen_dir, model_cache):
+    from interp.bench_real import bench_real_generation
+
+    rows = bench_real_generation(str(qwen_dir), n_prompts=4, batch_size=4, max_new_tokens=5, repeats=1)
+    assert [r["key"] for r in rows] == ["real_generation_hf", "real_generation_tl"]
+    for row in rows:
+        assert row["details"]["greedy_identical"], row["details"]
+        assert row["ratio"]["median"] > 0
+
+
+def test_features__a_run_on_a_real_model_is_refused_in_one_line(tmp_path, capsys):
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(__import__("json").dumps({"bases": {"shared": str(model)}}))
+    code, err = _run_cli(["features", "--run", str(run), "--out", str(tmp_path / "features")], capsys)
+    assert code == 2 and "toy world's bases only" in err and err.count("\n") == 1

@@ -213,6 +213,11 @@ def resolve_bases(config: FeaturesConfig, artifacts: Path, run_dir: Path | None,
         if "shared" not in bases:
             raise ValueError(f"{results_path} names no shared base")
         roles = ["shared"] + (["mismatched"] if "mismatched" in bases else [])
+        from interp.real import is_model_name
+
+        if is_model_name(bases["shared"]):
+            raise ValueError(f"{run_dir} is a run on the real model {bases['shared']}; interp features trains SAEs on the "
+                             "toy world's bases only (real models are not supported yet)")
         return [(r, _resolve_run_base(bases[r], run_dir, artifacts)) for r in roles]
     from interp.pretrain import pretrain
 
