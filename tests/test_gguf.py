@@ -271,6 +271,6 @@ def test_features__a_run_on_a_real_model_is_refused_in_one_line(tmp_path, capsys
     model.write_bytes(b"GGUF")
     run = tmp_path / "run"
     run.mkdir()
-    (run / "results.json").write_text(__import__("json").dumps({"bases": {"shared": str(model)}}))
+    (run / "results.json").write_text(__import__("json").dumps({"trait": "owl", "bases": {"shared": str(model)}}))
     code, err = _run_cli(["features", "--run", str(run), "--out", str(tmp_path / "features")], capsys)
     assert code == 2 and "toy world's bases only" in err and err.count("\n") == 1
