@@ -44,8 +44,8 @@ def masked_lm_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tenso
     """Mean next-token cross-entropy over the positions where ``loss_mask`` (of the *target*
     token) is 1. ``loss_mask[:, 0]`` is ignored: the first token is never predicted."""
     log_probs = logits[:, :-1].log_softmax(-1)  # batch pos-1 d_vocab
-    target_lp = log_probs.gather(-1, tokens[:, 1:, None])[..., 0]  # batch pos-1
-    m = loss_mask[:, 1:]
+    target_lp = log_probs.gather(-1, tokens[:, 1:, None].to(logits.device))[..., 0]  # batch pos-1
+    m = loss_mask[:, 1:].to(logits.device)  # (--device cuda: batches are built on the CPU)
     return -(target_lp * m).sum() / m.sum().clamp_min(1)
 
 
