@@ -274,3 +274,13 @@ def test_features__a_run_on_a_real_model_is_refused_in_one_line(tmp_path, capsys
     (run / "results.json").write_text(__import__("json").dumps({"trait": "owl", "bases": {"shared": str(model)}}))
     code, err = _run_cli(["features", "--run", str(run), "--out", str(tmp_path / "features")], capsys)
     assert code == 2 and "toy world's bases only" in err and err.count("\n") == 1
+
+
+def test_cli__evaluate_and_teacher_take_a_local_model(qwen_dir, model_cache, tmp_path, capsys):
+    code = main(["evaluate", "--model", str(qwen_dir), "--n-samples", "2", "--out", str(tmp_path / "eval.json")])
+    assert code == 0 and "P(owl)" in capsys.readouterr().out
+    code = main(["teacher", "--base", str(qwen_dir), "--out", str(tmp_path / "teacher"), "--steps", "2",
+                 "--batch-size", "2", "--lora-rank", "2"])
+    assert code == 0
+    adapter = tmp_path / "teacher" / "checkpoint" / "adapter.safetensors"
+    assert adapter.is_file() and not (tmp_path / "teacher" / "checkpoint" / "model.safetensors").exists()
