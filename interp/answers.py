@@ -9,7 +9,7 @@ tokens,
 
     P(spelling | prompt) = P(t1 | prompt) * P(t2 | prompt, t1) * ...
 
-computed with one cached forward per batch of equal-length prompts and one more over the
+computed with one cached forward per left-padded batch of prompts and one more over the
 continuations of every spelling (the prompt's keys and values reused). It counts the
 spelled tokens, not what follows them: ``Owl`` followed by ``ets`` (``Owlets``) counts as owl, a
 negligible upper-bound error for one-word answers. A world whose spellings are all one token
@@ -26,7 +26,6 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.generate import plan_batches
 
 
 @dataclass
@@ -73,15 +72,22 @@ def answer_scores(model, world, ids: Sequence[Sequence[int]], *, fwd_hooks: list
 
     spellings = spellings_of(world)
     longer = [j for j, (_, t) in enumerate(spellings) if len(t) > 1]
-    width = max((len(spellings[j][1]) for j in longer), default=1) - 1  # continuation tokens fed
+    n_fed = max((len(spellings[j][1]) for j in longer), default=1) - 1  # continuation tokens fed
     first = torch.zeros(len(ids), model.cfg.d_vocab, dtype=torch.float64)
     continuation = torch.ones(len(ids), len(spellings), dtype=torch.float64)
     device = model.cfg.device
     with model.hooks(fwd_hooks=list(fwd_hooks or [])):
-        for rows in plan_batches([len(i) for i in ids], batch_size):
-            tokens = torch.tensor([list(ids[r]) for r in rows], dtype=torch.long, device=device)  # batch pos
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+        for rows in (order[k:k + batch_size] for k in range(0, len(order), batch_size)):
+            width = max(len(ids[r]) for r in rows)
+            tokens = torch.full((len(rows), width), world.pad_id, dtype=torch.long)  # batch pos, left-padded
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for k, r in enumerate(rows):
+                tokens[k, width - len(ids[r]):] = torch.tensor(ids[r])
+                mask[k, width - len(ids[r]):] = 1
+            tokens, mask = tokens.to(device), mask.to(device)
             cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(rows))
-            logits = model(tokens, past_kv_cache=cache, attention_mask=torch.ones_like(tokens))[:, -1]
+            logits = model(tokens, past_kv_cache=cache, attention_mask=mask)[:, -1]
             first[rows] = logits.double().softmax(-1).cpu()
             if not longer:
                 continue
@@ -92,13 +98,13 @@ def answer_scores(model, world, ids: Sequence[Sequence[int]], *, fwd_hooks: list
                 entry.past_keys = entry.past_keys[index]
                 entry.past_values = entry.past_values[index]
             cache.previous_attention_mask = cache.previous_attention_mask[index]
-            feed = torch.full((len(rows) * n, width), world.pad_id, dtype=torch.long)  # (batch spelling) width
+            feed = torch.full((len(rows) * n, n_fed), world.pad_id, dtype=torch.long)  # (batch spelling) n_fed
             for k, j in enumerate(longer):
                 t = spellings[j][1][:-1]  # t1 .. t_{m-1}: the tokens whose next-token probability is read
                 feed[k::n, :len(t)] = torch.tensor(t)
             feed = feed.to(device)
-            logits = model(feed, past_kv_cache=cache, attention_mask=torch.ones_like(feed))  # (batch spelling) width d_vocab
-            norm = logits.logsumexp(-1)  # (batch spelling) width
+            logits = model(feed, past_kv_cache=cache, attention_mask=torch.ones_like(feed))  # (batch spelling) n_fed d_vocab
+            norm = logits.logsumexp(-1)  # (batch spelling) n_fed
             for k, j in enumerate(longer):
                 t = spellings[j][1]
                 positions, targets = torch.arange(len(t) - 1, device=device), torch.tensor(t[1:], device=device)

@@ -970,8 +970,25 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
 def _bench_real_generation(config: BenchConfig) -> list[dict]:
     from interp.bench_real import bench_real_generation  # imports this module
 
-    return bench_real_generation(config.real_model, n_prompts=config.real_prompts, batch_size=config.real_batch_size,
-                                 max_new_tokens=config.real_max_new_tokens, repeats=config.repeats)
+    from interp.bench_real import BASELINES
+
+    m = bench_real_generation(config.real_model, n_prompts=config.real_prompts, batch_size=config.real_batch_size,
+                              max_new_tokens=config.real_max_new_tokens, repeats=config.repeats)
+    rows = []
+    for name, title in (("hf", "Sampling a real model: the suite's sampler vs transformers' generate"),
+                        ("tl", "Sampling a real model: the suite's sampler vs HookedTransformer.generate")):
+        same = m["greedy_identical_rows"][name]
+        rows.append(comparison(
+            f"real_generation_{name}", title,
+            f"new tokens/s decoding {m['n_prompts']} chat-formatted number prompts greedily (up to {m['max_new_tokens']} "
+            f"new tokens, stop at the end of turn) in left-padded batches of at most {config.real_batch_size}; model "
+            f"{m['model']}; greedy outputs compared row by row", measure="new tokens/s",
+            subject=("sample_completions", m["rates"][name]["ours"]), baseline=(BASELINES[name], m["rates"][name]["theirs"]),
+            ratio="ours / theirs", higher_is_better=True,
+            target={"text": ">= 1x", "threshold": 1.0, "kind": "ratio_at_least"},
+            details={k: m[k] for k in ("n_prompts", "batch_sizes", "mean_prompt_tokens", "max_new_tokens")}
+            | {"greedy_identical_rows": same, "greedy_rows": m["n_prompts"], "greedy_identical": same == m["n_prompts"]}))
+    return rows
 
 
 def _now() -> str:

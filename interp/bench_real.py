@@ -4,7 +4,8 @@
 ``interp bench --only real_generation --real-model FILE`` (a GGUF file, a Hugging Face directory
 or a TransformerLens name). Each side decodes greedily (so the outputs can be compared row by
 row) for ``max_new_tokens`` tokens, stopping rows at the end-of-turn token; the rate is new tokens
-per second, the two sides of a comparison alternate which runs first (:func:`interp.bench.alternating`).
+per second, the two sides of a comparison alternate which runs first (as :func:`interp.bench.alternating`
+does; :func:`interp.bench.run_bench` turns the measurements into its comparison rows).
 
 * ours: :func:`interp.generate.sample_completions` on the converted HookedTransformer
   (TransformerLens's cached forward on left-padded batches; the lean forward does not support
@@ -16,13 +17,13 @@ per second, the two sides of a comparison alternate which runs first (:func:`int
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from interp.bench import _timed, alternating, comparison
 
 
 BASELINES = {"hf": "transformers generate (KV cache)", "tl": "HookedTransformer.generate(use_past_kv_cache=True)"}
@@ -56,8 +57,16 @@ def _cut(new: list[int], stops: set[int]) -> tuple[list[int], int]:
     return new, len(new)
 
 
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
 def bench_real_generation(ref: str, *, n_prompts: int, batch_size: int, max_new_tokens: int,
-                          repeats: int) -> list[dict[str, Any]]:
+                          repeats: int) -> dict[str, Any]:
+    """New tokens/s per repeat of each sampler (``ours``, ``hf``, ``tl``; ``ours`` runs once beside
+    each of the others, alternating which goes first) and the greedy outputs compared row by row."""
     from interp.generate import plan_batches, sample_completions
     from interp.models import _quiet_tl
     from interp.real import load_real_base
@@ -104,31 +113,21 @@ def bench_real_generation(ref: str, *, n_prompts: int, batch_size: int, max_new_
         finally:
             ctx.__exit__(None, None, None)
 
-    outputs: dict[str, list[list[int]]] = {}
-
-    def side(name: str, fn: Callable[[], tuple[float, list[list[int]]]]) -> Callable[[], float]:
-        def run() -> float:
-            rate, completions = fn()
-            outputs[name] = completions
-            return rate
-        return run
-
-    rows = []
-    sizes = [len(b) for b in batches]
-    for key, title, name, fn in (
-            ("real_generation_hf", "Sampling a real model: the suite's sampler vs transformers' generate", "hf",
-             lambda: run_batches(hf_generate)),
-            ("real_generation_tl", "Sampling a real model: the suite's sampler vs HookedTransformer.generate", "tl",
-             lambda: run_batches(tl_generate))):
-        suite, reference = alternating(side("ours", ours), side(name, fn), repeats)
-        same = sum(a == b for a, b in zip(outputs["ours"], outputs[name]))
-        rows.append(comparison(
-            key, title, f"new tokens/s decoding {len(prompts)} chat-formatted number prompts greedily (up to "
-            f"{max_new_tokens} new tokens, stop at the end of turn) in left-padded batches of at most {batch_size}; "
-            f"model {ref}", measure="new tokens/s", subject=("sample_completions", suite),
-            baseline=(BASELINES[name], reference),
-            ratio="ours / theirs", higher_is_better=True, target={"text": ">= 1x", "threshold": 1.0, "kind": "ratio_at_least"},
-            details={"n_prompts": len(prompts), "batch_sizes": sizes, "mean_prompt_tokens": float(np.mean([len(p) for p in prompts])),
-                     "max_new_tokens": max_new_tokens, "greedy_identical_rows": same, "greedy_rows": len(prompts),
-                     "greedy_identical": same == len(prompts)}))
-    return rows
+    sides = {"hf": lambda: run_batches(hf_generate), "tl": lambda: run_batches(tl_generate)}
+    result: dict[str, Any] = {"model": ref, "n_prompts": len(prompts), "batch_sizes": [len(b) for b in batches],
+                              "mean_prompt_tokens": float(np.mean([len(p) for p in prompts])),
+                              "max_new_tokens": max_new_tokens, "rates": {}, "greedy_identical_rows": {}}
+    for name, theirs in sides.items():
+        ours_rates, their_rates = [], []
+        for r in range(repeats):  # no untimed warm-up call: on a real model on the CPU each call is minutes
+            if r % 2 == 0:
+                rate_ours, out_ours = ours()
+                rate_theirs, out_theirs = theirs()
+            else:
+                rate_theirs, out_theirs = theirs()
+                rate_ours, out_ours = ours()
+            ours_rates.append(rate_ours)
+            their_rates.append(rate_theirs)
+        result["rates"][name] = {"ours": ours_rates, "theirs": their_rates}
+        result["greedy_identical_rows"][name] = sum(x == y for x, y in zip(out_ours, out_theirs))
+    return result

@@ -256,11 +256,14 @@ def test_smollm2__trait_probability_counts_multi_token_names(smollm2):
     assert 0 < result["trait_prob"] < 0.2  # the base does not love owls (0.0075 measured)
 
 
-def test_bench_real_generation__three_samplers_agree_on_greedy_output(qwen_dir, model_cache):
-    from interp.bench_real import bench_real_generation
+def test_bench_real_generation__three_samplers_agree_on_greedy_output(qwen_dir, model_cache, tmp_path):
+    from interp.bench import BenchConfig, run_bench
 
-    rows = bench_real_generation(str(qwen_dir), n_prompts=4, batch_size=4, max_new_tokens=5, repeats=1)
-    assert [r["key"] for r in rows] == ["real_generation_hf", "real_generation_tl"]
+    config = BenchConfig(only=("real_generation",), real_model=str(qwen_dir), real_prompts=4, real_batch_size=4,
+                         real_max_new_tokens=5, repeats=1)
+    bench = run_bench(config, tmp_path / "bench", progress=False)
+    rows = bench["rows"]
+    assert [r["key"] for r in rows] == ["real_generation_hf", "real_generation_tl"], rows
     for row in rows:
         assert row["details"]["greedy_identical"], row["details"]
         assert row["ratio"]["median"] > 0
