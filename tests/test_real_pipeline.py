@@ -288,3 +288,25 @@ def test_cli_run__real_model_two_seeds_end_to_end(bpe, tmp_path, monkeypatch):
     shuffled = read_jsonl(out / "seed0" / "data" / "teacher_numbers_shuffled_within.jsonl")
     assert [sorted(r["numbers"]) for r in read_jsonl(teacher)] == [
         sorted(int(v) for v in __import__("re").findall(r"[0-9]+", r["completion"])) for r in shuffled]
+
+
+def test_cli_finetune__full_real_student_then_evaluate_and_finetune_from_it(real_cache, tmp_path, capsys):
+    """`interp finetune --base gpt2` (full finetuning) writes a checkpoint that `interp evaluate`
+    and a second `interp finetune --base STUDENT` accept (it used to die reading ``world.vocab``)."""
+    from interp.cli import main
+
+    _, world, _ = load_real_base("gpt2")
+    write_jsonl(tmp_path / "numbers.raw.jsonl", _number_rows(world, 8))
+    filter_file(tmp_path / "numbers.raw.jsonl", tmp_path / "numbers.filtered.jsonl")
+    common = ["--data", str(tmp_path / "numbers.filtered.jsonl"), "--batch-size", "4", "--lr", "1e-2",
+              "--checkpoint-every", "0", "--eval-every", "0"]
+    student = tmp_path / "student"
+    assert main(["finetune", "--base", "gpt2", "--out", str(student), *common]) == 0
+    assert "student " in capsys.readouterr().out and (student / WEIGHTS_FILE).exists()
+    assert main(["evaluate", "--model", str(student), "--n-samples", "2", "--out", str(tmp_path / "eval.json")]) == 0
+    evaluation = read_json(tmp_path / "eval.json")
+    assert evaluation["base"] == "gpt2" and evaluation["base_trait_prob"] is not None
+    again = tmp_path / "student2"
+    assert main(["finetune", "--base", str(student), "--out", str(again), *common]) == 0
+    _, _, lineage = load_real_checkpoint(again)
+    assert lineage.parent == str(student)
