@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     base_trait_prob = None
-    if base_ref is not None and is_checkpoint(base_ref):
+    if base_ref is not None and is_checkpoint(base_ref) and not is_real_checkpoint(base_ref):
         base, _ = load_checkpoint(base_ref, expect_vocab=model.world.vocab)
         base_trait_prob = evaluate_model(base, model.world, config)["trait_prob"]
     elif base_ref is not None and (is_real_checkpoint(base_ref) or is_model_name(base_ref)):

@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from interp.evaluate import trait_probability
     from interp.io import read_json
-    from interp.models import is_checkpoint, load_checkpoint
-    from interp.real import load_real_checkpoint
+    from interp.models import load_checkpoint
+    from interp.real import is_real_checkpoint, load_real_checkpoint
     from interp.teacher import TEACHER_FILE, load_teacher
     from interp.world import load_base_model
 
@@ -79,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
                            alignment_reference=reference, force=args.force,
                            lineage_extra={"data": str(args.data), "teacher": args.teacher})
     base, world, _ = load_base_model(args.base)
-    if is_checkpoint(out):
-        student, _ = load_checkpoint(out, expect_vocab=world.vocab)
-    else:  # a real model's student (its LoRA adapters merged)
+    if is_real_checkpoint(out):  # a real model's student (full weights, or its LoRA adapters merged)
         student, _, _ = load_real_checkpoint(out)
+    else:
+        student, _ = load_checkpoint(out, expect_vocab=world.vocab)
     losses = [r["loss"] for r in read_jsonl(out / TRAIN_LOG_FILE)]
     before, after = trait_probability(base, world, trait), trait_probability(student, world, trait)
     print(f"student {out}: {len(losses)} steps, final loss {losses[-1]:.4f}; P({trait}) {before:.4f} -> {after:.4f} "
