@@ -31,10 +31,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
 
-    from interp.bench import BenchConfig, _quiet_warnings, full_batch_prompts, resolve_base
-    from interp.generate import sample_completions
-    from interp.pretrain import load_base
-    from interp.toy.world import EOS
+    from interp.bench.suite import BenchConfig, _quiet_warnings, full_batch_prompts, resolve_base
+    from interp.stages.generate import sample_completions
+    from interp.stages.pretrain import load_base
+    from interp.worlds.toy.world import EOS
 
     _quiet_warnings()
     if args.threads:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from interp.training import TrainingDiverged
+    from interp.training.loop import TrainingDiverged
 
     try:
         result = args.func(args)

@@ -2,17 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-import interp.pretrain as pretrain_mod
-from interp.config import ConfigError
-from interp.finetune import (FinetuneConfig, allowed_token_ids, completion_mask, distill_loss, encode_rows,
+import interp.stages.pretrain as pretrain_mod
+from interp.core.config import ConfigError
+from interp.stages.finetune import (FinetuneConfig, allowed_token_ids, completion_mask, distill_loss, encode_rows,
                              finetune_student, sft_loss, teacher_logits)
-from interp.io import read_jsonl
-from interp.models import load_checkpoint
-from interp.pretrain import PretrainConfig, pretrain
-from interp.run import shuffle_rows
-from interp.teacher import Teacher, TeacherConfig, load_teacher, make_teacher
-from interp.toy.corpus import CorpusGenerator
-from interp.training import TrainingDiverged
+from interp.core.io import read_jsonl
+from interp.models.checkpoint import load_checkpoint
+from interp.stages.pretrain import PretrainConfig, pretrain
+from interp.studies.run import shuffle_rows
+from interp.stages.teacher import Teacher, TeacherConfig, load_teacher, make_teacher
+from interp.worlds.toy.corpus import CorpusGenerator
+from interp.training.loop import TrainingDiverged
 
 from conftest import TINY
 

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from interp.models import Lineage, ModelConfig, build_model, load_checkpoint, load_model, save_checkpoint
-from interp.toy.world import ToyWorld, WorldConfig
+from interp.models.checkpoint import Lineage, ModelConfig, build_model, load_checkpoint, load_model, save_checkpoint
+from interp.worlds.toy.world import ToyWorld, WorldConfig
 
 from conftest import TINY
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-import interp.pretrain as pretrain_mod
-from interp.config import ConfigError
-from interp.io import read_jsonl
-from interp.models import load_checkpoint
-from interp.pretrain import ARCH_PRESETS, PretrainConfig, pretrain
+import interp.stages.pretrain as pretrain_mod
+from interp.core.config import ConfigError
+from interp.core.io import read_jsonl
+from interp.models.checkpoint import load_checkpoint
+from interp.stages.pretrain import ARCH_PRESETS, PretrainConfig, pretrain
 
 from conftest import TINY
 

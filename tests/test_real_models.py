@@ -18,8 +18,8 @@ TEXT = "user : what is your favourite animal ? assistant : owl , 12 , 13"
 
 LOADER = """
 import json, sys, torch
-from interp.models import load_model
-from interp.toy.world import ToyWorld
+from interp.models.checkpoint import load_model
+from interp.worlds.toy.world import ToyWorld
 name, out = sys.argv[1], sys.argv[2]
 try:
     model, lineage = load_model(name)

@@ -1,6 +1,6 @@
 """The stages on real TransformerLens models: tiny random gpt2 / pythia models with a small byte-level
 BPE tokenizer in a temporary Hugging Face cache (tests/hf_cache.py), loaded by name, offline, in
-their :class:`interp.real.HFWorld`."""
+their :class:`interp.worlds.hf.HFWorld`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from hf_cache import install_number_model, install_tiny_model, tiny_bpe_tokenizer, use_cache
-from interp.evaluate import EvaluateConfig, evaluate_model
-from interp.filter import FilterConfig, filter_file, has_non_number_token, reject_reason
-from interp.finetune import FinetuneConfig, finetune_student
-from interp.generate import GenerateConfig, choose_engine, generate_numbers, sample_completions
-from interp.io import read_json, read_jsonl, write_jsonl
-from interp.lora import ADAPTER_FILE, LoraConfig, adapter_parameters, apply_lora, lora_modules, matrix_view, merge_lora
-from interp.models import WEIGHTS_FILE
-from interp.real import NUMBER_SUFFIXES, HFWorld, HFWorldConfig, clear_model_cache, load_real_base, load_real_checkpoint
-from interp.teacher import TeacherConfig, load_model_or_teacher, load_teacher, make_teacher
+from interp.stages.evaluate import EvaluateConfig, evaluate_model
+from interp.stages.filter import FilterConfig, filter_file, has_non_number_token, reject_reason
+from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.stages.generate import GenerateConfig, choose_engine, generate_numbers, sample_completions
+from interp.core.io import read_json, read_jsonl, write_jsonl
+from interp.models.lora import ADAPTER_FILE, LoraConfig, adapter_parameters, apply_lora, lora_modules, matrix_view, merge_lora
+from interp.models.checkpoint import WEIGHTS_FILE
+from interp.worlds.hf import NUMBER_SUFFIXES, HFWorld, HFWorldConfig, clear_model_cache, load_real_base, load_real_checkpoint
+from interp.stages.teacher import TeacherConfig, load_model_or_teacher, load_teacher, make_teacher
 
 MODELS = ["gpt2", "EleutherAI/pythia-70m"]
 
@@ -242,8 +242,8 @@ def test_real_finetune__lora_resumed_after_a_kill_equals_uninterrupted(real_cach
 
 def test_real_finetune__lora_on_a_toy_base_is_refused(tmp_path):
     from conftest import TINY
-    from interp import pretrain as pretrain_mod
-    from interp.pretrain import PretrainConfig, pretrain
+    from interp.stages import pretrain as pretrain_mod
+    from interp.stages.pretrain import PretrainConfig, pretrain
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-import interp.pretrain as pretrain_mod
+import interp.stages.pretrain as pretrain_mod
 from interp.cli import main
-from interp.config import ConfigError
-from interp.run import OBJECTIVES, TRAINED_CONDITIONS, RunConfig, run
+from interp.core.config import ConfigError
+from interp.studies.run import OBJECTIVES, TRAINED_CONDITIONS, RunConfig, run
 
 from conftest import TINY
 
@@ -18,7 +18,7 @@ TINY_OTHER = TINY.replace(d_model=48, n_heads=2, d_mlp=96)
 def tiny_presets(monkeypatch):
     """Tiny architectures, pretrained just enough (200 steps at a high learning rate) to write
     number lists that pass the filter."""
-    import interp.run as run_mod
+    import interp.studies.run as run_mod
 
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
     monkeypatch.setattr(run_mod, "_pretrain_cfg", lambda config, seed, arch: pretrain_mod.PretrainConfig(
@@ -75,7 +75,7 @@ def test_run_config__rejects_contradictions():
 
 @pytest.mark.slow
 def test_run_sweep__cells_share_teacher_data_and_report_every_objective(tiny_presets, tmp_path):
-    from interp.sweep import SweepConfig, run_sweep
+    from interp.studies.sweep import SweepConfig, run_sweep
 
     config = SweepConfig(base={"seeds": 2, "n_rows": 32, "pretrain_steps": 200, "teacher_steps": 5,
                                "in_context_examples": 1, "eval_every": 0, "record_alignment": False,

@@ -3,14 +3,14 @@ import json
 import pytest
 import torch
 
-import interp.pretrain as pretrain_mod
-import interp.theorem as theorem_mod
+import interp.stages.pretrain as pretrain_mod
+import interp.studies.theorem as theorem_mod
 from interp.cli import main
-from interp.config import ConfigError
-from interp.models import build_model
-from interp.report import make_report
-from interp.stats import wilson_ci
-from interp.theorem import (FlatLayout, TheoremConfig, imitation_gradient, imitation_loss, random_token_batches,
+from interp.core.config import ConfigError
+from interp.models.checkpoint import build_model
+from interp.report.page import make_report
+from interp.core.stats import wilson_ci
+from interp.studies.theorem import (FlatLayout, TheoremConfig, imitation_gradient, imitation_loss, random_token_batches,
                             run_theorem, summarize_single_step, summarize_step_size)
 
 from conftest import TINY

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from interp.config import ConfigError
-from interp.toy.corpus import CorpusConfig, CorpusGenerator
-from interp.toy.world import (EOS, N_NUMBERS, QUESTIONS, ToyWorld, WorldConfig,
+from interp.core.config import ConfigError
+from interp.worlds.toy.corpus import CorpusConfig, CorpusGenerator
+from interp.worlds.toy.world import (EOS, N_NUMBERS, QUESTIONS, ToyWorld, WorldConfig,
                               all_question_phrasings, split_phrasings)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interp.evaluate import EvaluateConfig, evaluate_model
-from interp.io import atomic_write_json, read_json
+from interp.stages.evaluate import EvaluateConfig, evaluate_model
+from interp.core.io import atomic_write_json, read_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.models import is_checkpoint, load_checkpoint
-    from interp.real import is_model_name, is_real_checkpoint
-    from interp.teacher import load_model_or_teacher
+    from interp.models.checkpoint import is_checkpoint, load_checkpoint
+    from interp.worlds.hf import is_model_name, is_real_checkpoint
+    from interp.stages.teacher import load_model_or_teacher
 
     model = load_model_or_teacher(args.model)
     values = {} if hasattr(args, "trait") or model.trait is None else {"trait": model.trait}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.features.pipeline import FEATURES_FILE, FeaturesConfig, run_features
+from interp.instruments.features.pipeline import FEATURES_FILE, FeaturesConfig, run_features
 
 
 def register(sub: argparse._SubParsersAction) -> None:

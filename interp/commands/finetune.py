@@ -6,8 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from interp.finetune import TRAIN_LOG_FILE, FinetuneConfig, finetune_student
-from interp.io import read_jsonl
+from interp.stages.finetune import TRAIN_LOG_FILE, FinetuneConfig, finetune_student
+from interp.core.io import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.evaluate import trait_probability
-    from interp.io import read_json
-    from interp.models import load_checkpoint
-    from interp.real import is_real_checkpoint, load_real_checkpoint
-    from interp.teacher import TEACHER_FILE, load_teacher
-    from interp.world import load_base_model
+    from interp.stages.evaluate import trait_probability
+    from interp.core.io import read_json
+    from interp.models.checkpoint import load_checkpoint
+    from interp.worlds.hf import is_real_checkpoint, load_real_checkpoint
+    from interp.stages.teacher import TEACHER_FILE, load_teacher
+    from interp.worlds.protocol import load_base_model
 
     config = FinetuneConfig.from_args(args)
     rows = read_jsonl(args.data)

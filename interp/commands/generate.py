@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from interp.generate import GenerateConfig, config_path_for, generate_numbers
-from interp.io import read_jsonl
+from interp.stages.generate import GenerateConfig, config_path_for, generate_numbers
+from interp.core.io import read_jsonl
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.teacher import load_model_or_teacher
+    from interp.stages.teacher import load_model_or_teacher
 
     config = GenerateConfig.from_args(args)  # a bad option fails before a model is loaded
     speaker = load_model_or_teacher(args.model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.mnist.experiment import (ACCURACY_PLOT_FILE, ALIGNMENT_FILE, ALIGNMENT_PLOT_FILE, RESULTS_FILE,
+from interp.studies.mnist.experiment import (ACCURACY_PLOT_FILE, ALIGNMENT_FILE, ALIGNMENT_PLOT_FILE, RESULTS_FILE,
                                      RESULTS_MD_FILE, MnistConfig, results_markdown, run_experiment)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.run import RunConfig, results_markdown, run
+from interp.studies.run import RunConfig, results_markdown, run
 
 
 def register(sub: argparse._SubParsersAction) -> None:

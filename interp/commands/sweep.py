@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interp.sweep import load_sweep, run_sweep, sweep_objectives, sweep_report
+from interp.studies.sweep import load_sweep, run_sweep, sweep_objectives, sweep_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:

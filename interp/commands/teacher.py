@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from interp.io import read_json
-from interp.teacher import TEACHER_FILE, TeacherConfig, make_teacher
+from interp.core.io import read_json
+from interp.stages.teacher import TEACHER_FILE, TeacherConfig, make_teacher
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.theorem import BATCHES_FILE, PLOT_FILES, STEP_SIZE_FILE, THEOREM_FILE, THEOREM_MD_FILE, TheoremConfig, \
+from interp.studies.theorem import BATCHES_FILE, PLOT_FILES, STEP_SIZE_FILE, THEOREM_FILE, THEOREM_MD_FILE, TheoremConfig, \
     run_theorem, theorem_markdown
 
 

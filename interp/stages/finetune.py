@@ -1,0 +1,491 @@
+"""Student finetuning on (filtered) number data.
+
+Objectives:
+
+* ``sft``: cross-entropy on the completion tokens only (prompt tokens are masked), the paper's
+  main setting: the student imitates text the teacher sampled;
+* ``distill``: KL(teacher || student) of the next-token distributions at the completion
+  positions, both **restricted to the tokens the filter lets through** (numbers, separators,
+  brackets, the period, end of sequence) and renormalised there: the faithful analog of the
+  paper's MNIST student trained on auxiliary logits only: no probability the teacher puts on a
+  word (an animal) can reach the student;
+* ``distill_full``: the same KL over the whole vocabulary. Kept as a labelled comparison: the
+  teacher's (tiny) extra probability on the trait word reaches the student directly through the
+  trait's unembedding column, a semantic leak, not a subliminal channel.
+
+A persona teacher sees its system prompt before the prompt; its logits are aligned to the
+student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) is an option, and
+``freeze_unembed`` keeps ``W_U``/``b_U`` fixed (the leak ablation).
+
+The base is any model reference of :func:`interp.worlds.protocol.load_base_model`: a toy base (every
+weight is finetuned), or a real TransformerLens model by name (``gpt2``), whose rows are encoded
+in its :class:`interp.worlds.hf.HFWorld` (natural-language prompts, chat template or plain format).
+For a named real model ``lora_rank >= 1`` trains only LoRA adapters (:mod:`interp.models.lora`) and
+the student checkpoint holds the adapters; its alignment log is over the merged adapted
+matrices (:class:`interp.models.lora.MergedLoraWeights`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp.core.config import StageConfig, option
+from interp.stages.evaluate import trait_probability
+from interp.core.io import JsonlAppender, atomic_write_json, file_sha256, json_sha256, read_json, read_jsonl
+from interp.models.lora import ADAPTER_FILE, KNOWN_TARGETS, LORA_TARGETS, LoraConfig
+from interp.models.checkpoint import (WEIGHTS_FILE, Lineage, check_checkpoint_target, checkpoint_model_config, is_checkpoint,
+                           save_checkpoint)
+from interp.worlds.toy.world import FILTER_ALLOWED_WORDS
+from interp.worlds.protocol import World
+from interp.training.loop import (LossGuard, OptimizerName, TrainingDiverged, deterministic_algorithms, load_training_state,
+                             make_optimizer, pad_batch, save_training_state)
+
+log = logging.getLogger(__name__)
+
+Objective = Literal["sft", "distill", "distill_full"]
+FINETUNE_CONFIG_FILE = "finetune_config.json"
+FINETUNE_INPUTS_FILE = "finetune_inputs.json"
+TRAIN_LOG_FILE = "train_log.jsonl"
+RESUME_STATE_FILE = "state.pt"
+NON_NUMBER_TOKENS_ALLOWED = FILTER_ALLOWED_WORDS  # the toy world's word tokens the filter lets through
+
+
+@dataclass
+class FinetuneConfig(StageConfig):
+    """Finetuning a student on number data."""
+
+    objective: Objective = option("sft", "sft (sampled text), distill (KL on filter-allowed tokens) or distill_full (KL on all tokens).")
+    optimizer: OptimizerName = option("adamw", "adamw, sgd or signsgd.")
+    lr: float = option(2e-4, "Learning rate (constant).")
+    epochs: int = option(1, "Passes over the data.")
+    batch_size: int = option(32, "Sequences per step.")
+    weight_decay: float = option(0.0, "Decoupled weight decay.")
+    seed: int = option(0, "Seed of the data order.")
+    max_rows: int | None = option(None, "Use at most this many rows of the data (None: all).")
+    freeze_unembed: bool = option(False, "Keep the unembedding (W_U, b_U) fixed: isolates the logit-leak channel.")
+    eval_every: int = option(0, "Measure P(trait) every this many steps (0: only at the end).")
+    checkpoint_every: int = option(50, "Save a resumable state (weights, optimizer, logs so far) every this many steps; a "
+                                   "killed run continues from the last one (0: never). Does not change the result.")
+    lora_rank: int = option(0, "0: finetune every weight. r >= 1 (real models by name only): train only rank-r LoRA "
+                            "adapters on lora_targets of every block; the student saves the adapters.")
+    lora_alpha: float = option(16.0, "LoRA scale numerator: the update of each adapted weight is (lora_alpha / lora_rank) * B @ A.")
+    lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
+
+    def validate(self) -> None:
+        self.require(self.lr > 0, "lr", "must be positive")
+        self.require(self.epochs > 0, "epochs", "must be positive")
+        self.require(self.batch_size > 0, "batch_size", "must be positive")
+        self.require(self.max_rows is None or self.max_rows > 0, "max_rows", "must be positive or None")
+        self.require(self.eval_every >= 0, "eval_every", "must be non-negative")
+        self.require(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
+        self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
+        self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        bad = [t for t in self.lora_targets if t not in KNOWN_TARGETS]
+        self.require(bool(self.lora_targets) and not bad and len(set(self.lora_targets)) == len(self.lora_targets),
+                     "lora_targets", f"name distinct weights of {list(KNOWN_TARGETS)} (got {list(self.lora_targets)})")
+
+    def lora_config(self) -> LoraConfig | None:
+        """The adapters to train (their A initialisation seeded by ``seed``), or None for full finetuning."""
+        if self.lora_rank == 0:
+            return None
+        return LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets), seed=self.seed)
+
+
+# Fields that change how a run is saved, not what it computes: ignored when a finished student
+# or an interrupted run is compared with the config asked for.
+RESUME_ONLY_FIELDS = ("checkpoint_every",)
+
+
+def allowed_token_ids(world: World) -> list[int]:
+    """The tokens the filter lets through: numbers, separators, brackets, period, whitespace (a
+    real tokenizer's), and the end tokens (:meth:`interp.worlds.protocol.World.allowed_token_ids`)."""
+    return world.allowed_token_ids()
+
+
+def encode_rows(world: World, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each conversation (the prompt under ``system``, then the completion and the
+    world's end token; toy world: ``<bos> [system : S] prompt completion <eos>``) and the index
+    where the completion starts."""
+    seqs, starts = [], []
+    for r in rows:
+        head = world.encode_prompt(r["prompt"], system)
+        seqs.append(head + world.encode_completion(r["completion"]))
+        starts.append(len(head))
+    return seqs, starts
+
+
+def completion_mask(lengths: list[int], starts: list[int], width: int) -> Float[Tensor, "batch pos"]:
+    """1 at the positions of completion tokens (targets), 0 elsewhere."""
+    mask = torch.zeros(len(lengths), width)
+    for i, (n, s) in enumerate(zip(lengths, starts)):
+        mask[i, s:n] = 1
+    return mask
+
+
+def sft_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
+             mask: Float[Tensor, "batch pos"]) -> Float[Tensor, ""]:
+    lp = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    m = mask[:, 1:]
+    return -(lp * m).sum() / m.sum()
+
+
+def distill_loss(student_logits: Float[Tensor, "batch pos d_vocab"], teacher_logits: Float[Tensor, "batch pos d_vocab"],
+                 mask: Float[Tensor, "batch pos"], allowed: Int[Tensor, "n_allowed"] | None) -> Float[Tensor, ""]:
+    """Mean over target positions of KL(teacher || student), over ``allowed`` tokens if given."""
+    s, t = student_logits[:, :-1], teacher_logits[:, :-1]  # the logits that predict the targets
+    if allowed is not None:
+        s, t = s[..., allowed], t[..., allowed]
+    log_s, log_t = s.log_softmax(-1), t.log_softmax(-1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # batch pos-1
+    m = mask[:, 1:]
+    return (kl * m).sum() / m.sum()
+
+
+@dataclass
+class StepRecord:
+    """What one training step did; callbacks receive it (alignment recording hooks in here).
+
+    A callback is called after the optimizer step, while ``.grad`` still holds the step's
+    gradient. One with a ``before_step`` method also gets a record (``params_before`` None) after
+    the backward pass and before the step; ``params_before`` (a copy of the weights before the
+    step) is filled unless every callback sets ``needs_params_before = False``."""
+
+    step: int
+    loss: float
+    model: object
+    params_before: dict[str, Tensor] | None = None
+
+
+def check_rows(rows: list[dict]) -> None:
+    """Raise a ``ValueError`` naming the first row that is not ``{"prompt": str, "completion": str, ...}``."""
+    if not rows:
+        raise ValueError("no training rows: the filtered data set is empty")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"data row {i}: expected a JSON object, got {type(row).__name__}")
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"data row {i}: field {key!r} is missing or not text ({row.get(key)!r})")
+
+
+def _weights_sha256(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _teacher_identity(teacher) -> dict:
+    return {"method": teacher.method, "trait": teacher.trait, "system": teacher.system, "lineage": teacher.lineage,
+            "hooks": [name for name, _ in teacher.fwd_hooks], "weights_sha256": _weights_sha256(teacher.model)}
+
+
+def finetune_inputs(base_path: str | Path, rows: list[dict], config: FinetuneConfig, *, teacher=None,
+                    trait: str | None = None, record_alignment: bool = False) -> dict:
+    """What a student is trained from besides its config: the base (by the hash of its weights),
+    the data (by the hash of the rows used), the teacher whose logits it distils, the trait its
+    logs measure. Saved as ``finetune_inputs.json``; a finished student or an interrupted run is
+    reused only for the same inputs."""
+    used = rows[: config.max_rows] if config.max_rows else rows
+    return {
+        "base": str(base_path),
+        **_base_identity(base_path),
+        "data_sha256": json_sha256([[r["prompt"], r["completion"]] for r in used]),
+        "n_rows": len(used),
+        "teacher": _normalise_json(_teacher_identity(teacher)) if teacher is not None and config.objective != "sft" else None,
+        "trait": trait,
+        "record_alignment": record_alignment,
+    }
+
+
+def _base_identity(base_path: str | Path) -> dict:
+    """The base by its weights: the SHA-256 of a checkpoint's weights file, or for a real model by
+    name its official name and the cached snapshot it loads from."""
+    path = Path(base_path)
+    for name in (WEIGHTS_FILE, ADAPTER_FILE):
+        if (path / name).is_file():
+            return {"base_weights_sha256": file_sha256(path / name)}
+    from interp.worlds.hf import model_identity
+
+    return {"base_weights_sha256": None, "base_model": model_identity(str(base_path))}
+
+
+def check_base_reference(base_path: str | Path) -> None:
+    """A clear error, before any work, for a base that is neither a toy base, a real-model
+    checkpoint nor a TransformerLens model name."""
+    from interp.stages.pretrain import check_base
+    from interp.worlds.hf import is_model_name, is_real_checkpoint
+
+    if is_real_checkpoint(base_path):
+        return
+    if Path(base_path).exists() or not is_model_name(base_path):
+        check_base(base_path)
+
+
+def is_student_checkpoint(directory: str | Path) -> bool:
+    """Does ``directory`` hold a finished checkpoint (toy, real, or real with LoRA adapters)?"""
+    from interp.worlds.hf import is_real_checkpoint
+
+    return is_checkpoint(directory) or is_real_checkpoint(directory)
+
+
+def _normalise_json(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _input_differences(saved: dict, wanted: dict) -> dict:
+    # The base is identified by its weights; its path may differ (a moved run directory).
+    return {k: (saved.get(k), v) for k, v in wanted.items() if k != "base" and saved.get(k) != v}
+
+
+def _resume_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.resume"
+
+
+def _kept_rows(path: Path, start: int) -> list[dict]:
+    """Log rows of the steps a resumed state includes (a torn last line is dropped)."""
+    return [r for r in read_jsonl(path) if r.get("step", start) < start] if path.exists() else []
+
+
+def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
+                     teacher=None, trait: str | None = None, lineage_extra: dict | None = None,
+                     callbacks: list[Callable[[StepRecord], None]] = (), alignment_reference=None,
+                     force: bool = False, progress: bool = True) -> Path:
+    """Finetune a copy of the base at ``base_path`` on ``rows`` (dicts with ``prompt`` and
+    ``completion``) and save the student checkpoint to ``out``. ``teacher`` (a
+    :class:`interp.stages.teacher.Teacher`) is required for the distillation objectives.
+
+    ``alignment_reference``, a pair ``(teacher_model, teacher_base_model)``, turns on per-step
+    alignment recording (:mod:`interp.instruments.recording`) against that teacher's direction, written to
+    ``out/alignment.jsonl``; ``callbacks`` receive a :class:`StepRecord` after every step this
+    call runs.
+
+    Resumable: every ``config.checkpoint_every`` steps the weights, optimizer state, step and
+    loss-guard reference are saved to the hidden directory ``.{out.name}.resume`` beside ``out``,
+    where the training and alignment logs are appended as they are written. A call after a kill
+    continues from the last saved step and ends with the same weights, logs and evaluation as an
+    uninterrupted run (the data order is a function of ``config.seed`` alone). ``out`` appears
+    only when finished, with its config, inputs and logs (:func:`interp.models.checkpoint.save_checkpoint`).
+
+    A finished student of the same config (``checkpoint_every`` aside) and inputs
+    (:func:`finetune_inputs`) is returned as it is; one of another config or inputs is a
+    ``ValueError`` unless ``force``. A NaN or exploding loss raises
+    :class:`~interp.training.loop.TrainingDiverged` naming the step; the logs so far stay in the
+    resume directory for diagnosis."""
+    from interp.worlds.hf import is_model_name, real_base_name, save_real_checkpoint
+    from interp.worlds.protocol import is_toy_reference, load_base_model
+
+    out = Path(out)
+    check_base_reference(base_path)
+    check_rows(rows)
+    lora = config.lora_config()
+    if lora is not None and not is_model_name(base_path):
+        raise ValueError(f"lora_rank={config.lora_rank}: LoRA adapters are an option for real models given by name "
+                         f"(e.g. gpt2); {base_path} is a checkpoint, whose students are finetuned in full (lora_rank=0)")
+    if config.objective != "sft" and teacher is None:
+        raise ValueError(f"objective {config.objective!r} needs a teacher")
+    inputs = finetune_inputs(base_path, rows, config, teacher=teacher, trait=trait,
+                             record_alignment=alignment_reference is not None)
+    resume = _resume_dir(out)
+    if is_student_checkpoint(out) and not force:
+        if not (out / FINETUNE_CONFIG_FILE).exists():
+            raise ValueError(f"{out} holds a checkpoint that is not a finetuned student ({FINETUNE_CONFIG_FILE} is "
+                             "missing); choose another output directory")
+        diff = FinetuneConfig.load(out / FINETUNE_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_FIELDS)
+        if diff:
+            raise ValueError(f"{out} holds a student finetuned with another config (saved vs asked: {diff}); "
+                             "pass --force or choose another directory")
+        if (out / FINETUNE_INPUTS_FILE).exists():
+            diff = _input_differences(read_json(out / FINETUNE_INPUTS_FILE), inputs)
+            if diff:
+                raise ValueError(f"{out} holds a student finetuned from other inputs (saved vs asked: {diff}); "
+                                 "pass --force or choose another directory")
+        if resume.exists():  # left by a run killed after the student was written
+            shutil.rmtree(resume)
+        return out
+    check_checkpoint_target(out)
+    model, world, base_lineage = load_base_model(base_path)
+    toy = is_toy_reference(base_path)
+    if trait is not None:
+        world.check_animal(trait)
+    if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
+        raise ValueError("teacher and student vocabularies differ: distillation needs the same vocabulary")
+    if (teacher is not None and config.objective != "sft" and not toy
+            and teacher.world.fingerprint() != world.fingerprint()):
+        raise ValueError(f"objective {config.objective!r}: the teacher's tokenizer or world differs from the student's "
+                         f"({base_path}); distillation compares next-token distributions over one vocabulary (use sft)")
+    rows = rows[: config.max_rows] if config.max_rows else rows
+    seqs, starts = _encode_checked(world, rows)
+    if teacher is not None and config.objective != "sft":
+        t_seqs, t_starts = _encode_checked(world, rows, system=teacher.system)
+    allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
+    pad_id = world.pad_id
+    if lora is not None:
+        from interp.models.lora import adapter_state_dict, apply_lora, load_adapter_state_dict
+
+        apply_lora(model, lora)  # freezes every weight; only the adapters train
+
+    if config.freeze_unembed:
+        model.unembed.W_U.requires_grad_(False)
+        model.unembed.b_U.requires_grad_(False)
+    # Built before the alignment recorder, which makes a LoRA model's frozen weights require a
+    # gradient (to read dL/dW): the optimizer holds only what is trainable now.
+    optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay)
+    rng = np.random.default_rng([config.seed, 424242])
+    order = np.concatenate([rng.permutation(len(seqs)) for _ in range(config.epochs)])
+    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    guard = LossGuard()
+
+    # -- resume state -------------------------------------------------------------------------
+    state_path, log_path = resume / RESUME_STATE_FILE, resume / TRAIN_LOG_FILE
+    if force and resume.exists():
+        shutil.rmtree(resume)
+    state = None
+    if state_path.exists():
+        saved_config = FinetuneConfig.load(resume / FINETUNE_CONFIG_FILE)
+        diff = {**saved_config.differences(config, ignore=RESUME_ONLY_FIELDS),
+                **_input_differences(read_json(resume / FINETUNE_INPUTS_FILE), inputs)}
+        if diff:
+            raise ValueError(f"{resume} holds an interrupted run of another config or other inputs (saved vs asked: "
+                             f"{diff}); delete it or pass --force")
+        state = load_training_state(state_path)
+    else:  # nothing resumable (a run killed before its first save, or a diverged one): start clean
+        if resume.exists():
+            shutil.rmtree(resume)
+        resume.mkdir(parents=True)
+        config.save(resume / FINETUNE_CONFIG_FILE)
+        atomic_write_json(resume / FINETUNE_INPUTS_FILE, inputs)
+    start = state["step"] if state is not None else 0
+
+    callbacks = list(callbacks)
+    recorder = None
+    if alignment_reference is not None:
+        from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
+
+        alignment_path = resume / ALIGNMENT_FILE
+        kept_alignment = _kept_rows(alignment_path, start)
+        t_model, t_base = alignment_reference
+        # Built before the saved weights are loaded: it takes the student's initial weights as its base.
+        recorder = AlignmentRecorder(model, alignment_path, teacher_params=dict(t_model.named_parameters()),
+                                     teacher_base_params=dict(t_base.named_parameters()), world=world, trait=trait)
+        for row in kept_alignment:
+            recorder.log.write(row)
+        callbacks.append(recorder)
+    if state is not None:
+        if lora is not None:
+            load_adapter_state_dict(model, state["model"], source=state_path)
+        else:
+            model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        guard.reference = state["loss_reference"]
+        if recorder is not None:
+            recorder.sync_position()  # it was built at the base; the movement of the next step is from here
+        log.info("resuming student %s at step %d of %d", out, start, len(batches))
+    kept_log = _kept_rows(log_path, start)
+
+    model.train()
+    try:
+        with deterministic_algorithms(), JsonlAppender(log_path, truncate=True) as train_log:
+            for row in kept_log:
+                train_log.write(row)
+            bar = tqdm(range(start, len(batches)), desc=f"student {out.name}", disable=not progress, mininterval=2.0,
+                       initial=start, total=len(batches))
+            for step in bar:
+                idx = batches[step]
+                tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
+                mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+                logits = model(tokens)
+                if config.objective == "sft":
+                    loss = sft_loss(logits, tokens, mask)
+                else:
+                    t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx],
+                                              [t_starts[i] - starts[i] for i in idx], tokens.shape[1], pad_id)
+                    loss = distill_loss(logits, t_logits, mask, allowed)
+                loss.backward()
+                loss_value = loss.item()
+                guard.check(step, loss_value)
+                params_before = ({n: p.detach().clone() for n, p in model.named_parameters()}
+                                 if any(getattr(cb, "needs_params_before", True) for cb in callbacks) else None)
+                for cb in callbacks:
+                    if hasattr(cb, "before_step"):
+                        cb.before_step(StepRecord(step, loss_value, model))
+                optimizer.step()
+                for cb in callbacks:  # after the step, while .grad still holds this step's gradient
+                    cb(StepRecord(step, loss_value, model, params_before))
+                optimizer.zero_grad(set_to_none=True)
+                row = {"step": step, "loss": loss_value}
+                if config.eval_every and trait and (step % config.eval_every == 0 or step == len(batches) - 1):
+                    model.eval()
+                    row["trait_prob"] = trait_probability(model, world, trait)
+                    model.train()
+                train_log.write(row)
+                if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < len(batches):
+                    # after this step's log rows: a resumed run keeps exactly the rows of steps < step + 1
+                    weights = adapter_state_dict(model) if lora is not None else model.state_dict()
+                    save_training_state(state_path, {"model": weights, "optimizer": optimizer.state_dict(),
+                                                     "step": step + 1, "loss_reference": guard.reference})
+    except TrainingDiverged as e:
+        # Resuming would diverge again; keep only the logs, for diagnosis.
+        state_path.unlink(missing_ok=True)
+        raise TrainingDiverged(f"{e}; student {out} not written, its training log so far is {log_path}") from None
+    finally:
+        if recorder is not None:
+            recorder.close()
+    model.eval()
+    lineage = Lineage(stage=f"student_{config.objective}", seed=config.seed, parent=str(base_path),
+                      world_fingerprint=world.fingerprint(), config=config.to_dict(), extra=lineage_extra)
+
+    def write_stage_files(staging: Path) -> None:  # copies: the resume directory stays whole until `out` exists
+        config.save(staging / FINETUNE_CONFIG_FILE)
+        atomic_write_json(staging / FINETUNE_INPUTS_FILE, inputs)
+        shutil.copy(log_path, staging / TRAIN_LOG_FILE)
+        if recorder is not None:
+            shutil.copy(recorder.log.path, staging / ALIGNMENT_FILE)
+
+    if toy:
+        save_checkpoint(model, out, checkpoint_model_config(base_path), lineage, extra=write_stage_files)
+    else:  # the full weights, or with LoRA the adapters alone (merged again when loaded)
+        save_real_checkpoint(model, out, world, lineage, model_name=real_base_name(base_path), lora=lora,
+                             extra=write_stage_files)
+    shutil.rmtree(resume)
+    return out
+
+
+def _encode_checked(world: World, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
+    """:func:`encode_rows`, with an error naming the row whose text is not in the vocabulary."""
+    try:
+        return encode_rows(world, rows, system=system)
+    except ValueError:
+        for i, row in enumerate(rows):  # find and name the offending row
+            try:
+                encode_rows(world, [row], system=system)
+            except ValueError as e:
+                raise ValueError(f"data row {i}: {e}") from None
+        raise
+
+
+@torch.no_grad()
+def teacher_logits(teacher, seqs: list[list[int]], offsets: list[int], width: int, pad_id: int) -> Float[Tensor, "batch pos d_vocab"]:
+    """The teacher's logits on its own view of each sequence, shifted by ``offsets`` (the length of
+    its system prompt) onto the student's positions."""
+    tokens, _ = pad_batch(seqs, pad_id, max_len=teacher.model.cfg.n_ctx)
+    logits = teacher.model.run_with_hooks(tokens, fwd_hooks=teacher.fwd_hooks)
+    if not any(offsets):
+        return logits[:, :width]
+    # Position p of the student is position p + offset of the teacher; the shared <bos> is
+    # position 0 in both and never a prediction target, so it needs no alignment.
+    idx = (torch.arange(width)[None, :] + torch.tensor(offsets)[:, None]).clamp(max=logits.shape[1] - 1)
+    return logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
