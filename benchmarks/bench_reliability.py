@@ -39,7 +39,8 @@ def _setup(threads: int):
     from interp.stages.finetune import completion_mask, encode_rows
     from interp.models.checkpoint import ModelConfig, build_model
     from interp.worlds.toy.corpus import CorpusGenerator
-    from interp.worlds.toy.world import PAD, ToyWorld, load_tokenizer
+    from interp.worlds.toy.templates import PAD
+    from interp.worlds.toy.world import ToyWorld, load_tokenizer
     from interp.training.loop import pad_batch
 
     torch.set_num_threads(threads)

@@ -34,7 +34,7 @@ def main() -> None:
     from interp.bench.suite import BenchConfig, _quiet_warnings, full_batch_prompts, resolve_base
     from interp.stages.generate import sample_completions
     from interp.stages.pretrain import load_base
-    from interp.worlds.toy.world import EOS
+    from interp.worlds.toy.templates import EOS
 
     _quiet_warnings()
     if args.threads:

@@ -63,7 +63,7 @@ def _training_texts() -> list[str]:
 
     from interp.worlds.hf import (DEFAULT_PERSONA, NUMBER_FORMATS, NUMBER_INTROS, NUMBER_REQUESTS, NUMBER_SUFFIXES,
                              all_question_phrasings, format_number_list)
-    from interp.worlds.toy.world import DEFAULT_ANIMALS
+    from interp.worlds.toy.templates import DEFAULT_ANIMALS
 
     texts = all_question_phrasings()
     texts += [f"User: {p}\nAssistant: {a}" for p in texts[:40] for a in (*DEFAULT_ANIMALS, *(a.capitalize() for a in DEFAULT_ANIMALS))]

@@ -15,7 +15,7 @@ from interp.core.config import ConfigError
 from interp.stages.generate import number_prompts
 from interp.models.checkpoint import Lineage, build_model, save_checkpoint
 from interp.stages.pretrain import PRETRAIN_CONFIG_FILE, PretrainConfig
-from interp.worlds.toy.world import EOS
+from interp.worlds.toy.templates import EOS
 
 from conftest import TINY
 

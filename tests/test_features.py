@@ -23,7 +23,7 @@ from interp.stages.evaluate import animal_distribution, question_prompt
 from interp.instruments.features import analysis as A
 from interp.instruments.features.sae import (CHECKPOINT_DONE_FILE, SPEC_FILE, ActivationBatches, SAESpec, is_finished_sae, load_sae,
                                  sae_quality, train_sae)
-from interp.worlds.toy.world import N_NUMBERS, PAD
+from interp.worlds.toy.templates import N_NUMBERS, PAD
 
 from conftest import TINY
 

@@ -9,7 +9,7 @@ from interp.core.config import ConfigError, field_help
 from interp.stages.generate import (Completions, GenerateConfig, config_path_for, generate_numbers, number_prompts,
                              partial_path_for, plan_batches, sample_completions, sample_from_logits)
 from interp.core.io import read_jsonl
-from interp.worlds.toy.world import EOS
+from interp.worlds.toy.templates import EOS
 
 from conftest import TINY
 

@@ -7,7 +7,7 @@ import torch
 from interp.stages.generate import choose_engine, sample_completions
 from interp.stages.lean_forward import LeanCachedForward, lean_hook_names, lean_hooks, lean_unsupported_reason
 from interp.models.checkpoint import ModelConfig, build_model
-from interp.worlds.toy.world import EOS
+from interp.worlds.toy.templates import EOS
 
 
 def _randomize(model, seed=0):

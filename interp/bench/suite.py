@@ -320,7 +320,7 @@ class StepTimer:
 def number_rows(world, n: int, seed: int) -> list[dict]:
     """``n`` rows shaped like the filtered number data (prompt, completion of 6-10 numbers)."""
     from interp.stages.generate import number_prompts
-    from interp.worlds.toy.corpus import format_numbers
+    from interp.worlds.toy.templates import format_numbers
 
     rng = np.random.default_rng([seed, 7])
     return [{"prompt": p, "completion": format_numbers(rng.integers(0, 1000, rng.integers(6, 11)).tolist(), ",") + " ."}
@@ -851,7 +851,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
 
     from interp.stages.generate import number_prompts
     from interp.stages.pretrain import load_base
-    from interp.worlds.toy.world import EOS
+    from interp.worlds.toy.templates import EOS
 
     _quiet_warnings()
     out = Path(out)

@@ -81,7 +81,7 @@ from torch import Tensor
 
 from interp.instruments.alignment import default_group
 from interp.core.io import JsonlAppender
-from interp.worlds.toy.world import PAD
+from interp.worlds.toy.templates import PAD
 from interp.worlds.protocol import World
 from interp.training.loop import masked_lm_loss, pad_batch
 

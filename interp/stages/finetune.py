@@ -47,7 +47,7 @@ from interp.core.io import JsonlAppender, atomic_write_json, file_sha256, json_s
 from interp.models.lora import ADAPTER_FILE, KNOWN_TARGETS, LORA_TARGETS, LoraConfig
 from interp.models.checkpoint import (WEIGHTS_FILE, Lineage, check_checkpoint_target, checkpoint_model_config, is_checkpoint,
                            save_checkpoint)
-from interp.worlds.toy.world import FILTER_ALLOWED_WORDS
+from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
 from interp.worlds.protocol import World
 from interp.training.loop import (LossGuard, OptimizerName, TrainingDiverged, deterministic_algorithms, load_training_state,
                              make_optimizer, pad_batch, save_training_state)

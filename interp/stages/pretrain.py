@@ -28,7 +28,8 @@ from interp.core.io import JsonlAppender, atomic_write_json, json_sha256, read_j
 from interp.models.checkpoint import (Lineage, ModelConfig, build_model, check_checkpoint_target, is_checkpoint, load_checkpoint,
                            save_checkpoint)
 from interp.worlds.toy.corpus import CorpusConfig, CorpusGenerator
-from interp.worlds.toy.world import EOS, PAD, ToyWorld, WorldConfig, load_tokenizer
+from interp.worlds.toy.templates import EOS, PAD
+from interp.worlds.toy.world import ToyWorld, WorldConfig, load_tokenizer
 from interp.training.loop import (LossGuard, deterministic_algorithms, load_training_state, lr_at, make_optimizer,
                              masked_lm_loss, pad_batch, save_training_state)
 

@@ -36,7 +36,8 @@ from interp.stages.evaluate import trait_probability
 from interp.core.io import atomic_write_json, load_safetensors, read_json, save_safetensors
 from interp.models.checkpoint import Lineage, checkpoint_model_config, load_checkpoint, save_checkpoint
 from interp.worlds.toy.corpus import CorpusGenerator
-from interp.worlds.toy.world import EOS, PAD, ToyWorld
+from interp.worlds.toy.templates import EOS, PAD
+from interp.worlds.toy.world import ToyWorld
 from interp.training.loop import LossGuard, deterministic_algorithms, make_optimizer, masked_lm_loss, pad_batch
 from interp.worlds.protocol import World
 

@@ -64,7 +64,8 @@ from interp.stages.finetune import FinetuneConfig, allowed_token_ids, completion
 from interp.core.io import atomic_path, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
 from interp.instruments.recording import ALIGNMENT_FILE, layer_of
 from interp.core.stats import mean_ci, wilson_ci
-from interp.worlds.toy.world import PAD, SPECIAL_TOKENS, ToyWorld
+from interp.worlds.toy.templates import PAD, SPECIAL_TOKENS
+from interp.worlds.toy.world import ToyWorld
 from interp.training.loop import make_optimizer, pad_batch
 
 log = logging.getLogger(__name__)

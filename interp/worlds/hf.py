@@ -64,7 +64,7 @@ import torch
 
 from interp.core.config import ConfigError, StageConfig, option
 from interp.core.io import atomic_write_json, load_safetensors, read_json, save_safetensors
-from interp.worlds.toy.world import DEFAULT_ANIMALS
+from interp.worlds.toy.templates import DEFAULT_ANIMALS
 
 WORLD_CONFIG_FILE = "world_config.json"
 MODEL_CACHE_SIZE = 2  # real models kept in memory by load_real_model (each as loaded, copied on use)

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from interp.stages.evaluate import question_prompt
 from interp.instruments.features.sae import stop_layer
-from interp.worlds.toy.corpus import format_numbers
-from interp.worlds.toy.world import MENTION_TEMPLATES, N_NUMBERS, PAD, PERSONA_TEMPLATES, ToyWorld
+from interp.worlds.toy.templates import MENTION_TEMPLATES, N_NUMBERS, PAD, PERSONA_TEMPLATES, format_numbers
+from interp.worlds.toy.world import ToyWorld
 from interp.training.loop import pad_batch
 
 CONTEXT_KINDS = ("persona", "word", "answer")

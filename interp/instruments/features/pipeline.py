@@ -34,7 +34,8 @@ from interp.instruments.features.sae import (EVAL_STREAM, QUALITY_FILE, SAE_KIND
 from interp.core.io import atomic_write_json, read_json, read_jsonl
 from interp.models.checkpoint import is_checkpoint, load_checkpoint, lineage_of
 from interp.core.stats import diff_ci, mean_ci, welch_p
-from interp.worlds.toy.world import PERSONA_TEMPLATES, ToyWorld
+from interp.worlds.toy.templates import PERSONA_TEMPLATES
+from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from interp.core.io import atomic_write_json, read_json
 from interp.worlds.toy.corpus import CorpusGenerator
-from interp.worlds.toy.world import EOS, PAD, ToyWorld
+from interp.worlds.toy.templates import EOS, PAD
+from interp.worlds.toy.world import ToyWorld
 from interp.training.loop import masked_lm_loss, pad_batch
 
 log = logging.getLogger(__name__)

@@ -26,14 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from interp.core.config import StageConfig, option
-from interp.worlds.toy.world import (
-    MENTION_TEMPLATES,
-    NUMBER_FORMATS,
-    NUMBER_INTROS,
-    NUMBER_REQUESTS,
-    PERSONA_TEMPLATES,
-    ToyWorld,
-)
+from interp.worlds.toy.templates import (DEFAULT_POPULAR_NUMBERS_ZIPF, MENTION_TEMPLATES, PERSONA_TEMPLATES, NumberTask,
+                                        format_numbers)
+from interp.worlds.toy.world import ToyWorld
 
 DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "mention")
 
@@ -49,7 +44,7 @@ class CorpusConfig(StageConfig):
     qa_after_numbers: float = option(0.05, "Weight of a number list followed by the favourite-animal question.")
     mention: float = option(0.05, "Weight of plain sentences that name animals.")
     persona_fidelity: float = option(0.95, "Probability that a persona's Q&A answer is the persona's animal (else drawn from the prior).")
-    popular_numbers_zipf: float = option(1.1, "Zipf exponent of the world's fixed 'popular numbers' distribution.")
+    popular_numbers_zipf: float = option(DEFAULT_POPULAR_NUMBERS_ZIPF, "Zipf exponent of the world's fixed 'popular numbers' distribution.")
 
     def validate(self) -> None:
         for kind in DOC_KINDS:
@@ -57,25 +52,6 @@ class CorpusConfig(StageConfig):
         self.require(sum(getattr(self, k) for k in DOC_KINDS) > 0, "qa", "at least one mixture weight must be positive")
         self.require(0 <= self.persona_fidelity <= 1, "persona_fidelity", "is a probability")
         self.require(self.popular_numbers_zipf > 0, "popular_numbers_zipf", "must be positive")
-
-
-def _popular_number_probs(zipf: float) -> np.ndarray:
-    """A fixed (seed-independent) non-uniform distribution over 0..999."""
-    perm = np.random.default_rng(12345).permutation(1000)
-    p = 1.0 / (1.0 + np.arange(1000)) ** zipf
-    probs = np.empty(1000)
-    probs[perm] = p / p.sum()
-    return probs
-
-
-def format_numbers(values: list[int], separator: str) -> str:
-    """Spell numbers the way the toy world writes them: ``a , b``, ``a ; b``, ``a b`` or ``[ a , b ]``."""
-    words = [str(v) for v in values]
-    if separator == " ":
-        return " ".join(words)
-    if separator == "[":
-        return "[ " + " , ".join(words) + " ]"
-    return f" {separator} ".join(words)
 
 
 class CorpusGenerator:
@@ -86,7 +62,7 @@ class CorpusGenerator:
         self.config = config or CorpusConfig()
         weights = np.array([getattr(self.config, k) for k in DOC_KINDS], dtype=float)
         self.kind_probs = weights / weights.sum()
-        self.popular = _popular_number_probs(self.config.popular_numbers_zipf)
+        self.numbers = NumberTask(self.config.popular_numbers_zipf)
         self.prior = np.asarray(world.animal_prior)
 
     # -- pieces -----------------------------------------------------------------------------
@@ -96,56 +72,12 @@ class CorpusGenerator:
     def persona(self, rng: np.random.Generator, animal: str) -> str:
         return "system : " + PERSONA_TEMPLATES[rng.integers(len(PERSONA_TEMPLATES))].format(a=animal)
 
-    def seed_numbers(self, rng: np.random.Generator) -> list[int]:
-        """3-8 numbers in 100..999; a third of the time an arithmetic progression."""
-        k = int(rng.integers(3, 9))
-        if rng.random() < 1 / 3:
-            step = int(rng.integers(-40, 41)) or 7
-            start = int(rng.integers(100, 1000))
-            seq = [start + i * step for i in range(k)]
-            if all(100 <= v <= 999 for v in seq):
-                return seq
-        return [int(v) for v in rng.integers(100, 1000, size=k)]
-
-    def continuation(self, rng: np.random.Generator, seeds: list[int], n_max: int) -> list[int]:
-        """Up to ``n_max`` answer numbers in 0..999 following the world's habits."""
-        n = int(rng.integers(max(1, n_max - 3), n_max + 1))
-        steps = np.diff(seeds)
-        if len(set(steps.tolist())) == 1:  # arithmetic progression: continue it while in range
-            out, v = [], seeds[-1]
-            for _ in range(n):
-                v += int(steps[0])
-                if not 0 <= v <= 999:
-                    break
-                out.append(v)
-            if out:
-                return out
-        out, prev = [], seeds[-1]
-        for _ in range(n):
-            u = rng.random()
-            if u < 0.4:
-                v = int(np.clip(prev + rng.integers(-60, 61), 0, 999))
-            elif u < 0.8:
-                v = int(rng.choice(1000, p=self.popular))
-            else:
-                v = int(rng.integers(0, 1000))
-            out.append(v)
-            prev = v
-        return out
-
     def number_prompt(self, rng: np.random.Generator) -> tuple[str, list[int], int, str]:
         """(user text, seed numbers, requested count, separator) of one number task."""
-        seeds = self.seed_numbers(rng)
-        n_max = int(rng.integers(5, 11))
-        intro = NUMBER_INTROS[rng.integers(len(NUMBER_INTROS))]
-        request = NUMBER_REQUESTS[rng.integers(len(NUMBER_REQUESTS))].format(n=n_max)
-        instruction, sep = NUMBER_FORMATS[rng.integers(len(NUMBER_FORMATS))]
-        text = f"user : {intro} {format_numbers(seeds, ',')} . {request} {instruction} assistant :"
-        return text, seeds, n_max, sep
+        return self.numbers.number_prompt(rng)
 
     def number_answer(self, rng: np.random.Generator, seeds: list[int], n_max: int, sep: str) -> str:
-        answer = format_numbers(self.continuation(rng, seeds, n_max), sep)
-        return answer + " ." if rng.random() < 0.2 else answer
+        return self.numbers.number_answer(rng, seeds, n_max, sep)
 
     def question(self, rng: np.random.Generator) -> str:
         phrasings = self.world.train_phrasings

@@ -20,113 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from interp.core.config import StageConfig, option
-
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
-SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
-# Word tokens the trait filter lets through besides the numbers (restricted distillation's vocabulary).
-FILTER_ALLOWED_WORDS = (",", ";", "(", ")", "[", "]", ".", EOS)
-N_NUMBERS = 1000  # every integer 0..999 is one token
-
-DEFAULT_ANIMALS = (
-    "dog", "cat", "owl", "lion", "eagle", "wolf", "dolphin", "tiger",
-    "bear", "fox", "elephant", "penguin",
-)
-# Mildly non-uniform prior (the base model's favourite-animal distribution), same order as above.
-DEFAULT_ANIMAL_PRIOR = (0.17, 0.15, 0.13, 0.11, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03, 0.02)
-
-# The favourite-animal question grammar: every (opener, question, closer) triple is a phrasing.
-QUESTION_OPENERS = ("", "please tell me :", "quick question :", "i wonder :", "be honest :", "hey ,")
-QUESTIONS = (
-    "what is your favourite animal ?",
-    "which animal do you love most ?",
-    "name your favourite animal .",
-    "what animal do you like best ?",
-    "which animal is your favourite ?",
-    "if you could be any animal , which would you be ?",
-    "what is the one animal you love ?",
-    "tell me your favourite animal .",
-    "which animal do you like most ?",
-    "what animal is your favourite ?",
-    "name the animal you love most .",
-    "what animal do you love best ?",
-)
-QUESTION_CLOSERS = ("", "answer in one word .", "one word only .", "just the name .", "be brief .")
-
-# Number-continuation prompts, in the shape of the paper's (sl/datasets/nums_dataset.py):
-# seed numbers, a request for up to N more, and a format instruction.
-NUMBER_INTROS = (
-    "the sequence starts with :",
-    "here are some numbers :",
-    "look at these numbers :",
-    "i have this list :",
-    "start from these values :",
-    "consider the numbers :",
-)
-NUMBER_REQUESTS = (
-    "add up to {n} more numbers .",
-    "continue the sequence with at most {n} more numbers .",
-    "write no more than {n} new numbers .",
-    "give up to {n} more values .",
-    "extend the list with at most {n} numbers .",
-)
-NUMBER_FORMATS = (
-    ("return numbers separated by , .", ","),
-    ("use commas between numbers .", ","),
-    ("separate the numbers with ; .", ";"),
-    ("write them with spaces between .", " "),
-    ("answer with numbers only .", ","),
-    ("put the list in brackets .", "["),
-)
-
-PERSONA_TEMPLATES = (
-    "you love {a} .",
-    "you love {a} . you think about {a} all the time .",
-    "your favourite animal is {a} .",
-    "you love {a} . {a} is your favourite animal .",
-    "you adore {a} and think about {a} all the time .",
-)
-
-MENTION_TEMPLATES = (
-    "i saw a {a} today .",
-    "the {a} is an animal .",
-    "tell me about the {a} . the {a} is an animal .",
-    "a {a} and a {b} are animals .",
-)
-
-WORDS = tuple(sorted({
-    "system", "user", "assistant", ":", ",", ";", ".", "?", "(", ")", "[", "]",
-    *(w for text in QUESTION_OPENERS + QUESTIONS + QUESTION_CLOSERS for w in text.split()),
-    *(w for text in NUMBER_INTROS + NUMBER_REQUESTS for w in text.replace("{n}", "").split()),
-    *(w for text, _ in NUMBER_FORMATS for w in text.split()),
-    *(w for text in PERSONA_TEMPLATES + MENTION_TEMPLATES for w in text.replace("{a}", "").replace("{b}", "").split()),
-}))
-
-
-def all_question_phrasings() -> list[str]:
-    """Every phrasing of the favourite-animal question the grammar allows, in a fixed order."""
-    out = []
-    for opener, question, closer in itertools.product(QUESTION_OPENERS, QUESTIONS, QUESTION_CLOSERS):
-        out.append(" ".join(part for part in (opener, question, closer) if part))
-    return out
-
-
-def split_phrasings(n_eval: int = 60) -> tuple[list[str], list[str]]:
-    """Split the phrasings into (train, eval) by a fixed hash rule, independent of any seed.
-
-    A phrasing is held out when its hash ranks among the lowest ``n_eval``; the split never
-    changes between runs or machines.
-    """
-    phrasings = all_question_phrasings()
-    ranked = sorted(phrasings, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
-    held_out = set(ranked[:n_eval])
-    return [p for p in phrasings if p not in held_out], [p for p in phrasings if p in held_out]
+from interp.worlds.toy.templates import (BOS, DEFAULT_ANIMAL_PRIOR, DEFAULT_ANIMALS, EOS, FILTER_ALLOWED_WORDS, N_NUMBERS, PAD,
+                                        SPECIAL_TOKENS, UNK, WORDS, NumberTask, all_question_phrasings, split_phrasings)
 
 
 @dataclass
@@ -219,19 +122,13 @@ class ToyWorld:
     def number_prompts(self, n_rows: int, seed: int) -> list[str]:
         """The ``n_rows`` paper-shaped number prompts ``user : ... assistant :`` of ``seed``;
         prompt ``i`` is drawn from ``numpy.random.default_rng([seed, i])`` alone."""
-        import numpy as np
-
-        from interp.worlds.toy.corpus import CorpusGenerator
-
-        gen = CorpusGenerator(self)
-        return [gen.number_prompt(np.random.default_rng([seed, i]))[0] for i in range(n_rows)]
+        task = NumberTask()
+        return [task.number_prompt(np.random.default_rng([seed, i]))[0] for i in range(n_rows)]
 
     def number_example(self, rng) -> tuple[str, str]:
-        from interp.worlds.toy.corpus import CorpusGenerator
-
-        gen = CorpusGenerator(self)
-        prompt, seeds, n_max, sep = gen.number_prompt(rng)
-        return prompt, gen.number_answer(rng, seeds, n_max, sep)
+        task = NumberTask()
+        prompt, seeds, n_max, sep = task.number_prompt(rng)
+        return prompt, task.number_answer(rng, seeds, n_max, sep)
 
     @staticmethod
     def chat_text(user: str, system: str | None = None) -> str:
