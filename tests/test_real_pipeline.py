@@ -19,7 +19,8 @@ from interp.stages.generate import GenerateConfig, choose_engine, generate_numbe
 from interp.core.io import read_json, read_jsonl, write_jsonl
 from interp.models.lora import ADAPTER_FILE, LoraConfig, adapter_parameters, apply_lora, lora_modules, matrix_view, merge_lora
 from interp.models.checkpoint import WEIGHTS_FILE
-from interp.worlds.hf import NUMBER_SUFFIXES, HFWorld, HFWorldConfig, clear_model_cache, load_real_base, load_real_checkpoint
+from interp.worlds.hf import NUMBER_SUFFIXES, HFWorld, HFWorldConfig
+from interp.models.real import clear_model_cache, load_real_base, load_real_checkpoint
 from interp.stages.teacher import TeacherConfig, load_model_or_teacher, load_teacher, make_teacher
 
 MODELS = ["gpt2", "EleutherAI/pythia-70m"]

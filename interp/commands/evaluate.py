@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from interp.models.checkpoint import is_checkpoint, load_checkpoint
-    from interp.worlds.hf import is_model_name, is_real_checkpoint
+    from interp.models.real import is_model_name, is_real_checkpoint
     from interp.stages.teacher import load_model_or_teacher
 
     model = load_model_or_teacher(args.model)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.stages.evaluate import trait_probability
     from interp.core.io import read_json
     from interp.models.checkpoint import load_checkpoint
-    from interp.worlds.hf import is_real_checkpoint, load_real_checkpoint
+    from interp.models.real import is_real_checkpoint, load_real_checkpoint
     from interp.stages.teacher import TEACHER_FILE, load_teacher
     from interp.worlds.protocol import load_base_model
 

@@ -218,7 +218,7 @@ def _base_identity(base_path: str | Path) -> dict:
     for name in (WEIGHTS_FILE, ADAPTER_FILE):
         if (path / name).is_file():
             return {"base_weights_sha256": file_sha256(path / name)}
-    from interp.worlds.hf import model_identity
+    from interp.models.real import model_identity
 
     return {"base_weights_sha256": None, "base_model": model_identity(str(base_path))}
 
@@ -227,7 +227,7 @@ def check_base_reference(base_path: str | Path) -> None:
     """A clear error, before any work, for a base that is neither a toy base, a real-model
     checkpoint nor a TransformerLens model name."""
     from interp.stages.pretrain import check_base
-    from interp.worlds.hf import is_model_name, is_real_checkpoint
+    from interp.models.real import is_model_name, is_real_checkpoint
 
     if is_real_checkpoint(base_path):
         return
@@ -237,7 +237,7 @@ def check_base_reference(base_path: str | Path) -> None:
 
 def is_student_checkpoint(directory: str | Path) -> bool:
     """Does ``directory`` hold a finished checkpoint (toy, real, or real with LoRA adapters)?"""
-    from interp.worlds.hf import is_real_checkpoint
+    from interp.models.real import is_real_checkpoint
 
     return is_checkpoint(directory) or is_real_checkpoint(directory)
 
@@ -285,7 +285,7 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     ``ValueError`` unless ``force``. A NaN or exploding loss raises
     :class:`~interp.training.loop.TrainingDiverged` naming the step; the logs so far stay in the
     resume directory for diagnosis."""
-    from interp.worlds.hf import is_model_name, real_base_name, save_real_checkpoint
+    from interp.models.real import is_model_name, real_base_name, save_real_checkpoint
     from interp.worlds.protocol import is_toy_reference, load_base_model
 
     out = Path(out)

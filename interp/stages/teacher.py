@@ -203,7 +203,7 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
     """Build the teacher described by ``config`` from the base at ``base_path`` into ``out``.
 
     A finished teacher with the same config and base is reused."""
-    from interp.worlds.hf import real_base_name, save_real_checkpoint
+    from interp.models.real import real_base_name, save_real_checkpoint
     from interp.worlds.protocol import is_toy_reference, load_base_model
 
     out = Path(out)
@@ -260,7 +260,7 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
 
 
 def load_teacher(directory: str | Path) -> Teacher:
-    from interp.worlds.hf import load_real_checkpoint
+    from interp.models.real import load_real_checkpoint
     from interp.worlds.protocol import load_base_model
 
     directory = Path(directory)
@@ -283,7 +283,7 @@ def load_teacher(directory: str | Path) -> Teacher:
 
 
 def is_real_teacher_checkpoint(directory: str | Path) -> bool:
-    from interp.worlds.hf import is_real_checkpoint
+    from interp.models.real import is_real_checkpoint
 
     return is_real_checkpoint(Path(directory) / TEACHER_CHECKPOINT)
 
@@ -303,7 +303,7 @@ def load_model_or_teacher(ref: str | Path) -> Teacher:
     unknown name (with close TransformerLens names)."""
     from interp.models.checkpoint import is_checkpoint, official_model_name
     from interp.stages.pretrain import PRETRAIN_CONFIG_FILE, load_base
-    from interp.worlds.hf import is_real_checkpoint, load_real_base, load_real_checkpoint, model_identity
+    from interp.models.real import is_real_checkpoint, load_real_base, load_real_checkpoint, model_identity
 
     path = Path(ref)
     if (path / TEACHER_FILE).exists():

@@ -99,7 +99,7 @@ class World(Protocol):
 def is_toy_reference(ref: str | Path) -> bool:
     """Does ``ref`` name a toy-world model (a directory holding a toy checkpoint or base)?"""
     from interp.models.checkpoint import MODEL_CONFIG_FILE, is_checkpoint
-    from interp.worlds.hf import is_real_checkpoint
+    from interp.models.real import is_real_checkpoint
 
     path = Path(ref)
     return is_checkpoint(path) and (path / MODEL_CONFIG_FILE).exists() and not is_real_checkpoint(path)
@@ -116,7 +116,7 @@ def load_base_model(ref: str | Path) -> tuple[Any, World, Any]:
 
     Anything else is a ``ValueError`` / ``FileNotFoundError`` naming the problem."""
     from interp.stages.pretrain import check_base, load_base
-    from interp.worlds.hf import is_model_name, is_real_checkpoint, load_real_base, load_real_checkpoint
+    from interp.models.real import is_model_name, is_real_checkpoint, load_real_base, load_real_checkpoint
 
     path = Path(ref)
     if is_real_checkpoint(path):
