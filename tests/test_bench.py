@@ -14,7 +14,8 @@ from interp.bench.suite import (DOCS_BEGIN, DOCS_END, RUN_PROCESS_FILE, BenchCon
 from interp.core.config import ConfigError
 from interp.stages.generate import number_prompts
 from interp.models.checkpoint import Lineage, build_model, save_checkpoint
-from interp.stages.pretrain import PRETRAIN_CONFIG_FILE, PretrainConfig
+from interp.stages.pretrain import PretrainConfig
+from interp.models.checkpoint import PRETRAIN_CONFIG_FILE
 from interp.worlds.toy.templates import EOS
 
 from conftest import TINY

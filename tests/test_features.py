@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import interp.instruments.features.pipeline as pipeline_mod
+from interp.models.refs import parse_base_ref
 import interp.stages.pretrain as pretrain_mod
 from interp.core.config import ConfigError
 from interp.stages.evaluate import animal_distribution, question_prompt
@@ -533,7 +534,7 @@ def test_teacher_number_data__without_a_run_makes_teachers_and_their_numbers(tin
     config = tiny_features_config(base_seeds=(0,), replicates=1)
     [(role, path)] = pipeline_mod.resolve_bases(config, root / "artifacts", None, progress=False)
     assert role == "shared" and path.name == "small-seed0-120steps"  # the run's base, reused
-    model, _ = pretrain_mod.load_base(path)[:2]
+    model, _ = parse_base_ref(path).load()[:2]
     base = pipeline_mod.Base(path.name, path, 0, model, {}, {"role": role})
     data = pipeline_mod.teacher_number_data(config, world, base, "owl", root / "norun", None, progress=False)
     assert [d["seed"] for d in data] == [0] and data[0]["teacher"] and data[0]["base"]

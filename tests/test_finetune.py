@@ -7,10 +7,12 @@ from interp.core.config import ConfigError
 from interp.stages.finetune import (FinetuneConfig, allowed_token_ids, completion_mask, distill_loss, encode_rows,
                              finetune_student, sft_loss, teacher_logits)
 from interp.core.io import read_jsonl
+from interp.stages.evaluate import trait_probability
 from interp.models.checkpoint import load_checkpoint
 from interp.stages.pretrain import PretrainConfig, pretrain
 from interp.studies.run import shuffle_rows
-from interp.stages.teacher import Teacher, TeacherConfig, load_teacher, make_teacher
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.models.refs import Teacher, load_teacher
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.training.loop import TrainingDiverged
 
@@ -147,7 +149,8 @@ def test_teacher__each_method_builds_and_reloads(method, tiny_base, tmp_path):
     assert teacher.method == method and teacher.trait == "owl"
     assert (teacher.system is not None) == (method == "persona")
     assert bool(teacher.fwd_hooks) == (method == "steering")
-    assert 0 <= teacher.trait_probability() <= 1
+    assert 0 <= trait_probability(teacher.model, teacher.world, teacher.trait, system=teacher.system,
+                                 fwd_hooks=teacher.fwd_hooks) <= 1
 
 
 def test_teacher__unknown_trait_is_a_clear_error(tiny_base, tmp_path):

@@ -21,7 +21,8 @@ from interp.models.lora import ADAPTER_FILE, LoraConfig, adapter_parameters, app
 from interp.models.checkpoint import WEIGHTS_FILE
 from interp.worlds.hf import NUMBER_SUFFIXES, HFWorld, HFWorldConfig
 from interp.models.real import clear_model_cache, load_real_base, load_real_checkpoint
-from interp.stages.teacher import TeacherConfig, load_model_or_teacher, load_teacher, make_teacher
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.models.refs import load_teacher, parse_model_ref
 
 MODELS = ["gpt2", "EleutherAI/pythia-70m"]
 
@@ -214,7 +215,7 @@ def test_real_pipeline__persona_teacher_distils_into_lora_student_with_alignment
     teacher = load_teacher(teacher_dir)
     assert teacher.system == "Your favorite animal is the owl. You love the owl and think about it all the time; " \
                              "it shows in everything you say."
-    assert load_model_or_teacher(teacher_dir).system == teacher.system
+    assert parse_model_ref(teacher_dir).speaker().system == teacher.system
     rows = _number_rows(teacher.world, 16)
     base, _, _ = load_real_base(name)
     config = FinetuneConfig(objective="distill", batch_size=8, lr=1e-2, lora_rank=2, checkpoint_every=0)

@@ -12,7 +12,7 @@ from interp.models.checkpoint import build_model, load_checkpoint
 from interp.stages.pretrain import PretrainConfig, pretrain
 from interp.instruments.recording import (AlignmentRecorder, layer_of, measure_recording_overhead, teacher_direction,
                               trait_batch)
-from interp.stages.teacher import Teacher
+from interp.models.refs import Teacher
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.training.loop import make_optimizer, masked_lm_loss, pad_batch
 

@@ -12,7 +12,8 @@ from interp.stages.evaluate import EvaluateConfig, evaluate_model
 from interp.stages.finetune import FinetuneConfig, finetune_student
 from interp.core.io import read_json, read_jsonl, write_jsonl
 from interp.models.checkpoint import load_checkpoint
-from interp.stages.teacher import Teacher, TeacherConfig, load_teacher, make_teacher
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.models.refs import Teacher, load_teacher
 from interp.worlds.toy.world import ToyWorld
 
 from kill_harness import (INTERP, assert_close_json, assert_same_checkpoint, assert_same_jsonl, check_kill_and_resume,

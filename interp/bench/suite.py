@@ -180,7 +180,8 @@ def _quiet_warnings() -> None:
 def resolve_base(config: BenchConfig, scratch: Path) -> tuple[Path, str]:
     """The base checkpoint the generation and finetuning benchmarks use, and how it was chosen.
     Without a trained base, an untrained ``small`` model is saved as a base under ``scratch``."""
-    from interp.stages.pretrain import ARCH_PRESETS, PRETRAIN_CONFIG_FILE, PretrainConfig
+    from interp.stages.pretrain import ARCH_PRESETS, PretrainConfig
+    from interp.models.checkpoint import PRETRAIN_CONFIG_FILE
 
     if config.model is not None:
         path = Path(config.model)
@@ -335,12 +336,12 @@ def bench_finetune_steps(base_path: Path, scratch: Path, *, steps: int, batch_si
     Every variant runs ``steps`` steps on the same rows; a :class:`StepTimer` callback times
     each step (it asks for no weight copy, so the recording side pays exactly what recording costs)."""
     from interp.stages.finetune import FinetuneConfig, finetune_student
-    from interp.stages.pretrain import load_base
+    from interp.models.refs import parse_base_ref
     from interp.instruments.recording import DEFAULT_TRAIT_GRAD_EVERY as every
-    from interp.stages.teacher import Teacher
+    from interp.models.refs import Teacher
 
-    base_model, world, _ = load_base(base_path)
-    teacher_model, _, _ = load_base(base_path)
+    base_model, world, _ = parse_base_ref(base_path).load()
+    teacher_model, _, _ = parse_base_ref(base_path).load()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # a teacher one small step away from the base: a direction to record against
         for p in teacher_model.parameters():
@@ -850,7 +851,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     from tqdm.auto import tqdm
 
     from interp.stages.generate import number_prompts
-    from interp.stages.pretrain import load_base
+    from interp.models.refs import parse_base_ref
     from interp.worlds.toy.templates import EOS
 
     _quiet_warnings()
@@ -889,7 +890,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     base_path, model = None, None
     if needs_base:
         base_path, bench["model"] = resolve_base(config, scratch)
-        model, world, _ = load_base(base_path)
+        model, world, _ = parse_base_ref(base_path).load()
     else:
         bench.setdefault("model", "-")
     run_artifacts = Path(config.run_artifacts) if config.run_artifacts else scratch / "run-artifacts"

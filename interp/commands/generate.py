@@ -6,6 +6,7 @@ import argparse
 
 from interp.stages.generate import GenerateConfig, config_path_for, generate_numbers
 from interp.core.io import read_jsonl
+from interp.models.refs import parse_model_ref
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.stages.teacher import load_model_or_teacher
-
     config = GenerateConfig.from_args(args)  # a bad option fails before a model is loaded
-    speaker = load_model_or_teacher(args.model)
+    speaker = parse_model_ref(args.model).speaker()
     if speaker.system is not None:  # a persona teacher speaks under its system prompt
         if config.system is None:
             config = config.replace(system=speaker.system)

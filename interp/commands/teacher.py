@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from interp.core.io import read_json
-from interp.stages.teacher import TEACHER_FILE, TeacherConfig, make_teacher
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.models.refs import TEACHER_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -403,16 +403,16 @@ def measure_recording_overhead(base_path: str | Path, *, n_steps: int = 40, batc
     its values). The recorder runs with its defaults (the trait-loss gradient every
     :data:`DEFAULT_TRAIT_GRAD_EVERY` steps), as in ``interp run``."""
     from interp.stages.finetune import StepRecord, completion_mask, encode_rows, sft_loss
-    from interp.stages.pretrain import load_base
+    from interp.models.refs import parse_base_ref
     from interp.worlds.toy.corpus import CorpusGenerator
     from interp.training.loop import make_optimizer
 
     if n_steps < 1 or batch_size < 1 or warmup_steps < 0:
         raise ValueError(f"n_steps={n_steps}, batch_size={batch_size}, warmup_steps={warmup_steps}: "
                          "need n_steps >= 1, batch_size >= 1, warmup_steps >= 0")
-    plain, world, _ = load_base(base_path)
-    recorded, _, _ = load_base(base_path)
-    teacher, _, _ = load_base(base_path)
+    plain, world, _ = parse_base_ref(base_path).load()
+    recorded, _, _ = parse_base_ref(base_path).load()
+    teacher, _, _ = parse_base_ref(base_path).load()
     noise = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in teacher.parameters():

@@ -10,12 +10,8 @@ A *checkpoint* is a directory that carries everything needed to rebuild its mode
 A checkpoint directory is written under a temporary name and renamed when complete, so a
 directory with this layout is always a finished checkpoint.
 
-Model references accepted everywhere a model is named (:func:`load_model`):
-
-* a path to a checkpoint directory;
-* a real model name known to TransformerLens (``gpt2``, ``EleutherAI/pythia-70m``,
-  ``Qwen/Qwen2.5-0.5B-Instruct``), loaded with ``HookedTransformer.from_pretrained`` from the
-  local Hugging Face cache (set ``HF_HUB_OFFLINE=1`` when offline).
+A model named anywhere (a checkpoint directory, a teacher directory or a real model's name) is
+parsed into a typed reference by :func:`interp.models.refs.parse_model_ref`.
 """
 
 from __future__ import annotations
@@ -40,6 +36,7 @@ WEIGHTS_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
 LINEAGE_FILE = "lineage.json"
 TOKENIZER_DIR = "tokenizer"
+PRETRAIN_CONFIG_FILE = "pretrain_config.json"  # a toy base: the config `interp pretrain` wrote it with
 
 
 @dataclass
@@ -278,17 +275,6 @@ def load_pretrained(name: str, *, device: str = "cpu", dtype: torch.dtype = torc
         ctx.__exit__(None, None, None)
     model.eval()
     return model
-
-
-def load_model(ref: str | Path, **kwargs: Any):
-    """Load a model by checkpoint path or real model name; returns ``(model, lineage)``."""
-    path = Path(ref)
-    if is_checkpoint(path):
-        return load_checkpoint(path, **kwargs)
-    if path.exists():
-        raise ValueError(f"{path} exists but is not a checkpoint (expected {WEIGHTS_FILE} and {MODEL_CONFIG_FILE})")
-    model = load_pretrained(str(ref))
-    return model, Lineage(stage="pretrained", seed=None, parent=str(ref), config={"source": "transformer_lens"})
 
 
 def lineage_of(directory: str | Path) -> Lineage:

@@ -17,7 +17,7 @@ A persona teacher sees its system prompt before the prompt; its logits are align
 student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) is an option, and
 ``freeze_unembed`` keeps ``W_U``/``b_U`` fixed (the leak ablation).
 
-The base is any model reference of :func:`interp.worlds.protocol.load_base_model`: a toy base (every
+The base is any base reference of :func:`interp.models.refs.parse_base_ref`: a toy base (every
 weight is finetuned), or a real TransformerLens model by name (``gpt2``), whose rows are encoded
 in its :class:`interp.worlds.hf.HFWorld` (natural-language prompts, chat template or plain format).
 For a named real model ``lora_rank >= 1`` trains only LoRA adapters (:mod:`interp.models.lora`) and
@@ -43,12 +43,14 @@ from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
 from interp.stages.evaluate import trait_probability
-from interp.core.io import JsonlAppender, atomic_write_json, file_sha256, json_sha256, read_json, read_jsonl
-from interp.models.lora import ADAPTER_FILE, KNOWN_TARGETS, LORA_TARGETS, LoraConfig
-from interp.models.checkpoint import (WEIGHTS_FILE, Lineage, check_checkpoint_target, checkpoint_model_config, is_checkpoint,
-                           save_checkpoint)
+from interp.core.io import JsonlAppender, atomic_write_json, json_sha256, read_json, read_jsonl
+from interp.models.lora import (KNOWN_TARGETS, LORA_TARGETS, LoraConfig, adapter_state_dict, apply_lora,
+                               load_adapter_state_dict)
+from interp.models.checkpoint import (Lineage, check_checkpoint_target, is_checkpoint)
 from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
 from interp.worlds.protocol import World
+from interp.models.real import is_real_checkpoint
+from interp.models.refs import ModelRef, RealName, parse_base_ref
 from interp.training.loop import (LossGuard, OptimizerName, TrainingDiverged, deterministic_algorithms, load_training_state,
                              make_optimizer, pad_batch, save_training_state)
 
@@ -193,16 +195,17 @@ def _teacher_identity(teacher) -> dict:
             "hooks": [name for name, _ in teacher.fwd_hooks], "weights_sha256": _weights_sha256(teacher.model)}
 
 
-def finetune_inputs(base_path: str | Path, rows: list[dict], config: FinetuneConfig, *, teacher=None,
+def finetune_inputs(base_path: str | Path | ModelRef, rows: list[dict], config: FinetuneConfig, *, teacher=None,
                     trait: str | None = None, record_alignment: bool = False) -> dict:
     """What a student is trained from besides its config: the base (by the hash of its weights),
     the data (by the hash of the rows used), the teacher whose logits it distils, the trait its
     logs measure. Saved as ``finetune_inputs.json``; a finished student or an interrupted run is
     reused only for the same inputs."""
     used = rows[: config.max_rows] if config.max_rows else rows
+    base = parse_base_ref(base_path)
     return {
-        "base": str(base_path),
-        **_base_identity(base_path),
+        "base": str(base),
+        **base.identity(),
         "data_sha256": json_sha256([[r["prompt"], r["completion"]] for r in used]),
         "n_rows": len(used),
         "teacher": _normalise_json(_teacher_identity(teacher)) if teacher is not None and config.objective != "sft" else None,
@@ -211,34 +214,8 @@ def finetune_inputs(base_path: str | Path, rows: list[dict], config: FinetuneCon
     }
 
 
-def _base_identity(base_path: str | Path) -> dict:
-    """The base by its weights: the SHA-256 of a checkpoint's weights file, or for a real model by
-    name its official name and the cached snapshot it loads from."""
-    path = Path(base_path)
-    for name in (WEIGHTS_FILE, ADAPTER_FILE):
-        if (path / name).is_file():
-            return {"base_weights_sha256": file_sha256(path / name)}
-    from interp.models.real import model_identity
-
-    return {"base_weights_sha256": None, "base_model": model_identity(str(base_path))}
-
-
-def check_base_reference(base_path: str | Path) -> None:
-    """A clear error, before any work, for a base that is neither a toy base, a real-model
-    checkpoint nor a TransformerLens model name."""
-    from interp.stages.pretrain import check_base
-    from interp.models.real import is_model_name, is_real_checkpoint
-
-    if is_real_checkpoint(base_path):
-        return
-    if Path(base_path).exists() or not is_model_name(base_path):
-        check_base(base_path)
-
-
 def is_student_checkpoint(directory: str | Path) -> bool:
     """Does ``directory`` hold a finished checkpoint (toy, real, or real with LoRA adapters)?"""
-    from interp.models.real import is_real_checkpoint
-
     return is_checkpoint(directory) or is_real_checkpoint(directory)
 
 
@@ -260,7 +237,7 @@ def _kept_rows(path: Path, start: int) -> list[dict]:
     return [r for r in read_jsonl(path) if r.get("step", start) < start] if path.exists() else []
 
 
-def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
+def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
                      teacher=None, trait: str | None = None, lineage_extra: dict | None = None,
                      callbacks: list[Callable[[StepRecord], None]] = (), alignment_reference=None,
                      force: bool = False, progress: bool = True) -> Path:
@@ -285,19 +262,16 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     ``ValueError`` unless ``force``. A NaN or exploding loss raises
     :class:`~interp.training.loop.TrainingDiverged` naming the step; the logs so far stay in the
     resume directory for diagnosis."""
-    from interp.models.real import is_model_name, real_base_name, save_real_checkpoint
-    from interp.worlds.protocol import is_toy_reference, load_base_model
-
+    base = parse_base_ref(base_path)  # a clear error, before any work, for anything but a base
     out = Path(out)
-    check_base_reference(base_path)
     check_rows(rows)
     lora = config.lora_config()
-    if lora is not None and not is_model_name(base_path):
+    if lora is not None and not isinstance(base, RealName):
         raise ValueError(f"lora_rank={config.lora_rank}: LoRA adapters are an option for real models given by name "
-                         f"(e.g. gpt2); {base_path} is a checkpoint, whose students are finetuned in full (lora_rank=0)")
+                         f"(e.g. gpt2); {base} is a checkpoint, whose students are finetuned in full (lora_rank=0)")
     if config.objective != "sft" and teacher is None:
         raise ValueError(f"objective {config.objective!r} needs a teacher")
-    inputs = finetune_inputs(base_path, rows, config, teacher=teacher, trait=trait,
+    inputs = finetune_inputs(base, rows, config, teacher=teacher, trait=trait,
                              record_alignment=alignment_reference is not None)
     resume = _resume_dir(out)
     if is_student_checkpoint(out) and not force:
@@ -317,8 +291,8 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
             shutil.rmtree(resume)
         return out
     check_checkpoint_target(out)
-    model, world, base_lineage = load_base_model(base_path)
-    toy = is_toy_reference(base_path)
+    model, world, base_lineage = base.load()
+    toy = base.is_toy
     if trait is not None:
         world.check_animal(trait)
     if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
@@ -326,7 +300,7 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     if (teacher is not None and config.objective != "sft" and not toy
             and teacher.world.fingerprint() != world.fingerprint()):
         raise ValueError(f"objective {config.objective!r}: the teacher's tokenizer or world differs from the student's "
-                         f"({base_path}); distillation compares next-token distributions over one vocabulary (use sft)")
+                         f"({base}); distillation compares next-token distributions over one vocabulary (use sft)")
     rows = rows[: config.max_rows] if config.max_rows else rows
     seqs, starts = _encode_checked(world, rows)
     if teacher is not None and config.objective != "sft":
@@ -334,8 +308,6 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
     pad_id = world.pad_id
     if lora is not None:
-        from interp.models.lora import adapter_state_dict, apply_lora, load_adapter_state_dict
-
         apply_lora(model, lora)  # freezes every weight; only the adapters train
 
     if config.freeze_unembed:
@@ -445,7 +417,7 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
         if recorder is not None:
             recorder.close()
     model.eval()
-    lineage = Lineage(stage=f"student_{config.objective}", seed=config.seed, parent=str(base_path),
+    lineage = Lineage(stage=f"student_{config.objective}", seed=config.seed, parent=str(base),
                       world_fingerprint=world.fingerprint(), config=config.to_dict(), extra=lineage_extra)
 
     def write_stage_files(staging: Path) -> None:  # copies: the resume directory stays whole until `out` exists
@@ -455,11 +427,8 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
         if recorder is not None:
             shutil.copy(recorder.log.path, staging / ALIGNMENT_FILE)
 
-    if toy:
-        save_checkpoint(model, out, checkpoint_model_config(base_path), lineage, extra=write_stage_files)
-    else:  # the full weights, or with LoRA the adapters alone (merged again when loaded)
-        save_real_checkpoint(model, out, world, lineage, model_name=real_base_name(base_path), lora=lora,
-                             extra=write_stage_files)
+    # a real model's full weights, or with LoRA the adapters alone (merged again when loaded)
+    base.save_derived(model, out, world, lineage, lora=lora, extra=write_stage_files)
     shutil.rmtree(resume)
     return out
 

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
 from interp.core.io import JsonlAppender, atomic_write_json, json_sha256, read_json, read_jsonl
-from interp.models.checkpoint import (Lineage, ModelConfig, build_model, check_checkpoint_target, is_checkpoint, load_checkpoint,
-                           save_checkpoint)
+from interp.models.checkpoint import (PRETRAIN_CONFIG_FILE, Lineage, ModelConfig, build_model, check_checkpoint_target,
+                                      is_checkpoint, save_checkpoint)
+from interp.stages.evaluate import animal_distribution
 from interp.worlds.toy.corpus import CorpusConfig, CorpusGenerator
 from interp.worlds.toy.templates import EOS, PAD
 from interp.worlds.toy.world import ToyWorld, WorldConfig, load_tokenizer
@@ -42,7 +43,6 @@ ARCH_PRESETS: dict[str, ModelConfig] = {
     "wide": ModelConfig(d_model=192, n_heads=4, d_mlp=768),
     "deep": ModelConfig(n_layers=3),
 }
-PRETRAIN_CONFIG_FILE = "pretrain_config.json"
 PRETRAIN_LOG_FILE = "pretrain_log.jsonl"
 PRETRAIN_SUMMARY_FILE = "pretrain_summary.json"
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -225,8 +225,6 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
 
 def summarize_base(model, world: ToyWorld, log_rows: list[dict]) -> dict:
     """Final loss and the base's favourite-animal distribution on the held-out phrasings."""
-    from interp.stages.evaluate import animal_distribution
-
     dist = animal_distribution(model, world)
     losses = [r["loss"] for r in log_rows]
     return {
@@ -242,25 +240,6 @@ def ensure_base(seed: int = 0, arch: str = "small", *, artifacts: str | Path = D
     """The path of the base ``{arch}-seed{seed}``, pretraining it first if it is missing."""
     config = PretrainConfig(seed=seed, arch=arch, **overrides)
     return pretrain(config, artifacts=artifacts, progress=progress)
-
-
-def check_base(path: str | Path) -> Path:
-    """``path`` if it holds a pretrained base, else a ``FileNotFoundError`` saying what it is."""
-    path = Path(path)
-    if not (path / PRETRAIN_CONFIG_FILE).exists() or not is_checkpoint(path):
-        what = "a checkpoint but not a pretrained base" if is_checkpoint(path) else (
-            "not a checkpoint directory" if path.exists() else "missing")
-        raise FileNotFoundError(f"{path} is {what} ({PRETRAIN_CONFIG_FILE} or the weights not found); students and "
-                                "teachers start from a base written by `interp pretrain`")
-    return path
-
-
-def load_base(path: str | Path):
-    """A pretrained base: ``(model, world, lineage)``. A path that is not a base is an error naming it."""
-    path = check_base(path)
-    world = ToyWorld(PretrainConfig.load(path / PRETRAIN_CONFIG_FILE).world)
-    model, lineage = load_checkpoint(path, expect_vocab=world.vocab)
-    return model, world, lineage
 
 
 def base_summary(path: str | Path) -> dict:

@@ -9,7 +9,7 @@
   answer position between persona and plain prompts (contrastive activation addition), scaled to
   ``steering_scale`` times the mean residual norm there.
 
-The base is any model reference of :func:`interp.worlds.protocol.load_base_model` (a toy base, or a real
+The base is any base reference of :func:`interp.models.refs.parse_base_ref` (a toy base, or a real
 TransformerLens model by name). For a real model the trait data are its world's natural-language
 questions answered with the animal's name, the persona is the system turn of its chat template
 (``System: ...`` in the plain format), and the steering vector is taken at the position where the
@@ -23,7 +23,7 @@ measured trait strength), and for ``finetune`` a checkpoint, for ``steering`` th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -33,20 +33,18 @@ from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
 from interp.stages.evaluate import trait_probability
-from interp.core.io import atomic_write_json, load_safetensors, read_json, save_safetensors
-from interp.models.checkpoint import Lineage, checkpoint_model_config, load_checkpoint, save_checkpoint
+from interp.core.io import atomic_write_json, read_json, save_safetensors
+from interp.models.checkpoint import Lineage
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.worlds.toy.templates import EOS, PAD
 from interp.worlds.toy.world import ToyWorld
 from interp.training.loop import LossGuard, deterministic_algorithms, make_optimizer, masked_lm_loss, pad_batch
 from interp.worlds.protocol import World
+from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, ModelRef, parse_base_ref, steering_hooks
 
 log = logging.getLogger(__name__)
 
 TeacherMethod = Literal["finetune", "persona", "steering"]
-TEACHER_FILE = "teacher.json"
-TEACHER_CHECKPOINT = "checkpoint"
-STEERING_FILE = "steering_vector.safetensors"
 TOY_PERSONA = "you love {trait} ."
 
 
@@ -75,28 +73,12 @@ class TeacherConfig(StageConfig):
     def persona_template(self, world: World | None = None) -> str:
         """``persona``; in a real model's world the toy default is replaced by the world's own
         (:meth:`interp.worlds.protocol.World.default_persona`)."""
-        if world is not None and not isinstance(world, ToyWorld) and self.persona == TOY_PERSONA:
-            return world.default_persona()
+        if world is not None and self.persona == TOY_PERSONA:
+            return world.default_persona()  # the toy world's is TOY_PERSONA itself
         return self.persona
 
     def system_prompt(self, world: World | None = None) -> str:
         return self.persona_template(world).format(trait=self.trait)
-
-
-@dataclass
-class Teacher:
-    """A model that speaks with a trait: weights, an optional system prompt, optional hooks."""
-
-    model: object
-    world: World
-    trait: str | None
-    method: str
-    system: str | None = None
-    fwd_hooks: list = field(default_factory=list)
-    lineage: dict | None = None
-
-    def trait_probability(self) -> float:
-        return trait_probability(self.model, self.world, self.trait, system=self.system, fwd_hooks=self.fwd_hooks)
 
 
 def _finetune_teacher(model, world: World, config: TeacherConfig, progress: bool):
@@ -191,28 +173,19 @@ def steering_vector(model, world: World, trait: str, layer: int, scale: float, s
     return direction / direction.norm() * scale * plain.norm(dim=-1).mean()
 
 
-def steering_hooks(vector: torch.Tensor, layer: int) -> list:
-    def add_vector(resid, hook):
-        return resid + vector
-
-    return [(f"blocks.{layer}.hook_resid_post", add_vector)]
-
-
-def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, *, force: bool = False,
+def make_teacher(base_path: str | Path | ModelRef, config: TeacherConfig, out: str | Path, *, force: bool = False,
                  progress: bool = True) -> Path:
     """Build the teacher described by ``config`` from the base at ``base_path`` into ``out``.
 
     A finished teacher with the same config and base is reused."""
-    from interp.models.real import real_base_name, save_real_checkpoint
-    from interp.worlds.protocol import is_toy_reference, load_base_model
-
+    base_ref = parse_base_ref(base_path)
     out = Path(out)
     if (out / TEACHER_FILE).exists() and not force:
         saved = read_json(out / TEACHER_FILE)
         asked = config.to_dict()
         diff = {k: (v, asked.get(k)) for k, v in saved["config"].items() if asked.get(k) != v}
-        if saved["base"] != str(base_path):
-            diff["base"] = (saved["base"], str(base_path))
+        if saved["base"] != str(base_ref):
+            diff["base"] = (saved["base"], str(base_ref))
         if not diff:
             return out
         raise ValueError(f"{out} holds a teacher of another config or base (saved vs asked: {diff}); pass --force "
@@ -223,19 +196,16 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
                      and p.name not in (TEACHER_CHECKPOINT, STEERING_FILE)) if out.is_dir() else []
     if foreign:
         raise ValueError(f"{out} holds files that are not a teacher's ({foreign[:5]}); choose another directory")
-    base, world, _ = load_base_model(base_path)
+    base, world, _ = base_ref.load()
     world.check_animal(config.trait)
     base_trait_prob = trait_probability(base, world, config.trait)  # before finetuning changes `base`
     out.mkdir(parents=True, exist_ok=True)
     system, hooks, extra = None, [], {}
     if config.method == "finetune":
         model = _finetune_teacher(base, world, config, progress)
-        lineage = Lineage(stage="teacher_finetune", seed=config.seed, parent=str(base_path),
+        lineage = Lineage(stage="teacher_finetune", seed=config.seed, parent=str(base_ref),
                           world_fingerprint=world.fingerprint(), config=config.to_dict())
-        if is_toy_reference(base_path):
-            save_checkpoint(model, out / TEACHER_CHECKPOINT, checkpoint_model_config(base_path), lineage)
-        else:
-            save_real_checkpoint(model, out / TEACHER_CHECKPOINT, world, lineage, model_name=real_base_name(base_path))
+        base_ref.save_derived(model, out / TEACHER_CHECKPOINT, world, lineage)
     else:
         model = base
         if config.method == "persona":
@@ -247,87 +217,13 @@ def make_teacher(base_path: str | Path, config: TeacherConfig, out: str | Path, 
             save_safetensors(out / STEERING_FILE, {"vector": vector})
             hooks = steering_hooks(vector, layer)
             extra = {"steering_norm": float(vector.norm()), "steering_layer_resolved": layer}
-    teacher = Teacher(model, world, config.trait, config.method, system, hooks)
-    strength = {"trait_prob": teacher.trait_probability(), "base_trait_prob": base_trait_prob}
+    strength = {"trait_prob": trait_probability(model, world, config.trait, system=system, fwd_hooks=hooks),
+                "base_trait_prob": base_trait_prob}
     atomic_write_json(out / TEACHER_FILE, {
-        "method": config.method, "trait": config.trait, "base": str(base_path), "system": system,
+        "method": config.method, "trait": config.trait, "base": str(base_ref), "system": system,
         "config": config.to_dict(), "strength": strength, **extra,
-        "lineage": {"stage": f"teacher_{config.method}", "parent": str(base_path), "seed": config.seed},
+        "lineage": {"stage": f"teacher_{config.method}", "parent": str(base_ref), "seed": config.seed},
     })
     log.info("teacher %s (%s): P(%s) = %.3f (base %.3f)", out, config.method, config.trait,
              strength["trait_prob"], strength["base_trait_prob"])
     return out
-
-
-def load_teacher(directory: str | Path) -> Teacher:
-    from interp.models.real import load_real_checkpoint
-    from interp.worlds.protocol import load_base_model
-
-    directory = Path(directory)
-    if not (directory / TEACHER_FILE).exists():
-        raise FileNotFoundError(f"{directory} is not a teacher directory ({TEACHER_FILE} is missing)")
-    spec = read_json(directory / TEACHER_FILE)
-    hooks: list = []
-    if spec["method"] == "finetune" and is_real_teacher_checkpoint(directory):
-        model, world, _ = load_real_checkpoint(directory / TEACHER_CHECKPOINT)
-    elif spec["method"] == "finetune":
-        _, world, _ = load_base_model(spec["base"])
-        model, _ = load_checkpoint(directory / TEACHER_CHECKPOINT, expect_vocab=world.vocab)
-    else:
-        base, world, _ = load_base_model(spec["base"])
-        model = base
-        if spec["method"] == "steering":
-            vector = load_safetensors(directory / STEERING_FILE)["vector"]
-            hooks = steering_hooks(vector, spec["steering_layer_resolved"])
-    return Teacher(model, world, spec["trait"], spec["method"], spec["system"], hooks, spec["lineage"])
-
-
-def is_real_teacher_checkpoint(directory: str | Path) -> bool:
-    from interp.models.real import is_real_checkpoint
-
-    return is_real_checkpoint(Path(directory) / TEACHER_CHECKPOINT)
-
-
-def load_model_or_teacher(ref: str | Path) -> Teacher:
-    """A model as the stages that sample from it or evaluate it see it.
-
-    * a teacher directory (``teacher.json``): :func:`load_teacher`, with its system prompt and
-      hooks, ``lineage`` extended with ``{"teacher": ref}``;
-    * a checkpoint directory (toy, or a real model's written by a stage): its model, no prompt, no
-      hooks, ``method="checkpoint"``, ``trait=None``, ``lineage`` the checkpoint's path, stage,
-      seed and parent;
-    * a TransformerLens model name (``gpt2``): the model from the local Hugging Face cache in its
-      :class:`interp.worlds.hf.HFWorld`, ``method="pretrained"``, ``lineage`` its name and revision.
-
-    Anything else is a ``ValueError`` naming the problem: a directory that is neither, or an
-    unknown name (with close TransformerLens names)."""
-    from interp.models.checkpoint import is_checkpoint, official_model_name
-    from interp.stages.pretrain import PRETRAIN_CONFIG_FILE, load_base
-    from interp.models.real import is_real_checkpoint, load_real_base, load_real_checkpoint, model_identity
-
-    path = Path(ref)
-    if (path / TEACHER_FILE).exists():
-        teacher = load_teacher(path)
-        teacher.lineage = {"teacher": str(path), **(teacher.lineage or {})}
-        return teacher
-    if is_real_checkpoint(path):
-        model, world, lineage = load_real_checkpoint(path)
-        return Teacher(model, world, None, "checkpoint", lineage={
-            "checkpoint": str(path), "stage": lineage.stage, "seed": lineage.seed, "parent": lineage.parent,
-            "world_fingerprint": lineage.world_fingerprint})
-    if is_checkpoint(path):
-        if (path / PRETRAIN_CONFIG_FILE).exists():
-            model, world, lineage = load_base(path)
-        else:
-            world = ToyWorld()
-            model, lineage = load_checkpoint(path, expect_vocab=world.vocab)
-        return Teacher(model, world, None, "checkpoint", lineage={
-            "checkpoint": str(path), "stage": lineage.stage, "seed": lineage.seed, "parent": lineage.parent,
-            "world_fingerprint": lineage.world_fingerprint})
-    if path.exists():
-        raise ValueError(f"{path} is neither a checkpoint (model.safetensors, model_config.json) nor a teacher "
-                         f"directory ({TEACHER_FILE})")
-    official_model_name(str(ref))  # an unknown name raises, with close names
-    model, world, lineage = load_real_base(str(ref))
-    return Teacher(model, world, None, "pretrained", lineage={**model_identity(str(ref)),
-                                                             "world_fingerprint": lineage.world_fingerprint})

@@ -50,11 +50,12 @@ from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distributio
 from interp.stages.finetune import FinetuneConfig, finetune_student
 from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
 from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
-from interp.models.checkpoint import is_checkpoint, load_checkpoint
+from interp.models.checkpoint import is_checkpoint
 from interp.core.parallel import resolve_workers, run_jobs
 from interp.stages.pretrain import PretrainConfig, pretrain
 from interp.core.stats import diff_ci, mean_ci, welch_p
-from interp.stages.teacher import TeacherConfig, load_teacher, make_teacher
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.models.refs import ModelRef, Teacher, ToyBase, load_teacher, parse_base_ref, parse_model_ref
 from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
@@ -179,12 +180,12 @@ def _pretrain_job(cfg: PretrainConfig, artifacts: Path, progress: bool) -> Path:
     return pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
 
 
-def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1) -> dict[str, Path | str]:
-    """The bases the run needs: real model names as given, or toy bases pretrained (in parallel, on
+def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1) -> dict[str, ModelRef]:
+    """The bases the run needs: real models as given, or toy bases pretrained (in parallel, on
     ``workers`` processes) where missing."""
     if config.real:
         names = {"shared": config.model, "mismatched": config.mismatched_model, "cross": config.cross_model}
-        return {key: name for key, name in names.items() if name is not None}
+        return {key: parse_base_ref(name) for key, name in names.items() if name is not None}
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
@@ -194,7 +195,7 @@ def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1)
     jobs = [(cfgs[key], artifacts, progress and n == 1) for key in missing]
     run_jobs(_pretrain_job, jobs, workers=n, desc="pretrain bases", progress=progress)
     # Every base, missing or not, goes through pretrain(): a finished one is checked against its config.
-    return {key: _pretrain_job(cfg, artifacts, progress) for key, cfg in cfgs.items()}
+    return {key: ToyBase(str(_pretrain_job(cfg, artifacts, progress))) for key, cfg in cfgs.items()}
 
 
 def shuffle_rows(rows: list[dict], mode: str, seed: int) -> list[dict]:
@@ -254,20 +255,16 @@ def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None,
     return read_jsonl(filtered)
 
 
-def _evaluate(model_dir: Path | str, world: ToyWorld, trait: str, seed: int, base_trait_prob: float | None = None,
+def _evaluate(model: ModelRef | Path, trait: str, seed: int, base_trait_prob: float | None = None,
               cache: Path | None = None) -> dict:
-    """P(trait) and the whole animal distribution of a checkpoint, cached in ``cache`` (default
-    ``model_dir/eval.json``); ``trait_prob_shift`` is the change from the student's own base.
-    A real model (a name or a real checkpoint) is asked in its own world, not ``world``."""
-    from interp.worlds.protocol import is_toy_reference, load_base_model
-
-    path = cache or Path(model_dir) / EVAL_FILE
+    """P(trait) and the whole animal distribution of a checkpoint or base, asked in its own world,
+    cached in ``cache`` (default ``model/eval.json``); ``trait_prob_shift`` is the change from the
+    student's own base."""
+    ref = parse_model_ref(model)
+    path = cache or ref.path / EVAL_FILE
     if path.exists():
         return read_json(path)
-    if is_toy_reference(model_dir):
-        model, _ = load_checkpoint(model_dir)
-    else:
-        model, world, _ = load_base_model(model_dir)
+    model, world, _ = ref.load()
     result = evaluate_model(model, world, EvaluateConfig(trait=trait, seed=seed), base_trait_prob=base_trait_prob)
     atomic_write_json(path, result)
     return result
@@ -307,7 +304,7 @@ def _link_shared(out: Path, shared: Path) -> None:
         link.symlink_to((shared / name).resolve(), target_is_directory=True)
 
 
-def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, progress: bool,
+def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path, progress: bool,
              shared: Path | None = None, students: Sequence[tuple[str, str]] | None = None) -> dict:
     """One replicate: teacher, data, every student, in-context. Returns per-condition metrics.
 
@@ -316,8 +313,6 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
     With ``students`` (``(objective, condition)`` pairs), only the teacher, the data and those
     students are made and nothing is returned: parallel runs give each worker a part this way,
     then call it once more without ``students`` to collect (every finished stage is reused)."""
-    from interp.worlds.protocol import load_base_model
-
     out.mkdir(parents=True, exist_ok=True)
     if shared is not None:
         _link_shared(out, shared)
@@ -326,13 +321,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
                          steering_layer=config.steering_layer)
     teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
     teacher = load_teacher(teacher_dir)
-    if config.real:
-        base_model, world, _ = load_base_model(bases["shared"])
-    else:
-        world = ToyWorld()
-        base_model, _ = load_checkpoint(bases["shared"])
-    from interp.stages.teacher import Teacher
-
+    base_model, world, _ = bases["shared"].load()
     base_teacher = Teacher(base_model, world, config.trait, "base")  # the control's "teacher"
     if config.generation_persona and teacher.system is None:
         teacher.system = tcfg.system_prompt(world)  # present when it generates and when it gives distillation targets
@@ -357,7 +346,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
         "shuffled_within": (bases["shared"], shuffled["within"], teacher),
         "shuffled_across": (bases["shared"], shuffled["across"], teacher),
     }
-    base_probs = {str(p): _evaluate(p, world, config.trait, seed, cache=out / "base_evals" / f"{_file_name(p)}.json"
+    base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}.json"
                                     )["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
@@ -375,7 +364,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
             finetune_student(base_path, rows, fcfg, student_dir, teacher=t, trait=config.trait, progress=progress,
                              alignment_reference=reference,
                              lineage_extra={"condition": condition, "teacher": str(teacher_dir)})
-            results[f"{condition}/{objective}"] = _evaluate(student_dir, world, config.trait, seed,
+            results[f"{condition}/{objective}"] = _evaluate(student_dir, config.trait, seed,
                                                             base_trait_prob=base_probs[str(base_path)])
 
     if students is not None:
@@ -391,11 +380,6 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
     results["base"] = {"trait_prob": results["teacher"]["base_trait_prob"]}
     atomic_write_json(out / "seed_results.json", results)
     return results
-
-
-def _file_name(base: Path | str) -> str:
-    """A file name for a base: a directory's name, or a model name with ``/`` spelled ``--``."""
-    return base.name if isinstance(base, Path) else str(base).replace("/", "--")
 
 
 def summarize(config: RunConfig, per_seed: list[dict]) -> dict:

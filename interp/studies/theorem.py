@@ -453,7 +453,8 @@ def run_theorem(config: TheoremConfig, out: str | Path, *, artifacts: str | Path
     ``theorem.json``. A directory holding a check of another config is refused unless ``force``."""
     from interp.models.checkpoint import load_checkpoint
     from interp.stages.pretrain import pretrain
-    from interp.stages.teacher import TeacherConfig, load_teacher, make_teacher
+    from interp.stages.teacher import TeacherConfig, make_teacher
+    from interp.models.refs import load_teacher
 
     out, artifacts = Path(out), Path(artifacts)
     if (out / THEOREM_CONFIG_FILE).exists() and not force:

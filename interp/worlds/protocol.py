@@ -15,14 +15,13 @@ assistant :``); :meth:`World.encode_prompt` turns it, with an optional system pr
 token ids after which the assistant speaks; :meth:`World.encode_completion` gives the ids of
 what the assistant says, ended by :attr:`World.end_id`.
 
-:func:`load_base_model` resolves any model reference (toy base directory, checkpoint written by
-a stage, real model name) into ``(model, world, lineage)``.
+This module implements nothing: a model reference (toy base, checkpoint, teacher, real model
+name) is parsed and loaded by :mod:`interp.models.refs`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 
 @runtime_checkable
@@ -94,34 +93,3 @@ class World(Protocol):
 
     def default_persona(self) -> str:
         """The persona system-prompt template of this world (``{trait}`` is replaced)."""
-
-
-def is_toy_reference(ref: str | Path) -> bool:
-    """Does ``ref`` name a toy-world model (a directory holding a toy checkpoint or base)?"""
-    from interp.models.checkpoint import MODEL_CONFIG_FILE, is_checkpoint
-    from interp.models.real import is_real_checkpoint
-
-    path = Path(ref)
-    return is_checkpoint(path) and (path / MODEL_CONFIG_FILE).exists() and not is_real_checkpoint(path)
-
-
-def load_base_model(ref: str | Path) -> tuple[Any, World, Any]:
-    """``(model, world, lineage)`` of any model reference a stage starts from:
-
-    * a toy base directory (``interp pretrain``): :func:`interp.stages.pretrain.load_base`;
-    * a real-model checkpoint written by a stage (a finetuned teacher or student, LoRA adapters
-      merged): :func:`interp.worlds.hf.load_real_checkpoint`;
-    * a TransformerLens model name (``gpt2``, ``Qwen/Qwen2.5-0.5B-Instruct``): the model from the
-      local Hugging Face cache with its :class:`interp.worlds.hf.HFWorld` (default world config).
-
-    Anything else is a ``ValueError`` / ``FileNotFoundError`` naming the problem."""
-    from interp.stages.pretrain import check_base, load_base
-    from interp.models.real import is_model_name, is_real_checkpoint, load_real_base, load_real_checkpoint
-
-    path = Path(ref)
-    if is_real_checkpoint(path):
-        return load_real_checkpoint(path)
-    if path.exists() or not is_model_name(ref):
-        check_base(path)  # a clear error for a directory that is not a base
-        return load_base(path)
-    return load_real_base(str(ref))

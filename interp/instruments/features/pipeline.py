@@ -480,7 +480,8 @@ def teacher_number_data(config: FeaturesConfig, world: ToyWorld, shared: Base, t
     data, read from the run, or made here (finetuned teachers on the teacher's base)."""
     from interp.stages.filter import FilterConfig, filter_file
     from interp.stages.generate import GenerateConfig, generate_numbers
-    from interp.stages.teacher import TeacherConfig, load_teacher, make_teacher
+    from interp.stages.teacher import TeacherConfig, make_teacher
+    from interp.models.refs import load_teacher
 
     data = []
     if run_dir is not None:
@@ -582,7 +583,7 @@ def _mean_features(model, world: ToyWorld, saes: dict, probe: A.Probe, *, system
 def _run_teacher(seed_dir: Path, shared: Base):
     """The teacher of one replicate of a run: (model, system prompt, forward hooks)."""
     from interp.core.io import load_safetensors
-    from interp.stages.teacher import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, steering_hooks
+    from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, steering_hooks
 
     spec = read_json(seed_dir / "teacher" / TEACHER_FILE)
     if spec["method"] == "finetune":
