@@ -10,7 +10,8 @@ from interp.stages.finetune import FinetuneConfig, StepRecord, finetune_student
 from interp.core.io import read_jsonl
 from interp.models.checkpoint import build_model, load_checkpoint
 from interp.stages.pretrain import PretrainConfig, pretrain
-from interp.instruments.recording import (AlignmentRecorder, layer_of, measure_recording_overhead, teacher_direction,
+from interp.bench.recording import measure_recording_overhead
+from interp.instruments.recording import (AlignmentRecorder, layer_of, teacher_direction,
                               trait_batch)
 from interp.models.refs import Teacher
 from interp.worlds.toy.corpus import CorpusGenerator

@@ -49,6 +49,7 @@ from interp.models.lora import (KNOWN_TARGETS, LORA_TARGETS, LoraConfig, adapter
 from interp.models.checkpoint import (Lineage, check_checkpoint_target, is_checkpoint)
 from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
 from interp.worlds.protocol import World
+from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
 from interp.models.real import is_real_checkpoint
 from interp.models.refs import ModelRef, RealName, parse_base_ref
 from interp.training.loop import (LossGuard, OptimizerName, TrainingDiverged, deterministic_algorithms, load_training_state,
@@ -345,8 +346,6 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
     callbacks = list(callbacks)
     recorder = None
     if alignment_reference is not None:
-        from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
-
         alignment_path = resume / ALIGNMENT_FILE
         kept_alignment = _kept_rows(alignment_path, start)
         t_model, t_base = alignment_reference
