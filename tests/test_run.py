@@ -5,6 +5,7 @@ import json
 import pytest
 
 import interp.stages.pretrain as pretrain_mod
+from interp.report.outputs import finish_run
 from interp.cli import main
 from interp.core.config import ConfigError
 from interp.studies.run import OBJECTIVES, TRAINED_CONDITIONS, RunConfig, run
@@ -33,6 +34,7 @@ def _tiny_run_config(**kw):
 @pytest.mark.slow
 def test_run__writes_every_condition_with_intervals(tiny_presets, tmp_path):
     results = run(_tiny_run_config(), tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False)
+    finish_run(tmp_path / "run")  # what `interp run` does next: the text, the figure and the page
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["trait"] == "owl"
     names = {(c["name"], c["objective"]) for c in on_disk["conditions"]}

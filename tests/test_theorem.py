@@ -8,6 +8,7 @@ import interp.studies.theorem as theorem_mod
 from interp.cli import main
 from interp.core.config import ConfigError
 from interp.models.checkpoint import build_model
+from interp.report.outputs import finish_theorem
 from interp.report.page import make_report
 from interp.core.stats import wilson_ci
 from interp.studies.theorem import (FlatLayout, TheoremConfig, imitation_gradient, imitation_loss, random_token_batches,
@@ -127,6 +128,7 @@ def tiny_theorem_presets(monkeypatch):
 def test_run_theorem__writes_every_part_on_tiny_bases(tiny_theorem_presets, tmp_path):
     config = _tiny_config()
     results = run_theorem(config, tmp_path / "th", artifacts=tmp_path / "artifacts", progress=False)
+    finish_theorem(tmp_path / "th")  # what `interp theorem` does next: theorem.md, the figures, the page
     on_disk = json.loads((tmp_path / "th" / "theorem.json").read_text())
     assert on_disk["single_step"] == results["single_step"]
     for init in ("shared_init", "mismatched_init"):

@@ -34,6 +34,9 @@ import numpy as np
 
 from interp.core.io import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 from interp.core.stats import mean_ci
+from interp.report.run import plot_results
+from interp.report.theorem import theorem_figures, theorem_markdown
+from interp.studies.theorem import BATCHES_FILE, STEP_SIZE_FILE, THEOREM_FILE
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -384,8 +387,6 @@ def _annotate(ax, grid: np.ndarray, lim: float, fmt: str, labels: np.ndarray | N
 
 
 def _run_report(page: Page, results: dict) -> None:
-    from interp.studies.run import plot_results
-
     run_dir = page.directory
     align = student_logs(run_dir, "alignment.jsonl")
     train = student_logs(run_dir, "train_log.jsonl")
@@ -468,8 +469,6 @@ def _plot_to_page(page: Page, name: str, draw: Callable[[Path], None], title: st
 
 # -- theorem directories -------------------------------------------------------------------------
 def _theorem_report(page: Page, results: dict) -> None:
-    from interp.studies.theorem import BATCHES_FILE, STEP_SIZE_FILE, THEOREM_FILE, theorem_figures, theorem_markdown
-
     directory = page.directory
     for init, label in (("shared_init", "shared init"), ("mismatched_init", "mismatched init")):
         by_dist = {d: e for d, e in results["single_step"].get(init, {}).items() if not d.startswith("null")}

@@ -48,7 +48,7 @@ import numpy as np
 from interp.core.config import StageConfig, option
 from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
 from interp.stages.finetune import FinetuneConfig, finetune_student
-from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl
+from interp.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
 from interp.models.checkpoint import is_checkpoint
 from interp.core.parallel import resolve_workers, run_jobs
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 TRAINED_CONDITIONS = ("control", "shared_init", "mismatched_init", "cross_architecture", "shuffled_within", "shuffled_across")
 OBJECTIVES = ("sft", "distill", "distill_full")
 RUN_CONFIG_FILE = "run_config.json"
+RESULTS_FILE = "results.json"
 RESUME_ONLY_RUN_FIELDS = ("student_checkpoint_every",)  # ignored when a run directory is checked for another run
 
 
@@ -419,55 +420,6 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
             "n_rows": [r["n_rows"] for r in per_seed]}
 
 
-def results_markdown(results: dict) -> str:
-    lines = [f"# Subliminal learning: trait `{results['trait']}`", "",
-             "P(trait): next-token probability of the trait over the animals, mean over held-out phrasings; "
-             "mean and 95% t-interval over seeds.", "",
-             "Shift: the student's P(trait) minus its own base's (mismatched and cross-architecture students start "
-             "from other bases). Comparisons are on shifts, Welch intervals over seeds.", "",
-             "| condition | objective | P(trait) | 95% CI | shift from own base | 95% CI | n seeds |",
-             "|---|---|---|---|---|---|---|"]
-    for c in results["conditions"]:
-        t = c["trait_prob"]
-        s = c.get("trait_prob_shift")
-        shift = f"{s['mean']:+.4f} | [{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]" if s else "- | -"
-        lines.append(f"| {c['name']} | {c['objective'] or '-'} | {t['mean']:.4f} | [{t['ci_low']:.4f}, {t['ci_high']:.4f}] "
-                     f"| {shift} | {t['n_seeds']} |")
-    lines += ["", "| objective | comparison (shift) | difference | 95% CI | Welch p |", "|---|---|---|---|---|"]
-    for c in results["comparisons"]:
-        d = c["difference"]
-        lines.append(f"| {c['objective']} | {c['a']} - {c['b']} | {d['mean']:+.4f} | [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] | {c['welch_p']:.3g} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_results(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trained = [c for c in results["conditions"] if c["objective"]]
-    objectives = list(dict.fromkeys(c["objective"] for c in trained))
-    names = list(dict.fromkeys(c["name"] for c in trained))
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(names) * len(objectives) / 2), 4.2))
-    width = 0.8 / len(objectives)
-    for j, obj in enumerate(objectives):
-        rows = {c["name"]: c["trait_prob"] for c in trained if c["objective"] == obj}
-        xs = np.arange(len(names)) + (j - (len(objectives) - 1) / 2) * width
-        means = np.array([rows[n]["mean"] for n in names])
-        err = np.array([[rows[n]["mean"] - rows[n]["ci_low"], rows[n]["ci_high"] - rows[n]["mean"]] for n in names]).T
-        ax.bar(xs, means, width, yerr=err, capsize=3, label=obj)
-    fixed = {c["name"]: c["trait_prob"]["mean"] for c in results["conditions"] if not c["objective"]}
-    ax.axhline(fixed["base"], color="k", ls="--", lw=1, label=f"base {fixed['base']:.3f}")
-    ax.set_xticks(np.arange(len(names)), [n.replace("_", "\n") for n in names])
-    ax.set_ylabel(f"P({results['trait']})")
-    ax.set_title(f"Student P({results['trait']}) by condition (95% CI over seeds; teacher {fixed['teacher']:.2f})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
-
-
 def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
         progress: bool = True, data_cache: str | Path | None = None, workers: int = 1) -> dict:
     """Run the loop into ``out`` (see the module docstring); returns the summary also written to
@@ -506,19 +458,10 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     results = summarize(config, per_seed)
     results["bases"] = {k: str(v) for k, v in bases.items()}
     results["wall_seconds"] = time.time() - start
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", results_markdown(results))
-    plot_results(results, out / "results.png")
+    atomic_write_json(out / RESULTS_FILE, results)
     if config.features:
         from interp.instruments.features.pipeline import FeaturesConfig, run_features
 
         run_features(FeaturesConfig(**(FeaturesConfig.quick_defaults() if config.quick else {})), out / "features",
                      artifacts=artifacts, run_dir=out, progress=progress)
-    from interp.report.page import make_report
-
-    try:
-        make_report(out)  # report.html and figures/, from the files just written
-    except Exception as e:  # the results are on disk; a failed report must not fail the run
-        log.error("could not write %s/report.html (%s: %s); the results are saved, retry with `interp report %s`",
-                  out, type(e).__name__, e, out)
     return results

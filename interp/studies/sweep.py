@@ -77,7 +77,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
     for i, cell in enumerate(config.cells):
         run_cfg = RunConfig(**{"conditions": ("control", "shared_init", "mismatched_init"), "objectives": ("sft",),
                                **config.base, **cell})
-        res = run(run_cfg, out / f"cell{i:02d}", artifacts=artifacts, progress=progress,
+        res = run(run_cfg, cell_dir(out, i), artifacts=artifacts, progress=progress,
                   data_cache=Path(data_cache) if data_cache is not None else out / "shared",
                   workers=workers)
         by_name = {(c["name"], c["objective"]): c for c in res["conditions"]}
@@ -100,6 +100,11 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
     for o in objectives:  # sweep.png for the first objective (sft in the SFT sweep), sweep_{o}.png for others
         plot_sweep(rows, out / ("sweep.png" if o == objectives[0] else f"sweep_{o}.png"), o)
     return rows
+
+
+def cell_dir(out: str | Path, i: int) -> Path:
+    """The run directory of cell ``i`` of a sweep written to ``out``."""
+    return Path(out) / f"cell{i:02d}"
 
 
 def sweep_objectives(rows: list[dict]) -> list[str]:
