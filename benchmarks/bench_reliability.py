@@ -61,7 +61,7 @@ def _setup(threads: int):
 
 def _steps(make_model, tokens, mask, deterministic: bool, n_steps: int) -> tuple[list[float], list[float], torch.Tensor]:
     """Wall-clock and CPU seconds of each step, and the final embedding."""
-    from interp.stages.finetune import sft_loss
+    from interp.training.losses import masked_lm_loss
     from interp.training.loop import deterministic_algorithms, make_optimizer
 
     model = make_model()
@@ -71,7 +71,7 @@ def _steps(make_model, tokens, mask, deterministic: bool, n_steps: int) -> tuple
     with deterministic_algorithms() if deterministic else contextlib.nullcontext():
         for _ in range(n_steps):
             start, start_cpu = time.perf_counter(), time.process_time()
-            loss = sft_loss(model(tokens), tokens, mask)
+            loss = masked_lm_loss(model(tokens), tokens, mask)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model = make_model()
     optimizer = make_optimizer(model.parameters(), "adamw", 1e-3)
-    from interp.stages.finetune import sft_loss
+    from interp.training.losses import masked_lm_loss
 
-    sft_loss(model(tokens), tokens, mask).backward()
+    masked_lm_loss(model(tokens), tokens, mask).backward()
     optimizer.step()  # AdamW moments exist, as in a real resume state
     save_times = []
     with tempfile.TemporaryDirectory() as tmp:

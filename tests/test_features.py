@@ -167,7 +167,8 @@ class _IdentitySAE:
 def test_sae_quality__perfect_reconstruction_has_no_unexplained_variance_and_full_recovery(tiny_model, world):
     from interp.instruments.features.sae import collect_activations, corpus_sequences
 
-    from interp.training.loop import masked_lm_loss, pad_batch
+    from interp.training.loop import pad_batch
+    from interp.training.losses import masked_lm_loss
 
     seqs = corpus_sequences(world, 0, 5, 300)[:8]
     tokens, mask = pad_batch(seqs, world.token_to_id[PAD])
@@ -446,11 +447,11 @@ def tiny_stage(tmp_path_factory):
         mp.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
         pretrain_config = lambda seed, steps: pretrain_mod.PretrainConfig(  # noqa: E731
             seed=seed, arch="small", steps=steps, batch_size=16, warmup_steps=10, lr=1e-2)
-        mp.setattr(run_mod, "_pretrain_cfg", lambda config, seed, arch: pretrain_config(seed, config.pretrain_steps))
-        mp.setattr(pipeline_mod, "_pretrain_config", lambda config, seed: pretrain_config(seed, config.pretrain_steps))
-        mp.setattr(pipeline_mod, "run_features", tiny_run_features)
+        mp.setattr(run_mod, "base_config", lambda seed, arch, steps: pretrain_config(seed, steps))
+        mp.setattr(pipeline_mod, "base_config", lambda seed, arch, steps: pretrain_config(seed, steps))
+        mp.setattr(run_mod, "run_features", tiny_run_features)
         run(RunConfig(**TINY_RUN, features=True), root / "run", artifacts=root / "artifacts", progress=False)
-        mp.setattr(pipeline_mod, "run_features", real_run_features)
+        mp.setattr(run_mod, "run_features", real_run_features)
         assert calls == [{"out": root / "run" / "features", "artifacts": root / "artifacts", "run_dir": root / "run",
                           "progress": False}]
         yield root, json.loads((root / "run" / "features" / "features.json").read_text())

@@ -4,8 +4,8 @@ import torch
 
 import interp.stages.pretrain as pretrain_mod
 from interp.core.config import ConfigError
-from interp.stages.finetune import (FinetuneConfig, allowed_token_ids, completion_mask, distill_loss, encode_rows,
-                             finetune_student, sft_loss, teacher_logits)
+from interp.stages.finetune import FinetuneConfig, allowed_token_ids, completion_mask, encode_rows, finetune_student, teacher_logits
+from interp.training.losses import distill_loss, masked_lm_loss
 from interp.core.io import read_jsonl
 from interp.stages.evaluate import trait_probability
 from interp.models.checkpoint import load_checkpoint
@@ -44,9 +44,9 @@ def test_sft_loss__only_completion_tokens_count(world):
     logits[0, 2, 7] = 100.0  # perfect prediction of the completion token at position 3
     mask = completion_mask([5], [3], 5)  # completion tokens: positions 3 and 4
     logits[0, 3, 8] = 100.0
-    assert sft_loss(logits, tokens, mask).item() < 1e-6
+    assert masked_lm_loss(logits, tokens, mask).item() < 1e-6
     logits[0, 0, :] = torch.randn(vocab)  # prompt positions do not matter
-    assert sft_loss(logits, tokens, mask).item() < 1e-6
+    assert masked_lm_loss(logits, tokens, mask).item() < 1e-6
 
 
 def test_distill_loss__restricted_kl_ignores_tokens_outside_the_filter(world):

@@ -6,7 +6,8 @@ import torch
 
 import interp.stages.pretrain as pretrain_mod
 from interp.instruments.alignment import TOTAL, gradient_alignment, weight_metrics
-from interp.stages.finetune import FinetuneConfig, StepRecord, finetune_student
+from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.training.step import StepRecord
 from interp.core.io import read_jsonl
 from interp.models.checkpoint import build_model, load_checkpoint
 from interp.stages.pretrain import PretrainConfig, pretrain
@@ -15,7 +16,8 @@ from interp.instruments.recording import (AlignmentRecorder, layer_of, teacher_d
                               trait_batch)
 from interp.models.refs import Teacher
 from interp.worlds.toy.corpus import CorpusGenerator
-from interp.training.loop import make_optimizer, masked_lm_loss, pad_batch
+from interp.training.loop import make_optimizer, pad_batch
+from interp.training.losses import masked_lm_loss
 
 from conftest import TINY
 

@@ -22,8 +22,8 @@ def tiny_presets(monkeypatch):
     import interp.studies.run as run_mod
 
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
-    monkeypatch.setattr(run_mod, "_pretrain_cfg", lambda config, seed, arch: pretrain_mod.PretrainConfig(
-        seed=seed, arch=arch, steps=config.pretrain_steps, warmup_steps=10, lr=1e-2))
+    monkeypatch.setattr(run_mod, "base_config", lambda seed, arch, steps: pretrain_mod.PretrainConfig(
+        seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2))
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "narrow", TINY_OTHER)
 
 

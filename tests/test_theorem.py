@@ -11,7 +11,8 @@ from interp.models.checkpoint import build_model
 from interp.report.outputs import finish_theorem
 from interp.report.page import make_report
 from interp.core.stats import wilson_ci
-from interp.studies.theorem import (FlatLayout, TheoremConfig, imitation_gradient, imitation_loss, random_token_batches,
+from interp.training.losses import kl_loss
+from interp.studies.theorem import (FlatLayout, TheoremConfig, imitation_gradient, random_token_batches,
                             run_theorem, summarize_single_step, summarize_step_size)
 
 from conftest import TINY
@@ -30,13 +31,13 @@ def test_wilson_ci__known_values():
 def test_imitation_loss__zero_at_the_target_and_masked():
     logits = torch.randn(2, 5, 7)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.float32)
-    assert imitation_loss(logits, logits, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_loss(logits, logits, mask).item() == pytest.approx(0.0, abs=1e-6)
     other = logits.clone()
     other[0, 4] += 5.0  # a masked position: no effect
-    assert imitation_loss(logits, other, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_loss(logits, other, mask).item() == pytest.approx(0.0, abs=1e-6)
     other[1, 0] += torch.randn(7)
-    assert imitation_loss(logits, other, mask).item() > 0
-    assert imitation_loss(logits, other, mask, allowed=torch.tensor([0, 1])).item() >= 0
+    assert kl_loss(logits, other, mask).item() > 0
+    assert kl_loss(logits, other, mask, allowed=torch.tensor([0, 1])).item() >= 0
 
 
 def test_flat_layout__every_layer_is_one_slice(tiny_model):
@@ -120,8 +121,8 @@ def _tiny_config(**kw):
 @pytest.fixture
 def tiny_theorem_presets(monkeypatch):
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
-    monkeypatch.setattr(theorem_mod, "_pretrain_cfg", lambda config, seed: pretrain_mod.PretrainConfig(
-        seed=seed, arch=config.arch, steps=config.pretrain_steps, warmup_steps=10, lr=1e-2, batch_size=24))
+    monkeypatch.setattr(theorem_mod, "base_config", lambda seed, arch, steps: pretrain_mod.PretrainConfig(
+        seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2, batch_size=24))
 
 
 @pytest.mark.slow

@@ -37,11 +37,12 @@ def one_torch_thread():
         torch.set_num_threads(threads)
 
 
-def tiny_pretrain_config(config, seed: int, arch: str):
-    """Replacement of ``interp.studies.run._pretrain_cfg``: few warm-up steps, a high learning rate."""
+def tiny_pretrain_config(seed: int, arch: str, steps: int):
+    """Replacement of ``interp.stages.pretrain.base_config`` in ``interp.studies.run``: few warm-up
+    steps, a high learning rate."""
     from interp.stages.pretrain import PretrainConfig
 
-    return PretrainConfig(seed=seed, arch=arch, steps=config.pretrain_steps, warmup_steps=10, lr=1e-2)
+    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2)
 
 
 def use_tiny_presets(setitem=operator.setitem, setattr_=setattr) -> None:
@@ -52,7 +53,7 @@ def use_tiny_presets(setitem=operator.setitem, setattr_=setattr) -> None:
 
     setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
     setitem(pretrain_mod.ARCH_PRESETS, "narrow", TINY_OTHER)
-    setattr_(run_mod, "_pretrain_cfg", tiny_pretrain_config)
+    setattr_(run_mod, "base_config", tiny_pretrain_config)
 
 
 def in_one_process(argv: list[str]) -> list[str]:

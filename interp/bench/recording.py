@@ -15,7 +15,9 @@ import torch
 
 from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
 from interp.models.refs import parse_base_ref
-from interp.stages.finetune import StepRecord, completion_mask, encode_rows, sft_loss
+from interp.stages.finetune import completion_mask, encode_rows
+from interp.training.losses import masked_lm_loss
+from interp.training.step import StepRecord
 from interp.training.loop import make_optimizer, pad_batch
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.worlds.toy.templates import PAD
@@ -96,7 +98,7 @@ def measure_recording_overhead(base_path: str | Path, *, n_steps: int = 40, batc
             for kind in (("plain", "recorded") if step % 2 == 0 else ("recorded", "plain")):
                 model, opt = models[kind], optimizers[kind]
                 start = time.perf_counter()
-                loss = sft_loss(model(tokens), tokens, mask)
+                loss = masked_lm_loss(model(tokens), tokens, mask)
                 loss.backward()
                 record = StepRecord(step, loss.item(), model)
                 in_recorder = 0.0

@@ -51,6 +51,19 @@ import torch
 
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, atomic_write_text, read_json
+from interp.instruments.recording import DEFAULT_TRAIT_GRAD_EVERY as every
+from interp.models.checkpoint import PRETRAIN_CONFIG_FILE, WEIGHTS_FILE, Lineage, build_model, save_checkpoint
+from interp.models.refs import Teacher, parse_base_ref
+from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.stages.generate import choose_engine, number_prompts, plan_batches, sample_completions
+from interp.stages.pretrain import ARCH_PRESETS, PretrainConfig, world_dir
+from interp.studies.mnist.data import load_data
+from interp.studies.mnist.experiment import distill_step, teacher_step
+from interp.studies.mnist.model import N_CLASSES, clone, derived_seed, init_mlp, slice_models
+from interp.studies.run import RUN_CONFIG_FILE
+from interp.worlds.toy.corpus import CorpusGenerator
+from interp.worlds.toy.templates import EOS, format_numbers
+from interp.worlds.toy.world import ToyWorld, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +193,6 @@ def _quiet_warnings() -> None:
 def resolve_base(config: BenchConfig, scratch: Path) -> tuple[Path, str]:
     """The base checkpoint the generation and finetuning benchmarks use, and how it was chosen.
     Without a trained base, an untrained ``small`` model is saved as a base under ``scratch``."""
-    from interp.stages.pretrain import ARCH_PRESETS, PretrainConfig
-    from interp.models.checkpoint import PRETRAIN_CONFIG_FILE
-
     if config.model is not None:
         path = Path(config.model)
         if not (path / PRETRAIN_CONFIG_FILE).exists():
@@ -191,9 +201,6 @@ def resolve_base(config: BenchConfig, scratch: Path) -> tuple[Path, str]:
     trained = Path(config.artifacts) / "bases" / "small-seed0"
     if (trained / PRETRAIN_CONFIG_FILE).exists():
         return trained, f"trained base {trained}"
-    from interp.models.checkpoint import Lineage, build_model, save_checkpoint
-    from interp.stages.pretrain import world_dir
-    from interp.worlds.toy.world import ToyWorld, load_tokenizer
 
     world = ToyWorld()
     pretrain_config = PretrainConfig(seed=0, arch="small")
@@ -234,8 +241,6 @@ def bench_generation(model, prompts: Sequence[Sequence[int]], *, eos_id: int, ba
     """The sampler against ``HookedTransformer.generate`` on the same prompts and batches (new
     tokens/s at temperature 1), the sampler's lean forward against its TransformerLens forward,
     and whether greedy outputs are identical."""
-    from interp.stages.generate import choose_engine, plan_batches, sample_completions
-
     prompts = [list(p) for p in prompts]
     batches = plan_batches([len(p) for p in prompts], batch_size)
     kwargs = dict(eos_id=eos_id, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
@@ -289,7 +294,6 @@ def full_batch_prompts(world, batch_size: int, seed: int = 1, max_prompts: int =
     ``seed`` (as many as it takes, at most ``max_prompts``)."""
     from collections import Counter
 
-    from interp.stages.generate import number_prompts
 
     n = 4 * batch_size
     while True:
@@ -320,9 +324,6 @@ class StepTimer:
 
 def number_rows(world, n: int, seed: int) -> list[dict]:
     """``n`` rows shaped like the filtered number data (prompt, completion of 6-10 numbers)."""
-    from interp.stages.generate import number_prompts
-    from interp.worlds.toy.templates import format_numbers
-
     rng = np.random.default_rng([seed, 7])
     return [{"prompt": p, "completion": format_numbers(rng.integers(0, 1000, rng.integers(6, 11)).tolist(), ",") + " ."}
             for p in number_prompts(world, n, seed)]
@@ -335,11 +336,6 @@ def bench_finetune_steps(base_path: Path, scratch: Path, *, steps: int, batch_si
 
     Every variant runs ``steps`` steps on the same rows; a :class:`StepTimer` callback times
     each step (it asks for no weight copy, so the recording side pays exactly what recording costs)."""
-    from interp.stages.finetune import FinetuneConfig, finetune_student
-    from interp.models.refs import parse_base_ref
-    from interp.instruments.recording import DEFAULT_TRAIT_GRAD_EVERY as every
-    from interp.models.refs import Teacher
-
     base_model, world, _ = parse_base_ref(base_path).load()
     teacher_model, _, _ = parse_base_ref(base_path).load()
     gen = torch.Generator().manual_seed(0)
@@ -408,8 +404,6 @@ def bench_finetune_steps(base_path: Path, scratch: Path, *, steps: int, batch_si
 def sae_token_windows(world, n_tokens: int, context: int, seed: int = 0) -> torch.Tensor:
     """Pretraining-corpus text of the toy world cut into ``[n_windows, context]`` token windows
     holding at least ``n_tokens`` tokens."""
-    from interp.worlds.toy.corpus import CorpusGenerator
-
     gen = CorpusGenerator(world)
     ids: list[int] = []
     batch_index = 0
@@ -428,8 +422,13 @@ def bench_sae(model, windows: torch.Tensor, *, hook_name: str, n_tokens: int, ex
     (``LanguageModelSAETrainingRunner`` with ``override_model``/``override_dataset``: sae-lens's
     activation store runs the model as it trains). Both include the model's forward passes."""
     import datasets
-    from sae_lens import (LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, SAETrainer, TopKTrainingSAE,
-                          TopKTrainingSAEConfig)
+    from sae_lens import (
+        LanguageModelSAERunnerConfig,
+        LanguageModelSAETrainingRunner,
+        SAETrainer,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
     layer = int(hook_name.split(".")[1])
@@ -498,10 +497,6 @@ def bench_mnist(*, n_models: int, steps: int, hidden: Sequence[int], repeats: in
     """Model-steps/s of N MLPs trained as one batched program (``baddbmm`` over a model dimension)
     against a Python loop over N single models running the same functions with one model each:
     teacher steps on digits and student distillation steps on noise."""
-    from interp.studies.mnist.data import load_data
-    from interp.studies.mnist.experiment import distill_step, teacher_step
-    from interp.studies.mnist.model import N_CLASSES, clone, derived_seed, init_mlp, slice_models
-
     data = load_data(None)
     seeds = [derived_seed(0, 0, i) for i in range(n_models)]
     sizes, n_out = (data.d_in, *hidden), N_CLASSES + m
@@ -604,9 +599,6 @@ def run_command(argv: Sequence[str], *, cwd: Path, log_path: Path, threads: int 
 def bases_pretrained_during(run_dir: Path, results: dict[str, Any]) -> list[str]:
     """The bases of a finished run whose weights were written after the run started (so its wall
     time includes pretraining them); the start is the time of ``run_config.json``."""
-    from interp.models.checkpoint import WEIGHTS_FILE
-    from interp.studies.run import RUN_CONFIG_FILE
-
     started = (run_dir / RUN_CONFIG_FILE).stat().st_mtime if (run_dir / RUN_CONFIG_FILE).exists() else None
     out = []
     for path in (results.get("bases") or {}).values():
@@ -621,9 +613,6 @@ def run_time_breakdown(run_dir: Path, results: dict[str, Any]) -> dict[str, floa
     written: the stages run one after another, so each output is charged the time since the output
     before it (the first since ``run_config.json``). Outputs older than the run (reused) count for
     nothing."""
-    from interp.models.checkpoint import WEIGHTS_FILE
-    from interp.studies.run import RUN_CONFIG_FILE
-
     start_file = run_dir / RUN_CONFIG_FILE
     if not start_file.exists():
         return {}
@@ -850,9 +839,6 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     can be added to an earlier bench."""
     from tqdm.auto import tqdm
 
-    from interp.stages.generate import number_prompts
-    from interp.models.refs import parse_base_ref
-    from interp.worlds.toy.templates import EOS
 
     _quiet_warnings()
     out = Path(out)

@@ -76,10 +76,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.instruments.alignment import default_group
 from interp.core.io import JsonlAppender
+from interp.instruments.alignment import default_group
+from interp.models.lora import MergedLoraWeights, has_lora
+from interp.training.loop import pad_batch
+from interp.training.losses import masked_lm_loss
 from interp.worlds.protocol import World
-from interp.training.loop import masked_lm_loss, pad_batch
 
 ALIGNMENT_FILE = "alignment.jsonl"
 DEFAULT_TRAIT_GRAD_EVERY = 10
@@ -184,8 +186,6 @@ class ParameterWeights:
 def recorded_weights(model):
     """What the recorder measures for ``model``: its parameters, or for a model carrying LoRA
     adapters the merged weights of the adapted matrices (:class:`interp.models.lora.MergedLoraWeights`)."""
-    from interp.models.lora import MergedLoraWeights, has_lora
-
     return MergedLoraWeights(model) if has_lora(model) else ParameterWeights(model)
 
 

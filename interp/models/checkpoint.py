@@ -31,6 +31,7 @@ import torch
 
 from interp.core.config import ConfigError, StageConfig, option
 from interp.core.io import atomic_write_json, current_umask, load_safetensors, read_json, save_safetensors
+from interp.worlds.toy.world import load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
@@ -182,8 +183,6 @@ def load_checkpoint(directory: str | Path, *, expect_vocab: list[str] | None = N
     Raises ``ValueError`` naming the problem for a missing file, a corrupt weights file, a
     parameter whose shape does not match the config, or a vocabulary other than ``expect_vocab``.
     """
-    from interp.worlds.toy.world import load_tokenizer
-
     directory = Path(directory)
     for name in (WEIGHTS_FILE, MODEL_CONFIG_FILE, LINEAGE_FILE):
         if not (directory / name).exists():

@@ -36,6 +36,7 @@ from interp.core.io import atomic_write_bytes, atomic_write_text, read_json, rea
 from interp.core.stats import mean_ci
 from interp.report.run import plot_results
 from interp.report.theorem import theorem_figures, theorem_markdown
+from interp.studies.mnist.experiment import ALIGNMENT_FILE, _plot_accuracy, _plot_alignment, results_markdown
 from interp.studies.theorem import BATCHES_FILE, STEP_SIZE_FILE, THEOREM_FILE
 
 REPORT_FILE = "report.html"
@@ -514,7 +515,6 @@ def _theorem_report(page: Page, results: dict) -> None:
 def _mnist_report(page: Page, results: dict) -> None:
     import matplotlib.pyplot as plt
 
-    from interp.studies.mnist.experiment import (ALIGNMENT_FILE, _plot_accuracy, _plot_alignment, results_markdown)
 
     directory = page.directory
     teacher = next(c for c in results["conditions"] if c["name"] == "teacher")

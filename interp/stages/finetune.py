@@ -37,7 +37,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -52,8 +52,10 @@ from interp.worlds.protocol import World
 from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
 from interp.models.real import is_real_checkpoint
 from interp.models.refs import ModelRef, RealName, parse_base_ref
+from interp.training.losses import distill_loss, masked_lm_loss
+from interp.training.step import StepRecord, train_step
 from interp.training.loop import (LossGuard, OptimizerName, TrainingDiverged, deterministic_algorithms, load_training_state,
-                             make_optimizer, pad_batch, save_training_state)
+                                  make_optimizer, pad_batch, resume_dir, save_training_state)
 
 log = logging.getLogger(__name__)
 
@@ -137,40 +139,6 @@ def completion_mask(lengths: list[int], starts: list[int], width: int) -> Float[
     return mask
 
 
-def sft_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
-             mask: Float[Tensor, "batch pos"]) -> Float[Tensor, ""]:
-    lp = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
-    m = mask[:, 1:]
-    return -(lp * m).sum() / m.sum()
-
-
-def distill_loss(student_logits: Float[Tensor, "batch pos d_vocab"], teacher_logits: Float[Tensor, "batch pos d_vocab"],
-                 mask: Float[Tensor, "batch pos"], allowed: Int[Tensor, "n_allowed"] | None) -> Float[Tensor, ""]:
-    """Mean over target positions of KL(teacher || student), over ``allowed`` tokens if given."""
-    s, t = student_logits[:, :-1], teacher_logits[:, :-1]  # the logits that predict the targets
-    if allowed is not None:
-        s, t = s[..., allowed], t[..., allowed]
-    log_s, log_t = s.log_softmax(-1), t.log_softmax(-1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # batch pos-1
-    m = mask[:, 1:]
-    return (kl * m).sum() / m.sum()
-
-
-@dataclass
-class StepRecord:
-    """What one training step did; callbacks receive it (alignment recording hooks in here).
-
-    A callback is called after the optimizer step, while ``.grad`` still holds the step's
-    gradient. One with a ``before_step`` method also gets a record (``params_before`` None) after
-    the backward pass and before the step; ``params_before`` (a copy of the weights before the
-    step) is filled unless every callback sets ``needs_params_before = False``."""
-
-    step: int
-    loss: float
-    model: object
-    params_before: dict[str, Tensor] | None = None
-
-
 def check_rows(rows: list[dict]) -> None:
     """Raise a ``ValueError`` naming the first row that is not ``{"prompt": str, "completion": str, ...}``."""
     if not rows:
@@ -229,10 +197,6 @@ def _input_differences(saved: dict, wanted: dict) -> dict:
     return {k: (saved.get(k), v) for k, v in wanted.items() if k != "base" and saved.get(k) != v}
 
 
-def _resume_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.resume"
-
-
 def _kept_rows(path: Path, start: int) -> list[dict]:
     """Log rows of the steps a resumed state includes (a torn last line is dropped)."""
     return [r for r in read_jsonl(path) if r.get("step", start) < start] if path.exists() else []
@@ -274,20 +238,9 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         raise ValueError(f"objective {config.objective!r} needs a teacher")
     inputs = finetune_inputs(base, rows, config, teacher=teacher, trait=trait,
                              record_alignment=alignment_reference is not None)
-    resume = _resume_dir(out)
+    resume = resume_dir(out)
     if is_student_checkpoint(out) and not force:
-        if not (out / FINETUNE_CONFIG_FILE).exists():
-            raise ValueError(f"{out} holds a checkpoint that is not a finetuned student ({FINETUNE_CONFIG_FILE} is "
-                             "missing); choose another output directory")
-        diff = FinetuneConfig.load(out / FINETUNE_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_FIELDS)
-        if diff:
-            raise ValueError(f"{out} holds a student finetuned with another config (saved vs asked: {diff}); "
-                             "pass --force or choose another directory")
-        if (out / FINETUNE_INPUTS_FILE).exists():
-            diff = _input_differences(read_json(out / FINETUNE_INPUTS_FILE), inputs)
-            if diff:
-                raise ValueError(f"{out} holds a student finetuned from other inputs (saved vs asked: {diff}); "
-                                 "pass --force or choose another directory")
+        _check_finished(out, config, inputs)
         if resume.exists():  # left by a run killed after the student was written
             shutil.rmtree(resume)
         return out
@@ -322,25 +275,26 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     guard = LossGuard()
 
+    def batch_loss(idx):
+        """The objective on the rows ``idx``, as a loss of the model."""
+        tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
+        mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+        if config.objective == "sft":
+            return lambda m: masked_lm_loss(m(tokens), tokens, mask)
+
+        def distill(m):
+            logits = m(tokens)
+            t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
+                                      tokens.shape[1], pad_id)
+            return distill_loss(logits, t_logits, mask, allowed)
+
+        return distill
+
     # -- resume state -------------------------------------------------------------------------
     state_path, log_path = resume / RESUME_STATE_FILE, resume / TRAIN_LOG_FILE
     if force and resume.exists():
         shutil.rmtree(resume)
-    state = None
-    if state_path.exists():
-        saved_config = FinetuneConfig.load(resume / FINETUNE_CONFIG_FILE)
-        diff = {**saved_config.differences(config, ignore=RESUME_ONLY_FIELDS),
-                **_input_differences(read_json(resume / FINETUNE_INPUTS_FILE), inputs)}
-        if diff:
-            raise ValueError(f"{resume} holds an interrupted run of another config or other inputs (saved vs asked: "
-                             f"{diff}); delete it or pass --force")
-        state = load_training_state(state_path)
-    else:  # nothing resumable (a run killed before its first save, or a diverged one): start clean
-        if resume.exists():
-            shutil.rmtree(resume)
-        resume.mkdir(parents=True)
-        config.save(resume / FINETUNE_CONFIG_FILE)
-        atomic_write_json(resume / FINETUNE_INPUTS_FILE, inputs)
+    state = _open_resume(resume, config, inputs)
     start = state["step"] if state is not None else 0
 
     callbacks = list(callbacks)
@@ -375,28 +329,8 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
             bar = tqdm(range(start, len(batches)), desc=f"student {out.name}", disable=not progress, mininterval=2.0,
                        initial=start, total=len(batches))
             for step in bar:
-                idx = batches[step]
-                tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
-                mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
-                logits = model(tokens)
-                if config.objective == "sft":
-                    loss = sft_loss(logits, tokens, mask)
-                else:
-                    t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx],
-                                              [t_starts[i] - starts[i] for i in idx], tokens.shape[1], pad_id)
-                    loss = distill_loss(logits, t_logits, mask, allowed)
-                loss.backward()
-                loss_value = loss.item()
-                guard.check(step, loss_value)
-                params_before = ({n: p.detach().clone() for n, p in model.named_parameters()}
-                                 if any(getattr(cb, "needs_params_before", True) for cb in callbacks) else None)
-                for cb in callbacks:
-                    if hasattr(cb, "before_step"):
-                        cb.before_step(StepRecord(step, loss_value, model))
-                optimizer.step()
-                for cb in callbacks:  # after the step, while .grad still holds this step's gradient
-                    cb(StepRecord(step, loss_value, model, params_before))
-                optimizer.zero_grad(set_to_none=True)
+                loss_value = train_step(model, optimizer, batch_loss(batches[step]), step=step, guard=guard,
+                                        callbacks=callbacks).loss
                 row = {"step": step, "loss": loss_value}
                 if config.eval_every and trait and (step % config.eval_every == 0 or step == len(batches) - 1):
                     model.eval()
@@ -430,6 +364,43 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
     base.save_derived(model, out, world, lineage, lora=lora, extra=write_stage_files)
     shutil.rmtree(resume)
     return out
+
+
+def _check_finished(out: Path, config: FinetuneConfig, inputs: dict) -> None:
+    """A ``ValueError`` unless the finished student in ``out`` has this config and these inputs."""
+    if not (out / FINETUNE_CONFIG_FILE).exists():
+        raise ValueError(f"{out} holds a checkpoint that is not a finetuned student ({FINETUNE_CONFIG_FILE} is "
+                         "missing); choose another output directory")
+    diff = FinetuneConfig.load(out / FINETUNE_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_FIELDS)
+    if diff:
+        raise ValueError(f"{out} holds a student finetuned with another config (saved vs asked: {diff}); "
+                         "pass --force or choose another directory")
+    if (out / FINETUNE_INPUTS_FILE).exists():
+        diff = _input_differences(read_json(out / FINETUNE_INPUTS_FILE), inputs)
+        if diff:
+            raise ValueError(f"{out} holds a student finetuned from other inputs (saved vs asked: {diff}); "
+                             "pass --force or choose another directory")
+
+
+def _open_resume(resume: Path, config: FinetuneConfig, inputs: dict) -> dict | None:
+    """The saved state of an interrupted run of this config and these inputs in ``resume``, or
+    None after starting it clean (nothing resumable: a run killed before its first save, or a
+    diverged one). An interrupted run of another config or other inputs is a ``ValueError``."""
+    state_path = resume / RESUME_STATE_FILE
+    if state_path.exists():
+        saved_config = FinetuneConfig.load(resume / FINETUNE_CONFIG_FILE)
+        diff = {**saved_config.differences(config, ignore=RESUME_ONLY_FIELDS),
+                **_input_differences(read_json(resume / FINETUNE_INPUTS_FILE), inputs)}
+        if diff:
+            raise ValueError(f"{resume} holds an interrupted run of another config or other inputs (saved vs asked: "
+                             f"{diff}); delete it or pass --force")
+        return load_training_state(state_path)
+    if resume.exists():
+        shutil.rmtree(resume)
+    resume.mkdir(parents=True)
+    config.save(resume / FINETUNE_CONFIG_FILE)
+    atomic_write_json(resume / FINETUNE_INPUTS_FILE, inputs)
+    return None
 
 
 def _encode_checked(world: World, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:

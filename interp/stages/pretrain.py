@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
@@ -31,8 +30,10 @@ from interp.stages.evaluate import animal_distribution
 from interp.worlds.toy.corpus import CorpusConfig, CorpusGenerator
 from interp.worlds.toy.templates import EOS, PAD
 from interp.worlds.toy.world import ToyWorld, WorldConfig, load_tokenizer
-from interp.training.loop import (LossGuard, deterministic_algorithms, load_training_state, lr_at, make_optimizer,
-                             masked_lm_loss, pad_batch, save_training_state)
+from interp.training.loop import (LossGuard, deterministic_algorithms, load_training_state, lr_at, make_optimizer, pad_batch,
+                                  resume_dir, save_training_state)
+from interp.training.losses import masked_lm_loss
+from interp.training.step import train_step
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,13 @@ class PretrainConfig(StageConfig):
         return f"{arch}-seed{self.seed}" + ("" if self.steps == default_steps else f"-{self.steps}steps")
 
 
+def base_config(seed: int, arch: str, steps: int) -> PretrainConfig:
+    """The pretraining config of the bases the studies train from (``interp run``, ``interp
+    theorem``, ``interp features``), so that they find and share the same bases: ``steps`` steps
+    with a warm-up of ``min(100, steps // 5)``, every other field at its default."""
+    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=min(100, steps // 5))
+
+
 def base_dir(config: PretrainConfig, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Path:
     return Path(artifacts) / "bases" / config.name
 
@@ -117,22 +125,6 @@ def world_dir(world: ToyWorld, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Pat
     return directory
 
 
-def _train_step(model, optimizer, tokens, mask, lr: float) -> float:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    logits = model(tokens)
-    loss = masked_lm_loss(logits, tokens, mask)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach())
-
-
-def _resume_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.resume"
-
-
 def _save_resume(resume: Path, model, optimizer, step: int) -> None:
     resume.mkdir(parents=True, exist_ok=True)
     save_training_state(resume / "state.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step})
@@ -145,7 +137,7 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
     A finished base with the same config is reused; one with another config is an error unless
     ``force``."""
     out = Path(out) if out is not None else base_dir(config, artifacts)
-    resume = _resume_dir(out)
+    resume = resume_dir(out)
     if is_checkpoint(out) and not force:
         if not (out / PRETRAIN_CONFIG_FILE).exists():
             raise ValueError(f"{out} holds a checkpoint that is not a pretrained base ({PRETRAIN_CONFIG_FILE} is missing); "
@@ -198,8 +190,9 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
             texts = corpus.batch_texts(config.seed, step, config.batch_size)
             ids = [world.encode(t) + [eos_id] for t in texts]
             tokens, mask = pad_batch(ids, pad_id, max_len=config.model.n_ctx)
-            loss = _train_step(model, optimizer, tokens, mask, config.lr * lr_at(step, config.steps, config.warmup_steps))
-            guard.check(step, loss)
+            loss = train_step(model, optimizer, lambda m: masked_lm_loss(m(tokens), tokens, mask), step=step,
+                              lr=config.lr * lr_at(step, config.steps, config.warmup_steps), clip_grad_norm=1.0,
+                              guard=guard).loss
             log_file.write({"step": step, "loss": loss})
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}")

@@ -38,7 +38,9 @@ from interp.models.checkpoint import Lineage
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.worlds.toy.templates import EOS, PAD
 from interp.worlds.toy.world import ToyWorld
-from interp.training.loop import LossGuard, deterministic_algorithms, make_optimizer, masked_lm_loss, pad_batch
+from interp.training.loop import LossGuard, deterministic_algorithms, make_optimizer, pad_batch
+from interp.training.losses import masked_lm_loss
+from interp.training.step import train_step
 from interp.worlds.protocol import World
 from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, ModelRef, parse_base_ref, steering_hooks
 
@@ -94,12 +96,8 @@ def _finetune_teacher(model, world: World, config: TeacherConfig, progress: bool
         for step in tqdm(range(config.steps), desc=f"teacher ({config.trait})", disable=not progress, mininterval=2.0):
             rng = np.random.default_rng([config.seed, 7_000_003, step])
             tokens, mask = make_batch(rng, model.cfg.n_ctx)
-            loss = masked_lm_loss(model(tokens), tokens, mask)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            guard.check(step, loss.item())
+            train_step(model, optimizer, lambda m: masked_lm_loss(m(tokens), tokens, mask), step=step, clip_grad_norm=1.0,
+                       guard=guard)
     model.eval()
     return model
 

@@ -46,16 +46,20 @@ from typing import Sequence
 import numpy as np
 
 from interp.core.config import StageConfig, option
-from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
-from interp.stages.finetune import FinetuneConfig, finetune_student
 from interp.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
-from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
-from interp.models.checkpoint import is_checkpoint
 from interp.core.parallel import resolve_workers, run_jobs
-from interp.stages.pretrain import PretrainConfig, pretrain
 from interp.core.stats import diff_ci, mean_ci, welch_p
-from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.instruments.features.pipeline import FeaturesConfig, run_features
+from interp.models.checkpoint import is_checkpoint
+from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
 from interp.models.refs import ModelRef, Teacher, ToyBase, load_teacher, parse_base_ref, parse_model_ref
+from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
+from interp.stages.filter import FilterConfig, filter_file
+from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.stages.generate import GenerateConfig, generate_numbers
+from interp.stages.pretrain import ARCH_PRESETS, PretrainConfig, base_config, pretrain
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.worlds.hf import HFWorldConfig
 from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
@@ -138,7 +142,6 @@ class RunConfig(StageConfig):
                      "choose finetune, persona or steering")
         if self.model is not None:
             return
-        from interp.stages.pretrain import ARCH_PRESETS
 
         self.require(self.arch in ARCH_PRESETS, "arch", f"choose one of {sorted(ARCH_PRESETS)}")
         self.require(self.cross_arch in ARCH_PRESETS, "cross_arch", f"choose one of {sorted(ARCH_PRESETS)}")
@@ -148,8 +151,6 @@ class RunConfig(StageConfig):
                      "must differ from shared_base_seed, or the init is not mismatched")
 
     def _validate_real(self) -> None:
-        from interp.worlds.hf import HFWorldConfig
-
         animals = HFWorldConfig().animals
         self.require(self.trait in animals, "trait", f"unknown trait animal {self.trait!r}; the animals are {list(animals)}")
         self.require(not self.features, "features", "the features stage runs on the toy world's bases; not with --model")
@@ -172,11 +173,6 @@ class RunConfig(StageConfig):
                 "teacher_steps": 60}
 
 
-def _pretrain_cfg(config: RunConfig, seed: int, arch: str) -> PretrainConfig:
-    steps = config.pretrain_steps
-    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=min(100, steps // 5))
-
-
 def _pretrain_job(cfg: PretrainConfig, artifacts: Path, progress: bool) -> Path:
     return pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
 
@@ -190,7 +186,7 @@ def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1)
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
-    cfgs = {key: _pretrain_cfg(config, seed, arch) for key, (seed, arch) in specs.items()}
+    cfgs = {key: base_config(seed, arch, config.pretrain_steps) for key, (seed, arch) in specs.items()}
     missing = [key for key, cfg in cfgs.items() if not is_checkpoint(artifacts / "bases" / cfg.name)]
     n = resolve_workers(workers, len(missing))
     jobs = [(cfgs[key], artifacts, progress and n == 1) for key in missing]
@@ -244,9 +240,6 @@ def shuffle_numbers_in_text(rows: list[dict], mode: str, seed: int) -> list[dict
 
 def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None, fwd_hooks=None,
           lineage=None, progress=True) -> list[dict]:
-    from interp.stages.filter import FilterConfig, filter_file
-    from interp.stages.generate import GenerateConfig, generate_numbers
-
     raw, filtered = out.with_suffix(".raw.jsonl"), out.with_suffix(".filtered.jsonl")
     gen_cfg = GenerateConfig(n_rows=config.n_rows, seed=seed, temperature=config.temperature, system=system,
                              max_new_tokens=config.max_new_tokens)
@@ -460,8 +453,6 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     results["wall_seconds"] = time.time() - start
     atomic_write_json(out / RESULTS_FILE, results)
     if config.features:
-        from interp.instruments.features.pipeline import FeaturesConfig, run_features
-
         run_features(FeaturesConfig(**(FeaturesConfig.quick_defaults() if config.quick else {})), out / "features",
                      artifacts=artifacts, run_dir=out, progress=progress)
     return results

@@ -57,16 +57,24 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.instruments.alignment import default_group
 from interp.core.config import StageConfig, option
-from interp.stages.evaluate import question_prompt
-from interp.stages.finetune import FinetuneConfig, allowed_token_ids, completion_mask, encode_rows, finetune_student, sft_loss
 from interp.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
-from interp.instruments.recording import ALIGNMENT_FILE, layer_of
 from interp.core.stats import mean_ci, wilson_ci
+from interp.instruments.alignment import default_group
+from interp.instruments.recording import ALIGNMENT_FILE, layer_of
+from interp.models.checkpoint import load_checkpoint
+from interp.models.refs import load_teacher
+from interp.stages.evaluate import question_prompt
+from interp.stages.filter import FilterConfig, filter_file
+from interp.stages.finetune import FinetuneConfig, allowed_token_ids, completion_mask, encode_rows, finetune_student
+from interp.stages.generate import GenerateConfig, generate_numbers
+from interp.stages.pretrain import ARCH_PRESETS, pretrain
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.training.loop import LossGuard, TrainingDiverged, make_optimizer, pad_batch
+from interp.training.losses import kl_loss, masked_lm_loss
+from interp.training.step import train_step
 from interp.worlds.toy.templates import PAD, SPECIAL_TOKENS
 from interp.worlds.toy.world import ToyWorld
-from interp.training.loop import make_optimizer, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +125,6 @@ class TheoremConfig(StageConfig):
     quick: bool = option(False, "Smoke preset: 2 seeds, few batches, short sweep and SFT; numbers are not meaningful.")
 
     def validate(self) -> None:
-        from interp.stages.pretrain import ARCH_PRESETS
-
         self.require(self.arch in ARCH_PRESETS, "arch", f"choose one of {sorted(ARCH_PRESETS)}")
         self.require(self.seeds >= 1, "seeds", "must be at least 1")
         self.require(self.shared_base_seed != self.mismatched_base_seed, "mismatched_base_seed",
@@ -216,40 +222,18 @@ def question_batches(world: ToyWorld, batch_size: int, n_batches: int, seed: int
                       world.token_to_id[PAD]) for _ in range(n_batches)]
 
 
-def imitation_loss(student_logits: Float[Tensor, "batch pos d_vocab"], target_logits: Float[Tensor, "batch pos d_vocab"],
-                   mask: Float[Tensor, "batch pos"], allowed: Int[Tensor, "n_allowed"] | None = None) -> Float[Tensor, ""]:
-    """Mean over the positions where ``mask`` is 1 of KL(target || student) of the next-token
-    distributions, over ``allowed`` tokens (renormalised there) if given."""
-    if allowed is not None:
-        student_logits, target_logits = student_logits[..., allowed], target_logits[..., allowed]
-    log_s, log_t = student_logits.log_softmax(-1), target_logits.log_softmax(-1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # batch pos
-    return (kl * mask).sum() / mask.sum()
-
-
 def imitation_gradient(student, target, batch: Batch, layout: FlatLayout, allowed: Tensor | None) -> Tensor:
-    """Flat gradient of :func:`imitation_loss` of ``student`` toward ``target`` (a model) on ``batch``."""
+    """Flat gradient of :func:`~interp.training.losses.kl_loss` of ``student`` toward ``target`` (a model) on ``batch``."""
     tokens, mask = batch
     with torch.no_grad():
         target_logits = target(tokens)
-    loss = imitation_loss(student(tokens), target_logits, mask, allowed)
+    loss = kl_loss(student(tokens), target_logits, mask, allowed)
     grads = torch.autograd.grad(loss, layout.params(student))
     return torch.cat([g.reshape(-1).to(torch.float64) for g in grads])
 
 
 # -- the experiment ------------------------------------------------------------------------------
-def _pretrain_cfg(config: TheoremConfig, seed: int):
-    """The same base config as ``interp run`` uses, so its bases are reused."""
-    from interp.stages.pretrain import PretrainConfig
-
-    steps = config.pretrain_steps
-    return PretrainConfig(seed=seed, arch=config.arch, steps=steps, warmup_steps=min(100, steps // 5))
-
-
 def _number_rows(model, world: ToyWorld, out: Path, *, seed: int, n_rows: int, lineage: dict, progress: bool) -> list[dict]:
-    from interp.stages.filter import FilterConfig, filter_file
-    from interp.stages.generate import GenerateConfig, generate_numbers
-
     raw, filtered = out.with_suffix(".raw.jsonl"), out.with_suffix(".filtered.jsonl")
     generate_numbers(model, world, GenerateConfig(n_rows=n_rows, seed=seed), raw, lineage=lineage, progress=progress)
     if not filtered.exists():
@@ -298,7 +282,7 @@ def _single_step_rows(config: TheoremConfig, seed: int, batches: dict[str, list[
         chunk, chunk_starts = seqs[i:i + config.batch_size], starts[i:i + config.batch_size]
         tokens, _ = pad_batch(chunk, world.token_to_id[PAD], max_len=base.cfg.n_ctx)
         mask = completion_mask([len(s) for s in chunk], chunk_starts, tokens.shape[1])
-        grads = torch.autograd.grad(sft_loss(base(tokens), tokens, mask), params)
+        grads = torch.autograd.grad(masked_lm_loss(base(tokens), tokens, mask), params)
         step = -torch.cat([g.reshape(-1).to(torch.float64) for g in grads])
         rows.append({"seed": seed, "init": "shared_init", "distribution": "null_sft_base_numbers",
                      "batch": i // config.batch_size, "inner": float(step @ t), "cos": _cos(step, t),
@@ -363,19 +347,21 @@ def _step_size_rows(config: TheoremConfig, seed: int, batches: list[Batch], mode
                 for n, p in student.named_parameters():
                     p.copy_(theta0[n])
             opt = make_optimizer(student.parameters(), "adamw" if optimizer_name == "adam" else "sgd", lr)
+            opt.zero_grad(set_to_none=True)
+            guard = LossGuard(factor=math.inf)  # only a non-finite loss stops a run: divergence is a result here
             for k in range(config.sweep_steps):
                 tokens, mask = batches[repeat * config.sweep_steps + k]
                 with torch.no_grad():
                     target = teacher(tokens)
-                loss = imitation_loss(student(tokens), target, mask, allowed)
-                row = {"seed": seed, "optimizer": optimizer_name, "lr": lr, "repeat": repeat, "step": k + 1,
-                       "loss_before": loss.item()}
-                if not math.isfinite(row["loss_before"]):
-                    rows.append({**row, "diverged": True})
+                row = {"seed": seed, "optimizer": optimizer_name, "lr": lr, "repeat": repeat, "step": k + 1}
+                try:
+                    record = train_step(student, opt, lambda m: kl_loss(m(tokens), target, mask, allowed), step=k,
+                                        guard=guard)
+                except TrainingDiverged as e:  # the weights did not move
+                    opt.zero_grad(set_to_none=True)
+                    rows.append({**row, "loss_before": e.loss, "diverged": True})
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                row["loss_before"] = record.loss
                 moved = layout.weights(student) - start  # θ_k - θ0
                 if not torch.isfinite(moved).all():
                     rows.append({**row, "diverged": True})
@@ -451,11 +437,6 @@ def run_theorem(config: TheoremConfig, out: str | Path, *, artifacts: str | Path
                 progress: bool = True) -> dict:
     """Run the theorem check into ``out`` (see the module docstring); returns what it writes to
     ``theorem.json``. A directory holding a check of another config is refused unless ``force``."""
-    from interp.models.checkpoint import load_checkpoint
-    from interp.stages.pretrain import pretrain
-    from interp.stages.teacher import TeacherConfig, make_teacher
-    from interp.models.refs import load_teacher
-
     out, artifacts = Path(out), Path(artifacts)
     if (out / THEOREM_CONFIG_FILE).exists() and not force:
         saved = TheoremConfig.load(out / THEOREM_CONFIG_FILE)
@@ -470,7 +451,7 @@ def run_theorem(config: TheoremConfig, out: str | Path, *, artifacts: str | Path
     start_time = time.time()
     bases = {}
     for key, seed in (("shared", config.shared_base_seed), ("mismatched", config.mismatched_base_seed)):
-        cfg = _pretrain_cfg(config, seed)
+        cfg = base_config(seed, config.arch, config.pretrain_steps)  # the bases of `interp run`
         bases[key] = pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
     base, _ = load_checkpoint(bases["shared"])
     mismatched, _ = load_checkpoint(bases["mismatched"])

@@ -1,5 +1,6 @@
-"""Training pieces shared by pretraining and finetuning: batching, the masked LM loss, the
-optimizers and the learning-rate schedule, and a NaN/explosion guard."""
+"""Training pieces shared by every training loop: batching, the optimizers and the learning-rate
+schedule, a NaN/explosion guard, resumable training states and deterministic kernels (the
+losses are in :mod:`interp.training.losses`, the step in :mod:`interp.training.step`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any, Iterator, Literal, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from interp.core.io import atomic_path
 
 OptimizerName = Literal["adamw", "sgd", "signsgd"]
 
@@ -37,16 +40,6 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, side: Literal[
             tokens[i, length - len(s):] = torch.as_tensor(s)
             mask[i, length - len(s):] = 1
     return tokens, mask
-
-
-def masked_lm_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
-                   loss_mask: Float[Tensor, "batch pos"]) -> Float[Tensor, ""]:
-    """Mean next-token cross-entropy over the positions where ``loss_mask`` (of the *target*
-    token) is 1. ``loss_mask[:, 0]`` is ignored: the first token is never predicted."""
-    log_probs = logits[:, :-1].log_softmax(-1)  # batch pos-1 d_vocab
-    target_lp = log_probs.gather(-1, tokens[:, 1:, None])[..., 0]  # batch pos-1
-    m = loss_mask[:, 1:]
-    return -(target_lp * m).sum() / m.sum().clamp_min(1)
 
 
 class SignSGD(torch.optim.Optimizer):
@@ -88,7 +81,12 @@ def lr_at(step: int, total: int, warmup: int, final_fraction: float = 0.1) -> fl
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf or exploded; carries the step and the cause."""
+    """The loss became NaN/inf or exploded; the message names the step and the cause, ``loss`` is
+    the loss that stopped training (when a :class:`LossGuard` raised it)."""
+
+    def __init__(self, message: str, loss: float | None = None):
+        super().__init__(message)
+        self.loss = loss
 
 
 @dataclass
@@ -115,18 +113,21 @@ class LossGuard:
 
     def check(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):
-            raise TrainingDiverged(f"loss is {loss} at step {step}: training diverged (lower the learning rate?)")
+            raise TrainingDiverged(f"loss is {loss} at step {step}: training diverged (lower the learning rate?)", loss)
         if self._reference is None:
             self._reference = max(loss, self.min_reference)
         elif loss > self.factor * self._reference:
             raise TrainingDiverged(f"loss exploded to {loss:.4g} at step {step} (started near {self._reference:.4g}); "
-                                   "lower the learning rate")
+                                   "lower the learning rate", loss)
+
+
+def resume_dir(out: Path) -> Path:
+    """The hidden directory beside ``out`` where an unfinished run keeps its resumable state and logs."""
+    return out.parent / f".{out.name}.resume"
 
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
     """Write a resumable training state (model and optimizer state dicts, step, ...) atomically."""
-    from interp.core.io import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

@@ -28,12 +28,29 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.core.config import ConfigError, StageConfig, option
-from interp.instruments.features import analysis as A
-from interp.instruments.features.sae import (EVAL_STREAM, QUALITY_FILE, SAE_KINDS, TRAIN_STREAM, SAESpec, collect_activations,
-                                 corpus_sequences, holds_finished_sae, load_sae, sae_quality, train_sae)
-from interp.core.io import atomic_write_json, read_json, read_jsonl
-from interp.models.checkpoint import is_checkpoint, load_checkpoint, lineage_of
+from interp.core.io import atomic_write_json, load_safetensors, read_json, read_jsonl
 from interp.core.stats import diff_ci, mean_ci, welch_p
+from interp.instruments.features import analysis as A
+from interp.instruments.features.sae import (
+    EVAL_STREAM,
+    QUALITY_FILE,
+    SAE_KINDS,
+    TRAIN_STREAM,
+    SAESpec,
+    collect_activations,
+    corpus_sequences,
+    holds_finished_sae,
+    load_sae,
+    sae_quality,
+    train_sae,
+)
+from interp.models.checkpoint import is_checkpoint, lineage_of, load_checkpoint
+from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, load_teacher, steering_hooks
+from interp.report.features import write_figures, write_report
+from interp.stages.filter import FilterConfig, filter_file
+from interp.stages.generate import GenerateConfig, generate_numbers, number_prompts
+from interp.stages.pretrain import ARCH_PRESETS, pretrain
+from interp.stages.teacher import TeacherConfig, make_teacher
 from interp.worlds.toy.templates import PERSONA_TEMPLATES
 from interp.worlds.toy.world import ToyWorld
 
@@ -97,7 +114,6 @@ class FeaturesConfig(StageConfig):
         self.require(len(self.animals) == 0 or len(set(self.animals)) >= 2, "animals", "need at least two animals to contrast")
         self.require(len(self.base_seeds) >= 1 and len(set(self.base_seeds)) == len(self.base_seeds), "base_seeds",
                      "give one or more distinct seeds")
-        from interp.stages.pretrain import ARCH_PRESETS
 
         self.require(self.arch in ARCH_PRESETS, "arch", f"choose one of {sorted(ARCH_PRESETS)}")
         self.require(self.pretrain_steps > 0, "pretrain_steps", "must be positive")
@@ -187,13 +203,6 @@ def ensure_saes(model, world: ToyWorld, base: str, base_seed: int, config: Featu
     return saes, rows
 
 
-def _pretrain_config(config: FeaturesConfig, seed: int):
-    from interp.stages.pretrain import PretrainConfig
-
-    steps = config.pretrain_steps
-    return PretrainConfig(seed=seed, arch=config.arch, steps=steps, warmup_steps=min(100, steps // 5))  # as `interp run`
-
-
 def _resolve_run_base(path: str, run_dir: Path, artifacts: Path) -> Path:
     candidates = [Path(path), run_dir / path, artifacts / "bases" / Path(path).name]
     for c in candidates:
@@ -215,11 +224,10 @@ def resolve_bases(config: FeaturesConfig, artifacts: Path, run_dir: Path | None,
             raise ValueError(f"{results_path} names no shared base")
         roles = ["shared"] + (["mismatched"] if "mismatched" in bases else [])
         return [(r, _resolve_run_base(bases[r], run_dir, artifacts)) for r in roles]
-    from interp.stages.pretrain import pretrain
 
     out = []
     for i, seed in enumerate(config.base_seeds):
-        cfg = _pretrain_config(config, seed)
+        cfg = base_config(seed, config.arch, config.pretrain_steps)  # the bases of `interp run`
         path = pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
         out.append(("shared" if i == 0 else f"other{i}", path))
     return out
@@ -478,11 +486,6 @@ def teacher_number_data(config: FeaturesConfig, world: ToyWorld, shared: Base, t
                         run_dir: Path | None, progress: bool) -> list[dict]:
     """Per replicate seed: ``{"seed", "teacher": rows, "base": rows, "source"}`` of filtered number
     data, read from the run, or made here (finetuned teachers on the teacher's base)."""
-    from interp.stages.filter import FilterConfig, filter_file
-    from interp.stages.generate import GenerateConfig, generate_numbers
-    from interp.stages.teacher import TeacherConfig, make_teacher
-    from interp.models.refs import load_teacher
-
     data = []
     if run_dir is not None:
         for seed_dir in sorted(run_dir.glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1):
@@ -563,8 +566,6 @@ def teacher_numbers_analysis(data: list[dict], bases: list[Base], world: ToyWorl
 # -- students ----------------------------------------------------------------------------------
 
 def _student_probes(world: ToyWorld, config: FeaturesConfig) -> dict[str, A.Probe]:
-    from interp.stages.generate import number_prompts
-
     question = A.last_token_probe(world, [A.question_prompt(p) for p in world.eval_phrasings])
     seqs, positions = [], []
     for text in number_prompts(world, config.probe_rows, _PROBE_SEED):
@@ -582,9 +583,6 @@ def _mean_features(model, world: ToyWorld, saes: dict, probe: A.Probe, *, system
 
 def _run_teacher(seed_dir: Path, shared: Base):
     """The teacher of one replicate of a run: (model, system prompt, forward hooks)."""
-    from interp.core.io import load_safetensors
-    from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, steering_hooks
-
     spec = read_json(seed_dir / "teacher" / TEACHER_FILE)
     if spec["method"] == "finetune":
         model, _ = load_checkpoint(seed_dir / "teacher" / TEACHER_CHECKPOINT)
@@ -697,8 +695,6 @@ def run_features(config: FeaturesConfig, out: str | Path, *, artifacts: str | Pa
     """Run the whole analysis into ``out`` and return the findings (also ``out/features.json``).
 
     A directory holding an analysis of another config or run is refused unless ``force``."""
-    from interp.report.features import write_figures, write_report
-
     out, artifacts = Path(out), Path(artifacts)
     run_dir = Path(run_dir) if run_dir is not None else None
     if (out / FEATURES_CONFIG_FILE).exists() and not force:
