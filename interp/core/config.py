@@ -112,6 +112,10 @@ class StageConfig:
                         bad = [x for x in items if not isinstance(x, item_tp)]
                         if bad:
                             raise TypeError(f"expected a list of {item_tp.__name__}, got {bad[0]!r}")
+                    elif get_origin(item_tp) is Literal:
+                        bad = [x for x in items if x not in get_args(item_tp)]
+                        if bad:
+                            raise TypeError(f"unknown {bad}; choose from {list(get_args(item_tp))}")
                     setattr(self, f.name, tuple(items) if origin is tuple else items)
             except TypeError as e:
                 raise ConfigError(f"{type(self).__name__}.{f.name}={value!r}: {e}") from None
@@ -182,6 +186,8 @@ class StageConfig:
                 (item_tp, *_) = get_args(tp) or (str,)
                 kwargs["nargs"] = "*"
                 kwargs["type"] = item_tp if item_tp in (int, float, str) else str
+                if get_origin(item_tp) is Literal:
+                    kwargs["choices"] = list(get_args(item_tp))
             elif tp in (int, float, str):
                 kwargs["type"] = (lambda s, tp=tp: None if s.lower() in ("none", "null") else tp(s)) if optional else tp
             group.add_argument(flag, **kwargs)

@@ -8,9 +8,13 @@ import logging
 from pathlib import Path
 
 from interp.core.io import atomic_write_text, read_json
+from interp.report.mnist import write_mnist_outputs
 from interp.report.page import make_report
 from interp.report.run import RESULTS_MD_FILE, RESULTS_PNG_FILE, plot_results, results_markdown
 from interp.report.theorem import write_theorem_outputs
+from interp.studies.mnist.experiment import CONFIG_FILE as MNIST_CONFIG_FILE
+from interp.studies.mnist.experiment import RESULTS_FILE as MNIST_RESULTS_FILE
+from interp.studies.mnist.experiment import MnistConfig
 from interp.studies.run import RESULTS_FILE
 from interp.studies.theorem import THEOREM_FILE
 
@@ -39,3 +43,11 @@ def finish_theorem(directory: str | Path) -> None:
     directory = Path(directory)
     write_theorem_outputs(read_json(directory / THEOREM_FILE), directory)
     _html(directory)
+
+
+def finish_mnist(directory: str | Path) -> None:
+    """``results.md`` and the two figures of an ``interp mnist`` directory (its HTML page is
+    ``interp report DIR``)."""
+    directory = Path(directory)
+    config = MnistConfig.load(directory / MNIST_CONFIG_FILE)
+    write_mnist_outputs(read_json(directory / MNIST_RESULTS_FILE), directory, config.m)

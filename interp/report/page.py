@@ -34,9 +34,12 @@ import numpy as np
 
 from interp.core.io import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 from interp.core.stats import mean_ci
+from interp.report.mnist import plot_accuracy, plot_alignment
+from interp.report.mnist import results_markdown as mnist_markdown
 from interp.report.run import plot_results
+from interp.studies.mnist.experiment import ALIGNMENT_FILE as MNIST_ALIGNMENT_FILE
+from interp.report.text import fmt_ci
 from interp.report.theorem import theorem_figures, theorem_markdown
-from interp.studies.mnist.experiment import ALIGNMENT_FILE, _plot_accuracy, _plot_alignment, results_markdown
 from interp.studies.theorem import BATCHES_FILE, STEP_SIZE_FILE, THEOREM_FILE
 
 REPORT_FILE = "report.html"
@@ -96,16 +99,6 @@ def save_png(fig, path: Path) -> bytes:
 # -- small HTML helpers ----------------------------------------------------------------------------
 def _esc(x) -> str:
     return html.escape(str(x))
-
-
-def fmt_ci(ci: dict | None, digits: int = 4, signed: bool = False) -> str:
-    """``mean [low, high]`` of an interval dict (``mean_ci(...).to_dict()``), or a fraction."""
-    if not ci:
-        return "–"
-    if "fraction" in ci:
-        return f"{ci['k']}/{ci['n']} = {ci['fraction']:.2f} [{ci['ci_low']:.2f}, {ci['ci_high']:.2f}]"
-    f = f"{{:{'+' if signed else ''}.{digits}f}}"
-    return f"{f.format(ci['mean'])} [{f.format(ci['ci_low'])}, {f.format(ci['ci_high'])}]"
 
 
 def html_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -515,7 +508,6 @@ def _theorem_report(page: Page, results: dict) -> None:
 def _mnist_report(page: Page, results: dict) -> None:
     import matplotlib.pyplot as plt
 
-
     directory = page.directory
     teacher = next(c for c in results["conditions"] if c["name"] == "teacher")
     m = teacher["m"]
@@ -532,13 +524,13 @@ def _mnist_report(page: Page, results: dict) -> None:
             f"cross-init {fmt_ci(cross['accuracy'], 3)} (chance 0.1); paired difference {fmt_ci(diff, 3, signed=True)} → "
             + _verdict(ok, "the shared init beats the cross init", "no advantage for the shared init")
             + (f"; final cos(student − init, t) {fmt_ci(cos, 3, signed=True)}" if cos else "") + "</li>")
-    page.add("Results", "results.json", markdown_to_html(results_markdown(results)))
-    _plot_to_page(page, "mnist_accuracy_vs_m", lambda p: _plot_accuracy(results, p, plt), "Accuracy against m",
+    page.add("Results", "results.json", markdown_to_html(mnist_markdown(results)))
+    _plot_to_page(page, "mnist_accuracy_vs_m", lambda p: plot_accuracy(results, p, plt), "Accuracy against m",
                   "results.json")
-    if (directory / ALIGNMENT_FILE).exists():
-        rows = read_jsonl(directory / ALIGNMENT_FILE)
-        _plot_to_page(page, "mnist_alignment", lambda p: _plot_alignment(rows, m, p, plt), "Alignment over training",
-                      ALIGNMENT_FILE)
+    if (directory / MNIST_ALIGNMENT_FILE).exists():
+        rows = read_jsonl(directory / MNIST_ALIGNMENT_FILE)
+        _plot_to_page(page, "mnist_alignment", lambda p: plot_alignment(rows, m, p, plt), "Alignment over training",
+                      MNIST_ALIGNMENT_FILE)
         groups = [g for g in next(iter(at_m.values()))["alignment"]["final_cosine_by_group"] if g != "total"] if at_m else []
         if groups:
             names = list(at_m)

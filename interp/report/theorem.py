@@ -8,15 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from interp.core.io import atomic_path, atomic_write_text, read_jsonl
+from interp.report.text import fmt_ci
 from interp.studies.theorem import BATCHES_FILE, PLOT_FILES, STEP_SIZE_FILE, THEOREM_MD_FILE
 
 
 def _fmt(ci: dict | None, digits: int = 4) -> str:
-    if ci is None:
-        return "-"
-    if "fraction" in ci:
-        return f"{ci['k']}/{ci['n']} = {ci['fraction']:.2f} [{ci['ci_low']:.2f}, {ci['ci_high']:.2f}]"
-    return f"{ci['mean']:+.{digits}f} [{ci['ci_low']:+.{digits}f}, {ci['ci_high']:+.{digits}f}]"
+    return fmt_ci(ci, digits, signed=True, missing="-")
 
 
 def theorem_markdown(results: dict) -> str:

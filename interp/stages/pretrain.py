@@ -37,7 +37,8 @@ from interp.training.step import train_step
 
 log = logging.getLogger(__name__)
 
-ArchName = Literal["small", "narrow", "wide", "deep", "custom"]
+PresetName = Literal["small", "narrow", "wide", "deep"]  # the keys of ARCH_PRESETS
+ArchName = Literal[PresetName, "custom"]
 ARCH_PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(),
     "narrow": ModelConfig(d_model=96, n_heads=4, d_mlp=384),

@@ -41,7 +41,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 
@@ -55,17 +55,19 @@ from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
 from interp.models.refs import ModelRef, Teacher, ToyBase, load_teacher, parse_base_ref, parse_model_ref
 from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
 from interp.stages.filter import FilterConfig, filter_file
-from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.stages.finetune import FinetuneConfig, Objective, finetune_student
 from interp.stages.generate import GenerateConfig, generate_numbers
-from interp.stages.pretrain import ARCH_PRESETS, PretrainConfig, base_config, pretrain
-from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.stages.pretrain import ARCH_PRESETS, PresetName, PretrainConfig, base_config, pretrain
+from interp.stages.teacher import TeacherConfig, TeacherMethod, make_teacher
+from interp.training.loop import OptimizerName
 from interp.worlds.hf import HFWorldConfig
 from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
 
-TRAINED_CONDITIONS = ("control", "shared_init", "mismatched_init", "cross_architecture", "shuffled_within", "shuffled_across")
-OBJECTIVES = ("sft", "distill", "distill_full")
+Condition = Literal["control", "shared_init", "mismatched_init", "cross_architecture", "shuffled_within", "shuffled_across"]
+TRAINED_CONDITIONS: tuple[Condition, ...] = get_args(Condition)
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 RUN_CONFIG_FILE = "run_config.json"
 RESULTS_FILE = "results.json"
 RESUME_ONLY_RUN_FIELDS = ("student_checkpoint_every",)  # ignored when a run directory is checked for another run
@@ -79,18 +81,18 @@ class RunConfig(StageConfig):
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
-    teacher_method: str = option("finetune", "finetune, persona or steering.")
+    teacher_method: TeacherMethod = option("finetune", "finetune, persona or steering.")
     teacher_steps: int = option(150, "finetune teacher: optimizer steps (quick: 60).")
     teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
     teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
     steering_scale: float = option(1.0, "steering teacher: vector norm relative to the residual norm.")
     steering_layer: int = option(0, "steering teacher: block whose hook_resid_post receives the vector (-1: the last).")
     generation_persona: bool = option(False, "Also put the persona system prompt before every number prompt when the teacher generates (any method).")
-    arch: str = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
+    arch: PresetName = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
     n_rows: int = option(3000, "Number prompts sampled per data set (before filtering).")
-    objectives: tuple[str, ...] = option(OBJECTIVES, "Student objectives to run.")
-    conditions: tuple[str, ...] = option(TRAINED_CONDITIONS, "Trained conditions to run.")
-    optimizer: str = option("adamw", "Student optimizer: adamw, sgd or signsgd.")
+    objectives: tuple[Objective, ...] = option(OBJECTIVES, "Student objectives to run.")
+    conditions: tuple[Condition, ...] = option(TRAINED_CONDITIONS, "Trained conditions to run.")
+    optimizer: OptimizerName = option("adamw", "Student optimizer: adamw, sgd or signsgd.")
     lr: float = option(5e-4, "Student learning rate.")
     epochs: int = option(1, "Student epochs.")
     freeze_unembed: bool = option(False, "Keep the students' unembedding fixed (the logit-leak ablation).")
@@ -99,7 +101,7 @@ class RunConfig(StageConfig):
     temperature: float = option(1.0, "Sampling temperature of the number data.")
     shared_base_seed: int = option(0, "Seed of the base the teacher and shared-init students start from.")
     mismatched_base_seed: int = option(1, "Seed of the mismatched-init base.")
-    cross_arch: str = option("narrow", "Architecture of the cross-architecture student (narrow, wide, deep or small).")
+    cross_arch: PresetName = option("narrow", "Architecture of the cross-architecture student (narrow, wide, deep or small).")
     pretrain_steps: int = option(1500, "Pretraining steps of each base (quick: 300).")
     in_context_examples: int = option(10, "Number lists shown in-context (each asked with every phrasing).")
     features: bool = option(False, "Afterwards run `interp features` on this run into DIR/features (SAEs on its bases, "
@@ -134,15 +136,8 @@ class RunConfig(StageConfig):
             self._validate_real()
         self.require(self.n_rows > 0, "n_rows", "must be positive")
         self.require(self.student_checkpoint_every >= 0, "student_checkpoint_every", "must be non-negative")
-        bad = [o for o in self.objectives if o not in OBJECTIVES]
-        self.require(not bad, "objectives", f"unknown {bad}; choose from {list(OBJECTIVES)}")
-        bad = [c for c in self.conditions if c not in TRAINED_CONDITIONS]
-        self.require(not bad, "conditions", f"unknown {bad}; choose from {list(TRAINED_CONDITIONS)}")
-        self.require(self.teacher_method in ("finetune", "persona", "steering"), "teacher_method",
-                     "choose finetune, persona or steering")
         if self.model is not None:
             return
-
         self.require(self.arch in ARCH_PRESETS, "arch", f"choose one of {sorted(ARCH_PRESETS)}")
         self.require(self.cross_arch in ARCH_PRESETS, "cross_arch", f"choose one of {sorted(ARCH_PRESETS)}")
         self.require(self.cross_arch != self.arch or "cross_architecture" not in self.conditions, "cross_arch",

@@ -68,9 +68,9 @@ from interp.stages.evaluate import question_prompt
 from interp.stages.filter import FilterConfig, filter_file
 from interp.stages.finetune import FinetuneConfig, allowed_token_ids, completion_mask, encode_rows, finetune_student
 from interp.stages.generate import GenerateConfig, generate_numbers
-from interp.stages.pretrain import ARCH_PRESETS, pretrain
+from interp.stages.pretrain import ARCH_PRESETS, PresetName, base_config, pretrain
 from interp.stages.teacher import TeacherConfig, make_teacher
-from interp.training.loop import LossGuard, TrainingDiverged, make_optimizer, pad_batch
+from interp.training.loop import LossGuard, OptimizerName, TrainingDiverged, make_optimizer, pad_batch
 from interp.training.losses import kl_loss, masked_lm_loss
 from interp.training.step import train_step
 from interp.worlds.toy.templates import PAD, SPECIAL_TOKENS
@@ -98,7 +98,7 @@ class TheoremConfig(StageConfig):
     seeds: int = option(3, "Teachers, finetuned from the shared base with seeds first_seed .. first_seed+seeds-1; "
                         "every interval is over them.")
     first_seed: int = option(0, "Seed of the first teacher.")
-    arch: str = option("small", "Architecture of the bases (small, narrow, wide or deep).")
+    arch: PresetName = option("small", "Architecture of the bases (small, narrow, wide or deep).")
     shared_base_seed: int = option(0, "Seed of the base the teachers and the shared-init students start from.")
     mismatched_base_seed: int = option(1, "Seed of the mismatched-init students' base.")
     pretrain_steps: int = option(1500, "Pretraining steps of each base (bases are reused from --artifacts).")
@@ -119,7 +119,7 @@ class TheoremConfig(StageConfig):
     sft_steps: int = option(60, "Steps of SFT on sampled text per student (0: skip that part).")
     sft_batch_size: int = option(32, "Sequences per SFT step (as interp run).")
     sft_lr: float = option(5e-4, "SFT learning rate (as interp run).")
-    sft_optimizer: Literal["adamw", "sgd", "signsgd"] = option("adamw", "SFT optimizer (as interp run).")
+    sft_optimizer: OptimizerName = option("adamw", "SFT optimizer (as interp run).")
     n_rows: int = option(0, "Number prompts sampled per data set before filtering; 0: enough for every part "
                          "(rows needed / 0.7, the filter keeps about 90%).")
     quick: bool = option(False, "Smoke preset: 2 seeds, few batches, short sweep and SFT; numbers are not meaningful.")

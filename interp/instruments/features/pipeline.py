@@ -35,6 +35,7 @@ from interp.instruments.features.sae import (
     EVAL_STREAM,
     QUALITY_FILE,
     SAE_KINDS,
+    SAEKind,
     TRAIN_STREAM,
     SAESpec,
     collect_activations,
@@ -49,7 +50,7 @@ from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, 
 from interp.report.features import write_figures, write_report
 from interp.stages.filter import FilterConfig, filter_file
 from interp.stages.generate import GenerateConfig, generate_numbers, number_prompts
-from interp.stages.pretrain import ARCH_PRESETS, pretrain
+from interp.stages.pretrain import ARCH_PRESETS, PresetName, base_config, pretrain
 from interp.stages.teacher import TeacherConfig, make_teacher
 from interp.worlds.toy.templates import PERSONA_TEMPLATES
 from interp.worlds.toy.world import ToyWorld
@@ -75,11 +76,11 @@ class FeaturesConfig(StageConfig):
                                      "default: the run's trait with --run, else owl.")
     animals: tuple[str, ...] = option((), "Animals analysed for trait features, number links and subliminal prompting (empty: all of the world's).")
     base_seeds: tuple[int, ...] = option((0, 1), "Seeds of the bases compared; the first is the teacher's base. With --run the run's bases are used instead.")
-    arch: str = option("small", "Architecture preset of the bases (small, narrow, wide, deep).")
+    arch: PresetName = option("small", "Architecture preset of the bases (small, narrow, wide, deep).")
     pretrain_steps: int = option(1500, "Pretraining steps of the bases (a missing base is pretrained as `interp run` does).")
     hooks: tuple[str, ...] = option(("blocks.0.hook_resid_post", "blocks.1.hook_resid_post"), "Residual-stream hook points that get SAEs.")
-    sae_kinds: tuple[str, ...] = option(SAE_KINDS, "SAE kinds trained at every hook: topk (TopKTrainingSAE) and l1 (StandardTrainingSAE).")
-    primary_kind: str = option("topk", "SAE kind whose features are used for number links, the teacher's numbers and the students' shift.")
+    sae_kinds: tuple[SAEKind, ...] = option(SAE_KINDS, "SAE kinds trained at every hook: topk (TopKTrainingSAE) and l1 (StandardTrainingSAE).")
+    primary_kind: SAEKind = option("topk", "SAE kind whose features are used for number links, the teacher's numbers and the students' shift.")
     primary_hook: str = option("blocks.1.hook_resid_post", "Hook whose trait features give feature_attribution and decoder_logit links and the heatmap's columns.")
     d_sae: int = option(512, "SAE features (4x the small bases' d_model).")
     topk_k: int = option(16, "Active features per token of the TopK SAEs.")

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from interp.training.losses import masked_lm_loss
 log = logging.getLogger(__name__)
 
 SAEKind = Literal["topk", "l1"]
-SAE_KINDS: tuple[str, ...] = ("topk", "l1")
+SAE_KINDS: tuple[SAEKind, ...] = get_args(SAEKind)
 SPEC_FILE = "interp_sae_spec.json"  # what the SAE was trained with, beside sae-lens's cfg.json
 QUALITY_FILE = "quality.json"
 CHECKPOINT_DONE_FILE = "interp_checkpoint_done.json"  # written after sae-lens finished a checkpoint
