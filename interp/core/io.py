@@ -7,6 +7,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -171,3 +173,38 @@ def load_safetensors(path: str | Path) -> dict[str, Any]:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for truncated files
         raise ValueError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
+
+
+STAGING_SUFFIX = ".partial"
+
+
+@contextlib.contextmanager
+def staged_directory(final: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """A temporary sibling directory that is renamed onto ``final`` when the block succeeds, so
+    that ``final`` appears complete or not at all (it gets the usual mode, not mkdtemp's private one).
+
+    ``replace=True`` (one writer, e.g. a checkpoint): staging directories a killed writer of
+    ``final`` left are removed first and an existing ``final`` is replaced. ``replace=False``
+    (writers that may race, e.g. the shared world tokenizer): nothing is removed, and if another
+    writer's ``final`` appeared first it is kept and this one is dropped."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if replace:
+        stale = re.compile(re.escape(f".{final.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(STAGING_SUFFIX))
+        for path in final.parent.iterdir():
+            if path.is_dir() and stale.fullmatch(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=STAGING_SUFFIX, dir=final.parent))
+    tmp.chmod(0o777 & ~current_umask())
+    try:
+        yield tmp
+        if replace and final.exists():
+            shutil.rmtree(final)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if replace:
+                raise  # another writer of a single-writer directory: a real error
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -19,9 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +27,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 
 from interp.core.config import ConfigError, StageConfig, option
-from interp.core.io import atomic_write_json, current_umask, load_safetensors, read_json, save_safetensors
+from interp.core.io import atomic_write_json, staged_directory, load_safetensors, read_json, save_safetensors
 from interp.worlds.toy.world import load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
@@ -127,30 +124,12 @@ def check_checkpoint_target(directory: str | Path) -> None:
                          "missing); refusing to replace it: choose another output directory")
 
 
-_STAGING_SUFFIX = ".partial"
-
-
 @contextlib.contextmanager
-def _staging_dir(final: Path) -> Iterator[Path]:
-    """A temporary sibling directory that is renamed onto ``final`` when the block succeeds.
-
-    Staging directories left by a killed writer of the same checkpoint are removed first."""
+def checkpoint_staging(final: Path) -> Iterator[Path]:
+    """:func:`interp.core.io.staged_directory` for a checkpoint, after :func:`check_checkpoint_target`."""
     check_checkpoint_target(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stale = re.compile(re.escape(f".{final.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(_STAGING_SUFFIX))
-    for path in final.parent.iterdir():
-        if path.is_dir() and stale.fullmatch(path.name):
-            shutil.rmtree(path, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=_STAGING_SUFFIX, dir=final.parent))
-    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the checkpoint gets the usual mode
-    try:
+    with staged_directory(final) as tmp:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def save_checkpoint(model, directory: str | Path, model_config: ModelConfig, lineage: Lineage, *,
@@ -162,7 +141,7 @@ def save_checkpoint(model, directory: str | Path, model_config: ModelConfig, lin
     existing directory is replaced only if it is a checkpoint (:func:`check_checkpoint_target`)."""
     directory = Path(directory)
     lineage.created = lineage.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    with _staging_dir(directory) as tmp:
+    with checkpoint_staging(directory) as tmp:
         save_safetensors(tmp / WEIGHTS_FILE, dict(model.state_dict()))
         atomic_write_json(tmp / MODEL_CONFIG_FILE, {**model_config.to_dict(), "d_vocab": model.cfg.d_vocab})
         model.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))

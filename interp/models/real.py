@@ -35,7 +35,7 @@ from huggingface_hub import try_to_load_from_cache
 from interp.core.config import ConfigError
 from interp.core.io import atomic_write_json, load_safetensors, read_json, save_safetensors
 from interp.models.checkpoint import (LINEAGE_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, Lineage, _read_checkpoint_json,
-                                      _staging_dir, load_pretrained, official_model_name)
+                                      checkpoint_staging, load_pretrained, official_model_name)
 from interp.models.lora import ADAPTER_FILE, LoraConfig, adapter_state_dict, apply_lora, load_adapter_state_dict, merge_lora
 from interp.worlds.hf import HFWorld, HFWorldConfig
 
@@ -144,7 +144,7 @@ def save_real_checkpoint(model, directory: str | Path, world: HFWorld, lineage, 
     directory = Path(directory)
     lineage.world_fingerprint = world.fingerprint()
     lineage.created = lineage.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    with _staging_dir(directory) as tmp:
+    with checkpoint_staging(directory) as tmp:
         if lora is not None:
             save_safetensors(tmp / ADAPTER_FILE, adapter_state_dict(model))
         else:

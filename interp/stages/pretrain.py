@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
-from interp.core.io import JsonlAppender, atomic_write_json, json_sha256, read_json, read_jsonl
+from interp.core.io import JsonlAppender, staged_directory, atomic_write_json, json_sha256, read_json, read_jsonl
 from interp.models.checkpoint import (PRETRAIN_CONFIG_FILE, Lineage, ModelConfig, build_model, check_checkpoint_target,
                                       is_checkpoint, save_checkpoint)
 from interp.stages.evaluate import animal_distribution
@@ -111,18 +110,10 @@ def world_dir(world: ToyWorld, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Pat
     """The saved tokenizer of a world, shared by every model trained in it."""
     directory = Path(artifacts) / "world" / world.fingerprint()
     if not (directory / "tokenizer.json").exists():  # written whole under a temporary name: every base reads it
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
-        try:
+        with staged_directory(directory, replace=False) as staging:  # parallel pretraining workers may race here
             world.save(staging)
             if directory.exists() and not (directory / "tokenizer.json").exists():
                 shutil.rmtree(directory)  # half-written before writes were atomic
-            try:
-                staging.rename(directory)
-            except OSError:  # another process wrote it first
-                pass
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
