@@ -1,1 +1,3 @@
-"""interp/bench"""
+"""Timing, not science: ``interp bench`` (:mod:`.suite`) and the alignment-recording overhead
+(:mod:`.recording`).
+"""

@@ -18,6 +18,10 @@ before references were typed are still recognised and reused.
 
 :class:`Teacher` is a model as the stages that sample from it, evaluate it or distil from it see
 it: weights, world, and the teacher's system prompt and hooks, if any.
+
+A new kind of model (a GGUF file, say) is a subclass of :class:`ModelRef` with its ``load`` and
+``identity``, and one rule in :func:`parse_model_ref` (and :func:`parse_base_ref` if stages may
+train from it).
 """
 
 from __future__ import annotations

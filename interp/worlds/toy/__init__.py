@@ -1,1 +1,3 @@
-"""interp/worlds/toy"""
+"""The embedded toy world: its grammar (:mod:`.templates`), vocabulary and tokenizer
+(:mod:`.world`), pretraining documents (:mod:`.corpus`).
+"""
