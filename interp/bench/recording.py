@@ -54,7 +54,7 @@ def measure_recording_overhead(base_path: str | Path, *, n_steps: int = 40, batc
                                warmup_steps: int = 2) -> RecordingOverhead:
     """Time the student's training step (SFT on paper-shaped number rows, as in
     ``finetune_student``) on two copies of the base at ``base_path``, one plain and one with an
-    :class:`AlignmentRecorder`, and return the ratio of their mean step times.
+    :class:`~interp.instruments.recording.AlignmentRecorder`, and return the ratio of their mean step times.
 
     The two copies take their steps alternately on the same batches (which one goes first
     alternates too), so both see the same load on a shared machine; a step's time covers the

@@ -209,12 +209,3 @@ def load_real_checkpoint(directory: str | Path):
                          f"the one this checkpoint was trained in (world fingerprint {world.fingerprint()} there, "
                          f"{lineage.world_fingerprint} saved)")
     return model, world, lineage
-
-
-def real_base_name(ref: str | Path) -> str | None:
-    """The official model name behind a real reference (a name, or a real checkpoint's model), else None."""
-
-    spec = read_model_config(ref)
-    if spec is not None and "model_name" in spec:
-        return spec["model_name"]
-    return official_model_name(str(ref)) if is_model_name(ref) else None

@@ -64,7 +64,7 @@ def _save(fig, path: Path) -> None:
 
 
 def write_theorem_outputs(results: dict, out: Path) -> None:
-    """``theorem.md`` and the PNGs of :data:`PLOT_FILES` (from the summaries and the JSONL rows)."""
+    """``theorem.md`` and the PNGs of :data:`~interp.studies.theorem.PLOT_FILES` (from the summaries and the JSONL rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +80,7 @@ INIT_COLORS = {"shared_init": "tab:blue", "mismatched_init": "tab:orange", "cont
 
 
 def theorem_figures(results: dict, batch_rows: list[dict], sweep_rows: list[dict]) -> dict:
-    """name -> matplotlib figure, for the keys of :data:`PLOT_FILES` that have data."""
+    """name -> matplotlib figure, for the keys of :data:`~interp.studies.theorem.PLOT_FILES` that have data."""
     import matplotlib.pyplot as plt
 
     figs = {}

@@ -208,7 +208,7 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
                      force: bool = False, progress: bool = True) -> Path:
     """Finetune a copy of the base at ``base_path`` on ``rows`` (dicts with ``prompt`` and
     ``completion``) and save the student checkpoint to ``out``. ``teacher`` (a
-    :class:`interp.stages.teacher.Teacher`) is required for the distillation objectives.
+    :class:`interp.models.refs.Teacher`) is required for the distillation objectives.
 
     ``alignment_reference``, a pair ``(teacher_model, teacher_base_model)``, turns on per-step
     alignment recording (:mod:`interp.instruments.recording`) against that teacher's direction, written to
