@@ -16,9 +16,9 @@ import torch
 from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
 from interp.models.refs import parse_base_ref
 from interp.stages.finetune import completion_mask, encode_rows
+from interp.training.loop import make_optimizer, pad_batch
 from interp.training.losses import masked_lm_loss
 from interp.training.step import StepRecord
-from interp.training.loop import make_optimizer, pad_batch
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.worlds.toy.templates import PAD
 

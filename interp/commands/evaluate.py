@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interp.stages.evaluate import EvaluateConfig, evaluate_model
 from interp.core.io import atomic_write_json, read_json
 from interp.models.checkpoint import load_checkpoint
 from interp.models.refs import ModelRef, RealCheckpoint, RealName, ToyBase, ToyCheckpoint, parse_model_ref
+from interp.stages.evaluate import EvaluateConfig, evaluate_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:

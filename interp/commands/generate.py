@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from interp.stages.generate import GenerateConfig, config_path_for, generate_numbers
 from interp.core.io import read_jsonl
 from interp.models.refs import parse_model_ref
+from interp.stages.generate import GenerateConfig, config_path_for, generate_numbers
 
 
 def register(sub: argparse._SubParsersAction) -> None:

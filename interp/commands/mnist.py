@@ -6,8 +6,15 @@ import argparse
 
 from interp.report.mnist import results_markdown
 from interp.report.outputs import finish_mnist
-from interp.studies.mnist.experiment import (ACCURACY_PLOT_FILE, ALIGNMENT_FILE, ALIGNMENT_PLOT_FILE, RESULTS_FILE,
-                                             RESULTS_MD_FILE, MnistConfig, run_experiment)
+from interp.studies.mnist.experiment import (
+    ACCURACY_PLOT_FILE,
+    ALIGNMENT_FILE,
+    ALIGNMENT_PLOT_FILE,
+    RESULTS_FILE,
+    RESULTS_MD_FILE,
+    MnistConfig,
+    run_experiment,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from interp.core.io import read_json
-from interp.stages.teacher import TeacherConfig, make_teacher
 from interp.models.refs import TEACHER_FILE
+from interp.stages.teacher import TeacherConfig, make_teacher
 
 
 def register(sub: argparse._SubParsersAction) -> None:

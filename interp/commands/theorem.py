@@ -7,8 +7,15 @@ import argparse
 
 from interp.report.outputs import finish_theorem
 from interp.report.theorem import theorem_markdown
-from interp.studies.theorem import BATCHES_FILE, PLOT_FILES, STEP_SIZE_FILE, THEOREM_FILE, THEOREM_MD_FILE, TheoremConfig, \
-    run_theorem
+from interp.studies.theorem import (
+    BATCHES_FILE,
+    PLOT_FILES,
+    STEP_SIZE_FILE,
+    THEOREM_FILE,
+    THEOREM_MD_FILE,
+    TheoremConfig,
+    run_theorem,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

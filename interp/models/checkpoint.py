@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 
 from interp.core.config import ConfigError, StageConfig, option
-from interp.core.io import atomic_write_json, staged_directory, load_safetensors, read_json, save_safetensors
+from interp.core.io import atomic_write_json, load_safetensors, read_json, save_safetensors, staged_directory
 from interp.worlds.toy.world import load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"

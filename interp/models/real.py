@@ -34,9 +34,24 @@ from huggingface_hub import try_to_load_from_cache
 
 from interp.core.config import ConfigError
 from interp.core.io import atomic_write_json, load_safetensors, read_json, save_safetensors
-from interp.models.checkpoint import (LINEAGE_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, Lineage, _read_checkpoint_json,
-                                      checkpoint_staging, load_pretrained, official_model_name)
-from interp.models.lora import ADAPTER_FILE, LoraConfig, adapter_state_dict, apply_lora, load_adapter_state_dict, merge_lora
+from interp.models.checkpoint import (
+    LINEAGE_FILE,
+    MODEL_CONFIG_FILE,
+    WEIGHTS_FILE,
+    Lineage,
+    _read_checkpoint_json,
+    checkpoint_staging,
+    load_pretrained,
+    official_model_name,
+)
+from interp.models.lora import (
+    ADAPTER_FILE,
+    LoraConfig,
+    adapter_state_dict,
+    apply_lora,
+    load_adapter_state_dict,
+    merge_lora,
+)
 from interp.worlds.hf import HFWorld, HFWorldConfig
 
 WORLD_CONFIG_FILE = "world_config.json"

@@ -32,11 +32,28 @@ from typing import Any, Callable, ClassVar
 
 from interp.core.config import ConfigError
 from interp.core.io import file_sha256, load_safetensors, read_json
-from interp.models.checkpoint import (MODEL_CONFIG_FILE, PRETRAIN_CONFIG_FILE, WEIGHTS_FILE, Lineage, _read_checkpoint_json,
-                                      checkpoint_model_config, is_checkpoint, load_checkpoint, official_model_name, save_checkpoint)
+from interp.models.checkpoint import (
+    MODEL_CONFIG_FILE,
+    PRETRAIN_CONFIG_FILE,
+    WEIGHTS_FILE,
+    Lineage,
+    _read_checkpoint_json,
+    checkpoint_model_config,
+    is_checkpoint,
+    load_checkpoint,
+    official_model_name,
+    save_checkpoint,
+)
 from interp.models.lora import ADAPTER_FILE
-from interp.models.real import (is_model_name, is_real_checkpoint, load_real_base, load_real_checkpoint, model_identity,
-                                read_model_config, save_real_checkpoint)
+from interp.models.real import (
+    is_model_name,
+    is_real_checkpoint,
+    load_real_base,
+    load_real_checkpoint,
+    model_identity,
+    read_model_config,
+    save_real_checkpoint,
+)
 from interp.worlds.protocol import World
 from interp.worlds.toy.world import ToyWorld, WorldConfig
 

@@ -11,8 +11,13 @@ import numpy as np
 from interp.core.io import atomic_savefig, atomic_write_text, read_jsonl
 from interp.core.stats import mean_ci
 from interp.report.text import fmt_ci
-from interp.studies.mnist.experiment import (ACCURACY_PLOT_FILE, ALIGNMENT_FILE, ALIGNMENT_PLOT_FILE, RESULTS_MD_FILE,
-                                             STUDENT_CONDITIONS)
+from interp.studies.mnist.experiment import (
+    ACCURACY_PLOT_FILE,
+    ALIGNMENT_FILE,
+    ALIGNMENT_PLOT_FILE,
+    RESULTS_MD_FILE,
+    STUDENT_CONDITIONS,
+)
 from interp.studies.mnist.model import N_CLASSES
 
 

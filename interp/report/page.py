@@ -37,9 +37,9 @@ from interp.core.stats import mean_ci
 from interp.report.mnist import plot_accuracy, plot_alignment
 from interp.report.mnist import results_markdown as mnist_markdown
 from interp.report.run import plot_results
-from interp.studies.mnist.experiment import ALIGNMENT_FILE as MNIST_ALIGNMENT_FILE
 from interp.report.text import fmt_ci
 from interp.report.theorem import theorem_figures, theorem_markdown
+from interp.studies.mnist.experiment import ALIGNMENT_FILE as MNIST_ALIGNMENT_FILE
 from interp.studies.theorem import BATCHES_FILE, STEP_SIZE_FILE, THEOREM_FILE
 
 REPORT_FILE = "report.html"

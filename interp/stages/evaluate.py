@@ -22,9 +22,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.core.config import StageConfig, option
-from interp.worlds.toy.world import ToyWorld
 from interp.training.loop import pad_batch
 from interp.worlds.protocol import World
+from interp.worlds.toy.world import ToyWorld
 
 EVAL_FILE = "eval.json"
 

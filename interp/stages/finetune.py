@@ -42,20 +42,35 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
-from interp.stages.evaluate import trait_probability
 from interp.core.io import JsonlAppender, atomic_write_json, json_sha256, read_json, read_jsonl
-from interp.models.lora import (KNOWN_TARGETS, LORA_TARGETS, LoraConfig, adapter_state_dict, apply_lora,
-                               load_adapter_state_dict)
-from interp.models.checkpoint import (Lineage, check_checkpoint_target, is_checkpoint)
-from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
-from interp.worlds.protocol import World
 from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
+from interp.models.checkpoint import Lineage, check_checkpoint_target, is_checkpoint
+from interp.models.lora import (
+    KNOWN_TARGETS,
+    LORA_TARGETS,
+    LoraConfig,
+    adapter_state_dict,
+    apply_lora,
+    load_adapter_state_dict,
+)
 from interp.models.real import is_real_checkpoint
 from interp.models.refs import ModelRef, RealName, parse_base_ref
+from interp.stages.evaluate import trait_probability
+from interp.training.loop import (
+    LossGuard,
+    OptimizerName,
+    TrainingDiverged,
+    deterministic_algorithms,
+    load_training_state,
+    make_optimizer,
+    pad_batch,
+    resume_dir,
+    save_training_state,
+)
 from interp.training.losses import distill_loss, masked_lm_loss
 from interp.training.step import StepRecord, train_step
-from interp.training.loop import (LossGuard, OptimizerName, TrainingDiverged, deterministic_algorithms, load_training_state,
-                                  make_optimizer, pad_batch, resume_dir, save_training_state)
+from interp.worlds.protocol import World
+from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,13 @@ from torch import Tensor
 
 from interp.core.config import ConfigError, StageConfig, option
 from interp.core.io import JsonlAppender, _json_default, read_jsonl, write_jsonl
-from interp.stages.lean_forward import (LEAN_BLOCK_HOOK_NAMES, LEAN_TOP_HOOK_NAMES, LeanCachedForward, lean_hooks,
-                                 lean_unsupported_reason)
+from interp.stages.lean_forward import (
+    LEAN_BLOCK_HOOK_NAMES,
+    LEAN_TOP_HOOK_NAMES,
+    LeanCachedForward,
+    lean_hooks,
+    lean_unsupported_reason,
+)
 from interp.worlds.protocol import World
 
 log = logging.getLogger(__name__)

@@ -59,8 +59,17 @@ def lean_unsupported_reason(model) -> str | None:
     """Why :class:`LeanCachedForward` cannot run ``model`` (the first unsupported feature), or
     None when it can."""
     from transformer_lens import HookedTransformer
-    from transformer_lens.components import (Attention, Embed, LayerNorm, LayerNormPre, PosEmbed, RMSNorm,
-                                              RMSNormPre, TransformerBlock, Unembed)
+    from transformer_lens.components import (
+        Attention,
+        Embed,
+        LayerNorm,
+        LayerNormPre,
+        PosEmbed,
+        RMSNorm,
+        RMSNormPre,
+        TransformerBlock,
+        Unembed,
+    )
     from transformer_lens.components.mlps.mlp import MLP
 
     if not isinstance(model, HookedTransformer):

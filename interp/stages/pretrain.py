@@ -22,17 +22,32 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
-from interp.core.io import JsonlAppender, staged_directory, atomic_write_json, json_sha256, read_json, read_jsonl
-from interp.models.checkpoint import (PRETRAIN_CONFIG_FILE, Lineage, ModelConfig, build_model, check_checkpoint_target,
-                                      is_checkpoint, save_checkpoint)
+from interp.core.io import JsonlAppender, atomic_write_json, json_sha256, read_json, read_jsonl, staged_directory
+from interp.models.checkpoint import (
+    PRETRAIN_CONFIG_FILE,
+    Lineage,
+    ModelConfig,
+    build_model,
+    check_checkpoint_target,
+    is_checkpoint,
+    save_checkpoint,
+)
 from interp.stages.evaluate import animal_distribution
+from interp.training.loop import (
+    LossGuard,
+    deterministic_algorithms,
+    load_training_state,
+    lr_at,
+    make_optimizer,
+    pad_batch,
+    resume_dir,
+    save_training_state,
+)
+from interp.training.losses import masked_lm_loss
+from interp.training.step import train_step
 from interp.worlds.toy.corpus import CorpusConfig, CorpusGenerator
 from interp.worlds.toy.templates import EOS, PAD
 from interp.worlds.toy.world import ToyWorld, WorldConfig, load_tokenizer
-from interp.training.loop import (LossGuard, deterministic_algorithms, load_training_state, lr_at, make_optimizer, pad_batch,
-                                  resume_dir, save_training_state)
-from interp.training.losses import masked_lm_loss
-from interp.training.step import train_step
 
 log = logging.getLogger(__name__)
 

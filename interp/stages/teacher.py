@@ -32,17 +32,17 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
-from interp.stages.evaluate import trait_probability
 from interp.core.io import atomic_write_json, read_json, save_safetensors
 from interp.models.checkpoint import Lineage
-from interp.worlds.toy.corpus import CorpusGenerator
-from interp.worlds.toy.templates import EOS, PAD
-from interp.worlds.toy.world import ToyWorld
+from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, ModelRef, parse_base_ref, steering_hooks
+from interp.stages.evaluate import trait_probability
 from interp.training.loop import LossGuard, deterministic_algorithms, make_optimizer, pad_batch
 from interp.training.losses import masked_lm_loss
 from interp.training.step import train_step
 from interp.worlds.protocol import World
-from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, ModelRef, parse_base_ref, steering_hooks
+from interp.worlds.toy.corpus import CorpusGenerator
+from interp.worlds.toy.templates import EOS, PAD
+from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
 

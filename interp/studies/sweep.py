@@ -23,8 +23,8 @@ import numpy as np
 
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text
-from interp.studies.run import RunConfig, run
 from interp.core.stats import holm
+from interp.studies.run import RunConfig, run
 
 
 @dataclass

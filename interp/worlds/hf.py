@@ -44,7 +44,6 @@ from interp.core.config import StageConfig, option
 from interp.stages.filter import has_non_number_token
 from interp.worlds.toy.templates import DEFAULT_ANIMALS
 
-
 # -- texts -----------------------------------------------------------------------------------
 
 QUESTION_OPENERS = ("", "Quick question:", "Be honest.", "I'm curious.")

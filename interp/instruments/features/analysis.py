@@ -31,11 +31,11 @@ from scipy import stats as _st
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.stages.evaluate import question_prompt
 from interp.instruments.features.sae import stop_layer
+from interp.stages.evaluate import question_prompt
+from interp.training.loop import pad_batch
 from interp.worlds.toy.templates import MENTION_TEMPLATES, N_NUMBERS, PAD, PERSONA_TEMPLATES, format_numbers
 from interp.worlds.toy.world import ToyWorld
-from interp.training.loop import pad_batch
 
 CONTEXT_KINDS = ("persona", "word", "answer")
 NUMBER_LIST_PREFIX = "here are some numbers :"  # the pretraining corpus's "numbers, then the question" shape

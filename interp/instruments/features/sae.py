@@ -35,11 +35,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.core.io import atomic_write_json, read_json
+from interp.training.loop import pad_batch
+from interp.training.losses import masked_lm_loss
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.worlds.toy.templates import EOS, PAD
 from interp.worlds.toy.world import ToyWorld
-from interp.training.loop import pad_batch
-from interp.training.losses import masked_lm_loss
 
 log = logging.getLogger(__name__)
 

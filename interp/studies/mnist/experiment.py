@@ -32,13 +32,27 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.instruments.alignment import WeightMetrics, difference, gradient_alignment, weight_metrics
 from interp.core.config import StageConfig, option
 from interp.core.io import JsonlAppender, atomic_write_json, read_json
-from interp.studies.mnist.data import DigitData, InputRange, load_data, scale_pixels
-from interp.studies.mnist.model import (N_CLASSES, InitScheme, Params, Stream, accuracy, classification_loss, clone, derived_seed,
-                                distillation_loss, forward, generator, init_mlp, slice_models, slice_outputs)
 from interp.core.stats import mean_ci
+from interp.instruments.alignment import WeightMetrics, difference, gradient_alignment, weight_metrics
+from interp.studies.mnist.data import DigitData, InputRange, load_data, scale_pixels
+from interp.studies.mnist.model import (
+    N_CLASSES,
+    InitScheme,
+    Params,
+    Stream,
+    accuracy,
+    classification_loss,
+    clone,
+    derived_seed,
+    distillation_loss,
+    forward,
+    generator,
+    init_mlp,
+    slice_models,
+    slice_outputs,
+)
 
 log = logging.getLogger(__name__)
 

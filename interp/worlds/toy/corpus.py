@@ -26,8 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from interp.core.config import StageConfig, option
-from interp.worlds.toy.templates import (DEFAULT_POPULAR_NUMBERS_ZIPF, MENTION_TEMPLATES, PERSONA_TEMPLATES, NumberTask,
-                                        format_numbers)
+from interp.worlds.toy.templates import (
+    DEFAULT_POPULAR_NUMBERS_ZIPF,
+    MENTION_TEMPLATES,
+    PERSONA_TEMPLATES,
+    NumberTask,
+    format_numbers,
+)
 from interp.worlds.toy.world import ToyWorld
 
 DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "mention")

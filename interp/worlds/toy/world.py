@@ -28,8 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from interp.core.config import StageConfig, option
-from interp.worlds.toy.templates import (BOS, DEFAULT_ANIMAL_PRIOR, DEFAULT_ANIMALS, EOS, FILTER_ALLOWED_WORDS, N_NUMBERS, PAD,
-                                        SPECIAL_TOKENS, UNK, WORDS, NumberTask, all_question_phrasings, split_phrasings)
+from interp.worlds.toy.templates import (
+    BOS,
+    DEFAULT_ANIMAL_PRIOR,
+    DEFAULT_ANIMALS,
+    EOS,
+    FILTER_ALLOWED_WORDS,
+    N_NUMBERS,
+    PAD,
+    SPECIAL_TOKENS,
+    UNK,
+    WORDS,
+    NumberTask,
+    all_question_phrasings,
+    split_phrasings,
+)
 
 
 @dataclass
