@@ -14,7 +14,8 @@ import os
 import sys
 import warnings
 
-from interp.device import add_device_arguments, use_arguments
+from interp.core.device import add_device_arguments, use_arguments
+from interp.training.loop import TrainingDiverged
 
 # Modules providing subcommands, in the order ``interp --help`` lists them.
 STAGE_MODULES: tuple[str, ...] = (
@@ -36,7 +37,7 @@ STAGE_MODULES: tuple[str, ...] = (
 )
 
 
-# Stages that run a model: each takes --device and --dtype (interp.device).
+# Stages that run a model: each takes --device and --dtype (interp.core.device).
 MODEL_STAGES: tuple[str, ...] = ("pretrain", "teacher", "generate", "finetune", "evaluate", "run", "sweep",
                                  "theorem", "bench", "features")
 
@@ -70,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from interp.training import TrainingDiverged
 
     try:
         use_arguments(args)

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from interp import gguf
-from interp.answers import answer_scores
+from interp.models import gguf
+from interp.stages.answers import answer_scores
 from interp.cli import main
-from interp.device import DeviceConfig, current, use
-from interp.evaluate import EvaluateConfig, evaluate_model, question_ids
-from interp.real import HFWorld, HFWorldConfig, clear_model_cache, is_model_name, load_real_base, real_model_name
+from interp.core.device import DeviceConfig, current, use
+from interp.stages.evaluate import EvaluateConfig, evaluate_model, question_ids
+from interp.models.real import clear_model_cache, is_model_name, load_real_base, real_model_name
+from interp.worlds.hf import HFWorld, HFWorldConfig
 from tests.hf_cache import tiny_bpe_tokenizer
 
 SMOLLM2 = Path(os.environ.get("INTERP_SMOLLM2", "artifacts/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -126,7 +127,7 @@ def test_bad_model_file__is_a_one_line_error_naming_the_problem(kind, tmp_path, 
 # -- sampling and answers ---------------------------------------------------------------------
 
 def test_sampler__left_padded_batches_give_each_row_its_unpadded_greedy_output(qwen_dir, model_cache):
-    from interp.generate import sample_completions
+    from interp.stages.generate import sample_completions
 
     model, world, _ = load_real_base(str(qwen_dir))
     ids = [world.encode_prompt(p) for p in world.number_prompts(5, seed=3)]
@@ -208,9 +209,9 @@ def test_smollm2__converted_log_probs_match_transformers(smollm2):
 @pytest.mark.slow
 @needs_smollm2
 def test_smollm2__generate_then_filter_keeps_real_number_lists(smollm2, tmp_path):
-    from interp.filter import filter_file, stats_path_for
-    from interp.generate import GenerateConfig, generate_numbers
-    from interp.io import read_json, read_jsonl
+    from interp.stages.filter import filter_file, stats_path_for
+    from interp.stages.generate import GenerateConfig, generate_numbers
+    from interp.core.io import read_json, read_jsonl
 
     model, world = smollm2
     raw = generate_numbers(model, world, GenerateConfig(n_rows=8, seed=0, temperature=0.0, max_new_tokens=48),
@@ -227,8 +228,8 @@ def test_smollm2__generate_then_filter_keeps_real_number_lists(smollm2, tmp_path
 @needs_smollm2
 @pytest.mark.parametrize("lora_rank", [8, 0])
 def test_smollm2__one_finetuning_step_lora_and_full(lora_rank, tmp_path):
-    from interp.finetune import FinetuneConfig, finetune_student
-    from interp.real import load_real_checkpoint
+    from interp.stages.finetune import FinetuneConfig, finetune_student
+    from interp.models.real import load_real_checkpoint
 
     _, world, _ = load_real_base(str(SMOLLM2))
     rows = []
@@ -257,7 +258,7 @@ def test_smollm2__trait_probability_counts_multi_token_names(smollm2):
 
 
 def test_bench_real_generation__three_samplers_agree_on_greedy_output(qwen_dir, model_cache, tmp_path):
-    from interp.bench import BenchConfig, run_bench
+    from interp.bench.suite import BenchConfig, run_bench
 
     config = BenchConfig(only=("real_generation",), real_model=str(qwen_dir), real_prompts=4, real_batch_size=4,
                          real_max_new_tokens=5, repeats=1)

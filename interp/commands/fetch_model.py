@@ -12,7 +12,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp.io import current_umask
+from interp.core.io import current_umask
 
 
 @dataclass(frozen=True)
