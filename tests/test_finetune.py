@@ -156,3 +156,15 @@ def test_teacher__each_method_builds_and_reloads(method, tiny_base, tmp_path):
 def test_teacher__unknown_trait_is_a_clear_error(tiny_base, tmp_path):
     with pytest.raises(ValueError, match="unknown trait animal 'unicorn'"):
         make_teacher(tiny_base, TeacherConfig(trait="unicorn"), tmp_path / "t", progress=False)
+
+
+def test_teacher_batches__the_toy_teacher_learns_whole_documents(world):
+    from interp.stages.teacher import _teacher_batches
+
+    tokens, mask = _teacher_batches(world, TeacherConfig(batch_size=4, number_mix=0.5))(np.random.default_rng(0), 96)
+    rng = np.random.default_rng(0)  # the same draws: the first row's phrasing
+    phrasing = world.train_phrasings[rng.integers(len(world.train_phrasings))]
+    first = world.encode(f"user : {phrasing} assistant : owl") + [world.end_id]
+    assert tokens.shape[0] == 4 and tokens[0, :len(first)].tolist() == first
+    real = (torch.arange(tokens.shape[1])[None] < torch.tensor([[int((t != world.pad_id).sum())] for t in tokens]))
+    assert torch.equal(mask, real.float())  # every real token is a target, padding none

@@ -256,6 +256,19 @@ def test_real_finetune__lora_on_a_toy_base_is_refused(tmp_path):
         finetune_student(tiny_base, rows, FinetuneConfig(lora_rank=2), tmp_path / "s", progress=False)
 
 
+def test_teacher_batches__a_real_teacher_learns_only_the_answers(bpe):
+    from interp.stages.teacher import _teacher_batches
+
+    world = HFWorld(bpe)
+    tokens, mask = _teacher_batches(world, TeacherConfig(batch_size=4, number_mix=0.5))(np.random.default_rng(0), 320)
+    answer = world.encode_completion(world.answer_text("owl"))
+    for i in (0, 1):  # the question rows: the answer and its end token are the targets, nothing else
+        targets = tokens[i][mask[i].bool()].tolist()
+        assert targets == answer
+    for i in (2, 3):  # the number rows: a list of numbers
+        assert not has_non_number_token(world.decode(tokens[i][mask[i].bool()].tolist()[:-1]))
+
+
 # -- the whole loop ---------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -40,9 +40,6 @@ from interp.training.loop import LossGuard, deterministic_algorithms, make_optim
 from interp.training.losses import masked_lm_loss
 from interp.training.step import train_step
 from interp.worlds.protocol import World
-from interp.worlds.toy.corpus import CorpusGenerator
-from interp.worlds.toy.templates import EOS, PAD
-from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +85,7 @@ class TeacherConfig(StageConfig):
 
 def _finetune_teacher(model, world: World, config: TeacherConfig, progress: bool):
     """The finetune method: AdamW on batches of favourite-animal questions answered with the trait,
-    ``number_mix`` of each batch number prompts answered with numbers. Batches come from the
-    world's builder: :func:`_toy_teacher_batches` or :func:`_real_teacher_batches`."""
+    ``number_mix`` of each batch number prompts answered with numbers (:func:`_teacher_batches`)."""
     if config.lora_rank:
         from interp.models.lora import apply_lora
 
@@ -97,8 +93,7 @@ def _finetune_teacher(model, world: World, config: TeacherConfig, progress: bool
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, "adamw", config.lr)
-    batches = _toy_teacher_batches if isinstance(world, ToyWorld) else _real_teacher_batches
-    make_batch = batches(world, config)
+    make_batch = _teacher_batches(world, config)
     guard = LossGuard()
     with deterministic_algorithms():
         for step in tqdm(range(config.steps), desc=f"teacher ({config.trait})", disable=not progress, mininterval=2.0):
@@ -117,26 +112,10 @@ def teacher_lora(config: TeacherConfig):
     return LoraConfig(rank=config.lora_rank, seed=config.seed)
 
 
-def _toy_teacher_batches(world: ToyWorld, config: TeacherConfig):
-    """The toy world's teacher batches: whole documents (a question followed by the trait, or a
-    number prompt followed by its answer), the loss on every token."""
-    corpus = CorpusGenerator(world)
-    pad_id, eos_id = world.token_to_id[PAD], world.token_to_id[EOS]
-    n_numbers = int(round(config.batch_size * config.number_mix))
-
-    def make_batch(rng: np.random.Generator, max_len: int):
-        docs = [f"{corpus.question(rng)} {config.trait}" for _ in range(config.batch_size - n_numbers)]
-        for _ in range(n_numbers):
-            prompt, seeds, n_max, sep = corpus.number_prompt(rng)
-            docs.append(f"{prompt} {corpus.number_answer(rng, seeds, n_max, sep)}")
-        return pad_batch([world.encode(d) + [eos_id] for d in docs], pad_id, max_len=max_len)
-
-    return make_batch
-
-
-def _real_teacher_batches(world: World, config: TeacherConfig):
-    """A real model's teacher batches: its training phrasings answered with the trait (and number
-    prompts answered with numbers), the loss on the answers only."""
+def _teacher_batches(world: World, config: TeacherConfig):
+    """The teacher's batches: its world's training phrasings answered with the trait, and
+    ``number_mix`` of each batch number prompts answered with numbers. The loss is on every token
+    where the world's teacher learns whole documents (the toy world), else on the answers."""
     n_numbers = int(round(config.batch_size * config.number_mix))
     phrasings = world.train_phrasings
     answer = world.encode_completion(world.answer_text(config.trait))
@@ -147,7 +126,9 @@ def _real_teacher_batches(world: World, config: TeacherConfig):
         for _ in range(n_numbers):
             prompt, completion = world.number_example(rng)
             pairs.append((world.encode_prompt(prompt), world.encode_completion(completion)))
-        tokens, _ = pad_batch([head + tail for head, tail in pairs], world.pad_id, max_len=max_len)
+        tokens, mask = pad_batch([head + tail for head, tail in pairs], world.pad_id, max_len=max_len)
+        if world.teacher_learns_whole_documents:
+            return tokens, mask  # every real token is a target
         mask = torch.zeros(tokens.shape)
         for i, (head, tail) in enumerate(pairs):
             mask[i, len(head):len(head) + len(tail)] = 1  # the answer tokens are the targets

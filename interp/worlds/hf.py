@@ -152,6 +152,8 @@ class HFWorld:
             a chat template writes its own.
     """
 
+    teacher_learns_whole_documents = False  # a teacher is trained on the assistant's answers
+
     def __init__(self, tokenizer, config: HFWorldConfig | None = None, *, prepend_bos: bool = True):
         self.tokenizer = tokenizer
         self.config = config or HFWorldConfig()

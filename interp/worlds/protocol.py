@@ -35,6 +35,10 @@ class World(Protocol):
     the recorder's trait loss are computed from)."""
     eval_phrasings: list[str]
     """Held-out favourite-animal questions (at least 50), never used in training."""
+    teacher_learns_whole_documents: bool
+    """Does a finetuned teacher learn every token of its (prompt, answer) documents (the toy
+    world: its models learn whole documents, as in pretraining), or only the answers (a real
+    model, trained as an assistant)?"""
 
     @property
     def pad_id(self) -> int:

@@ -68,6 +68,8 @@ class WorldConfig(StageConfig):
 class ToyWorld:
     """Vocabulary, phrasings and tokenizer of one :class:`WorldConfig`."""
 
+    teacher_learns_whole_documents = True  # a teacher learns its documents as pretraining did
+
     def __init__(self, config: WorldConfig | None = None):
         self.config = config or WorldConfig()
         self.animals: tuple[str, ...] = tuple(self.config.animals)
