@@ -335,7 +335,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
     plan = {
         "control": (bases["shared"], base_rows, base_teacher),
         "shared_init": (bases["shared"], teacher_rows, teacher),
-        "mismatched_init": (bases["mismatched"], teacher_rows, teacher),
+        "mismatched_init": (bases.get("mismatched"), teacher_rows, teacher),  # absent: a real run without --mismatched-model
         "cross_architecture": (bases.get("cross"), teacher_rows, teacher),
         "shuffled_within": (bases["shared"], shuffled["within"], teacher),
         "shuffled_across": (bases["shared"], shuffled["across"], teacher),
