@@ -4,10 +4,10 @@
 ``interp bench --only real_generation --real-model FILE`` (a GGUF file, a Hugging Face directory
 or a TransformerLens name). Each side decodes greedily (so the outputs can be compared row by
 row) for ``max_new_tokens`` tokens, stopping rows at the end-of-turn token; the rate is new tokens
-per second, the two sides of a comparison alternate which runs first (as :func:`interp.bench.alternating`
-does; :func:`interp.bench.run_bench` turns the measurements into its comparison rows).
+per second, the two sides of a comparison alternate which runs first (as :func:`interp.bench.suite.alternating`
+does; :func:`interp.bench.suite.run_bench` turns the measurements into its comparison rows).
 
-* ours: :func:`interp.generate.sample_completions` on the converted HookedTransformer
+* ours: :func:`interp.stages.generate.sample_completions` on the converted HookedTransformer
   (TransformerLens's cached forward on left-padded batches; the lean forward does not support
   rotary attention);
 * ``HookedTransformer.generate(use_past_kv_cache=True)`` on the same model and batches;

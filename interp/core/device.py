@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from interp.config import StageConfig, option
+from interp.core.config import StageConfig, option
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -11,7 +11,7 @@ TransformerLens reads neither format. A *local model reference* is
 Either is loaded as a transformers causal LM, its config is mapped to a
 ``HookedTransformerConfig`` by TransformerLens's own per-architecture conversion
 (``convert_hf_model_config``) and its weights by TransformerLens's weight conversion, with no
-weight processing (the parameters are the model's own, as :mod:`interp.real` loads named
+weight processing (the parameters are the model's own, as :mod:`interp.models.real` loads named
 models). The result is cached as a checkpoint keyed by the SHA-256 of the source
 (:func:`converted_dir`)::
 

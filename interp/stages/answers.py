@@ -4,7 +4,7 @@ A real tokenizer splits many answers: SmolLM2 writes ``Owl`` as ``O`` + ``wl`` a
 as ``d`` + ``olph`` + ``in`` after its chat template's assistant header. The probability of the
 first token alone (``O``) is that of every answer starting with it, so it is not the animal's.
 Here an animal's probability is the sum over its spellings (``owl``, ``Owl``; see
-:attr:`interp.real.HFWorld.animal_spellings`) of the chain-rule probability of the spelling's
+:attr:`interp.worlds.hf.HFWorld.animal_spellings`) of the chain-rule probability of the spelling's
 tokens,
 
     P(spelling | prompt) = P(t1 | prompt) * P(t2 | prompt, t1) * ...
@@ -13,7 +13,7 @@ computed with one cached forward per left-padded batch of prompts and one more o
 continuations of every spelling (the prompt's keys and values reused). It counts the
 spelled tokens, not what follows them: ``Owl`` followed by ``ets`` (``Owlets``) counts as owl, a
 negligible upper-bound error for one-word answers. A world whose spellings are all one token
-(the toy world) never comes here: :func:`interp.evaluate.animal_distribution` reads the last
+(the toy world) never comes here: :func:`interp.stages.evaluate.animal_distribution` reads the last
 position's probabilities as before.
 """
 
