@@ -216,12 +216,11 @@ def test_smollm2__generate_then_filter_keeps_real_number_lists(smollm2, tmp_path
     model, world = smollm2
     raw = generate_numbers(model, world, GenerateConfig(n_rows=8, seed=0, temperature=0.0, max_new_tokens=48),
                            tmp_path / "numbers.raw.jsonl", progress=False)
-    kept = filter_file(raw, tmp_path / "numbers.filtered.jsonl")
-    rows = read_jsonl(kept)
-    assert len(read_jsonl(raw)) == 8 and len(rows) >= 1  # greedy: 3 of 8 pass on this file
+    stats = filter_file(raw, tmp_path / "numbers.filtered.jsonl")
+    rows = read_jsonl(tmp_path / "numbers.filtered.jsonl")
+    assert len(read_jsonl(raw)) == 8 and len(rows) >= 1  # greedy, one worked example: some lists pass
     assert all(r["numbers"] and all(0 <= n <= 999 for n in r["numbers"]) for r in rows)
-    stats = read_json(stats_path_for(kept))
-    assert stats["n_kept"] == len(rows)
+    assert stats["n_kept"] == len(rows) == read_json(stats_path_for(tmp_path / "numbers.filtered.jsonl"))["n_kept"]
 
 
 @pytest.mark.slow
@@ -243,7 +242,7 @@ def test_smollm2__one_finetuning_step_lora_and_full(lora_rank, tmp_path):
     student, _, lineage = load_real_checkpoint(out)
     base, _, _ = load_real_base(str(SMOLLM2))
     moved = (student.blocks[0].attn.W_Q - base.blocks[0].attn.W_Q).abs().max().item()
-    assert moved > 0 and lineage.parent == str(SMOLLM2.resolve())
+    assert moved > 0 and lineage.parent == str(SMOLLM2)
 
 
 @pytest.mark.slow
