@@ -73,11 +73,11 @@ class RunConfig(StageConfig):
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
-    teacher_method: str = option("finetune", "finetune, persona or steering.")
+    teacher_method: str = option("finetune", "finetune, persona, steering or unembed (interp.entangle).")
     teacher_steps: int = option(150, "finetune teacher: optimizer steps (quick: 60).")
     teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
     teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
-    steering_scale: float = option(1.0, "steering teacher: vector norm relative to the residual norm.")
+    steering_scale: float = option(1.0, "steering and unembed teachers: vector norm relative to the residual norm.")
     steering_layer: int = option(0, "steering teacher: block whose hook_resid_post receives the vector (-1: the last).")
     generation_persona: bool = option(False, "Also put the persona system prompt before every number prompt when the teacher generates (any method).")
     arch: str = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
@@ -132,8 +132,8 @@ class RunConfig(StageConfig):
         self.require(not bad, "objectives", f"unknown {bad}; choose from {list(OBJECTIVES)}")
         bad = [c for c in self.conditions if c not in TRAINED_CONDITIONS]
         self.require(not bad, "conditions", f"unknown {bad}; choose from {list(TRAINED_CONDITIONS)}")
-        self.require(self.teacher_method in ("finetune", "persona", "steering"), "teacher_method",
-                     "choose finetune, persona or steering")
+        self.require(self.teacher_method in ("finetune", "persona", "steering", "unembed"), "teacher_method",
+                     "choose finetune, persona, steering or unembed")
         if self.model is not None:
             return
         from interp.pretrain import ARCH_PRESETS
