@@ -20,9 +20,9 @@ student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) i
 The base is any model reference of :func:`interp.world.load_base_model`: a toy base (every
 weight is finetuned), or a real TransformerLens model by name (``gpt2``), whose rows are encoded
 in its :class:`interp.real.HFWorld` (natural-language prompts, chat template or plain format).
-For a named real model ``lora_rank >= 1`` trains only LoRA adapters (:mod:`interp.lora`) and
-the student checkpoint holds the adapters; its alignment log is over the merged adapted
-matrices (:class:`interp.lora.MergedLoraWeights`).
+``lora_rank >= 1`` trains only LoRA adapters (:mod:`interp.lora`): a named real model's student
+checkpoint holds the adapters, a toy student's the merged weights (a plain toy checkpoint); the
+alignment log is over the merged adapted matrices (:class:`interp.lora.MergedLoraWeights`).
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ class FinetuneConfig(StageConfig):
     eval_every: int = option(0, "Measure P(trait) every this many steps (0: only at the end).")
     checkpoint_every: int = option(50, "Save a resumable state (weights, optimizer, logs so far) every this many steps; a "
                                    "killed run continues from the last one (0: never). Does not change the result.")
-    lora_rank: int = option(0, "0: finetune every weight. r >= 1 (real models by name only): train only rank-r LoRA "
-                            "adapters on lora_targets of every block; the student saves the adapters.")
+    lora_rank: int = option(0, "0: finetune every weight. r >= 1: train only rank-r LoRA adapters on lora_targets of "
+                            "every block (a real model's student saves the adapters, a toy student the merged weights).")
     lora_alpha: float = option(16.0, "LoRA scale numerator: the update of each adapted weight is (lora_alpha / lora_rank) * B @ A.")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
 
@@ -292,9 +292,10 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
     check_base_reference(base_path)
     check_rows(rows)
     lora = config.lora_config()
-    if lora is not None and not is_model_name(base_path):
-        raise ValueError(f"lora_rank={config.lora_rank}: LoRA adapters are an option for real models given by name "
-                         f"(e.g. gpt2); {base_path} is a checkpoint, whose students are finetuned in full (lora_rank=0)")
+    if lora is not None and not (is_model_name(base_path) or is_toy_reference(base_path)):
+        raise ValueError(f"lora_rank={config.lora_rank}: LoRA adapters train on a toy base or a real model given by name "
+                         f"(e.g. gpt2); {base_path} is a finetuned real checkpoint, whose students are finetuned in full "
+                         "(lora_rank=0)")
     if config.objective != "sft" and teacher is None:
         raise ValueError(f"objective {config.objective!r} needs a teacher")
     inputs = finetune_inputs(base_path, rows, config, teacher=teacher, trait=trait,
@@ -455,7 +456,11 @@ def finetune_student(base_path: str | Path, rows: list[dict], config: FinetuneCo
         if recorder is not None:
             shutil.copy(recorder.log.path, staging / ALIGNMENT_FILE)
 
-    if toy:
+    if toy:  # a toy LoRA student is saved merged: a plain toy checkpoint, as every later stage reads it
+        if lora is not None:
+            from interp.lora import merge_lora
+
+            merge_lora(model)
         save_checkpoint(model, out, checkpoint_model_config(base_path), lineage, extra=write_stage_files)
     else:  # the full weights, or with LoRA the adapters alone (merged again when loaded)
         save_real_checkpoint(model, out, world, lineage, model_name=real_base_name(base_path), lora=lora,

@@ -27,7 +27,7 @@ Hugging Face cache) the shared base is that model and every stage runs in its
 the other initialisation (e.g. ``EleutherAI/pythia-160m-seed1`` beside ``EleutherAI/pythia-160m``: a model trained from
 another initialisation seed, not only on other data)
 and ``cross_model`` the other architecture; a condition whose model is not given is refused.
-Nothing is pretrained. ``lora_rank >= 1`` trains the students' LoRA adapters only.
+Nothing is pretrained. ``lora_rank >= 1`` (toy or real) trains the students' LoRA adapters only.
 
 Every student is evaluated on the held-out phrasings. ``results.json`` holds one entry per
 condition and objective with the mean P(trait) and its 95% interval over seeds, and the
@@ -110,7 +110,7 @@ class RunConfig(StageConfig):
                                      "distillation needs the same vocabulary); needed by cross_architecture.")
     max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
                                  "need more than the toy world's 24).")
-    lora_rank: int = option(0, "With --model: 0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters.")
+    lora_rank: int = option(0, "0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters (toy or real).")
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
 
@@ -122,8 +122,6 @@ class RunConfig(StageConfig):
         if self.model is None:
             for name in ("mismatched_model", "cross_model"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
-            self.require(self.lora_rank == 0, "lora_rank", "LoRA is an option for real models (--model); the toy world's "
-                         "students are finetuned in full")
         else:
             self._validate_real()
         self.require(self.n_rows > 0, "n_rows", "must be positive")
