@@ -54,6 +54,12 @@ def teacher_model(name: str, base_path: Path, world, trait: str):
     if name.startswith("unembed"):
         unembed_edit(model, world, trait, float(name[len("unembed"):]))
         return model, []
+    if name.startswith("finetune"):  # finetune{number_mix}: the project's finetuned teacher (150 steps)
+        from interp.teacher import TeacherConfig, load_teacher, make_teacher
+
+        out = Path(f"/work/runs/sft/teachers/{name}_{trait}_{base_path.name}")
+        make_teacher(base_path, TeacherConfig(trait=trait, number_mix=float(name[len("finetune"):])), out, progress=False)
+        return load_teacher(out).model, []
     if name.startswith("contrast"):
         vec = steering_vector(model, world, trait, layer, float(name[len("contrast"):]), "you love {trait} .")
         return model, steering_hooks(vec, layer)
