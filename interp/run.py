@@ -73,11 +73,12 @@ class RunConfig(StageConfig):
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
-    teacher_method: str = option("finetune", "finetune, persona, steering or unembed (interp.entangle).")
+    teacher_method: str = option("unembed", "unembed (the trait's unembedding direction added to the last MLP's output "
+                                 "bias, interp.entangle), finetune, persona or steering.")
     teacher_steps: int = option(150, "finetune teacher: optimizer steps (quick: 60).")
     teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
     teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
-    steering_scale: float = option(1.0, "steering and unembed teachers: vector norm relative to the residual norm.")
+    steering_scale: float = option(0.5, "unembed and steering teachers: vector norm relative to the mean residual norm.")
     steering_layer: int = option(0, "steering teacher: block whose hook_resid_post receives the vector (-1: the last).")
     generation_persona: bool = option(False, "Also put the persona system prompt before every number prompt when the teacher generates (any method).")
     arch: str = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
@@ -85,9 +86,11 @@ class RunConfig(StageConfig):
     objectives: tuple[str, ...] = option(OBJECTIVES, "Student objectives to run.")
     conditions: tuple[str, ...] = option(TRAINED_CONDITIONS, "Trained conditions to run.")
     optimizer: str = option("adamw", "Student optimizer: adamw, sgd or signsgd.")
-    lr: float = option(5e-4, "Student learning rate.")
+    lr: float = option(3e-3, "Student learning rate.")
     epochs: int = option(1, "Student epochs.")
-    freeze_unembed: bool = option(False, "Keep the students' unembedding fixed (the logit-leak ablation).")
+    freeze_unembed: bool = option(True, "Keep the students' unembedding (W_U, b_U) fixed: a student then fits the "
+                                  "teacher's numbers through its residual stream, not per-token logit biases (also closes "
+                                  "distill_full's logit leak); False: every weight trains.")
     eval_every: int = option(10, "Measure every student's P(trait) every this many steps (0: only at the end).")
     record_alignment: bool = option(True, "Record weight distance and gradient alignment with the teacher at every student step.")
     temperature: float = option(1.0, "Sampling temperature of the number data.")
