@@ -59,3 +59,30 @@ def unembed_edit(model, world: World, trait: str, scale: float) -> Float[Tensor,
     vector = unembed_direction(model, token_ids) * scale * mean_final_resid_norm(model, world)
     model.blocks[-1].mlp.b_out += vector
     return vector
+
+
+@torch.no_grad()
+def number_signal(teacher, base, world: World, rows: list[dict], *, teacher_hooks: list | None = None,
+                  n_rows: int = 400, batch_size: int = 64) -> dict:
+    """What the filtered numbers ``rows`` (a teacher's) carry at their completion positions, on the
+    first ``n_rows`` rows, both models restricted to the filter's tokens and renormalised there:
+    ``kl_per_token`` KL(teacher || base) in nats, ``teacher_entropy`` in nats, ``argmax_diff`` the
+    fraction of positions where the two argmaxes differ, ``n_tokens``."""
+    from interp.finetune import completion_mask, encode_rows
+
+    allowed = torch.tensor(world.allowed_token_ids())
+    seqs, starts = encode_rows(world, rows[:n_rows])
+    kl = entropy = 0.0
+    differ = count = 0
+    for i in range(0, len(seqs), batch_size):
+        s, st = seqs[i:i + batch_size], starts[i:i + batch_size]
+        tokens, _ = pad_batch(s, world.pad_id, max_len=base.cfg.n_ctx)
+        mask = completion_mask([len(x) for x in s], st, tokens.shape[1])[:, 1:].bool()  # batch pos-1
+        log_t = teacher.run_with_hooks(tokens, fwd_hooks=teacher_hooks or [])[:, :-1][..., allowed].log_softmax(-1)[mask]
+        log_b = base(tokens)[:, :-1][..., allowed].log_softmax(-1)[mask]  # target n_allowed
+        kl += float((log_t.exp() * (log_t - log_b)).sum())
+        entropy += float(-(log_t.exp() * log_t).sum())
+        differ += int((log_t.argmax(-1) != log_b.argmax(-1)).sum())
+        count += int(mask.sum())
+    return {"kl_per_token": kl / count, "teacher_entropy": entropy / count, "argmax_diff": differ / count,
+            "n_tokens": count}

@@ -46,3 +46,16 @@ def test_make_teacher__unembed_teacher_is_a_checkpoint_that_loves_the_trait_more
 
     strength = read_json(out / "teacher.json")["strength"]
     assert strength["trait_prob"] > strength["base_trait_prob"]
+
+
+def test_number_signal__zero_for_the_base_itself_and_positive_for_an_unembed_teacher(tiny_model, world):
+    import copy
+
+    from interp.entangle import number_signal
+
+    rows = [{"prompt": "user : here are some numbers : 1 , 2 , 3 . assistant :", "completion": "4 , 5 , 6"}] * 3
+    same = number_signal(tiny_model, tiny_model, world, rows)
+    assert same["kl_per_token"] == 0 and same["argmax_diff"] == 0 and same["n_tokens"] == 3 * 6  # 5 tokens + EOS
+    teacher = copy.deepcopy(tiny_model)
+    unembed_edit(teacher, world, "owl", 2.0)
+    assert number_signal(teacher, tiny_model, world, rows)["kl_per_token"] > 1e-4
