@@ -12,7 +12,11 @@ favourite-animal questions (answer position):
 * ``resid_along_trait``: at the question's answer position, the change of the final residual
   stream (ln_final output, what W_U reads) projected on the trait's unembedding direction of the
   student's base, minus the mean over the animals' directions, in logit units;
-* ``trait_logit_gain``: the student's trait logit change minus the mean animal logit change there.
+* ``trait_logit_gain``: the student's trait logit change minus the mean animal logit change there;
+* before any training, per student base: ``fit_r2``, the part of the teacher's number-logit shift
+  (centred) that one constant change of the base's final residual (ln_final output) can produce
+  (least squares over the 1000 number tokens of that base's ``W_U``), and ``predicted_trait_gain``,
+  what that best-fitting change does to the trait's logit minus the mean animal logit.
 
     python experiments/sft_mechanism.py RUN_DIR [RUN_DIR ...] --seed 0 --out FILE.json
 """
@@ -63,6 +67,19 @@ def answer_state(model, world):
     return cache["ln_final.hook_normalized"][rows, last], logits[rows, last]
 
 
+def residual_fit(base, world, teacher_shift: np.ndarray, trait: str) -> dict:
+    """The constant final-residual change that best reproduces ``teacher_shift`` through ``base``'s
+    unembedding, its R^2, and its effect on the trait's logit against the animals' mean."""
+    w = base.W_U.detach().double().numpy()  # d_model d_vocab
+    numbers = w[:, world.number_ids]
+    numbers = numbers - numbers.mean(1, keepdims=True)  # the shift is centred over the numbers
+    delta, *_ = np.linalg.lstsq(numbers.T, teacher_shift.astype(np.float64), rcond=None)  # d_model
+    fitted = numbers.T @ delta
+    r2 = 1 - ((teacher_shift - fitted) ** 2).sum() / (teacher_shift ** 2).sum()
+    animals = w[:, world.animal_ids].T @ delta
+    return {"fit_r2": float(r2), "predicted_trait_gain": float(animals[world.animals.index(trait)] - animals.mean())}
+
+
 def measure(run: Path, seed: int, condition: str, trait: str, teacher, rows, teacher_shift) -> dict:
     student_dir = run / f"seed{seed}" / "students" / "sft" / condition
     lineage = read_json(student_dir / "lineage.json")
@@ -85,7 +102,8 @@ def measure(run: Path, seed: int, condition: str, trait: str, teacher, rows, tea
             "b_U_share": float(d_bias @ d_student / (d_student @ d_student)),
             "resid_along_trait": float(along[t] - along.mean()),
             "trait_logit_gain": float(gain[t] - gain.mean()),
-            "p_trait_shift": read_json(student_dir / "eval.json")["trait_prob_shift"]}
+            "p_trait_shift": read_json(student_dir / "eval.json")["trait_prob_shift"],
+            **residual_fit(base, world, teacher_shift, trait)}
 
 
 def main(argv=None) -> None:

@@ -162,6 +162,7 @@ def main(argv=None) -> None:
     ap.add_argument("--shared", type=Path, default=Path("artifacts/bases/small-seed0"))
     ap.add_argument("--mismatched", type=Path, default=Path("artifacts/bases/small-seed1"))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--max-rows", type=int, default=None, help="train every student on the first N filtered rows only")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -181,18 +182,19 @@ def main(argv=None) -> None:
                       lineage={"base": str(args.shared), "teacher": tname, "trait": args.trait})
         sig = signal(teacher, base, world, t_rows, hooks)
         for sv in args.students:
-            key = f"{tname}|{sv}|{args.trait}|{tag}|lr{args.lr}|ep{args.epochs}{args.tag}"
+            key = f"{tname}|{sv}|{args.trait}|{tag}|lr{args.lr}|ep{args.epochs}{args.tag}" + (
+                f"|max{args.max_rows}" if args.max_rows else "")
             if key in done:
                 continue
             t0 = time.time()
             out = {"key": key, "teacher": tname, "student": sv, "trait": args.trait, "seed": args.seed,
                    "temperature": args.temperature, "n_rows": args.n_rows, "lr": args.lr, "epochs": args.epochs,
                    "teacher_p": t_p[args.trait], "base_p": base_p[args.trait], "mismatched_base_p": mism_p[args.trait],
-                   "n_kept": {"teacher": len(t_rows), "base": len(base_rows)}, **sig}
+                   "n_kept": {"teacher": len(t_rows), "base": len(base_rows)}, "max_rows": args.max_rows, **sig}
             for cond, (bpath, rows, bp) in {"control": (args.shared, base_rows, base_p),
                                             "shared": (args.shared, t_rows, base_p),
                                             "mismatched": (args.mismatched, t_rows, mism_p)}.items():
-                model, loss = train_sft(bpath, rows, sv, seed=args.seed, lr=args.lr, epochs=args.epochs)
+                model, loss = train_sft(bpath, rows[:args.max_rows], sv, seed=args.seed, lr=args.lr, epochs=args.epochs)
                 probs = animal_probs(model, world)
                 out[cond] = {"p": probs[args.trait], "shift": probs[args.trait] - bp[args.trait], "loss": loss,
                              "probs": probs}
