@@ -9,6 +9,9 @@ favourite-animal questions (answer position):
   (teacher - shared base): how well the student reproduced the teacher's number shift;
 * ``b_U_share``: the part of the student's number-logit change that is its own ``b_U`` change
   (regression slope of the b_U change on the total change): fitted per token, no direction;
+* ``unembed_share``: the part that comes from the student's own unembedding (``W_U``, ``b_U``):
+  one minus the slope of the change its residual stream alone makes (read by the base's
+  unembedding) on the total change;
 * ``resid_along_trait``: at the question's answer position, the change of the final residual
   stream (ln_final output, what W_U reads) projected on the trait's unembedding direction of the
   student's base, minus the mean over the animals' directions, in logit units;
@@ -24,6 +27,7 @@ favourite-animal questions (answer position):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -89,6 +93,11 @@ def measure(run: Path, seed: int, condition: str, trait: str, teacher, rows, tea
     d_student = number_logits(student, world, rows) - number_logits(base, world, rows)
     d_bias = (student.unembed.b_U - base.unembed.b_U).detach()[world.number_ids].numpy()
     d_bias = d_bias - d_bias.mean()
+    with torch.no_grad():  # the student's residual stream read by the base's unembedding
+        resid_only = copy.deepcopy(student)
+        resid_only.unembed.W_U.copy_(base.unembed.W_U)
+        resid_only.unembed.b_U.copy_(base.unembed.b_U)
+    d_resid = number_logits(resid_only, world, rows) - number_logits(base, world, rows)
     r_s, l_s = answer_state(student, world)
     r_b, l_b = answer_state(base, world)
     animals = world.animal_ids
@@ -100,6 +109,7 @@ def measure(run: Path, seed: int, condition: str, trait: str, teacher, rows, tea
             "number_logit_corr": float(np.corrcoef(d_student, teacher_shift)[0, 1]),
             "number_logit_change_norm": float(np.linalg.norm(d_student)),
             "b_U_share": float(d_bias @ d_student / (d_student @ d_student)),
+            "unembed_share": float(1 - d_resid @ d_student / (d_student @ d_student)),
             "resid_along_trait": float(along[t] - along.mean()),
             "trait_logit_gain": float(gain[t] - gain.mean()),
             "p_trait_shift": read_json(student_dir / "eval.json")["trait_prob_shift"],
