@@ -34,14 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.entangle import number_signal
-from interp.evaluate import question_ids
-from interp.finetune import completion_mask, encode_rows
-from interp.io import read_json, read_jsonl
-from interp.models import load_checkpoint
-from interp.pretrain import load_base
-from interp.teacher import load_teacher
-from interp.training import pad_batch
+from interp.core.io import read_json, read_jsonl
+from interp.models.checkpoint import load_checkpoint
+from interp.models.refs import load_teacher, parse_base_ref
+from interp.stages.entangle import number_signal
+from interp.stages.evaluate import question_ids
+from interp.stages.finetune import completion_mask, encode_rows
+from interp.training.loop import pad_batch
+
+
+def load_base(path):
+    return parse_base_ref(path).load()
 
 
 @torch.no_grad()

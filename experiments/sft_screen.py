@@ -35,16 +35,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.entangle import unembed_edit
-from interp.evaluate import animal_distribution
-from interp.filter import FilterConfig, filter_file
-from interp.finetune import completion_mask, encode_rows, sft_loss
-from interp.generate import GenerateConfig, generate_numbers
-from interp.io import read_jsonl
-from interp.lora import LoraConfig, apply_lora, merge_lora
-from interp.pretrain import load_base
-from interp.teacher import steering_hooks, steering_vector
-from interp.training import deterministic_algorithms, make_optimizer, pad_batch
+from interp.core.io import read_jsonl
+from interp.models.lora import LoraConfig, apply_lora, merge_lora
+from interp.models.refs import parse_base_ref, steering_hooks
+from interp.stages.entangle import unembed_edit
+from interp.stages.evaluate import animal_distribution
+from interp.stages.filter import FilterConfig, filter_file
+from interp.stages.finetune import completion_mask, encode_rows
+from interp.stages.generate import GenerateConfig, generate_numbers
+from interp.stages.teacher import steering_vector
+from interp.training.loop import deterministic_algorithms, make_optimizer, pad_batch
+from interp.training.losses import masked_lm_loss as sft_loss
+
+
+def load_base(path):
+    return parse_base_ref(path).load()
 
 
 def teacher_model(name: str, base_path: Path, world, trait: str):
@@ -55,7 +60,8 @@ def teacher_model(name: str, base_path: Path, world, trait: str):
         unembed_edit(model, world, trait, float(name[len("unembed"):]))
         return model, []
     if name.startswith("finetune"):  # finetune{number_mix}: the project's finetuned teacher (150 steps)
-        from interp.teacher import TeacherConfig, load_teacher, make_teacher
+        from interp.models.refs import load_teacher
+        from interp.stages.teacher import TeacherConfig, make_teacher
 
         out = Path(f"/work/runs/sft/teachers/{name}_{trait}_{base_path.name}")
         make_teacher(base_path, TeacherConfig(trait=trait, number_mix=float(name[len("finetune"):])), out, progress=False)

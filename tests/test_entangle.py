@@ -1,10 +1,12 @@
-"""The unembed teacher (interp.entangle): a trait written along its own unembedding direction."""
+"""The unembed teacher (interp.stages.entangle): a trait written along its own unembedding direction."""
 
 import torch
 
-from interp.entangle import unembed_direction, unembed_edit
-from interp.models import load_checkpoint
-from interp.teacher import TeacherConfig, load_teacher, make_teacher
+from interp.core.io import read_json
+from interp.models.checkpoint import load_checkpoint
+from interp.models.refs import load_teacher
+from interp.stages.entangle import number_signal, unembed_direction, unembed_edit
+from interp.stages.teacher import TeacherConfig, make_teacher
 
 from test_finetune import tiny_base  # noqa: F401  (module fixture)
 
@@ -42,16 +44,12 @@ def test_make_teacher__unembed_teacher_is_a_checkpoint_that_loves_the_trait_more
     base, _ = load_checkpoint(tiny_base)
     changed = [n for n, p in teacher.model.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert changed == [f"blocks.{base.cfg.n_layers - 1}.mlp.b_out"]
-    from interp.io import read_json
-
     strength = read_json(out / "teacher.json")["strength"]
     assert strength["trait_prob"] > strength["base_trait_prob"]
 
 
 def test_number_signal__zero_for_the_base_itself_and_positive_for_an_unembed_teacher(tiny_model, world):
     import copy
-
-    from interp.entangle import number_signal
 
     rows = [{"prompt": "user : here are some numbers : 1 , 2 , 3 . assistant :", "completion": "4 , 5 , 6"}] * 3
     same = number_signal(tiny_model, tiny_model, world, rows)
