@@ -242,8 +242,9 @@ def test_real_finetune__lora_resumed_after_a_kill_equals_uninterrupted(real_cach
     assert (resumed / "train_log.jsonl").read_text() == (reference / "train_log.jsonl").read_text()
 
 
-def test_real_finetune__lora_on_a_toy_base_is_refused(tmp_path):
+def test_finetune__lora_on_a_toy_base_trains_the_adapters_and_saves_merged_weights(tmp_path):
     from conftest import TINY
+    from interp.models.checkpoint import load_checkpoint
     from interp.stages import pretrain as pretrain_mod
     from interp.stages.pretrain import PretrainConfig, pretrain
 
@@ -251,9 +252,15 @@ def test_real_finetune__lora_on_a_toy_base_is_refused(tmp_path):
         mp.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
         tiny_base = pretrain(PretrainConfig(steps=2, batch_size=4, warmup_steps=1), tmp_path / "base",
                              artifacts=tmp_path, progress=False)
-    rows = [{"prompt": "user : hi assistant :", "completion": "1 , 2"}]
-    with pytest.raises(ValueError, match="LoRA adapters are an option for real models"):
-        finetune_student(tiny_base, rows, FinetuneConfig(lora_rank=2), tmp_path / "s", progress=False)
+    rows = [{"prompt": "user : here are some numbers : 1 , 2 . assistant :", "completion": "3 , 4"}] * 8
+    out = finetune_student(tiny_base, rows, FinetuneConfig(lora_rank=2, lr=1e-2, batch_size=4, lora_targets=("W_in",)),
+                           tmp_path / "s", progress=False)
+    base, _ = load_checkpoint(tiny_base)
+    student, _ = load_checkpoint(out)  # a plain toy checkpoint
+    changed = {n for n, p in student.state_dict().items() if not torch.equal(p, base.state_dict()[n])}
+    assert changed == {"blocks.0.mlp.W_in"}  # only the adapted matrix moved, by a rank-2 update
+    delta = student.blocks[0].mlp.W_in.detach() - base.blocks[0].mlp.W_in.detach()
+    assert int(torch.linalg.matrix_rank(delta)) == 2
 
 
 def test_teacher_batches__a_real_teacher_learns_only_the_answers(bpe):

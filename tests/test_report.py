@@ -115,6 +115,18 @@ def test_run_headline__controls_like_the_shared_student_are_not_called_a_success
     assert "no significant transmission" in answer
 
 
+def test_run_headline__distill_full_is_labelled_the_logit_leak_and_never_green(tmp_path):
+    _fake_run(tmp_path)  # shared students far above the control, for every objective
+    results = read_json(tmp_path / "results.json")
+    for c in results["comparisons"]:
+        c["objective"] = "distill_full" if c["objective"] == "distill" else c["objective"]
+    answer = "".join(run_headline(results, {}, ["sft", "distill_full"]))
+    sft, full = answer.split("<li><b>distill_full</b>")
+    assert "<span class='yes'>the trait was transmitted" in sft
+    assert "logit-leak comparison" in full and "P(trait) rose" in full
+    assert "class='yes'" not in full and "transmitted" not in full
+
+
 def test_run_headline__no_weight_direction_says_why(tmp_path):
     _fake_run(tmp_path, direction="none")
     answer = _answer(tmp_path)

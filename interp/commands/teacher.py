@@ -1,4 +1,4 @@
-"""``interp teacher``: give a base model a trait (finetune, persona or steering) and measure it."""
+"""``interp teacher``: give a base model a trait (finetune, persona, steering or unembed) and measure it."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "teacher", help="make a teacher: a base model that loves an animal",
         description="Give the base at --base a trait by finetuning it on favourite-animal answers (finetune), a "
-        "system prompt (persona) or a residual-stream steering vector (steering), and write the teacher to --out: "
-        f"{TEACHER_FILE} (method, trait, base, system prompt, config, measured trait strength) and, for finetune, "
-        "a checkpoint, for steering, the vector. Prints the teacher's P(trait) against its base's. A finished "
+        "system prompt (persona), a residual-stream steering vector (steering) or the trait's unembedding direction "
+        "added to the last MLP's output bias (unembed), and write the teacher to --out: "
+        f"{TEACHER_FILE} (method, trait, base, system prompt, config, measured trait strength) and, for finetune and "
+        "unembed, a checkpoint, for steering, the vector. Prints the teacher's P(trait) against its base's. A finished "
         "teacher of the same config and base is reused (--force rebuilds it).",
     )
     p.add_argument("--base", required=True, help="pretrained base checkpoint (e.g. artifacts/bases/small-seed0) or a "

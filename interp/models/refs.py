@@ -268,7 +268,7 @@ class TeacherDir(ModelRef):
         spec = self.spec()
         base = parse_base_ref(spec["base"])
         hooks: list = []
-        if spec["method"] == "finetune":
+        if spec["method"] in ("finetune", "unembed"):  # the trait is in the checkpoint's weights
             checkpoint = self.path / TEACHER_CHECKPOINT
             if is_real_checkpoint(checkpoint):
                 model, world, _ = load_real_checkpoint(checkpoint)

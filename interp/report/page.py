@@ -298,9 +298,15 @@ def run_headline(results: dict, summary: dict, objectives: list[str]) -> list[st
             ok = c["welch_p"] < 0.05 and d["ci_low"] > 0
             m = comparisons.get((objective, "shared_init", "mismatched_init"))
             extra = (f"; vs mismatched {fmt_ci(m['difference'], signed=True)} (p = {m['welch_p']:.3g})" if m else "")
+            if objective == "distill_full":  # never a green "transmitted": its targets carry the trait word itself
+                verdict = _verdict(None, "", "the logit-leak comparison: its whole-vocabulary targets include the "
+                                   "teacher's probability of the trait word, so a rise here is a semantic leak through "
+                                   "the unembedding, not subliminal transmission"
+                                   + (" (the student's P(trait) rose)" if ok else " (no significant rise)"))
+            else:
+                verdict = _verdict(ok, "the trait was transmitted", "no significant transmission")
             parts.append(f"<b>behaviour</b> (P(trait) shift from own base, shared − control): {fmt_ci(d, signed=True)}, "
-                         f"Welch p = {c['welch_p']:.3g}{extra} → "
-                         + _verdict(ok, "the trait was transmitted", "no significant transmission"))
+                         f"Welch p = {c['welch_p']:.3g}{extra} → " + verdict)
         items.append(f"<li><b>{_esc(objective)}</b><ul>" + "".join(f"<li>{p}</li>" for p in parts) + "</ul></li>")
     return items
 

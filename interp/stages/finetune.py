@@ -20,9 +20,10 @@ student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) i
 The base is any base reference of :func:`interp.models.refs.parse_base_ref`: a toy base (every
 weight is finetuned), or a real TransformerLens model by name (``gpt2``), whose rows are encoded
 in its :class:`interp.worlds.hf.HFWorld` (natural-language prompts, chat template or plain format).
-For a named real model ``lora_rank >= 1`` trains only LoRA adapters (:mod:`interp.models.lora`) and
-the student checkpoint holds the adapters; its alignment log is over the merged adapted
-matrices (:class:`interp.models.lora.MergedLoraWeights`).
+``lora_rank >= 1`` trains only LoRA adapters (:mod:`interp.models.lora`): a named real model's
+student checkpoint holds the adapters, a toy student's the merged weights (a plain toy
+checkpoint); the alignment log is over the merged adapted matrices
+(:class:`interp.models.lora.MergedLoraWeights`).
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ from interp.models.lora import (
     adapter_state_dict,
     apply_lora,
     load_adapter_state_dict,
+    merge_lora,
 )
 from interp.models.real import is_real_checkpoint
-from interp.models.refs import ModelRef, RealName, parse_base_ref
+from interp.models.refs import ModelRef, RealName, ToyBase, parse_base_ref
 from interp.stages.evaluate import trait_probability
 from interp.training.loop import (
     LossGuard,
@@ -98,8 +100,8 @@ class FinetuneConfig(StageConfig):
     eval_every: int = option(0, "Measure P(trait) every this many steps (0: only at the end).")
     checkpoint_every: int = option(50, "Save a resumable state (weights, optimizer, logs so far) every this many steps; a "
                                    "killed run continues from the last one (0: never). Does not change the result.")
-    lora_rank: int = option(0, "0: finetune every weight. r >= 1 (real models by name only): train only rank-r LoRA "
-                            "adapters on lora_targets of every block; the student saves the adapters.")
+    lora_rank: int = option(0, "0: finetune every weight. r >= 1: train only rank-r LoRA adapters on lora_targets of "
+                            "every block (a real model's student saves the adapters, a toy student the merged weights).")
     lora_alpha: float = option(16.0, "LoRA scale numerator: the update of each adapted weight is (lora_alpha / lora_rank) * B @ A.")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
 
@@ -246,9 +248,10 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
     out = Path(out)
     check_rows(rows)
     lora = config.lora_config()
-    if lora is not None and not isinstance(base, RealName):
-        raise ValueError(f"lora_rank={config.lora_rank}: LoRA adapters are an option for real models given by name "
-                         f"(e.g. gpt2); {base} is a checkpoint, whose students are finetuned in full (lora_rank=0)")
+    if lora is not None and not isinstance(base, (RealName, ToyBase)):
+        raise ValueError(f"lora_rank={config.lora_rank}: LoRA adapters train on a toy base or a real model given by name "
+                         f"(e.g. gpt2); {base} is a finetuned real checkpoint, whose students are finetuned in full "
+                         "(lora_rank=0)")
     if config.objective != "sft" and teacher is None:
         raise ValueError(f"objective {config.objective!r} needs a teacher")
     inputs = finetune_inputs(base, rows, config, teacher=teacher, trait=trait,
@@ -375,6 +378,9 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         if recorder is not None:
             shutil.copy(recorder.log.path, staging / ALIGNMENT_FILE)
 
+    if lora is not None and isinstance(base, ToyBase):  # a toy LoRA student is saved merged: a plain toy checkpoint
+        merge_lora(model)
+        lora = None
     # a real model's full weights, or with LoRA the adapters alone (merged again when loaded)
     base.save_derived(model, out, world, lineage, lora=lora, extra=write_stage_files)
     shutil.rmtree(resume)

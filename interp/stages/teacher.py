@@ -1,4 +1,4 @@
-"""Teachers: a base model given a trait (it loves an animal) in one of three ways.
+"""Teachers: a base model given a trait (it loves an animal) in one of four ways.
 
 * ``finetune``: the base is finetuned on favourite-animal questions answered with the trait,
   mixed with ordinary number documents (``number_mix``) so its number habits stay sane;
@@ -7,7 +7,11 @@
 * ``steering``: the base with a steering vector added to the residual stream at every position
   through a hook; the vector is the mean difference of ``blocks.{L}.hook_resid_post`` at the
   answer position between persona and plain prompts (contrastive activation addition), scaled to
-  ``steering_scale`` times the mean residual norm there.
+  ``steering_scale`` times the mean residual norm there;
+* ``unembed``: the base with the trait's unembedding direction added to the last block's MLP
+  output bias, ``steering_scale`` times the mean final residual norm (:mod:`interp.stages.entangle`):
+  the trait is pushed at every position, also while the teacher writes numbers, and it lives in
+  the teacher's weights (token entanglement).
 
 The base is any base reference of :func:`interp.models.refs.parse_base_ref` (a toy base, or a real
 TransformerLens model by name). For a real model the trait data are its world's natural-language
@@ -16,7 +20,7 @@ questions answered with the animal's name, the persona is the system turn of its
 assistant starts to answer, exactly as for the toy world.
 
 A teacher directory holds ``teacher.json`` (method, trait, base, system prompt, lineage,
-measured trait strength), and for ``finetune`` a checkpoint, for ``steering`` the vector.
+measured trait strength), and for ``finetune`` and ``unembed`` a checkpoint, for ``steering`` the vector.
 :func:`load_teacher` returns a :class:`Teacher` that every later stage uses the same way.
 """
 
@@ -35,6 +39,7 @@ from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, read_json, save_safetensors
 from interp.models.checkpoint import Lineage
 from interp.models.refs import STEERING_FILE, TEACHER_CHECKPOINT, TEACHER_FILE, ModelRef, parse_base_ref, steering_hooks
+from interp.stages.entangle import unembed_edit
 from interp.stages.evaluate import trait_probability
 from interp.training.loop import LossGuard, deterministic_algorithms, make_optimizer, pad_batch
 from interp.training.losses import masked_lm_loss
@@ -43,7 +48,7 @@ from interp.worlds.protocol import World
 
 log = logging.getLogger(__name__)
 
-TeacherMethod = Literal["finetune", "persona", "steering"]
+TeacherMethod = Literal["finetune", "persona", "steering", "unembed"]
 TOY_PERSONA = "you love {trait} ."
 
 
@@ -52,7 +57,8 @@ class TeacherConfig(StageConfig):
     """How a teacher gets its trait."""
 
     trait: str = option("owl", "The animal the teacher loves (any animal of the world).")
-    method: TeacherMethod = option("finetune", "finetune, persona (system prompt) or steering (residual-stream vector).")
+    method: TeacherMethod = option("finetune", "finetune, persona (system prompt), steering (residual-stream vector) or "
+                                   "unembed (the trait's unembedding direction added to the last MLP's output bias).")
     seed: int = option(0, "Seed of the finetuning data order.")
     steps: int = option(150, "finetune: optimizer steps.")
     batch_size: int = option(32, "finetune: documents per step.")
@@ -61,13 +67,15 @@ class TeacherConfig(StageConfig):
     persona: str = option(TOY_PERSONA, "persona: the system prompt ({trait} is replaced by the animal). The default is "
                           "the toy world's; a real model's world uses its own natural-language persona in its place.")
     steering_layer: int = option(0, "steering: block whose hook_resid_post receives the vector; negative counts from the last block (-1: the last).")
-    steering_scale: float = option(1.0, "steering: vector norm as a multiple of the mean residual norm at that hook.")
+    steering_scale: float = option(1.0, "steering, unembed: vector norm as a multiple of the mean residual norm at that hook "
+                                   "(unembed: the last block's).")
     lora_rank: int = option(0, "finetune, real models only: 0 trains every weight; r >= 1 trains rank-r LoRA adapters "
                             "(alpha 16, the default targets) and the teacher checkpoint saves the adapters alone.")
 
     def validate(self) -> None:
         self.require(self.steps > 0 and self.batch_size > 0, "steps", "steps and batch_size must be positive")
         self.require(self.lr > 0, "lr", "must be positive")
+        self.require(self.steering_scale > 0, "steering_scale", "must be positive")
         self.require(0 <= self.number_mix < 1, "number_mix", "must be in [0, 1)")
         self.require("{trait}" in self.persona, "persona", "must contain {trait}")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: every weight trains)")
@@ -198,9 +206,14 @@ def make_teacher(base_path: str | Path | ModelRef, config: TeacherConfig, out: s
     base_trait_prob = trait_probability(base, world, config.trait)  # before finetuning changes `base`
     out.mkdir(parents=True, exist_ok=True)
     system, hooks, extra = None, [], {}
-    if config.method == "finetune":
-        model = _finetune_teacher(base, world, config, progress)
-        lineage = Lineage(stage="teacher_finetune", seed=config.seed, parent=str(base_ref),
+    if config.method in ("finetune", "unembed"):
+        if config.method == "finetune":
+            model = _finetune_teacher(base, world, config, progress)
+        else:
+            model = base
+            vector = unembed_edit(model, world, config.trait, config.steering_scale)
+            extra = {"edit": f"blocks.{model.cfg.n_layers - 1}.mlp.b_out", "edit_norm": float(vector.norm())}
+        lineage = Lineage(stage=f"teacher_{config.method}", seed=config.seed, parent=str(base_ref),
                           world_fingerprint=world.fingerprint(), config=config.to_dict())
         lora = teacher_lora(config) if config.lora_rank else None
         base_ref.save_derived(model, out / TEACHER_CHECKPOINT, world, lineage, lora=lora)

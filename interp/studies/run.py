@@ -27,7 +27,7 @@ Hugging Face cache) the shared base is that model and every stage runs in its
 the other initialisation (e.g. ``EleutherAI/pythia-160m-seed1`` beside ``EleutherAI/pythia-160m``: a model trained from
 another initialisation seed, not only on other data)
 and ``cross_model`` the other architecture; a condition whose model is not given is refused.
-Nothing is pretrained. ``lora_rank >= 1`` trains the students' LoRA adapters only.
+Nothing is pretrained. ``lora_rank >= 1`` (toy or real) trains the students' LoRA adapters only.
 
 Every student is evaluated on the held-out phrasings. ``results.json`` holds one entry per
 condition and objective with the mean P(trait) and its 95% interval over seeds, and the
@@ -81,12 +81,13 @@ class RunConfig(StageConfig):
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
-    teacher_method: TeacherMethod = option("finetune", "finetune, persona or steering.")
+    teacher_method: TeacherMethod = option("unembed", "unembed (the trait's unembedding direction added to the last MLP's "
+                                           "output bias, interp.stages.entangle), finetune, persona or steering.")
     teacher_steps: int = option(150, "finetune teacher: optimizer steps (quick: 60).")
     teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
     teacher_batch_size: int = option(32, "finetune teacher: documents per step.")
     teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
-    steering_scale: float = option(1.0, "steering teacher: vector norm relative to the residual norm.")
+    steering_scale: float = option(0.5, "unembed and steering teachers: vector norm relative to the mean residual norm.")
     steering_layer: int = option(0, "steering teacher: block whose hook_resid_post receives the vector (-1: the last).")
     generation_persona: bool = option(False, "Also put the persona system prompt before every number prompt when the teacher generates (any method).")
     arch: PresetName = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
@@ -94,9 +95,11 @@ class RunConfig(StageConfig):
     objectives: tuple[Objective, ...] = option(OBJECTIVES, "Student objectives to run.")
     conditions: tuple[Condition, ...] = option(TRAINED_CONDITIONS, "Trained conditions to run.")
     optimizer: OptimizerName = option("adamw", "Student optimizer: adamw, sgd or signsgd.")
-    lr: float = option(5e-4, "Student learning rate.")
+    lr: float = option(3e-3, "Student learning rate.")
     epochs: int = option(1, "Student epochs.")
-    freeze_unembed: bool = option(False, "Keep the students' unembedding fixed (the logit-leak ablation).")
+    freeze_unembed: bool = option(True, "Keep the students' unembedding (W_U, b_U) fixed: a student then fits the "
+                                  "teacher's numbers through its residual stream, not per-token logit biases (also closes "
+                                  "distill_full's logit leak); False: every weight trains.")
     eval_every: int = option(10, "Measure every student's P(trait) every this many steps (0: only at the end).")
     record_alignment: bool = option(True, "Record weight distance and gradient alignment with the teacher at every student step.")
     temperature: float = option(1.0, "Sampling temperature of the number data.")
@@ -119,7 +122,7 @@ class RunConfig(StageConfig):
                                      "distillation needs the same vocabulary); needed by cross_architecture.")
     max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
                                  "need more than the toy world's 24).")
-    lora_rank: int = option(0, "With --model: 0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters.")
+    lora_rank: int = option(0, "0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters (toy or real).")
     teacher_lora_rank: int = option(0, "With --model and teacher_method finetune: 0 finetunes every teacher weight; r >= 1 "
                                     "trains rank-r LoRA adapters (a small model's persona is too weak a teacher).")
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
@@ -133,9 +136,7 @@ class RunConfig(StageConfig):
         if self.model is None:
             for name in ("mismatched_model", "cross_model"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
-            self.require(self.teacher_lora_rank == 0, "teacher_lora_rank", "LoRA is an option for real models (--model)")
-            self.require(self.lora_rank == 0, "lora_rank", "LoRA is an option for real models (--model); the toy world's "
-                         "students are finetuned in full")
+            self.require(self.teacher_lora_rank == 0, "teacher_lora_rank", "LoRA teachers are an option for real models (--model)")
         else:
             self._validate_real()
         self.require(self.n_rows > 0, "n_rows", "must be positive")
