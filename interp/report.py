@@ -44,6 +44,7 @@ CONDITION_COLORS = {"shared_init": "#1f77b4", "mismatched_init": "#ff7f0e", "con
 # (subdirectory, "module:function"): sections other modules add to any report.
 SECTION_PROVIDERS: list[tuple[str, str]] = [
     ("features", "interp.features.report:report_sections"),
+    ("audit", "interp.audit_run:report_sections"),
 ]
 
 

@@ -113,9 +113,12 @@ class RunConfig(StageConfig):
     lora_rank: int = option(0, "With --model: 0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters.")
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
+    audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
+                             "train, into SEED/audit and the results (0: no audit; toy world only).")
 
     def validate(self) -> None:
         self.require(self.seeds >= 1, "seeds", "must be at least 1")
+        self.require(self.audit_rows >= 0, "audit_rows", "must be non-negative (0: no audit)")
         self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
         self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
@@ -361,6 +364,14 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
                                     )["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
+    if config.audit_rows and not config.real:  # before the students: parallel runs audit in the data job
+        from interp.audit_run import audit_seed
+
+        mismatched_model = load_checkpoint(bases["mismatched"])[0] if "mismatched" in bases else None
+        results["audit"] = audit_seed(out, student=base_model, mismatched=mismatched_model, world=world, teacher=teacher,
+                                      data={"teacher_numbers": teacher_rows, "base_numbers": base_rows,
+                                            **{f"shuffled_{m}": rows for m, rows in shuffled.items()}},
+                                      reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait)
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
@@ -431,8 +442,10 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
                 comparisons.append({"objective": objective, "a": a, "b": b, "measure": "trait_prob_shift",
                                     "difference": d.to_dict(),
                                     "welch_p": welch_p(vals(a), vals(b))})
+    from interp.audit_run import summarize_audits
+
     return {"trait": config.trait, "config": config.to_dict(), "conditions": conditions, "comparisons": comparisons,
-            "n_rows": [r["n_rows"] for r in per_seed]}
+            "n_rows": [r["n_rows"] for r in per_seed], "audit": summarize_audits(per_seed, config.trait)}
 
 
 def results_markdown(results: dict) -> str:
@@ -453,7 +466,9 @@ def results_markdown(results: dict) -> str:
     for c in results["comparisons"]:
         d = c["difference"]
         lines.append(f"| {c['objective']} | {c['a']} - {c['b']} | {d['mean']:+.4f} | [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] | {c['welch_p']:.3g} |")
-    return "\n".join(lines) + "\n"
+    from interp.audit_run import audit_markdown_section
+
+    return "\n".join(lines) + "\n" + audit_markdown_section(results)
 
 
 def plot_results(results: dict, path: Path) -> None:
@@ -525,6 +540,9 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(results))
     plot_results(results, out / "results.png")
+    from interp.audit_run import write_summary
+
+    write_summary(out, results)  # out/audit/summary.json, which the report's audit section shows
     if config.features:
         from interp.features.pipeline import FeaturesConfig, run_features
 
