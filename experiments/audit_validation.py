@@ -49,7 +49,7 @@ from interp.world import load_base_model
 
 log = logging.getLogger("audit_validation")
 TRACK_STEPS = (1, 2, 5, 10, 20, 50)
-SCORES = ("raw", "drift_corrected", "other_teachers_removed")
+SCORES = ("raw", "drift_corrected", "raw_t", "drift_corrected_t", "other_teachers_removed")
 
 
 def mean_log_probs(model, world) -> np.ndarray:
@@ -211,8 +211,12 @@ def main(argv=None) -> int:
 def _scores(audit: dict, animals: list[str], objective: str = "sft", student: str = "shared",
             optimizer: str = "sgd") -> dict[str, np.ndarray]:
     pred = audit["predictions"][student][objective][optimizer]["log_prob"]
+    def t(key: str) -> np.ndarray:  # mean / standard error: each animal in units of its own batch noise
+        return np.array([pred[key][a]["mean"] / max(pred[key][a]["se"], 1e-300) for a in animals])
+
     return {"raw": np.array([pred["raw_shift"][a]["mean"] for a in animals]),
-            "drift_corrected": np.array([pred["trait_shift"][a]["mean"] for a in animals])}
+            "drift_corrected": np.array([pred["trait_shift"][a]["mean"] for a in animals]),
+            "raw_t": t("raw_shift"), "drift_corrected_t": t("trait_shift")}
 
 
 def hidden_trait_summary(audits: dict, test_animals: list[str], seeds: list[int], animals: list[str]) -> dict:
@@ -364,7 +368,7 @@ def plot_validation(results: dict, audits: dict, students: dict, animals: list[s
         vals = [results["hidden_trait"][k][score]["hit_rate"] for k in keys]
         means = np.array([v["fraction"] for v in vals])
         err = np.array([[v["fraction"] - v["ci_low"], v["ci_high"] - v["fraction"]] for v in vals]).T
-        ax.bar(np.arange(len(keys)) + (j - 1) * width, means, width, yerr=err, capsize=2, label=score)
+        ax.bar(np.arange(len(keys)) + (j - (len(SCORES) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=score)
     ax.axhline(1 / len(animals), color="k", ls="--", lw=1, label="chance")
     ax.set_xticks(np.arange(len(keys)), [k.replace("/", "\n") for k in keys], fontsize=7)
     ax.set_ylabel("top animal = teacher's (rate)")
