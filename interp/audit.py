@@ -376,6 +376,7 @@ def _per_animal(animals: list[str], data: np.ndarray, reference: np.ndarray | No
 def audit_data(student, world: World, rows: list[dict], config: AuditConfig | None = None, *,
                teacher: Source | None = None, reference_rows: list[dict] | None = None,
                reference_source: Source | None = None, mismatched=None, auditors: dict | None = None,
+               control_rows: list[dict] | None = None, control_source: Source | None = None,
                progress: bool = False) -> tuple[dict, list[dict]]:
     """Audit ``rows`` for the student base ``student`` (a model in ``world``). Returns the audit
     (the content of ``audit.json``) and the per-row token statistics.
@@ -390,6 +391,10 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
             mismatched-init student.
         auditors: a dict kept between calls (``{"shared": Auditor, "mismatched": Auditor}``): the
             animal gradients and the projections of data sets seen before are reused.
+        control_rows: optional data from a trait-free model made like the teacher (or a teacher of
+            another trait), and ``control_source`` the model that wrote them (for distillation): the
+            audit then also gives data minus control (``versus_control``, ``top_animal_vs_control``),
+            which removes the part of the step that any teacher made this way would give.
     """
     config = config or AuditConfig()
     start = time.time()
@@ -418,13 +423,21 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
                                           teacher=reference_source if reference_source.model is not student else None)
         tokens["reference"] = summarize_tokens(ref_rows_stats, reference_rows, 0)
     predictions: dict = {}
+    versus_control: dict = {}
+    if control_rows is not None:
+        control_rows = control_rows[: config.max_rows] if config.max_rows else control_rows
+        if not control_rows:
+            raise ValueError("the control data set is empty")
     for label, auditor in students.items():
-        predictions[label] = {}
+        predictions[label], versus_control[label] = {}, {}
         for objective in objectives:
             data = auditor.project(rows, objective, teacher, progress=progress, desc="data")
             reference = (auditor.project(reference_rows, objective, reference_source, progress=progress,
                                          desc="reference") if reference_rows is not None else None)
             predictions[label][objective] = auditor.predict(data, reference)
+            if control_rows is not None and (objective == "sft" or control_source is not None):
+                control = auditor.project(control_rows, objective, control_source, progress=progress, desc="control")
+                versus_control[label][objective] = auditor.predict(data, control)
     shared = students["shared"]
     headline = predictions["shared"]["sft"]["sgd"]["log_prob"]
     key = "trait_shift" if config.drift_correction else "raw_shift"
@@ -445,10 +458,14 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
                     "drift_covariate": dict(zip(animals, shared.covariate.tolist()))},
         "tokens": tokens,
         "predictions": predictions,
+        "versus_control": versus_control if control_rows is not None else None,
+        "top_animal_vs_control": (versus_control["shared"]["sft"]["sgd"]["log_prob"]["top_animal"]
+                                  if control_rows is not None else None),
         "has_teacher": teacher is not None,
         "has_reference": reference_rows is not None,
         "n_rows": len(rows),
         "n_reference_rows": len(reference_rows) if reference_rows is not None else 0,
+        "n_control_rows": len(control_rows) if control_rows is not None else 0,
         "config": config.to_dict(),
         "wall_seconds": time.time() - start,
     }

@@ -25,12 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--teacher", default=None, help="the model that wrote --data (teacher directory or checkpoint); "
                    "without it only what the student base can read is reported and only SFT is predicted")
-    p.add_argument("--reference-data", default=None, help="the control data set: numbers the student's base wrote "
+    p.add_argument("--reference-data", default=None, help="the reference data set: numbers the student's base wrote "
                    "from the same kind of prompts; predictions are data minus reference (without it: the data alone)")
     p.add_argument("--reference-source", default=None, help="the model that wrote --reference-data (default: "
                    "--student); its logits are the reference's distillation targets")
     p.add_argument("--mismatched-student", default=None, help="another base of the same world, audited the same "
                    "way: the mismatched-init student")
+    p.add_argument("--control-data", default=None, help="optional: data written by a trait-free model made like the "
+                   "teacher (or a teacher of another trait) from the same prompts; the audit also reports data minus "
+                   "this control (versus_control, top_animal_vs_control)")
+    p.add_argument("--control-source", default=None, help="the model that wrote --control-data (teacher directory "
+                   "or checkpoint), needed to predict restricted distillation against the control")
     p.add_argument("--trait", default=None, help="optional: an animal whose rank the summary prints (the audit itself "
                    "is not told)")
     AuditConfig.add_arguments(p)
@@ -67,14 +72,29 @@ def _main(args: argparse.Namespace) -> int:
         ref_teacher = load_model_or_teacher(args.reference_source)
         source = Source(ref_teacher.model, ref_teacher.system, ref_teacher.fwd_hooks)
     mismatched = load_base_model(args.mismatched_student)[0] if args.mismatched_student else None
+    control = read_jsonl(args.control_data) if args.control_data else None
+    if control is not None:
+        if not control:
+            raise ValueError(f"--control-data {args.control_data}: no rows")
+        check_rows(control)
+    elif args.control_source:
+        raise ValueError("--control-source is only used with --control-data")
+    control_source = None
+    if args.control_source:
+        c = load_model_or_teacher(args.control_source)
+        control_source = Source(c.model, c.system, c.fwd_hooks)
     inputs = {"data": str(args.data), "data_sha256": file_sha256(args.data), "student": str(args.student),
               "teacher": args.teacher, "reference_data": args.reference_data,
               "reference_source": args.reference_source or (args.student if args.reference_data else None),
-              "mismatched_student": args.mismatched_student}
+              "mismatched_student": args.mismatched_student, "control_data": args.control_data,
+              "control_source": args.control_source}
     audit = run_audit(student, world, rows, args.out, config, inputs=inputs,
                       teacher=Source(teacher.model, teacher.system, teacher.fwd_hooks) if teacher else None,
-                      reference_rows=reference, reference_source=source, mismatched=mismatched, progress=True)
+                      reference_rows=reference, reference_source=source, mismatched=mismatched,
+                      control_rows=control, control_source=control_source, progress=True)
     print(audit_markdown(audit), end="")
+    if audit["top_animal_vs_control"] is not None:
+        print(f"top animal against the control data: {audit['top_animal_vs_control']}")
     if args.trait is not None:
         print(f"{args.trait} ranks {audit['ranking'].index(args.trait) + 1} of {len(audit['ranking'])}")
     print(f"wrote {args.out}/{AUDIT_FILE}, {AUDIT_ROWS_FILE} and {AUDIT_PLOT_FILE} ({audit['wall_seconds']:.1f} s)")
