@@ -474,7 +474,6 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
 
 def audit_markdown(audit: dict) -> str:
     """A short human summary of one audit."""
-    animals = audit["animals"]
     lines = [f"top animal: **{audit['top_animal']}** ({audit['headline']})", "",
              "| animal | base P | raw shift (data - ref) | 95% CI | trait-specific | 95% CI |", "|---|---|---|---|---|---|"]
     pred = audit["predictions"]["shared"]["sft"]["sgd"]["log_prob"]
@@ -488,7 +487,6 @@ def audit_markdown(audit: dict) -> str:
                   f"{tok['kl']['ci_high']:.4f}], log-ratio {tok['log_ratio']['mean']:.4f}, teacher entropy "
                   f"{tok['teacher_entropy']['mean']:.3f}, argmax differs {tok['argmax_differs']['mean']:.3%} "
                   f"(means over {audit['n_rows']} rows)"]
-    del animals
     return "\n".join(lines) + "\n"
 
 

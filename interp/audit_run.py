@@ -1,7 +1,8 @@
 """The audit inside ``interp run``: every data set a run trains on is audited before its students
 train, and the results and the report show the audit beside the students' outcomes.
 
-Per seed, in ``SEED/audit/NAME/`` (:mod:`interp.audit`'s files), for the shared-init student's
+Per seed, in ``SEED/data/audit/NAME/`` (:mod:`interp.audit`'s files; beside the data, so the cells
+of a sweep that share a teacher and its data share its audit too), for the shared-init student's
 base, with the base's own numbers as the reference data:
 
 * ``teacher_numbers``: the teacher's data (distillation toward the teacher), also at the
@@ -37,9 +38,11 @@ CONDITION_OF = {"teacher_numbers": "shared_init", "shuffled_within": "shuffled_w
 
 
 def audit_seed(out: Path, *, student, mismatched, world, teacher, data: dict[str, list[dict]],
-               reference_rows: list[dict], max_rows: int, trait: str, progress: bool = False) -> dict:
-    """Audit every data set of one seed into ``out/audit/NAME`` (a finished audit of the same rows
-    is reused); returns ``{name: compact summary}`` (see :func:`compact`)."""
+               reference_rows: list[dict], max_rows: int, trait: str, identity: dict | None = None,
+               progress: bool = False) -> dict:
+    """Audit every data set of one seed into ``out/data/audit/NAME`` (a finished audit of the same
+    rows, config and ``identity``, e.g. the bases, is reused); returns ``{name: compact summary}``
+    (see :func:`compact`)."""
     config = AuditConfig(max_rows=max_rows)
     source = Source(teacher.model, teacher.system, teacher.fwd_hooks)
     auditors: dict = {}
@@ -50,10 +53,10 @@ def audit_seed(out: Path, *, student, mismatched, world, teacher, data: dict[str
         rows = data["base_numbers"][: 2 * max_rows]
         jobs["base_numbers"] = (rows[0::2], rows[1::2], Source(student), None)
     for name, (rows, reference, target, other) in jobs.items():
-        directory = out / AUDIT_DIR / name
+        directory = out / "data" / AUDIT_DIR / name
         inputs = {"data_sha256": json_sha256([[r["prompt"], r["completion"]] for r in rows[:max_rows]]),
                   "reference_sha256": json_sha256([[r["prompt"], r["completion"]] for r in reference[:max_rows]]),
-                  "config": config.to_dict(), "mismatched": other is not None}
+                  "config": config.to_dict(), "mismatched": other is not None, **(identity or {})}
         audit = None
         if (directory / AUDIT_FILE).exists():
             audit = read_json(directory / AUDIT_FILE)
@@ -178,8 +181,8 @@ def report_sections(directory: Path) -> list[tuple[str, str, str]]:
                 f"<table><tr>{headers}</tr>{body}</table>")
     sections = [("Audit before training: predicted vs measured", str(summary_path), fragment)]
     run_dir = directory.parent
-    for png in sorted(run_dir.glob(f"seed*/{AUDIT_DIR}/teacher_numbers/{AUDIT_PLOT_FILE}"))[:3]:
+    for png in sorted(run_dir.glob(f"seed*/data/{AUDIT_DIR}/teacher_numbers/{AUDIT_PLOT_FILE}"))[:3]:
         data = base64.b64encode(png.read_bytes()).decode()
-        sections.append((f"Audit of {png.parts[-4]}'s teacher numbers", str(png),
+        sections.append((f"Audit of {png.parts[-5]}'s teacher numbers", str(png),
                          f"<img alt='audit' src='data:image/png;base64,{data}'>"))
     return sections

@@ -114,7 +114,7 @@ class RunConfig(StageConfig):
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
     audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
-                             "train, into SEED/audit and the results (0: no audit; toy world only).")
+                             "train, into SEED/data/audit and the results (0: no audit; toy world only).")
 
     def validate(self) -> None:
         self.require(self.seeds >= 1, "seeds", "must be at least 1")
@@ -371,7 +371,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, Path], out: Path, pr
         results["audit"] = audit_seed(out, student=base_model, mismatched=mismatched_model, world=world, teacher=teacher,
                                       data={"teacher_numbers": teacher_rows, "base_numbers": base_rows,
                                             **{f"shuffled_{m}": rows for m, rows in shuffled.items()}},
-                                      reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait)
+                                      reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait,
+                                      identity={"bases": {k: str(v) for k, v in bases.items()}})
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
