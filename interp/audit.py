@@ -424,8 +424,7 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
         tokens["reference"] = summarize_tokens(ref_rows_stats, reference_rows, 0)
     predictions: dict = {}
     versus_control: dict = {}
-    if control_rows is not None:
-        control_rows = control_rows[: config.max_rows] if config.max_rows else control_rows
+    if control_rows is not None:  # used in full (several pooled data sets would lose all but the first to max_rows)
         if not control_rows:
             raise ValueError("the control data set is empty")
     for label, auditor in students.items():
@@ -459,7 +458,8 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
         "tokens": tokens,
         "predictions": predictions,
         "versus_control": versus_control if control_rows is not None else None,
-        "top_animal_vs_control": (versus_control["shared"]["sft"]["sgd"]["log_prob"]["top_animal"]
+        # Adam's first step: chosen on the hidden-trait test's seed 0, confirmed on seed 1 (docs/audit.md)
+        "top_animal_vs_control": (versus_control["shared"]["sft"]["adam"]["log_prob"]["top_animal"]
                                   if control_rows is not None else None),
         "has_teacher": teacher is not None,
         "has_reference": reference_rows is not None,

@@ -31,11 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "--student); its logits are the reference's distillation targets")
     p.add_argument("--mismatched-student", default=None, help="another base of the same world, audited the same "
                    "way: the mismatched-init student")
-    p.add_argument("--control-data", default=None, help="optional: data written by a trait-free model made like the "
-                   "teacher (or a teacher of another trait) from the same prompts; the audit also reports data minus "
-                   "this control (versus_control, top_animal_vs_control)")
-    p.add_argument("--control-source", default=None, help="the model that wrote --control-data (teacher directory "
-                   "or checkpoint), needed to predict restricted distillation against the control")
+    p.add_argument("--control-data", nargs="+", default=None, help="optional: data written by teachers made the same "
+                   "way with other traits (or a trait-free one), from the same kind of prompts; several files are pooled. "
+                   "The audit also reports data minus this control (versus_control, top_animal_vs_control): on the "
+                   "default teachers only this contrast finds the hidden trait (docs/audit.md)")
+    p.add_argument("--control-source", default=None, help="the model that wrote --control-data (one file; teacher "
+                   "directory or checkpoint), needed to predict restricted distillation against the control")
     p.add_argument("--trait", default=None, help="optional: an animal whose rank the summary prints (the audit itself "
                    "is not told)")
     AuditConfig.add_arguments(p)
@@ -72,11 +73,17 @@ def _main(args: argparse.Namespace) -> int:
         ref_teacher = load_model_or_teacher(args.reference_source)
         source = Source(ref_teacher.model, ref_teacher.system, ref_teacher.fwd_hooks)
     mismatched = load_base_model(args.mismatched_student)[0] if args.mismatched_student else None
-    control = read_jsonl(args.control_data) if args.control_data else None
-    if control is not None:
-        if not control:
-            raise ValueError(f"--control-data {args.control_data}: no rows")
-        check_rows(control)
+    control = None
+    if args.control_data:
+        control = []
+        for path in args.control_data:
+            part = read_jsonl(path)
+            if not part:
+                raise ValueError(f"--control-data {path}: no rows")
+            check_rows(part)
+            control += part
+        if args.control_source and len(args.control_data) > 1:
+            raise ValueError("--control-source names the model of one --control-data file; give one file with it")
     elif args.control_source:
         raise ValueError("--control-source is only used with --control-data")
     control_source = None
