@@ -18,8 +18,9 @@ the KL in ``audit.json``.
 **First-order prediction** (:class:`Auditor`). For every animal ``a`` of the world,
 ``f_a(θ) = mean over the held-out phrasings of log P_θ(a)`` (renormalised over the animals, as
 :mod:`interp.evaluate` measures) and ``P_a(θ)`` its probability (mean over phrasings). Their
-gradients at the student's base form two ``(n_animals, n_params)`` matrices, computed once per
-student (one batched backward pass) and reused for every data set. A data set's expected first
+gradients at the student's base form a ``(2 n_animals, n_params)`` float32 matrix, computed once
+per student and reused for every data set; each batch's step is projected on it in one matrix
+product, so no per-batch gradient is kept. A data set's expected first
 step, per unit learning rate, is ``-∇L_b`` averaged over batches ``b`` of ``batch_size`` rows
 (plain SGD), or Adam's first step ``-∇L_b / (|∇L_b| + eps)`` averaged over batches (Adam's
 bias-corrected first step, whatever its betas); ``L`` is the SFT loss on the completion tokens
@@ -182,29 +183,30 @@ def token_statistics(student, world: World, rows: list[dict], *, teacher: Source
         idx = range(lo, min(lo + batch_size, len(seqs)))
         tokens, _ = pad_batch([seqs[i] for i in idx], world.pad_id, max_len=student.cfg.n_ctx)
         mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])[:, 1:]
-        log_s = student(tokens)[:, :-1].double().log_softmax(-1)  # batch pos-1 d_vocab
+        log_s = student(tokens)[:, :-1].log_softmax(-1)  # batch pos-1 d_vocab (float32; row means in float64)
         target = tokens[:, 1:, None]
         values = {"nll": -log_s.gather(-1, target)[..., 0],
                   "student_entropy": -(log_s.exp() * log_s).sum(-1)}
-        values["student_argmax_match"] = (log_s.argmax(-1) == tokens[:, 1:]).double()
+        values["student_argmax_match"] = (log_s.argmax(-1) == tokens[:, 1:]).float()
         if teacher is not None:
             t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
                                       tokens.shape[1], world.pad_id)
-            log_t = t_logits[:, :-1].double().log_softmax(-1)
+            log_t = t_logits[:, :-1].log_softmax(-1)
             p_t = log_t.exp()
             values["kl"] = (p_t * (log_t - log_s)).sum(-1)
             la_t, la_s = log_t[..., allowed].log_softmax(-1), log_s[..., allowed].log_softmax(-1)
             values["kl_allowed"] = (la_t.exp() * (la_t - la_s)).sum(-1)
             values["log_ratio"] = (log_t - log_s).gather(-1, target)[..., 0]
             values["teacher_entropy"] = -(p_t * log_t).sum(-1)
-            values["argmax_differs"] = (log_t.argmax(-1) != log_s.argmax(-1)).double()
-        n_tokens = mask.sum(1)
+            values["argmax_differs"] = (log_t.argmax(-1) != log_s.argmax(-1)).float()
+        n_tokens = mask.sum(1).double()
+        sums = {key: (v.double() * mask).sum(1) for key, v in values.items()}  # batch
         for j, i in enumerate(idx):
             row = {"row": i, "n_tokens": int(n_tokens[j])}
-            for key, v in values.items():
-                row[key] = float((v[j] * mask[j]).sum() / n_tokens[j])
+            for key in values:
+                row[key] = float(sums[key][j] / n_tokens[j])
             if teacher is not None:
-                row["kl_sum"] = float((values["kl"][j] * mask[j]).sum())
+                row["kl_sum"] = float(sums["kl"][j])
             out.append(row)
     return out
 
@@ -268,19 +270,13 @@ class Auditor:
         return len(self.world.animals)
 
     def _batched_gradients(self, outputs: Tensor) -> Float[Tensor, "output n_params"]:
-        """Gradients of every output in one vectorised backward pass (``is_grads_batched``), or one
-        pass per output where the model has an operation without a batching rule."""
-        eye = torch.eye(len(outputs), dtype=outputs.dtype)
-        try:
-            grads = torch.autograd.grad(outputs, self.params, grad_outputs=eye, is_grads_batched=True,
-                                        retain_graph=True, allow_unused=True)
-            return torch.cat([(g if g is not None else torch.zeros(len(outputs), *p.shape)).reshape(len(outputs), -1)
-                              .to(torch.float64) for g, p in zip(grads, self.params)], dim=1)
-        except RuntimeError as e:  # pragma: no cover - depends on the model's operations
-            log.debug("batched backward failed (%s); one backward per output", e)
-            rows = [_flat(torch.autograd.grad(o, self.params, retain_graph=True, allow_unused=True), self.params)
-                    for o in outputs]
-            return torch.stack(rows)
+        """Gradients of every output, one backward pass each through the shared graph, stored in
+        float32. (A vectorised backward, ``torch.autograd.grad(..., is_grads_batched=True)``, gives
+        the same matrix but took 2.5x as long on the default base: 19.7 s against 8.0 s for the 24
+        outputs on a loaded 2-core machine.)"""
+        rows = [_flat(torch.autograd.grad(o, self.params, retain_graph=True, allow_unused=True), self.params)
+                for o in outputs]
+        return torch.stack(rows).to(torch.float32)
 
     def project(self, rows: list[dict], objective: AuditObjective, source: Source | None = None, *,
                 progress: bool = False, desc: str = "audit") -> StepProjection:
@@ -305,7 +301,6 @@ class Auditor:
             allowed = torch.tensor(allowed_token_ids(world))
         n = self.n_animals
         out = StepProjection.zeros(n_batches, n, len(rows))
-        g_log, g_prob = self.gradients[:n], self.gradients[n:]
         for b in tqdm(range(n_batches), desc=f"{desc} ({self.name}, {objective})", disable=not progress,
                       mininterval=2.0):
             idx = range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(rows)))
@@ -320,10 +315,12 @@ class Auditor:
                                        tokens.shape[1], world.pad_id)
                     loss = distill_loss(logits, t, mask, allowed)
                 step = -_flat(torch.autograd.grad(loss, self.params, allow_unused=True), self.params)
-            adam = step / (step.abs() + cfg.adam_eps)
-            for name, s in (("sgd", step), ("adam", adam)):
-                out.values[name]["log_prob"][b] = (g_log @ s).numpy()
-                out.values[name]["prob"][b] = (g_prob @ s).numpy()
+            adam = step / (step.abs() + cfg.adam_eps)  # Adam's first step, before the float32 cast
+            # One pass over the gradient matrix for both steps: (2 n_animals, n_params) @ (n_params, 2).
+            projected = (self.gradients @ torch.stack([step, adam], dim=1).to(torch.float32)).double().numpy()
+            for j, name in enumerate(("sgd", "adam")):
+                out.values[name]["log_prob"][b] = projected[:n, j]
+                out.values[name]["prob"][b] = projected[n:, j]
         self._cache[key] = out
         return out
 

@@ -89,8 +89,8 @@ def test_token_statistics__kl_equals_a_direct_computation(setting):
     ratio = np.mean([float(log_t[p, seq[p + 1]] - log_s[p, seq[p + 1]]) for p in positions])
     differs = np.mean([float(log_t[p].argmax() != log_s[p].argmax()) for p in positions])
     assert stats[3]["n_tokens"] == len(positions)
-    assert stats[3]["kl"] == pytest.approx(kl, rel=1e-9, abs=1e-12)
-    assert stats[3]["log_ratio"] == pytest.approx(ratio, rel=1e-9, abs=1e-12)
+    assert stats[3]["kl"] == pytest.approx(kl, rel=1e-4, abs=1e-7)  # float32 log-probabilities there
+    assert stats[3]["log_ratio"] == pytest.approx(ratio, rel=1e-4, abs=1e-6)
     assert stats[3]["argmax_differs"] == pytest.approx(differs)
     assert stats[3]["kl"] > 0
 
