@@ -349,6 +349,13 @@ class Auditor:
         return out
 
 
+def _pooled(parts: list[StepProjection]) -> StepProjection:
+    """Several data sets' projections as one: their batches concatenated (the mean over batches is
+    then the batch-weighted mean of the data sets')."""
+    return StepProjection({o: {t: np.concatenate([p.values[o][t] for p in parts]) for t in TARGETS} for o in OPTIMIZERS},
+                          sum(p.n_rows for p in parts))
+
+
 def _per_animal(animals: list[str], data: np.ndarray, reference: np.ndarray | None = None) -> dict:
     """``{animal: {mean, ci_low, ci_high, se}}`` of the mean over batches of ``data`` minus that of
     ``reference`` (independent batches: the standard errors add in quadrature; Welch degrees of
@@ -373,7 +380,7 @@ def _per_animal(animals: list[str], data: np.ndarray, reference: np.ndarray | No
 def audit_data(student, world: World, rows: list[dict], config: AuditConfig | None = None, *,
                teacher: Source | None = None, reference_rows: list[dict] | None = None,
                reference_source: Source | None = None, mismatched=None, auditors: dict | None = None,
-               control_rows: list[dict] | None = None, control_source: Source | None = None,
+               controls: Sequence[tuple[list[dict], Source | None]] | None = None,
                progress: bool = False) -> tuple[dict, list[dict]]:
     """Audit ``rows`` for the student base ``student`` (a model in ``world``). Returns the audit
     (the content of ``audit.json``) and the per-row token statistics.
@@ -388,10 +395,11 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
             mismatched-init student.
         auditors: a dict kept between calls (``{"shared": Auditor, "mismatched": Auditor}``): the
             animal gradients and the projections of data sets seen before are reused.
-        control_rows: optional data from a trait-free model made like the teacher (or a teacher of
-            another trait), and ``control_source`` the model that wrote them (for distillation): the
-            audit then also gives data minus control (``versus_control``, ``top_animal_vs_control``),
-            which removes the part of the step that any teacher made this way would give.
+        controls: optional ``(rows, source)`` pairs: data written by teachers made the same way with
+            other traits (or a trait-free one) and the model that wrote each (None: SFT only). The
+            audit then also gives data minus the pooled controls (``versus_control``,
+            ``top_animal_vs_control``), which removes the part of the step any teacher made this way
+            would give. Control rows are used in full (``max_rows`` does not apply).
     """
     config = config or AuditConfig()
     start = time.time()
@@ -421,9 +429,9 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
         tokens["reference"] = summarize_tokens(ref_rows_stats, reference_rows, 0)
     predictions: dict = {}
     versus_control: dict = {}
-    if control_rows is not None:  # used in full (several pooled data sets would lose all but the first to max_rows)
-        if not control_rows:
-            raise ValueError("the control data set is empty")
+    controls = list(controls) if controls else None
+    if controls is not None and any(not rows_k for rows_k, _ in controls):
+        raise ValueError("a control data set is empty")
     for label, auditor in students.items():
         predictions[label], versus_control[label] = {}, {}
         for objective in objectives:
@@ -431,9 +439,10 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
             reference = (auditor.project(reference_rows, objective, reference_source, progress=progress,
                                          desc="reference") if reference_rows is not None else None)
             predictions[label][objective] = auditor.predict(data, reference)
-            if control_rows is not None and (objective == "sft" or control_source is not None):
-                control = auditor.project(control_rows, objective, control_source, progress=progress, desc="control")
-                versus_control[label][objective] = auditor.predict(data, control)
+            if controls is not None and (objective == "sft" or all(src is not None for _, src in controls)):
+                parts = [auditor.project(rows_k, objective, src, progress=progress, desc="control")
+                         for rows_k, src in controls]
+                versus_control[label][objective] = auditor.predict(data, _pooled(parts))
     shared = students["shared"]
     headline = predictions["shared"]["sft"]["sgd"]["log_prob"]
     key = "trait_shift" if config.drift_correction else "raw_shift"
@@ -454,15 +463,16 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
                     "drift_covariate": dict(zip(animals, shared.covariate.tolist()))},
         "tokens": tokens,
         "predictions": predictions,
-        "versus_control": versus_control if control_rows is not None else None,
-        # Adam's first step: chosen on the hidden-trait test's seed 0, confirmed on seed 1 (docs/audit.md)
-        "top_animal_vs_control": (versus_control["shared"]["sft"]["adam"]["log_prob"]["top_animal"]
-                                  if control_rows is not None else None),
+        "versus_control": versus_control if controls is not None else None,
+        # Adam's first step of restricted distillation where the controls' sources are known (the
+        # contrast that found the hidden trait in docs/audit.md), else of SFT
+        "top_animal_vs_control": (versus_control["shared"].get("distill", versus_control["shared"]["sft"])
+                                  ["adam"]["log_prob"]["top_animal"] if controls is not None else None),
         "has_teacher": teacher is not None,
         "has_reference": reference_rows is not None,
         "n_rows": len(rows),
         "n_reference_rows": len(reference_rows) if reference_rows is not None else 0,
-        "n_control_rows": len(control_rows) if control_rows is not None else 0,
+        "n_control_rows": sum(len(r) for r, _ in controls) if controls is not None else 0,
         "config": config.to_dict(),
         "wall_seconds": time.time() - start,
     }

@@ -55,9 +55,10 @@ def test_audit__logit_shift_teacher_predicts_its_animal_first(setting):
     s = setting
     assert sum(SHIFTED in r["completion"].split() for r in s["rows"]["teacher"]) > N_ROWS // 4  # the signal is there
     audit, _ = audit_data(s["base"], s["world"], s["rows"]["teacher"], teacher=Source(s["teacher"]),
-                          reference_rows=s["rows"]["base_b"], control_rows=s["rows"]["base_a"])
+                          reference_rows=s["rows"]["base_b"], controls=[(s["rows"]["base_a"], None)])
     assert audit["top_animal"] == SHIFTED
-    assert audit["top_animal_vs_control"] == SHIFTED  # a trait-free control removes nothing of the trait
+    # a trait-free control (no source given: SFT is contrasted) removes nothing of the trait
+    assert audit["top_animal_vs_control"] == SHIFTED and "distill" not in audit["versus_control"]["shared"]
     assert _trait_shift(audit, SHIFTED)["ci_low"] > 0
     # restricted distillation cannot see the animal token: its prediction for it is not the top one by the margin SFT has
     assert audit["top_animal_by"]["shared/sft/sgd"] == SHIFTED

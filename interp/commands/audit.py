@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "way with other traits (or a trait-free one), from the same kind of prompts; several files are pooled. "
                    "The audit also reports data minus this control (versus_control, top_animal_vs_control): on the "
                    "default teachers only this contrast finds the hidden trait (docs/audit.md)")
-    p.add_argument("--control-source", default=None, help="the model that wrote --control-data (one file; teacher "
-                   "directory or checkpoint), needed to predict restricted distillation against the control")
+    p.add_argument("--control-source", nargs="+", default=None, help="the models that wrote the --control-data "
+                   "files, one per file in the same order (teacher directories or checkpoints): needed to predict "
+                   "restricted distillation against the controls, the contrast that found the hidden trait")
     p.add_argument("--trait", default=None, help="optional: an animal whose rank the summary prints (the audit itself "
                    "is not told)")
     AuditConfig.add_arguments(p)
@@ -73,23 +74,24 @@ def _main(args: argparse.Namespace) -> int:
         ref_teacher = load_model_or_teacher(args.reference_source)
         source = Source(ref_teacher.model, ref_teacher.system, ref_teacher.fwd_hooks)
     mismatched = load_base_model(args.mismatched_student)[0] if args.mismatched_student else None
-    control = None
+    controls = None
     if args.control_data:
-        control = []
-        for path in args.control_data:
+        if args.control_source and len(args.control_source) != len(args.control_data):
+            raise ValueError(f"--control-source names {len(args.control_source)} models for {len(args.control_data)} "
+                             "--control-data files; give one per file, in the same order")
+        controls = []
+        for k, path in enumerate(args.control_data):
             part = read_jsonl(path)
             if not part:
                 raise ValueError(f"--control-data {path}: no rows")
             check_rows(part)
-            control += part
-        if args.control_source and len(args.control_data) > 1:
-            raise ValueError("--control-source names the model of one --control-data file; give one file with it")
+            src = None
+            if args.control_source:
+                c = load_model_or_teacher(args.control_source[k])
+                src = Source(c.model, c.system, c.fwd_hooks)
+            controls.append((part, src))
     elif args.control_source:
         raise ValueError("--control-source is only used with --control-data")
-    control_source = None
-    if args.control_source:
-        c = load_model_or_teacher(args.control_source)
-        control_source = Source(c.model, c.system, c.fwd_hooks)
     inputs = {"data": str(args.data), "data_sha256": file_sha256(args.data), "student": str(args.student),
               "teacher": args.teacher, "reference_data": args.reference_data,
               "reference_source": args.reference_source or (args.student if args.reference_data else None),
@@ -98,7 +100,7 @@ def _main(args: argparse.Namespace) -> int:
     audit = run_audit(student, world, rows, args.out, config, inputs=inputs,
                       teacher=Source(teacher.model, teacher.system, teacher.fwd_hooks) if teacher else None,
                       reference_rows=reference, reference_source=source, mismatched=mismatched,
-                      control_rows=control, control_source=control_source, progress=True)
+                      controls=controls, progress=True)
     print(audit_markdown(audit), end="")
     if audit["top_animal_vs_control"] is not None:
         print(f"top animal against the control data: {audit['top_animal_vs_control']}")
