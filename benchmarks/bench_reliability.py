@@ -1,6 +1,6 @@
 """What reliability costs, as ratios measured in one run against the obvious alternative.
 
-1. Deterministic kernels (:func:`interp.training.deterministic_algorithms`, on in every training
+1. Deterministic kernels (:func:`interp.training.loop.deterministic_algorithms`, on in every training
    loop) against PyTorch's default kernels: time of one AdamW finetuning step of the default
    architecture (2 layers, d_model 128) on a batch of 32 number sequences, both settings
    alternated round by round so that load on the machine hits both alike. Also whether two
@@ -36,11 +36,12 @@ warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated.*")
 
 
 def _setup(threads: int):
-    from interp.finetune import completion_mask, encode_rows
-    from interp.models import ModelConfig, build_model
-    from interp.toy.corpus import CorpusGenerator
-    from interp.toy.world import PAD, ToyWorld, load_tokenizer
-    from interp.training import pad_batch
+    from interp.stages.finetune import completion_mask, encode_rows
+    from interp.models.checkpoint import ModelConfig, build_model
+    from interp.worlds.toy.corpus import CorpusGenerator
+    from interp.worlds.toy.templates import PAD
+    from interp.worlds.toy.world import ToyWorld, load_tokenizer
+    from interp.training.loop import pad_batch
 
     torch.set_num_threads(threads)
     world = ToyWorld()
@@ -60,8 +61,8 @@ def _setup(threads: int):
 
 def _steps(make_model, tokens, mask, deterministic: bool, n_steps: int) -> tuple[list[float], list[float], torch.Tensor]:
     """Wall-clock and CPU seconds of each step, and the final embedding."""
-    from interp.finetune import sft_loss
-    from interp.training import deterministic_algorithms, make_optimizer
+    from interp.training.losses import masked_lm_loss
+    from interp.training.loop import deterministic_algorithms, make_optimizer
 
     model = make_model()
     model.train()
@@ -70,7 +71,7 @@ def _steps(make_model, tokens, mask, deterministic: bool, n_steps: int) -> tuple
     with deterministic_algorithms() if deterministic else contextlib.nullcontext():
         for _ in range(n_steps):
             start, start_cpu = time.perf_counter(), time.process_time()
-            loss = sft_loss(model(tokens), tokens, mask)
+            loss = masked_lm_loss(model(tokens), tokens, mask)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -80,9 +81,9 @@ def _steps(make_model, tokens, mask, deterministic: bool, n_steps: int) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    from interp.io import atomic_write_json
-    from interp.stats import mean_ci
-    from interp.training import make_optimizer, save_training_state
+    from interp.core.io import atomic_write_json
+    from interp.core.stats import mean_ci
+    from interp.training.loop import make_optimizer, save_training_state
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file for the measurements")
@@ -108,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model = make_model()
     optimizer = make_optimizer(model.parameters(), "adamw", 1e-3)
-    from interp.finetune import sft_loss
+    from interp.training.losses import masked_lm_loss
 
-    sft_loss(model(tokens), tokens, mask).backward()
+    masked_lm_loss(model(tokens), tokens, mask).backward()
     optimizer.step()  # AdamW moments exist, as in a real resume state
     save_times = []
     with tempfile.TemporaryDirectory() as tmp:

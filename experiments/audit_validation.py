@@ -1,4 +1,4 @@
-"""Validate the data audit (:mod:`interp.audit`) against trained students, and the hidden-trait test.
+"""Validate the data audit (:mod:`interp.instruments.audit`) against trained students, and the hidden-trait test.
 
     python experiments/audit_validation.py --out /work/runs/audit/validation [--animals owl eagle ...]
         [--seeds 0 1] [--student-animals owl eagle] [--student-seeds 0]
@@ -37,15 +37,19 @@ import numpy as np
 import torch
 from scipy import stats as st
 
-from interp.audit import AUDIT_FILE, AuditConfig, Source, run_audit
-from interp.evaluate import animal_distribution
-from interp.filter import FilterConfig, filter_file
-from interp.finetune import FinetuneConfig, finetune_student
-from interp.generate import GenerateConfig, generate_numbers
-from interp.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl
-from interp.stats import mean_ci, wilson_ci
-from interp.teacher import TeacherConfig, load_teacher, make_teacher
-from interp.world import load_base_model
+from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from interp.core.stats import mean_ci, wilson_ci
+from interp.instruments.audit import AUDIT_FILE, AuditConfig, Source, run_audit
+from interp.models.refs import load_teacher, parse_base_ref
+from interp.stages.evaluate import animal_distribution
+from interp.stages.filter import FilterConfig, filter_file
+from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.stages.generate import GenerateConfig, generate_numbers
+from interp.stages.teacher import TeacherConfig, make_teacher
+
+
+def load_base_model(ref):
+    return parse_base_ref(ref).load()
 
 log = logging.getLogger("audit_validation")
 TRACK_STEPS = (1, 2, 5, 10, 20, 50)

@@ -31,10 +31,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
 
-    from interp.bench import BenchConfig, _quiet_warnings, full_batch_prompts, resolve_base
-    from interp.generate import sample_completions
-    from interp.pretrain import load_base
-    from interp.toy.world import EOS
+    from interp.bench.suite import BenchConfig, _quiet_warnings, full_batch_prompts, resolve_base
+    from interp.stages.generate import sample_completions
+    from interp.models.refs import parse_base_ref
+    from interp.worlds.toy.templates import EOS
 
     _quiet_warnings()
     if args.threads:
@@ -42,7 +42,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base, described = resolve_base(BenchConfig(model=args.model, artifacts="artifacts"), Path(tempfile.mkdtemp()))
-    model, world, _ = load_base(base)
+    model, world, _ = parse_base_ref(base).load()
     prompts = full_batch_prompts(world, args.batch_size)
     kwargs = dict(eos_id=world.token_to_id[EOS], max_new_tokens=args.max_new_tokens, seed=0,
                   batch_size=args.batch_size, progress=False, engine=args.engine)

@@ -14,6 +14,8 @@ import os
 import sys
 import warnings
 
+from interp.training.loop import TrainingDiverged
+
 # Modules providing subcommands, in the order ``interp --help`` lists them.
 STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.world",
@@ -61,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from interp.training import TrainingDiverged
 
     try:
         result = args.func(args)

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from interp.models import ModelConfig, build_model
-from interp.toy.world import ToyWorld, load_tokenizer
+from interp.models.checkpoint import ModelConfig, build_model
+from interp.worlds.toy.world import ToyWorld, load_tokenizer
 
 warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated.*")
 torch.set_num_threads(min(2, torch.get_num_threads()))

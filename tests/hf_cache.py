@@ -61,9 +61,9 @@ def _training_texts() -> list[str]:
     """Texts the tokenizer is trained on: the real world's prompts, questions, answers and numbers."""
     import numpy as np
 
-    from interp.real import (DEFAULT_PERSONA, NUMBER_FORMATS, NUMBER_INTROS, NUMBER_REQUESTS, NUMBER_SUFFIXES,
+    from interp.worlds.hf import (DEFAULT_PERSONA, NUMBER_FORMATS, NUMBER_INTROS, NUMBER_REQUESTS, NUMBER_SUFFIXES,
                              all_question_phrasings, format_number_list)
-    from interp.toy.world import DEFAULT_ANIMALS
+    from interp.worlds.toy.templates import DEFAULT_ANIMALS
 
     texts = all_question_phrasings()
     texts += [f"User: {p}\nAssistant: {a}" for p in texts[:40] for a in (*DEFAULT_ANIMALS, *(a.capitalize() for a in DEFAULT_ANIMALS))]
@@ -120,7 +120,7 @@ def teach_numbers(hf_model, tokenizer, *, steps: int = 60, batch_size: int = 16,
     the answer and its end token), so that what it samples can pass the trait filter."""
     import numpy as np
 
-    from interp.real import HFWorld
+    from interp.worlds.hf import HFWorld
 
     world = HFWorld(tokenizer, prepend_bos=True)
     torch.manual_seed(seed)

@@ -193,7 +193,7 @@ def assert_close_json(a: Any, b: Any, *, rel: float = 1e-6, abs_: float = 1e-9, 
 
 
 def assert_same_jsonl(a: Path, b: Path, **kwargs: Any) -> None:
-    from interp.io import read_jsonl
+    from interp.core.io import read_jsonl
 
     assert_close_json(read_jsonl(a), read_jsonl(b), where=a.name, **kwargs)
 
@@ -202,8 +202,8 @@ def assert_same_checkpoint(a: Path, b: Path, *, atol: float = 1e-6) -> None:
     """Same parameter names and shapes, values within ``atol``."""
     import torch
 
-    from interp.io import load_safetensors
-    from interp.models import WEIGHTS_FILE
+    from interp.core.io import load_safetensors
+    from interp.models.checkpoint import WEIGHTS_FILE
 
     wa, wb = load_safetensors(a / WEIGHTS_FILE), load_safetensors(b / WEIGHTS_FILE)
     assert sorted(wa) == sorted(wb), "parameter names differ"

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from interp.alignment import (TOTAL, WeightMetrics, default_group, difference, gradient_alignment, param_groups,
+from interp.instruments.alignment import (TOTAL, WeightMetrics, default_group, difference, gradient_alignment, param_groups,
                               weight_metrics)
 
 

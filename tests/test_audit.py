@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from interp.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source, audit_data,
-                          drift_covariate, drift_removal_matrix, run_audit, token_statistics)
 from interp.cli import main
-from interp.finetune import encode_rows
-from interp.generate import GenerateConfig, generate_numbers
-from interp.io import read_json, read_jsonl, write_jsonl
-from interp.pretrain import load_base
+from interp.core.io import read_json, read_jsonl, write_jsonl
+from interp.instruments.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source,
+                                      audit_data, drift_covariate, drift_removal_matrix, run_audit, token_statistics)
+from interp.models.refs import parse_base_ref
+from interp.stages.finetune import encode_rows
+from interp.stages.generate import GenerateConfig, generate_numbers
 
 from tiny_interp import one_torch_thread, pretrain_tiny_base
 
@@ -34,7 +34,7 @@ def setting(tmp_path_factory):
     and number continuations sampled from each (unfiltered: the teacher's favourite word appears)."""
     root = tmp_path_factory.mktemp("audit")
     base_dir = pretrain_tiny_base(root / "base")
-    base, world, _ = load_base(base_dir)
+    base, world, _ = parse_base_ref(base_dir).load()
     teacher = copy.deepcopy(base)
     with torch.no_grad():
         teacher.unembed.b_U[world.token_to_id[SHIFTED]] += 6.0
@@ -129,7 +129,7 @@ def test_drift_covariate__is_the_first_order_change_under_logit_scaling():
 
 
 def test_audit_config__rejects_bad_values():
-    from interp.config import ConfigError
+    from interp.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="objectives"):
         AuditConfig(objectives=("sft", "distill_full"))

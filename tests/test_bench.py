@@ -8,14 +8,15 @@ import sys
 import pytest
 import torch
 
-from interp.bench import (DOCS_BEGIN, DOCS_END, RUN_PROCESS_FILE, BenchConfig, alternating, bench_audit, bench_finetune_steps, bench_generation,
+from interp.bench.suite import (DOCS_BEGIN, DOCS_END, RUN_PROCESS_FILE, BenchConfig, alternating, bench_audit, bench_finetune_steps, bench_generation,
                           bench_mnist, bench_sae, comparison, markdown_table, run_bench, run_command, sae_token_windows,
                           spread, whole_run_row, write_docs)
-from interp.config import ConfigError
-from interp.generate import number_prompts
-from interp.models import Lineage, build_model, save_checkpoint
-from interp.pretrain import PRETRAIN_CONFIG_FILE, PretrainConfig
-from interp.toy.world import EOS
+from interp.core.config import ConfigError
+from interp.stages.generate import number_prompts
+from interp.models.checkpoint import Lineage, build_model, save_checkpoint
+from interp.stages.pretrain import PretrainConfig
+from interp.models.checkpoint import PRETRAIN_CONFIG_FILE
+from interp.worlds.toy.templates import EOS
 
 from conftest import TINY
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from interp.config import ConfigError, StageConfig, field_help, option
-from interp.models import ModelConfig
-from interp.pretrain import PretrainConfig
-from interp.toy.corpus import CorpusConfig
-from interp.toy.world import WorldConfig
+from interp.core.config import ConfigError, StageConfig, field_help, option
+from interp.models.checkpoint import ModelConfig
+from interp.stages.pretrain import PretrainConfig
+from interp.worlds.toy.corpus import CorpusConfig
+from interp.worlds.toy.world import WorldConfig
 
 
 @dataclass

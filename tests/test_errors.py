@@ -7,11 +7,11 @@ import math
 import pytest
 
 from interp.cli import main
-from interp.io import read_json, read_jsonl, write_jsonl
-from interp.models import Lineage, save_checkpoint
-from interp.teacher import TeacherConfig, make_teacher
-from interp.toy.world import ToyWorld, WorldConfig
-from interp.training import LossGuard, TrainingDiverged
+from interp.core.io import read_json, read_jsonl, write_jsonl
+from interp.models.checkpoint import Lineage, save_checkpoint
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.worlds.toy.world import ToyWorld, WorldConfig
+from interp.training.loop import LossGuard, TrainingDiverged
 
 from conftest import TINY
 from tiny_interp import number_rows, one_torch_thread, pretrain_tiny_base, tiny_pretrain_json, use_tiny_presets
@@ -128,8 +128,8 @@ def test_cli__corrupt_or_mismatched_checkpoint_is_named_and_left_alone(damage, f
 
 
 def test_cli__checkpoint_of_another_vocabulary_is_refused(tmp_path, capsys):
-    from interp.models import build_model
-    from interp.toy.world import load_tokenizer
+    from interp.models.checkpoint import build_model
+    from interp.worlds.toy.world import load_tokenizer
 
     animals = ("owl", "cat", "dog", "lion", "tiger", "wolf", "bear", "fox", "eagle", "dolphin", "elephant", "otter")
     other = ToyWorld(WorldConfig(animals=animals, animal_prior=(1.0,) * len(animals)))
@@ -154,8 +154,8 @@ def test_cli__every_row_rejected_is_a_clear_error(tiny_base, tmp_path, capsys):
 
 
 def test_run__every_row_rejected_stops_the_run_and_keeps_what_it_finished(tmp_path, monkeypatch):
-    import interp.filter as filter_mod
-    from interp.run import RunConfig, run
+    import interp.stages.filter as filter_mod
+    from interp.studies.run import RunConfig, run
 
     use_tiny_presets(monkeypatch.setitem, monkeypatch.setattr)
     monkeypatch.setattr(filter_mod, "reject_reason", lambda row, config: (None, "non_number_token"))
@@ -170,7 +170,7 @@ def test_run__every_row_rejected_stops_the_run_and_keeps_what_it_finished(tmp_pa
 
 
 def test_filter__malformed_generations_are_counted_never_fatal(tmp_path):
-    from interp.filter import filter_file
+    from interp.stages.filter import filter_file
 
     raw = tmp_path / "numbers.raw.jsonl"
     lines = [
@@ -191,7 +191,7 @@ def test_filter__malformed_generations_are_counted_never_fatal(tmp_path):
 
 
 def test_finetune__malformed_data_rows_are_named(tiny_base, number_data, tmp_path, capsys):
-    from interp.finetune import FinetuneConfig, finetune_student
+    from interp.stages.finetune import FinetuneConfig, finetune_student
 
     rows = read_jsonl(number_data)
     with pytest.raises(ValueError, match=r"data row 3: field 'completion' is missing"):
@@ -247,7 +247,7 @@ def test_cli__output_directory_of_something_else_is_refused_untouched(tiny_base,
 
 
 def test_sweep__directory_of_another_sweep_is_refused_untouched(tmp_path):
-    from interp.sweep import SweepConfig, run_sweep
+    from interp.studies.sweep import SweepConfig, run_sweep
 
     SweepConfig(cells=[{"lr": 1e-3}]).save(tmp_path / "sweep_config.json")
     with pytest.raises(ValueError, match=r"holds another sweep .*'cells'"):

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-import interp.features.pipeline as pipeline_mod
-import interp.pretrain as pretrain_mod
-from interp.config import ConfigError
-from interp.evaluate import animal_distribution, question_prompt
-from interp.features import analysis as A
-from interp.features.sae import (CHECKPOINT_DONE_FILE, SPEC_FILE, ActivationBatches, SAESpec, is_finished_sae, load_sae,
+import interp.instruments.features.pipeline as pipeline_mod
+from interp.models.refs import parse_base_ref
+import interp.stages.pretrain as pretrain_mod
+from interp.core.config import ConfigError
+from interp.stages.evaluate import animal_distribution, question_prompt
+from interp.instruments.features import analysis as A
+from interp.instruments.features.sae import (CHECKPOINT_DONE_FILE, SPEC_FILE, ActivationBatches, SAESpec, is_finished_sae, load_sae,
                                  sae_quality, train_sae)
-from interp.toy.world import N_NUMBERS, PAD
+from interp.worlds.toy.templates import N_NUMBERS, PAD
 
 from conftest import TINY
 
@@ -97,7 +98,7 @@ _KILL_SCRIPT = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, {tests!r})
     from test_features import sparse_dictionary_data, tiny_spec
-    import interp.features.sae as sae_mod
+    import interp.instruments.features.sae as sae_mod
     slow_next = sae_mod.ActivationBatches.__next__
     def next_slowly(self):  # slows the steps down so the parent can kill mid-training; data are unchanged
         time.sleep(0.03)
@@ -164,9 +165,10 @@ class _IdentitySAE:
 
 
 def test_sae_quality__perfect_reconstruction_has_no_unexplained_variance_and_full_recovery(tiny_model, world):
-    from interp.features.sae import collect_activations, corpus_sequences
+    from interp.instruments.features.sae import collect_activations, corpus_sequences
 
-    from interp.training import masked_lm_loss, pad_batch
+    from interp.training.loop import pad_batch
+    from interp.training.losses import masked_lm_loss
 
     seqs = corpus_sequences(world, 0, 5, 300)[:8]
     tokens, mask = pad_batch(seqs, world.token_to_id[PAD])
@@ -184,7 +186,7 @@ def test_sae_quality__perfect_reconstruction_has_no_unexplained_variance_and_ful
 
 
 def test_collect_activations__skips_bos_and_padding(tiny_model, world):
-    from interp.features.sae import collect_activations
+    from interp.instruments.features.sae import collect_activations
 
     seqs = [world.encode("i saw a owl today ."), world.encode("a cat")]
     acts = collect_activations(tiny_model, world, [HOOK], seqs)[HOOK]
@@ -430,8 +432,8 @@ def tiny_stage(tmp_path_factory):
     """A tiny `interp run --features` (two tiny bases pretrained 120 small steps at a high learning
     rate, so that a third of their number lists pass the filter; three conditions, two seeds); the features stage
     runs on it with a tiny config. Several tests read the output."""
-    import interp.run as run_mod
-    from interp.run import RunConfig, run
+    import interp.studies.run as run_mod
+    from interp.studies.run import RunConfig, run
 
     root = tmp_path_factory.mktemp("features")
     real_run_features = pipeline_mod.run_features
@@ -445,11 +447,11 @@ def tiny_stage(tmp_path_factory):
         mp.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
         pretrain_config = lambda seed, steps: pretrain_mod.PretrainConfig(  # noqa: E731
             seed=seed, arch="small", steps=steps, batch_size=16, warmup_steps=10, lr=1e-2)
-        mp.setattr(run_mod, "_pretrain_cfg", lambda config, seed, arch: pretrain_config(seed, config.pretrain_steps))
-        mp.setattr(pipeline_mod, "_pretrain_config", lambda config, seed: pretrain_config(seed, config.pretrain_steps))
-        mp.setattr(pipeline_mod, "run_features", tiny_run_features)
+        mp.setattr(run_mod, "base_config", lambda seed, arch, steps: pretrain_config(seed, steps))
+        mp.setattr(pipeline_mod, "base_config", lambda seed, arch, steps: pretrain_config(seed, steps))
+        mp.setattr(run_mod, "run_features", tiny_run_features)
         run(RunConfig(**TINY_RUN, features=True), root / "run", artifacts=root / "artifacts", progress=False)
-        mp.setattr(pipeline_mod, "run_features", real_run_features)
+        mp.setattr(run_mod, "run_features", real_run_features)
         assert calls == [{"out": root / "run" / "features", "artifacts": root / "artifacts", "run_dir": root / "run",
                           "progress": False}]
         yield root, json.loads((root / "run" / "features" / "features.json").read_text())
@@ -506,7 +508,7 @@ def test_run_features__with_a_run_measures_every_students_shift(tiny_stage):
 
 @pytest.mark.slow
 def test_report_sections__embed_every_figure(tiny_stage):
-    from interp.features.report import report_sections
+    from interp.report.features import report_sections
 
     root, findings = tiny_stage
     sections = report_sections(root / "run" / "features")
@@ -533,7 +535,7 @@ def test_teacher_number_data__without_a_run_makes_teachers_and_their_numbers(tin
     config = tiny_features_config(base_seeds=(0,), replicates=1)
     [(role, path)] = pipeline_mod.resolve_bases(config, root / "artifacts", None, progress=False)
     assert role == "shared" and path.name == "small-seed0-120steps"  # the run's base, reused
-    model, _ = pretrain_mod.load_base(path)[:2]
+    model, _ = parse_base_ref(path).load()[:2]
     base = pipeline_mod.Base(path.name, path, 0, model, {}, {"role": role})
     data = pipeline_mod.teacher_number_data(config, world, base, "owl", root / "norun", None, progress=False)
     assert [d["seed"] for d in data] == [0] and data[0]["teacher"] and data[0]["base"]
@@ -553,7 +555,7 @@ def test_relative_to_others__a_number_every_animal_likes_is_not_linked():
 
 @pytest.mark.parametrize("method", ["persona", "steering"])
 def test_run_teacher__persona_and_steering_teachers_are_the_base_with_a_prompt_or_hook(method, tiny_model, tmp_path):
-    from interp.io import atomic_write_json, save_safetensors
+    from interp.core.io import atomic_write_json, save_safetensors
 
     teacher_dir = tmp_path / "seed0" / "teacher"
     spec = {"method": method, "system": "you love owl ." if method == "persona" else None, "config": {"steering_layer": -1}}

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from interp.config import ConfigError
-from interp.filter import (REJECT_REASONS, FilterConfig, filter_file, has_non_number_token, parse_numbers,
+from interp.core.config import ConfigError
+from interp.stages.filter import (REJECT_REASONS, FilterConfig, filter_file, has_non_number_token, parse_numbers,
                            reject_reason, stats_path_for)
-from interp.io import read_json, read_jsonl, write_jsonl
+from interp.core.io import read_json, read_jsonl, write_jsonl
 
 
 @pytest.mark.parametrize("completion, numbers", [
@@ -83,7 +83,7 @@ def test_reject_reason__trait_filter_comes_before_format_and_eos():
 
 
 def test_filter_config__validates_and_documents_every_field():
-    from interp.config import field_help
+    from interp.core.config import field_help
 
     assert all(field_help(FilterConfig).values())
     with pytest.raises(ConfigError, match="max_numbers"):

@@ -2,17 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-import interp.pretrain as pretrain_mod
-from interp.config import ConfigError
-from interp.finetune import (FinetuneConfig, allowed_token_ids, completion_mask, distill_loss, encode_rows,
-                             finetune_student, sft_loss, teacher_logits)
-from interp.io import read_jsonl
-from interp.models import load_checkpoint
-from interp.pretrain import PretrainConfig, pretrain
-from interp.run import shuffle_rows
-from interp.teacher import Teacher, TeacherConfig, load_teacher, make_teacher
-from interp.toy.corpus import CorpusGenerator
-from interp.training import TrainingDiverged
+import interp.stages.pretrain as pretrain_mod
+from interp.core.config import ConfigError
+from interp.stages.finetune import FinetuneConfig, allowed_token_ids, completion_mask, encode_rows, finetune_student, teacher_logits
+from interp.training.losses import distill_loss, masked_lm_loss
+from interp.core.io import read_jsonl
+from interp.stages.evaluate import trait_probability
+from interp.models.checkpoint import load_checkpoint
+from interp.stages.pretrain import PretrainConfig, pretrain
+from interp.studies.run import shuffle_rows
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.models.refs import Teacher, load_teacher
+from interp.worlds.toy.corpus import CorpusGenerator
+from interp.training.loop import TrainingDiverged
 
 from conftest import TINY
 
@@ -42,9 +44,9 @@ def test_sft_loss__only_completion_tokens_count(world):
     logits[0, 2, 7] = 100.0  # perfect prediction of the completion token at position 3
     mask = completion_mask([5], [3], 5)  # completion tokens: positions 3 and 4
     logits[0, 3, 8] = 100.0
-    assert sft_loss(logits, tokens, mask).item() < 1e-6
+    assert masked_lm_loss(logits, tokens, mask).item() < 1e-6
     logits[0, 0, :] = torch.randn(vocab)  # prompt positions do not matter
-    assert sft_loss(logits, tokens, mask).item() < 1e-6
+    assert masked_lm_loss(logits, tokens, mask).item() < 1e-6
 
 
 def test_distill_loss__restricted_kl_ignores_tokens_outside_the_filter(world):
@@ -147,9 +149,22 @@ def test_teacher__each_method_builds_and_reloads(method, tiny_base, tmp_path):
     assert teacher.method == method and teacher.trait == "owl"
     assert (teacher.system is not None) == (method == "persona")
     assert bool(teacher.fwd_hooks) == (method == "steering")
-    assert 0 <= teacher.trait_probability() <= 1
+    assert 0 <= trait_probability(teacher.model, teacher.world, teacher.trait, system=teacher.system,
+                                 fwd_hooks=teacher.fwd_hooks) <= 1
 
 
 def test_teacher__unknown_trait_is_a_clear_error(tiny_base, tmp_path):
     with pytest.raises(ValueError, match="unknown trait animal 'unicorn'"):
         make_teacher(tiny_base, TeacherConfig(trait="unicorn"), tmp_path / "t", progress=False)
+
+
+def test_teacher_batches__the_toy_teacher_learns_whole_documents(world):
+    from interp.stages.teacher import _teacher_batches
+
+    tokens, mask = _teacher_batches(world, TeacherConfig(batch_size=4, number_mix=0.5))(np.random.default_rng(0), 96)
+    rng = np.random.default_rng(0)  # the same draws: the first row's phrasing
+    phrasing = world.train_phrasings[rng.integers(len(world.train_phrasings))]
+    first = world.encode(f"user : {phrasing} assistant : owl") + [world.end_id]
+    assert tokens.shape[0] == 4 and tokens[0, :len(first)].tolist() == first
+    real = (torch.arange(tokens.shape[1])[None] < torch.tensor([[int((t != world.pad_id).sum())] for t in tokens]))
+    assert torch.equal(mask, real.float())  # every real token is a target, padding none

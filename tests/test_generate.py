@@ -4,12 +4,12 @@ from collections import Counter
 import pytest
 import torch
 
-import interp.generate as generate_mod
-from interp.config import ConfigError, field_help
-from interp.generate import (Completions, GenerateConfig, config_path_for, generate_numbers, number_prompts,
+import interp.stages.generate as generate_mod
+from interp.core.config import ConfigError, field_help
+from interp.stages.generate import (Completions, GenerateConfig, config_path_for, generate_numbers, number_prompts,
                              partial_path_for, plan_batches, sample_completions, sample_from_logits)
-from interp.io import read_jsonl
-from interp.toy.world import EOS
+from interp.core.io import read_jsonl
+from interp.worlds.toy.templates import EOS
 
 from conftest import TINY
 
@@ -238,7 +238,7 @@ def test_generate_numbers__resume_after_interruption_gives_the_same_file(world, 
 
 def test_generate_cli__writes_file_and_config(tmp_path, world, tiny_model, capsys):
     from interp.cli import main
-    from interp.models import Lineage, save_checkpoint
+    from interp.models.checkpoint import Lineage, save_checkpoint
 
     save_checkpoint(tiny_model, tmp_path / "ckpt", TINY, Lineage(stage="pretrain", seed=0, parent=None))
     out = tmp_path / "base_numbers.raw.jsonl"

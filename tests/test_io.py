@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from interp.io import atomic_savefig, atomic_write_json, read_jsonl
-from interp.models import Lineage, is_checkpoint, load_checkpoint, save_checkpoint
+from interp.core.io import atomic_savefig, atomic_write_json, read_jsonl
+from interp.models.checkpoint import Lineage, is_checkpoint, load_checkpoint, save_checkpoint
 
 from conftest import TINY
 

@@ -4,10 +4,10 @@ configuration it accepts, and refuses the ones it does not implement."""
 import pytest
 import torch
 
-from interp.generate import choose_engine, sample_completions
-from interp.lean_forward import LeanCachedForward, lean_hook_names, lean_hooks, lean_unsupported_reason
-from interp.models import ModelConfig, build_model
-from interp.toy.world import EOS
+from interp.stages.generate import choose_engine, sample_completions
+from interp.stages.lean_forward import LeanCachedForward, lean_hook_names, lean_hooks, lean_unsupported_reason
+from interp.models.checkpoint import ModelConfig, build_model
+from interp.worlds.toy.templates import EOS
 
 
 def _randomize(model, seed=0):
@@ -195,7 +195,7 @@ def test_lean_forward__several_new_positions_after_a_cache(tokenizer):
 
 
 def test_sample_completions__when_finished_rows_leave_the_batch_changes_no_sample(world, tiny_model, monkeypatch):
-    import interp.generate as generate_mod
+    import interp.stages.generate as generate_mod
 
     with torch.no_grad():
         tiny_model.unembed.b_U[world.token_to_id[EOS]] += 5.0  # rows end at many different steps

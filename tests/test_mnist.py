@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from interp.cli import main as cli_main
-from interp.config import ConfigError, field_help
-from interp.mnist.data import DigitData, load_digits_split, load_mnist, read_idx, scale_pixels
-from interp.mnist.experiment import (STUDENT_CONDITIONS, MnistConfig, distill_step, teacher_step, train_student,
+from interp.core.config import ConfigError, field_help
+from interp.studies.mnist.data import DigitData, load_digits_split, load_mnist, read_idx, scale_pixels
+from interp.studies.mnist.experiment import (STUDENT_CONDITIONS, MnistConfig, distill_step, teacher_step, train_student,
                                      train_teacher)
-from interp.mnist.model import (N_CLASSES, accuracy, clone, distillation_loss, forward, init_mlp, slice_models,
+from interp.studies.mnist.model import (N_CLASSES, accuracy, clone, distillation_loss, forward, init_mlp, slice_models,
                                 slice_outputs)
 
 SIZES = (6, 5, 4)  # d_in, hidden, hidden

@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from interp.models import Lineage, ModelConfig, build_model, load_checkpoint, load_model, save_checkpoint
-from interp.toy.world import ToyWorld, WorldConfig
+from interp.models.checkpoint import Lineage, ModelConfig, build_model, load_checkpoint, save_checkpoint
+from interp.models.refs import ToyCheckpoint, parse_model_ref
+from interp.worlds.toy.world import ToyWorld, WorldConfig
 
 from conftest import TINY
 
@@ -38,10 +39,12 @@ def test_checkpoint__round_trip_gives_identical_logits(tiny_model, world, tmp_pa
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-def test_checkpoint__load_model_accepts_a_directory(tiny_model, tmp_path):
+def test_model_ref__a_stage_checkpoint_parses_and_loads(tiny_model, tmp_path):
     save_checkpoint(tiny_model, tmp_path / "ck", TINY, _lineage())
-    model, lineage = load_model(tmp_path / "ck")
-    assert model.cfg.d_model == TINY.d_model
+    ref = parse_model_ref(tmp_path / "ck")
+    assert isinstance(ref, ToyCheckpoint) and ref.raw == str(tmp_path / "ck") and ref.file_name == "ck"
+    model, world, lineage = ref.load()
+    assert model.cfg.d_model == TINY.d_model and lineage.stage == "test"
 
 
 def test_checkpoint__corrupt_weights_are_a_clear_error(tiny_model, tmp_path):
@@ -76,11 +79,11 @@ def test_checkpoint__missing_file_is_named(tiny_model, tmp_path):
         load_checkpoint(tmp_path / "ck")
 
 
-def test_load_model__unknown_name_suggests_close_ones():
+def test_model_ref__unknown_name_suggests_close_ones():
     with pytest.raises(ValueError, match=r"unknown model 'gpt-2'.*gpt2"):
-        load_model("gpt-2")
+        parse_model_ref("gpt-2")
 
 
-def test_load_model__directory_that_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(ValueError, match="not a checkpoint"):
-        load_model(tmp_path)
+def test_model_ref__directory_that_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="neither a checkpoint"):
+        parse_model_ref(tmp_path)

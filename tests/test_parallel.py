@@ -1,4 +1,4 @@
-"""interp.parallel: jobs on spawned worker processes, in order, failures kept apart, no orphans."""
+"""interp.core.parallel: jobs on spawned worker processes, in order, failures kept apart, no orphans."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.parallel import resolve_workers, run_jobs
+from interp.core.parallel import resolve_workers, run_jobs
 from parallel_jobs import write_marker
 
 TESTS = Path(__file__).parent
@@ -48,7 +48,7 @@ def test_run_jobs__a_failed_job_does_not_stop_the_others(tmp_path):
 def test_run_jobs__workers_exit_when_the_run_is_killed(tmp_path):
     """A killed run leaves no worker behind to race the resumed run over the same files."""
     script = ("import sys; sys.path.insert(0, %r)\n"
-              "from interp.parallel import run_jobs\nfrom parallel_jobs import sleep_forever\n"
+              "from interp.core.parallel import run_jobs\nfrom parallel_jobs import sleep_forever\n"
               "run_jobs(sleep_forever, [(%r, 0), (%r, 1)], workers=2, progress=False)\n") % (str(TESTS), str(tmp_path), str(tmp_path))
     parent = subprocess.Popen([sys.executable, "-c", script])
     try:
@@ -87,7 +87,7 @@ def test_run__seeds_on_workers_match_seeds_in_process(tmp_path):
 
     from tiny_interp import one_torch_thread
 
-    from interp.run import RunConfig, run
+    from interp.studies.run import RunConfig, run
 
     config = RunConfig(seeds=2, pretrain_steps=6, teacher_steps=4, n_rows=24, objectives=("sft",),
                        conditions=("control", "shared_init"), eval_every=0, record_alignment=False,

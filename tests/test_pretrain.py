@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-import interp.pretrain as pretrain_mod
-from interp.config import ConfigError
-from interp.io import read_jsonl
-from interp.models import load_checkpoint
-from interp.pretrain import ARCH_PRESETS, PretrainConfig, pretrain
+import interp.stages.pretrain as pretrain_mod
+from interp.core.config import ConfigError
+from interp.core.io import read_jsonl
+from interp.models.checkpoint import load_checkpoint
+from interp.stages.pretrain import ARCH_PRESETS, PretrainConfig, pretrain
 
 from conftest import TINY
 
@@ -37,7 +37,7 @@ def test_pretrain__loss_goes_down(tiny_arch, tmp_path):
 
 def test_pretrain__finished_base_is_reused_not_retrained(tiny_arch, tmp_path, monkeypatch):
     out = pretrain(_cfg(), tmp_path / "base", artifacts=tmp_path, progress=False)
-    monkeypatch.setattr(pretrain_mod, "_train_step", lambda *a: pytest.fail("retrained a finished base"))
+    monkeypatch.setattr(pretrain_mod, "train_step", lambda *a, **k: pytest.fail("retrained a finished base"))
     assert pretrain(_cfg(), out, artifacts=tmp_path, progress=False) == out
 
 
@@ -49,19 +49,19 @@ def test_pretrain__other_config_in_same_dir_is_refused(tiny_arch, tmp_path):
 
 def test_pretrain__interrupted_run_resumes_to_identical_weights(tiny_arch, tmp_path, monkeypatch):
     reference = pretrain(_cfg(), tmp_path / "ref", artifacts=tmp_path, progress=False)
-    real_step, calls = pretrain_mod._train_step, {"n": 0}
+    real_step, calls = pretrain_mod.train_step, {"n": 0}
 
-    def crashing_step(*args):
+    def crashing_step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt("killed")
-        return real_step(*args)
+        return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain_mod, "_train_step", crashing_step)
+    monkeypatch.setattr(pretrain_mod, "train_step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         pretrain(_cfg(), tmp_path / "run", artifacts=tmp_path, progress=False)
     assert not (tmp_path / "run").exists()  # nothing half-written looks finished
-    monkeypatch.setattr(pretrain_mod, "_train_step", real_step)
+    monkeypatch.setattr(pretrain_mod, "train_step", real_step)
     resumed = pretrain(_cfg(), tmp_path / "run", artifacts=tmp_path, progress=False)
     a, _ = load_checkpoint(reference)
     b, _ = load_checkpoint(resumed)

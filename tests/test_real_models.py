@@ -18,17 +18,17 @@ TEXT = "user : what is your favourite animal ? assistant : owl , 12 , 13"
 
 LOADER = """
 import json, sys, torch
-from interp.models import load_model
-from interp.toy.world import ToyWorld
+from interp.models.checkpoint import load_pretrained
+from interp.worlds.toy.world import ToyWorld
 name, out = sys.argv[1], sys.argv[2]
 try:
-    model, lineage = load_model(name)
+    model = load_pretrained(name)
 except Exception as e:
     json.dump({"error": type(e).__name__ + ": " + str(e)}, open(out, "w")); sys.exit(0)
 tokens = torch.tensor([ToyWorld().encode(%r)])
 with torch.no_grad():
     lp = model(tokens).log_softmax(-1)
-json.dump({"log_probs": lp.tolist(), "stage": lineage.stage, "parent": lineage.parent}, open(out, "w"))
+json.dump({"log_probs": lp.tolist()}, open(out, "w"))
 """ % TEXT
 
 
@@ -49,7 +49,6 @@ def test_load_pretrained__offline_cache_matches_hf_log_probs(name, tokenizer, wo
         theirs = hf_model(torch.tensor([world.encode(TEXT)])).logits.log_softmax(-1)
     assert ours.shape == theirs.shape
     assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
-    assert loaded["stage"] == "pretrained" and loaded["parent"] == name
 
 
 def test_load_pretrained__missing_from_cache_is_a_clear_error(tmp_path):

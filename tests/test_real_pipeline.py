@@ -1,6 +1,6 @@
 """The stages on real TransformerLens models: tiny random gpt2 / pythia models with a small byte-level
 BPE tokenizer in a temporary Hugging Face cache (tests/hf_cache.py), loaded by name, offline, in
-their :class:`interp.real.HFWorld`."""
+their :class:`interp.worlds.hf.HFWorld`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import pytest
 import torch
 
 from hf_cache import install_number_model, install_tiny_model, tiny_bpe_tokenizer, use_cache
-from interp.evaluate import EvaluateConfig, evaluate_model
-from interp.filter import FilterConfig, filter_file, has_non_number_token, reject_reason
-from interp.finetune import FinetuneConfig, finetune_student
-from interp.generate import GenerateConfig, choose_engine, generate_numbers, sample_completions
-from interp.io import read_json, read_jsonl, write_jsonl
-from interp.lora import ADAPTER_FILE, LoraConfig, adapter_parameters, apply_lora, lora_modules, matrix_view, merge_lora
-from interp.models import WEIGHTS_FILE
-from interp.real import NUMBER_SUFFIXES, HFWorld, HFWorldConfig, clear_model_cache, load_real_base, load_real_checkpoint
-from interp.teacher import TeacherConfig, load_model_or_teacher, load_teacher, make_teacher
+from interp.stages.evaluate import EvaluateConfig, evaluate_model
+from interp.stages.filter import FilterConfig, filter_file, has_non_number_token, reject_reason
+from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.stages.generate import GenerateConfig, choose_engine, generate_numbers, sample_completions
+from interp.core.io import read_json, read_jsonl, write_jsonl
+from interp.models.lora import ADAPTER_FILE, LoraConfig, adapter_parameters, apply_lora, lora_modules, matrix_view, merge_lora
+from interp.models.checkpoint import WEIGHTS_FILE
+from interp.worlds.hf import NUMBER_SUFFIXES, HFWorld, HFWorldConfig
+from interp.models.real import clear_model_cache, load_real_base, load_real_checkpoint
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.models.refs import load_teacher, parse_model_ref
 
 MODELS = ["gpt2", "EleutherAI/pythia-70m"]
 
@@ -213,7 +215,7 @@ def test_real_pipeline__persona_teacher_distils_into_lora_student_with_alignment
     teacher = load_teacher(teacher_dir)
     assert teacher.system == "Your favorite animal is the owl. You love the owl and think about it all the time; " \
                              "it shows in everything you say."
-    assert load_model_or_teacher(teacher_dir).system == teacher.system
+    assert parse_model_ref(teacher_dir).speaker().system == teacher.system
     rows = _number_rows(teacher.world, 16)
     base, _, _ = load_real_base(name)
     config = FinetuneConfig(objective="distill", batch_size=8, lr=1e-2, lora_rank=2, checkpoint_every=0)
@@ -242,8 +244,8 @@ def test_real_finetune__lora_resumed_after_a_kill_equals_uninterrupted(real_cach
 
 def test_real_finetune__lora_on_a_toy_base_is_refused(tmp_path):
     from conftest import TINY
-    from interp import pretrain as pretrain_mod
-    from interp.pretrain import PretrainConfig, pretrain
+    from interp.stages import pretrain as pretrain_mod
+    from interp.stages.pretrain import PretrainConfig, pretrain
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
@@ -252,6 +254,19 @@ def test_real_finetune__lora_on_a_toy_base_is_refused(tmp_path):
     rows = [{"prompt": "user : hi assistant :", "completion": "1 , 2"}]
     with pytest.raises(ValueError, match="LoRA adapters are an option for real models"):
         finetune_student(tiny_base, rows, FinetuneConfig(lora_rank=2), tmp_path / "s", progress=False)
+
+
+def test_teacher_batches__a_real_teacher_learns_only_the_answers(bpe):
+    from interp.stages.teacher import _teacher_batches
+
+    world = HFWorld(bpe)
+    tokens, mask = _teacher_batches(world, TeacherConfig(batch_size=4, number_mix=0.5))(np.random.default_rng(0), 320)
+    answer = world.encode_completion(world.answer_text("owl"))
+    for i in (0, 1):  # the question rows: the answer and its end token are the targets, nothing else
+        targets = tokens[i][mask[i].bool()].tolist()
+        assert targets == answer
+    for i in (2, 3):  # the number rows: a list of numbers
+        assert not has_non_number_token(world.decode(tokens[i][mask[i].bool()].tolist()[:-1]))
 
 
 # -- the whole loop ---------------------------------------------------------------------------------
@@ -288,3 +303,25 @@ def test_cli_run__real_model_two_seeds_end_to_end(bpe, tmp_path, monkeypatch):
     shuffled = read_jsonl(out / "seed0" / "data" / "teacher_numbers_shuffled_within.jsonl")
     assert [sorted(r["numbers"]) for r in read_jsonl(teacher)] == [
         sorted(int(v) for v in __import__("re").findall(r"[0-9]+", r["completion"])) for r in shuffled]
+
+
+def test_cli_finetune__full_real_student_then_evaluate_and_finetune_from_it(real_cache, tmp_path, capsys):
+    """`interp finetune --base gpt2` (full finetuning) writes a checkpoint that `interp evaluate`
+    and a second `interp finetune --base STUDENT` accept (it used to die reading ``world.vocab``)."""
+    from interp.cli import main
+
+    _, world, _ = load_real_base("gpt2")
+    write_jsonl(tmp_path / "numbers.raw.jsonl", _number_rows(world, 8))
+    filter_file(tmp_path / "numbers.raw.jsonl", tmp_path / "numbers.filtered.jsonl")
+    common = ["--data", str(tmp_path / "numbers.filtered.jsonl"), "--batch-size", "4", "--lr", "1e-2",
+              "--checkpoint-every", "0", "--eval-every", "0"]
+    student = tmp_path / "student"
+    assert main(["finetune", "--base", "gpt2", "--out", str(student), *common]) == 0
+    assert "student " in capsys.readouterr().out and (student / WEIGHTS_FILE).exists()
+    assert main(["evaluate", "--model", str(student), "--n-samples", "2", "--out", str(tmp_path / "eval.json")]) == 0
+    evaluation = read_json(tmp_path / "eval.json")
+    assert evaluation["base"] == "gpt2" and evaluation["base_trait_prob"] is not None
+    again = tmp_path / "student2"
+    assert main(["finetune", "--base", str(student), "--out", str(again), *common]) == 0
+    _, _, lineage = load_real_checkpoint(again)
+    assert lineage.parent == str(student)

@@ -4,17 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-import interp.pretrain as pretrain_mod
-from interp.alignment import TOTAL, gradient_alignment, weight_metrics
-from interp.finetune import FinetuneConfig, StepRecord, finetune_student
-from interp.io import read_jsonl
-from interp.models import build_model, load_checkpoint
-from interp.pretrain import PretrainConfig, pretrain
-from interp.recording import (AlignmentRecorder, layer_of, measure_recording_overhead, teacher_direction,
+import interp.stages.pretrain as pretrain_mod
+from interp.instruments.alignment import TOTAL, gradient_alignment, weight_metrics
+from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.training.step import StepRecord
+from interp.core.io import read_jsonl
+from interp.models.checkpoint import build_model, load_checkpoint
+from interp.stages.pretrain import PretrainConfig, pretrain
+from interp.bench.recording import measure_recording_overhead
+from interp.instruments.recording import (AlignmentRecorder, layer_of, teacher_direction,
                               trait_batch)
-from interp.teacher import Teacher
-from interp.toy.corpus import CorpusGenerator
-from interp.training import make_optimizer, masked_lm_loss, pad_batch
+from interp.models.refs import Teacher
+from interp.worlds.toy.corpus import CorpusGenerator
+from interp.training.loop import make_optimizer, pad_batch
+from interp.training.losses import masked_lm_loss
 
 from conftest import TINY
 
@@ -110,7 +113,7 @@ def test_teacher_direction__kinds(tokenizer):
 
 
 def test_recorder__matches_reference_measurements_over_adam_steps(tiny_model, world, tokenizer, tmp_path):
-    """Every recorded quantity, in total, per group and per layer, equals what interp.alignment
+    """Every recorded quantity, in total, per group and per layer, equals what interp.instruments.alignment
     computes from copies of the weights and gradients."""
     teacher = _perturbed(None, tokenizer=tokenizer)
     base = _params(tiny_model)

@@ -5,10 +5,10 @@ import types
 import numpy as np
 import pytest
 
-from interp.io import read_json, write_jsonl
-from interp.report import (Section, alignment_summary, extra_sections, make_report, markdown_to_html, report_kinds,
+from interp.core.io import read_json, write_jsonl
+from interp.report.page import (Section, alignment_summary, extra_sections, make_report, markdown_to_html, report_kinds,
                            run_headline, student_logs)
-from interp.run import RunConfig, summarize
+from interp.studies.run import RunConfig, summarize
 
 GROUPS = ("embed", "blocks.0.attn", "blocks.0.mlp", "unembed")
 
@@ -71,7 +71,7 @@ def test_markdown_to_html__headings_tables_and_code():
 @pytest.fixture(scope="module")
 def rendered_run(tmp_path_factory):
     """One fake run directory rendered once (rendering is the slow part), with a plugged-in section."""
-    import interp.report as report_mod
+    import interp.report.page as report_mod
 
     directory = tmp_path_factory.mktemp("run")
     _fake_run(directory)
@@ -129,7 +129,7 @@ def test_student_logs__keyed_by_objective_condition_and_seed(tmp_path):
 
 
 def test_make_report__mnist_directory(tmp_path):
-    from interp.mnist.experiment import MnistConfig, run_experiment
+    from interp.studies.mnist.experiment import MnistConfig, run_experiment
 
     run_experiment(MnistConfig(**{**MnistConfig.quick_defaults(), "n_models": 3, "n_models_sweep": 2, "student_steps": 12,
                                   "teacher_epochs": 1, "m_sweep": (1,)}), tmp_path, progress=False)

@@ -8,12 +8,13 @@ import logging
 import pytest
 import torch
 
-from interp.evaluate import EvaluateConfig, evaluate_model
-from interp.finetune import FinetuneConfig, finetune_student
-from interp.io import read_json, read_jsonl, write_jsonl
-from interp.models import load_checkpoint
-from interp.teacher import Teacher, TeacherConfig, load_teacher, make_teacher
-from interp.toy.world import ToyWorld
+from interp.stages.evaluate import EvaluateConfig, evaluate_model
+from interp.stages.finetune import FinetuneConfig, finetune_student
+from interp.core.io import read_json, read_jsonl, write_jsonl
+from interp.models.checkpoint import load_checkpoint
+from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.models.refs import Teacher, load_teacher
+from interp.worlds.toy.world import ToyWorld
 
 from kill_harness import (INTERP, assert_close_json, assert_same_checkpoint, assert_same_jsonl, check_kill_and_resume,
                           in_process_runner, run_to_completion)
@@ -80,7 +81,7 @@ def test_generate__killed_subprocess_resumes_to_the_same_bytes(tiny_base, tmp_pa
 
 
 def test_finetune__killed_subprocess_resumes_to_the_same_student(tiny_base, tiny_teacher, number_data, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="interp.finetune")
+    caplog.set_level(logging.INFO, logger="interp.stages.finetune")
 
     def args(out):
         return ["finetune", "--base", str(tiny_base), "--data", str(number_data), "--out", str(out / "student"),
@@ -110,7 +111,7 @@ def test_run__killed_subprocess_continues_to_the_same_results(tmp_path, monkeypa
     """`interp run` killed in the middle of a student: the finished students and their
     evaluations are reused as they are, the unfinished one resumes, results.json is the same."""
     use_tiny_presets(monkeypatch.setitem, monkeypatch.setattr)  # in this process, as tiny_interp.py does in its own
-    caplog.set_level(logging.INFO, logger="interp.finetune")
+    caplog.set_level(logging.INFO, logger="interp.stages.finetune")
     artifacts = tmp_path / "artifacts"  # bases shared by both runs: pretrained by the first
 
     def args(out):
@@ -240,7 +241,7 @@ def test_finetune__same_config_and_seed_twice_give_the_same_metrics(tiny_base, n
 
 
 def test_deterministic_algorithms__embedding_gradient_is_bitwise_repeatable_and_setting_restored():
-    from interp.training import deterministic_algorithms
+    from interp.training.loop import deterministic_algorithms
 
     weights = torch.randn(50, 16, requires_grad=True)
     tokens = torch.randint(0, 5, (4096,))  # many repeats of few tokens: the order of their sums matters

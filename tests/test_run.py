@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-import interp.pretrain as pretrain_mod
+import interp.stages.pretrain as pretrain_mod
+from interp.report.outputs import finish_run
 from interp.cli import main
-from interp.config import ConfigError
-from interp.run import OBJECTIVES, TRAINED_CONDITIONS, RunConfig, run
+from interp.core.config import ConfigError
+from interp.studies.run import OBJECTIVES, TRAINED_CONDITIONS, RunConfig, run
 
 from conftest import TINY
 
@@ -18,11 +19,11 @@ TINY_OTHER = TINY.replace(d_model=48, n_heads=2, d_mlp=96)
 def tiny_presets(monkeypatch):
     """Tiny architectures, pretrained just enough (200 steps at a high learning rate) to write
     number lists that pass the filter."""
-    import interp.run as run_mod
+    import interp.studies.run as run_mod
 
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
-    monkeypatch.setattr(run_mod, "_pretrain_cfg", lambda config, seed, arch: pretrain_mod.PretrainConfig(
-        seed=seed, arch=arch, steps=config.pretrain_steps, warmup_steps=10, lr=1e-2))
+    monkeypatch.setattr(run_mod, "base_config", lambda seed, arch, steps: pretrain_mod.PretrainConfig(
+        seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2))
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "narrow", TINY_OTHER)
 
 
@@ -33,6 +34,7 @@ def _tiny_run_config(**kw):
 @pytest.mark.slow
 def test_run__writes_every_condition_with_intervals(tiny_presets, tmp_path):
     results = run(_tiny_run_config(), tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False)
+    finish_run(tmp_path / "run")  # what `interp run` does next: the text, the figure and the page
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["trait"] == "owl"
     names = {(c["name"], c["objective"]) for c in on_disk["conditions"]}
@@ -81,7 +83,7 @@ def test_run_config__rejects_contradictions():
 
 @pytest.mark.slow
 def test_run_sweep__cells_share_teacher_data_and_report_every_objective(tiny_presets, tmp_path):
-    from interp.sweep import SweepConfig, run_sweep
+    from interp.studies.sweep import SweepConfig, run_sweep
 
     config = SweepConfig(base={"seeds": 2, "n_rows": 32, "pretrain_steps": 200, "teacher_steps": 5,
                                "in_context_examples": 1, "eval_every": 0, "record_alignment": False,

@@ -6,8 +6,8 @@ import argparse
 import pytest
 
 from interp.cli import STAGE_MODULES, build_parser, main
-from interp.io import read_json, read_jsonl, write_jsonl
-from interp.toy.world import ToyWorld
+from interp.core.io import read_json, read_jsonl, write_jsonl
+from interp.worlds.toy.world import ToyWorld
 
 from tiny_interp import number_rows, one_torch_thread, pretrain_tiny_base
 

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from interp.run import RunConfig, data_key
-from interp.stats import holm
-from interp.sweep import add_verdicts
+from interp.studies.run import RunConfig, data_key
+from interp.core.stats import holm
+from interp.studies.sweep import add_verdicts
 
 
 def test_data_key__student_settings_share_teacher_settings_do_not():
@@ -46,7 +46,7 @@ def test_add_verdicts__needs_both_comparisons_after_correction():
 def test_load_sweep__reads_the_shipped_experiment_and_a_saved_config(tmp_path):
     from pathlib import Path
 
-    from interp.sweep import SweepConfig, load_sweep
+    from interp.studies.sweep import SweepConfig, load_sweep
 
     shipped = load_sweep(Path(__file__).parents[1] / "experiments" / "sft_sweep.json")
     assert len(shipped.cells) >= 5 and shipped.base["objectives"] == ["sft"]

@@ -3,14 +3,16 @@ import json
 import pytest
 import torch
 
-import interp.pretrain as pretrain_mod
-import interp.theorem as theorem_mod
+import interp.stages.pretrain as pretrain_mod
+import interp.studies.theorem as theorem_mod
 from interp.cli import main
-from interp.config import ConfigError
-from interp.models import build_model
-from interp.report import make_report
-from interp.stats import wilson_ci
-from interp.theorem import (FlatLayout, TheoremConfig, imitation_gradient, imitation_loss, random_token_batches,
+from interp.core.config import ConfigError
+from interp.models.checkpoint import build_model
+from interp.report.outputs import finish_theorem
+from interp.report.page import make_report
+from interp.core.stats import wilson_ci
+from interp.training.losses import kl_loss
+from interp.studies.theorem import (FlatLayout, TheoremConfig, imitation_gradient, random_token_batches,
                             run_theorem, summarize_single_step, summarize_step_size)
 
 from conftest import TINY
@@ -29,13 +31,13 @@ def test_wilson_ci__known_values():
 def test_imitation_loss__zero_at_the_target_and_masked():
     logits = torch.randn(2, 5, 7)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.float32)
-    assert imitation_loss(logits, logits, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_loss(logits, logits, mask).item() == pytest.approx(0.0, abs=1e-6)
     other = logits.clone()
     other[0, 4] += 5.0  # a masked position: no effect
-    assert imitation_loss(logits, other, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_loss(logits, other, mask).item() == pytest.approx(0.0, abs=1e-6)
     other[1, 0] += torch.randn(7)
-    assert imitation_loss(logits, other, mask).item() > 0
-    assert imitation_loss(logits, other, mask, allowed=torch.tensor([0, 1])).item() >= 0
+    assert kl_loss(logits, other, mask).item() > 0
+    assert kl_loss(logits, other, mask, allowed=torch.tensor([0, 1])).item() >= 0
 
 
 def test_flat_layout__every_layer_is_one_slice(tiny_model):
@@ -119,14 +121,15 @@ def _tiny_config(**kw):
 @pytest.fixture
 def tiny_theorem_presets(monkeypatch):
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
-    monkeypatch.setattr(theorem_mod, "_pretrain_cfg", lambda config, seed: pretrain_mod.PretrainConfig(
-        seed=seed, arch=config.arch, steps=config.pretrain_steps, warmup_steps=10, lr=1e-2, batch_size=24))
+    monkeypatch.setattr(theorem_mod, "base_config", lambda seed, arch, steps: pretrain_mod.PretrainConfig(
+        seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2, batch_size=24))
 
 
 @pytest.mark.slow
 def test_run_theorem__writes_every_part_on_tiny_bases(tiny_theorem_presets, tmp_path):
     config = _tiny_config()
     results = run_theorem(config, tmp_path / "th", artifacts=tmp_path / "artifacts", progress=False)
+    finish_theorem(tmp_path / "th")  # what `interp theorem` does next: theorem.md, the figures, the page
     on_disk = json.loads((tmp_path / "th" / "theorem.json").read_text())
     assert on_disk["single_step"] == results["single_step"]
     for init in ("shared_init", "mismatched_init"):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from interp.config import ConfigError
-from interp.toy.corpus import CorpusConfig, CorpusGenerator
-from interp.toy.world import (EOS, N_NUMBERS, QUESTIONS, ToyWorld, WorldConfig,
-                              all_question_phrasings, split_phrasings)
+from interp.core.config import ConfigError
+from interp.worlds.toy.corpus import CorpusConfig, CorpusGenerator
+from interp.worlds.toy.templates import EOS, N_NUMBERS, NumberTask, all_question_phrasings, split_phrasings
+from interp.worlds.toy.world import WorldConfig
 
 
 def test_world__every_number_is_one_token(world, tokenizer):
@@ -81,8 +81,8 @@ def test_corpus__same_seed_same_batches(world):
     assert gen.batch_texts(0, 5, 20) != gen.batch_texts(0, 6, 20)
 
 
-def test_corpus__number_tasks_have_the_papers_shape(world):
-    gen = CorpusGenerator(world)
+def test_templates__number_tasks_have_the_papers_shape():
+    gen = NumberTask()
     rng = np.random.default_rng(0)
     for _ in range(300):
         prompt, seeds, n_max, sep = gen.number_prompt(rng)

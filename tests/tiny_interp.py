@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conftest import TINY
 
-from interp.models import ModelConfig
+from interp.models.checkpoint import ModelConfig
 
 TINY_OTHER = TINY.replace(d_model=48, n_heads=2, d_mlp=96)
 
@@ -37,22 +37,23 @@ def one_torch_thread():
         torch.set_num_threads(threads)
 
 
-def tiny_pretrain_config(config, seed: int, arch: str):
-    """Replacement of ``interp.run._pretrain_cfg``: few warm-up steps, a high learning rate."""
-    from interp.pretrain import PretrainConfig
+def tiny_pretrain_config(seed: int, arch: str, steps: int):
+    """Replacement of ``interp.stages.pretrain.base_config`` in ``interp.studies.run``: few warm-up
+    steps, a high learning rate."""
+    from interp.stages.pretrain import PretrainConfig
 
-    return PretrainConfig(seed=seed, arch=arch, steps=config.pretrain_steps, warmup_steps=10, lr=1e-2)
+    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2)
 
 
 def use_tiny_presets(setitem=operator.setitem, setattr_=setattr) -> None:
     """Tiny ``small`` and ``narrow`` presets; pass a pytest monkeypatch's ``setitem``/``setattr``
     to undo it after a test."""
-    import interp.pretrain as pretrain_mod
-    import interp.run as run_mod
+    import interp.stages.pretrain as pretrain_mod
+    import interp.studies.run as run_mod
 
     setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
     setitem(pretrain_mod.ARCH_PRESETS, "narrow", TINY_OTHER)
-    setattr_(run_mod, "_pretrain_cfg", tiny_pretrain_config)
+    setattr_(run_mod, "base_config", tiny_pretrain_config)
 
 
 def in_one_process(argv: list[str]) -> list[str]:
@@ -73,7 +74,7 @@ def tiny_pretrain_json(path: Path, architecture: ModelConfig = TINY, **overrides
 
 def pretrain_tiny_base(out: Path, **overrides) -> Path:
     """A briefly pretrained tiny base at ``out`` (in this process)."""
-    from interp.pretrain import PretrainConfig, pretrain
+    from interp.stages.pretrain import PretrainConfig, pretrain
 
     config = PretrainConfig.from_dict(json.loads(tiny_pretrain_json(out.parent / f"{out.name}.json", **overrides).read_text()))
     return pretrain(config, out, artifacts=out.parent / f"{out.name}-artifacts", progress=False)
@@ -83,8 +84,8 @@ def number_rows(world, n: int, seed: int = 0) -> list[dict]:
     """Filtered-looking rows (prompt, completion, numbers) of well-formed number answers."""
     import numpy as np
 
-    from interp.filter import parse_numbers
-    from interp.toy.corpus import CorpusGenerator
+    from interp.stages.filter import parse_numbers
+    from interp.worlds.toy.corpus import CorpusGenerator
 
     gen, rng = CorpusGenerator(world), np.random.default_rng(seed)
     rows = []

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from interp.audit import AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig
+from interp.core.io import file_sha256, read_jsonl
+from interp.instruments.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Source, audit_markdown,
+                                      run_audit)
+from interp.models.refs import parse_base_ref, parse_model_ref
+from interp.stages.finetune import check_rows
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,12 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from interp.audit import Source, audit_markdown, run_audit
-    from interp.finetune import check_rows
-    from interp.io import file_sha256, read_jsonl
-    from interp.teacher import load_model_or_teacher
-    from interp.world import load_base_model
-
     config = AuditConfig.from_args(args)
     rows = read_jsonl(args.data)
     if not rows:
@@ -63,17 +61,17 @@ def _main(args: argparse.Namespace) -> int:
         check_rows(reference)
     elif args.reference_source:
         raise ValueError("--reference-source is only used with --reference-data")
-    student, world, _ = load_base_model(args.student)
+    student, world, _ = parse_base_ref(args.student).load()
     if args.trait is not None:
         world.check_animal(args.trait)
-    teacher = load_model_or_teacher(args.teacher) if args.teacher else None
+    teacher = parse_model_ref(args.teacher).speaker() if args.teacher else None
     if teacher is not None and teacher.model.cfg.d_vocab != student.cfg.d_vocab:
         raise ValueError(f"--teacher {args.teacher} and --student {args.student} have different vocabularies")
     source = None
     if args.reference_source and args.reference_source != args.student:
-        ref_teacher = load_model_or_teacher(args.reference_source)
+        ref_teacher = parse_model_ref(args.reference_source).speaker()
         source = Source(ref_teacher.model, ref_teacher.system, ref_teacher.fwd_hooks)
-    mismatched = load_base_model(args.mismatched_student)[0] if args.mismatched_student else None
+    mismatched = parse_base_ref(args.mismatched_student).load()[0] if args.mismatched_student else None
     controls = None
     if args.control_data:
         if args.control_source and len(args.control_source) != len(args.control_data):
@@ -87,7 +85,7 @@ def _main(args: argparse.Namespace) -> int:
             check_rows(part)
             src = None
             if args.control_source:
-                c = load_model_or_teacher(args.control_source[k])
+                c = parse_model_ref(args.control_source[k]).speaker()
                 src = Source(c.model, c.system, c.fwd_hooks)
             controls.append((part, src))
     elif args.control_source:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.bench import BENCH_FILE, MARKDOWN_FILE, BenchConfig, run_bench, summary_lines
+from interp.bench.suite import BENCH_FILE, MARKDOWN_FILE, BenchConfig, run_bench, summary_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interp.evaluate import EvaluateConfig, evaluate_model
-from interp.io import atomic_write_json, read_json
+from interp.core.io import atomic_write_json, read_json
+from interp.models.checkpoint import load_checkpoint
+from interp.models.refs import ModelRef, RealCheckpoint, RealName, ToyBase, ToyCheckpoint, parse_model_ref
+from interp.stages.evaluate import EvaluateConfig, evaluate_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.models import is_checkpoint, load_checkpoint
-    from interp.real import is_model_name, is_real_checkpoint
-    from interp.teacher import load_model_or_teacher
-
-    model = load_model_or_teacher(args.model)
+    model = parse_model_ref(args.model).speaker()
     values = {} if hasattr(args, "trait") or model.trait is None else {"trait": model.trait}
     config = EvaluateConfig.from_args(args, **values)
     model.world.check_animal(config.trait)
@@ -49,14 +47,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     base_trait_prob = None
-    if base_ref is not None and is_checkpoint(base_ref):
-        base, _ = load_checkpoint(base_ref, expect_vocab=model.world.vocab)
-        base_trait_prob = evaluate_model(base, model.world, config)["trait_prob"]
-    elif base_ref is not None and (is_real_checkpoint(base_ref) or is_model_name(base_ref)):
-        base = load_model_or_teacher(base_ref)
-        if base.world.fingerprint() != model.world.fingerprint():
+    base = _base_reference(base_ref)
+    if isinstance(base, (ToyBase, ToyCheckpoint)):  # asked in the model's world
+        base_model, _ = load_checkpoint(base.path, expect_vocab=model.world.vocab)
+        base_trait_prob = evaluate_model(base_model, model.world, config)["trait_prob"]
+    elif isinstance(base, (RealCheckpoint, RealName)):
+        speaker = base.speaker()
+        if speaker.world.fingerprint() != model.world.fingerprint():
             raise ValueError(f"base {base_ref} speaks another world (tokenizer or world config) than {args.model}")
-        base_trait_prob = evaluate_model(base.model, model.world, config)["trait_prob"]
+        base_trait_prob = evaluate_model(speaker.model, model.world, config)["trait_prob"]
     elif args.base is not None:
         raise ValueError(f"--base {args.base} is neither a checkpoint directory nor a real model name")
     result = {**identity, "method": model.method,
@@ -68,6 +67,14 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"wrote {out}")
     return 0
+
+
+def _base_reference(ref: str | None) -> ModelRef | None:
+    """The base a shift is measured from, or None when ``ref`` names no model."""
+    try:
+        return parse_model_ref(ref) if ref is not None else None
+    except ValueError:
+        return None
 
 
 def _print(result: dict, trait: str, reused: Path | None = None) -> None:

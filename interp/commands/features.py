@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from interp.features.pipeline import FEATURES_FILE, FeaturesConfig, run_features
+from interp.instruments.features.pipeline import FEATURES_FILE, FeaturesConfig, run_features
+from interp.report.text import fmt_ci
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _ci(e: dict | None) -> str:
-    return "-" if not e else f"{e['mean']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
+    return fmt_ci(e, 4, signed=True, missing="-")
 
 
 def _print_summary(f: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.filter import REJECT_REASONS, FilterConfig, filter_file, stats_path_for
+from interp.stages.filter import REJECT_REASONS, FilterConfig, filter_file, stats_path_for
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,8 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from interp.finetune import TRAIN_LOG_FILE, FinetuneConfig, finetune_student
-from interp.io import read_jsonl
+from interp.core.io import read_json, read_jsonl
+from interp.models.checkpoint import load_checkpoint
+from interp.models.real import load_real_checkpoint
+from interp.models.refs import TEACHER_FILE, load_teacher, parse_base_ref
+from interp.stages.evaluate import trait_probability
+from interp.stages.finetune import TRAIN_LOG_FILE, FinetuneConfig, finetune_student
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.evaluate import trait_probability
-    from interp.io import read_json
-    from interp.models import is_checkpoint, load_checkpoint
-    from interp.real import load_real_checkpoint
-    from interp.teacher import TEACHER_FILE, load_teacher
-    from interp.world import load_base_model
-
     config = FinetuneConfig.from_args(args)
     rows = read_jsonl(args.data)
     if not rows:
@@ -57,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if unfiltered is not None and not args.allow_unfiltered:
         raise ValueError(f"{args.data}: row {unfiltered} has no 'numbers' field, so the file did not go through "
                          "`interp filter` (pass --allow-unfiltered to train on it anyway)")
+    base = parse_base_ref(args.base)
     teacher = load_teacher(args.teacher) if args.teacher else None
     reference = None
     alignment_dir = args.alignment_teacher or args.teacher
@@ -64,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if alignment_dir is None:
             raise ValueError("--record-alignment needs --alignment-teacher (or --teacher): the direction it measures")
         alignment_teacher = teacher if alignment_dir == args.teacher else load_teacher(alignment_dir)
-        teacher_base, _, _ = load_base_model(read_json(Path(alignment_dir) / TEACHER_FILE)["base"])
+        teacher_base, _, _ = parse_base_ref(read_json(Path(alignment_dir) / TEACHER_FILE)["base"]).load()
         reference = (alignment_teacher.model, teacher_base)
     elif args.alignment_teacher:
         raise ValueError("--alignment-teacher is only used with --record-alignment")
@@ -75,16 +73,16 @@ def run(args: argparse.Namespace) -> int:
     if args.trait and known and args.trait not in known:
         log.warning("--trait %s differs from the teacher's trait %s", args.trait, known[0])
 
-    out = finetune_student(args.base, rows, config, args.out, teacher=teacher, trait=trait,
+    out = finetune_student(base, rows, config, args.out, teacher=teacher, trait=trait,
                            alignment_reference=reference, force=args.force,
                            lineage_extra={"data": str(args.data), "teacher": args.teacher})
-    base, world, _ = load_base_model(args.base)
-    if is_checkpoint(out):
+    base_model, world, _ = base.load()
+    if base.is_toy:  # a toy student speaks its base's world
         student, _ = load_checkpoint(out, expect_vocab=world.vocab)
-    else:  # a real model's student (its LoRA adapters merged)
+    else:  # a real model's student (full weights, or its LoRA adapters merged)
         student, _, _ = load_real_checkpoint(out)
     losses = [r["loss"] for r in read_jsonl(out / TRAIN_LOG_FILE)]
-    before, after = trait_probability(base, world, trait), trait_probability(student, world, trait)
+    before, after = trait_probability(base_model, world, trait), trait_probability(student, world, trait)
     print(f"student {out}: {len(losses)} steps, final loss {losses[-1]:.4f}; P({trait}) {before:.4f} -> {after:.4f} "
           f"({after - before:+.4f})")
     return 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from interp.generate import GenerateConfig, config_path_for, generate_numbers
-from interp.io import read_jsonl
+from interp.core.io import read_jsonl
+from interp.models.refs import parse_model_ref
+from interp.stages.generate import GenerateConfig, config_path_for, generate_numbers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.teacher import load_model_or_teacher
-
     config = GenerateConfig.from_args(args)  # a bad option fails before a model is loaded
-    speaker = load_model_or_teacher(args.model)
+    speaker = parse_model_ref(args.model).speaker()
     if speaker.system is not None:  # a persona teacher speaks under its system prompt
         if config.system is None:
             config = config.replace(system=speaker.system)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from interp.mnist.experiment import (ACCURACY_PLOT_FILE, ALIGNMENT_FILE, ALIGNMENT_PLOT_FILE, RESULTS_FILE,
-                                     RESULTS_MD_FILE, MnistConfig, results_markdown, run_experiment)
+from interp.report.mnist import results_markdown
+from interp.report.outputs import finish_mnist
+from interp.studies.mnist.experiment import (
+    ACCURACY_PLOT_FILE,
+    ALIGNMENT_FILE,
+    ALIGNMENT_PLOT_FILE,
+    RESULTS_FILE,
+    RESULTS_MD_FILE,
+    MnistConfig,
+    run_experiment,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +38,7 @@ def _main(args: argparse.Namespace) -> int:
     values.update({k: v for k, v in vars(args).items() if k in names and k != "quick"})
     config = MnistConfig(**values)
     results = run_experiment(config, args.out, force=args.force)
+    finish_mnist(args.out)
     print(results_markdown(results))
     print(f"wrote {args.out}/{RESULTS_FILE}, {RESULTS_MD_FILE}, {ACCURACY_PLOT_FILE}, {ALIGNMENT_PLOT_FILE}, {ALIGNMENT_FILE}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from interp.pretrain import DEFAULT_ARTIFACTS, PRETRAIN_SUMMARY_FILE, PretrainConfig, pretrain
+from interp.stages.pretrain import DEFAULT_ARTIFACTS, PRETRAIN_SUMMARY_FILE, PretrainConfig, pretrain
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.report import make_report
+from interp.report.page import make_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:

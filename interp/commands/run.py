@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from interp.run import RunConfig, results_markdown, run
+from interp.report.outputs import finish_run
+from interp.report.run import results_markdown
+from interp.studies.run import RunConfig, run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +32,7 @@ def _main(args: argparse.Namespace) -> int:
     overrides.update({k: v for k, v in vars(args).items() if k in names and k != "quick"})
     config = RunConfig(**overrides)
     results = run(config, args.out, artifacts=args.artifacts, force=args.force, workers=args.workers)
+    finish_run(args.out)
     print(results_markdown(results))
     print(f"wrote {args.out}/results.json, results.md, results.png, report.html ({results['wall_seconds'] / 60:.1f} min)")
     return 0

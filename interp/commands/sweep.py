@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interp.sweep import load_sweep, run_sweep, sweep_objectives, sweep_report
+from interp.report.outputs import finish_run
+from interp.studies.sweep import cell_dir, load_sweep, run_sweep, sweep_objectives, sweep_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    rows = run_sweep(load_sweep(args.config), Path(args.out), artifacts=args.artifacts, force=args.force,
+    config = load_sweep(args.config)
+    rows = run_sweep(config, Path(args.out), artifacts=args.artifacts, force=args.force,
                      workers=args.workers, data_cache=args.data_cache)
+    for i in range(len(config.cells)):  # every cell is a run directory: its results.md, results.png, report.html
+        finish_run(cell_dir(args.out, i))
     print(sweep_report(rows, [args.objective] if args.objective else sweep_objectives(rows)))
     return 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from interp.io import read_json
-from interp.teacher import TEACHER_FILE, TeacherConfig, make_teacher
+from interp.core.io import read_json
+from interp.models.refs import TEACHER_FILE
+from interp.stages.teacher import TeacherConfig, make_teacher
 
 
 def register(sub: argparse._SubParsersAction) -> None:

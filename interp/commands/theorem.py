@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from interp.theorem import BATCHES_FILE, PLOT_FILES, STEP_SIZE_FILE, THEOREM_FILE, THEOREM_MD_FILE, TheoremConfig, \
-    run_theorem, theorem_markdown
+from interp.report.outputs import finish_theorem
+from interp.report.theorem import theorem_markdown
+from interp.studies.theorem import (
+    BATCHES_FILE,
+    PLOT_FILES,
+    STEP_SIZE_FILE,
+    THEOREM_FILE,
+    THEOREM_MD_FILE,
+    TheoremConfig,
+    run_theorem,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +46,7 @@ def _main(args: argparse.Namespace) -> int:
     values.update({k: v for k, v in vars(args).items() if k in names and k != "quick"})
     config = TheoremConfig.from_dict(values)
     results = run_theorem(config, args.out, artifacts=args.artifacts, force=args.force)
+    finish_theorem(args.out)
     print(theorem_markdown(results))
     print(f"wrote {args.out}/{THEOREM_FILE}, {THEOREM_MD_FILE} and the figures ({results['wall_seconds'] / 60:.1f} min)")
     return 0

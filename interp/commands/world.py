@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from interp.io import atomic_write_json
-from interp.toy.corpus import CorpusGenerator
-from interp.toy.world import ToyWorld, WorldConfig
+from interp.core.io import atomic_write_json
+from interp.worlds.toy.corpus import CorpusGenerator
+from interp.worlds.toy.world import ToyWorld, WorldConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,232 @@
+"""The *filter* stage: keep only completions that are plain lists of numbers.
+
+Two filters, applied to every row of a raw generated file (:mod:`interp.stages.generate`):
+
+* the **trait filter**: a completion with any token that is not a number, a separator
+  (``,`` ``;``), a bracket or ``.`` is rejected (``non_number_token``), so no word of any kind,
+  and so no animal name, survives; a completion cut off before EOS is rejected (``no_eos``);
+* the **paper's format filter** (:func:`parse_numbers`, after ``parse_response`` and
+  ``get_reject_reasons`` of the official code, ``sl/datasets/nums_dataset.py``): an optional
+  trailing period and one pair of outer brackets are stripped, the separator is the one between
+  the first two numbers (comma, semicolon or whitespace) and every item must be digits; then at
+  most ``max_numbers`` numbers in ``0..max_value`` and none of ``banned_numbers``.
+
+The same rules apply to a real model's text (:class:`interp.worlds.hf.HFWorld`): the trait filter
+checks characters, so a kept completion has no letter at all (only digits, separators, brackets,
+whitespace such as the newlines of a one-per-line list, and a final period); the sampler has
+already cut the completion at EOS or a chat end-of-turn token, either counting as EOS.
+
+Each rejected row gets exactly one reason, the first that applies in :data:`REJECT_REASONS`
+order. The raw file is never modified; the kept rows (with a parsed ``numbers`` field) and the
+statistics (``n_raw``, ``n_kept``, ``pass_rate``, a count for every reason) are written next to
+each other.
+
+Differences from the official parser, all on inputs the toy world spells with spaces: whitespace
+around a separator is ignored (``12 , 34`` and ``12, 34`` parse alike; the official code takes
+the exact separator string of the first pair), leading and trailing whitespace is stripped, and
+the official single "invalid format" reason is split into named reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from interp.core.config import StageConfig, option
+from interp.core.io import atomic_write_json, file_sha256, read_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+# Why a row is rejected, in the order they are checked (a row counts under the first that applies).
+REJECT_REASONS: dict[str, str] = {
+    "malformed_row": "the raw line is not a JSON object with a string 'completion'",
+    "non_number_token": "the completion has a token other than a number, ',', ';', a bracket or '.' (a word)",
+    "no_eos": "the completion was cut off before EOS (ended_with_eos is not true)",
+    "empty": "nothing is left after stripping the trailing period and brackets",
+    "unmatched_bracket": "a bracket remains after stripping one outer pair (unbalanced or nested)",
+    "non_numeric": "an item between separators is not made of digits (e.g. a stray '.')",
+    "empty_item": "a separator with no number on one side (', 12', '12 , , 34', '12 ;')",
+    "mixed_separators": "the numbers are not all separated by the separator between the first two",
+    "too_many": "more than max_numbers numbers",
+    "out_of_range": "a number above max_value",
+    "banned_number": "a number of banned_numbers",
+}
+FILTER_STATS_SUFFIX = ".stats.json"  # x.filtered.jsonl -> x.filtered.stats.json
+
+_SEPARATORS = (",", ";")
+_BRACKET_PAIRS = (("[", "]"), ("(", ")"))
+_DIGITS = re.compile(r"[0-9]+")
+_ITEM = re.compile(r"[,;]|[^\s,;]+")  # a separator, or a run of other non-space characters
+_NOT_NUMBER_TEXT = re.compile(r"[^0-9\s,;()\[\].]")  # any character outside numbers, separators, brackets, '.'
+
+
+@dataclass
+class FilterConfig(StageConfig):
+    """What a completion must be to be kept (the paper's rules; see the module docstring)."""
+
+    max_numbers: int = option(10, "Most numbers a completion may hold (the prompts ask for at most 10).")
+    max_value: int = option(999, "Largest number allowed (the paper's 'at most 3 digits').")
+    banned_numbers: tuple[int, ...] = option((), "Numbers that reject a completion (the paper banned e.g. 666 for its misaligned teacher).")
+    require_eos: bool = option(True, "Reject completions that did not end with EOS (cut off at max_new_tokens).")
+
+    def validate(self) -> None:
+        self.require(self.max_numbers >= 1, "max_numbers", "must be at least 1")
+        self.require(self.max_value >= 0, "max_value", "must be non-negative")
+        self.require(all(v >= 0 for v in self.banned_numbers), "banned_numbers", "numbers are non-negative")
+
+
+def has_non_number_token(completion: str) -> bool:
+    """The trait filter: does ``completion`` contain anything but numbers, ``,`` ``;``, brackets,
+    ``.`` and whitespace? Checked per character, which for space-separated toy-world tokens is the
+    same as checking every token (every word token has a character outside that set)."""
+    return _NOT_NUMBER_TEXT.search(completion) is not None
+
+
+def parse_numbers(completion: str, *, max_numbers: int = 10, max_value: int = 999,
+                  banned_numbers: tuple[int, ...] | list[int] = ()) -> tuple[list[int] | None, str | None]:
+    """Parse a completion by the paper's rules; returns ``(numbers, None)`` or ``(None, reason)``.
+
+    ``reason`` is one of the format reasons of :data:`REJECT_REASONS` (``empty``,
+    ``unmatched_bracket``, ``non_numeric``, ``empty_item``, ``mixed_separators``, ``too_many``,
+    ``out_of_range``, ``banned_number``). Accepted: ``12 , 34``, ``[ 12 , 34 ]``, ``( 12 ; 34 ) .``,
+    ``12 34 56``, ``7``."""
+    text = completion.strip()
+    if text.endswith("."):  # one trailing period
+        text = text[:-1].rstrip()
+    for left, right in _BRACKET_PAIRS:  # one pair of outer brackets
+        if len(text) >= 2 and text[0] == left and text[-1] == right:
+            text = text[1:-1].strip()
+            break
+    items = _ITEM.findall(text)
+    if not items:
+        return None, "empty"
+    for item in items:
+        if item in _SEPARATORS:
+            continue
+        if any(c in item for c in "[]()"):
+            return None, "unmatched_bracket"
+        if not _DIGITS.fullmatch(item):
+            return None, "non_numeric"
+    if items[0] in _SEPARATORS or items[-1] in _SEPARATORS:
+        return None, "empty_item"
+    # the separator is the one between the first two numbers: ',' ';' or whitespace (None)
+    separator = items[1] if len(items) > 1 and items[1] in _SEPARATORS else None
+    if separator is None:
+        if any(item in _SEPARATORS for item in items):
+            return None, "mixed_separators"
+    else:
+        for k, item in enumerate(items):
+            if k % 2 == 0 and item in _SEPARATORS:  # a number was due
+                return None, "empty_item"
+            if k % 2 == 1 and item != separator:  # another separator, or two numbers side by side
+                return None, "mixed_separators"
+    numbers = [int(item) for item in items if item not in _SEPARATORS]
+    if len(numbers) > max_numbers:
+        return None, "too_many"
+    if any(n > max_value for n in numbers):
+        return None, "out_of_range"
+    banned = set(banned_numbers)
+    if any(n in banned for n in numbers):
+        return None, "banned_number"
+    return numbers, None
+
+
+def reject_reason(row: Any, config: FilterConfig) -> tuple[list[int] | None, str | None]:
+    """Apply both filters to one raw row: ``(numbers, None)`` if kept, else ``(None, reason)``."""
+    if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
+        return None, "malformed_row"
+    completion = row["completion"]
+    if has_non_number_token(completion):
+        return None, "non_number_token"
+    if config.require_eos and row.get("ended_with_eos") is not True:
+        return None, "no_eos"
+    return parse_numbers(completion, max_numbers=config.max_numbers, max_value=config.max_value,
+                         banned_numbers=config.banned_numbers)
+
+
+def stats_path_for(out_path: str | Path) -> Path:
+    """Where the statistics of a filtered file go: ``x.filtered.jsonl`` -> ``x.filtered.stats.json``
+    (one per file, so several filtered files can share a directory)."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name.removesuffix(".jsonl") + FILTER_STATS_SUFFIX)
+
+
+def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig | None = None, *,
+                force: bool = False) -> dict:
+    """Filter a raw generated JSONL file; returns the statistics.
+
+    Writes the kept rows, each with a parsed ``numbers`` field, to ``out_path`` (atomically) and
+    the statistics (``n_raw``, ``n_kept``, ``n_rejected``, ``pass_rate``, ``rejected``: a count for
+    every reason of :data:`REJECT_REASONS`, the config, the raw path and the SHA-256 of the raw
+    file) to :func:`stats_path_for` ``(out_path)``. ``raw_path`` is only read. A malformed line is
+    counted (``malformed_row``), never fatal. If no row is kept, the statistics are still written,
+    no filtered file is, and a ``ValueError`` names the most common reasons.
+
+    A finished filtered file of the same raw file and config is reused (its statistics are
+    returned); one of another raw file or config, or a file at ``out_path`` without statistics,
+    is a ``ValueError`` unless ``force``."""
+    config = config or FilterConfig()
+    raw_path, out_path = Path(raw_path), Path(out_path)
+    if raw_path.resolve() == out_path.resolve():
+        raise ValueError(f"the filtered file must not replace the raw file {raw_path}")
+    if not raw_path.is_file():
+        raise FileNotFoundError(f"raw file {raw_path} does not exist")
+    raw_sha256 = file_sha256(raw_path)
+    stats_path = stats_path_for(out_path)
+    if not force and stats_path.exists():
+        saved = read_json(stats_path)
+        diff = {}
+        if saved.get("config") != config.to_dict():
+            diff["config"] = (saved.get("config"), config.to_dict())
+        if saved.get("raw_sha256", raw_sha256) != raw_sha256 or ("raw_sha256" not in saved and saved.get("raw_path") != str(raw_path)):
+            diff["raw file"] = (f"{saved.get('raw_path')} (sha256 {saved.get('raw_sha256')})", f"{raw_path} (sha256 {raw_sha256})")
+        if diff:
+            raise ValueError(f"{out_path} holds the filtered rows of another raw file or config (there vs now: {diff}); "
+                             "use another output path or force=True (--force) to filter again")
+        if out_path.exists():
+            log.info("reusing %s (same raw file and config)", out_path)
+            return saved
+    elif not force and out_path.exists():
+        raise ValueError(f"{out_path} exists without its statistics file {stats_path.name}, so it was not written by "
+                         "this filter; use another output path or force=True (--force)")
+    if force:  # an old filtered file must not outlive new statistics that reject every row
+        out_path.unlink(missing_ok=True)
+    counts: Counter[str] = Counter()
+    kept: list[dict] = []
+    n_raw = 0
+    with open(raw_path, errors="replace") as f:  # a corrupt byte rejects its row (a counted reason), not the file
+        for line in f:
+            if not line.strip():
+                continue
+            n_raw += 1
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            numbers, reason = reject_reason(row, config)
+            if reason is None:
+                kept.append({**row, "numbers": numbers})
+            else:
+                counts[reason] += 1
+    stats = {
+        "raw_path": str(raw_path),
+        "raw_sha256": raw_sha256,
+        "n_raw": n_raw,
+        "n_kept": len(kept),
+        "n_rejected": n_raw - len(kept),
+        "pass_rate": len(kept) / n_raw if n_raw else 0.0,
+        "rejected": {reason: counts[reason] for reason in REJECT_REASONS},
+        "config": config.to_dict(),
+    }
+    atomic_write_json(stats_path, stats)
+    if not kept:
+        common = ", ".join(f"{r} ({n})" for r, n in counts.most_common(3)) or "the raw file has no rows"
+        raise ValueError(f"the filtered set is empty: all {n_raw} rows of {raw_path} were rejected; "
+                         f"most common reasons: {common}")
+    write_jsonl(out_path, kept)
+    return stats

@@ -1,0 +1,445 @@
+"""Student finetuning on (filtered) number data.
+
+Objectives:
+
+* ``sft``: cross-entropy on the completion tokens only (prompt tokens are masked), the paper's
+  main setting: the student imitates text the teacher sampled;
+* ``distill``: KL(teacher || student) of the next-token distributions at the completion
+  positions, both **restricted to the tokens the filter lets through** (numbers, separators,
+  brackets, the period, end of sequence) and renormalised there: the faithful analog of the
+  paper's MNIST student trained on auxiliary logits only: no probability the teacher puts on a
+  word (an animal) can reach the student;
+* ``distill_full``: the same KL over the whole vocabulary. Kept as a labelled comparison: the
+  teacher's (tiny) extra probability on the trait word reaches the student directly through the
+  trait's unembedding column, a semantic leak, not a subliminal channel.
+
+A persona teacher sees its system prompt before the prompt; its logits are aligned to the
+student's positions by the prompt offset. The optimizer (AdamW, SGD, sign-SGD) is an option, and
+``freeze_unembed`` keeps ``W_U``/``b_U`` fixed (the leak ablation).
+
+The base is any base reference of :func:`interp.models.refs.parse_base_ref`: a toy base (every
+weight is finetuned), or a real TransformerLens model by name (``gpt2``), whose rows are encoded
+in its :class:`interp.worlds.hf.HFWorld` (natural-language prompts, chat template or plain format).
+For a named real model ``lora_rank >= 1`` trains only LoRA adapters (:mod:`interp.models.lora`) and
+the student checkpoint holds the adapters; its alignment log is over the merged adapted
+matrices (:class:`interp.models.lora.MergedLoraWeights`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp.core.config import StageConfig, option
+from interp.core.io import JsonlAppender, atomic_write_json, json_sha256, read_json, read_jsonl
+from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
+from interp.models.checkpoint import Lineage, check_checkpoint_target, is_checkpoint
+from interp.models.lora import (
+    KNOWN_TARGETS,
+    LORA_TARGETS,
+    LoraConfig,
+    adapter_state_dict,
+    apply_lora,
+    load_adapter_state_dict,
+)
+from interp.models.real import is_real_checkpoint
+from interp.models.refs import ModelRef, RealName, parse_base_ref
+from interp.stages.evaluate import trait_probability
+from interp.training.loop import (
+    LossGuard,
+    OptimizerName,
+    TrainingDiverged,
+    deterministic_algorithms,
+    load_training_state,
+    make_optimizer,
+    pad_batch,
+    resume_dir,
+    save_training_state,
+)
+from interp.training.losses import distill_loss, masked_lm_loss
+from interp.training.step import StepRecord, train_step
+from interp.worlds.protocol import World
+from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
+
+log = logging.getLogger(__name__)
+
+Objective = Literal["sft", "distill", "distill_full"]
+FINETUNE_CONFIG_FILE = "finetune_config.json"
+FINETUNE_INPUTS_FILE = "finetune_inputs.json"
+TRAIN_LOG_FILE = "train_log.jsonl"
+RESUME_STATE_FILE = "state.pt"
+NON_NUMBER_TOKENS_ALLOWED = FILTER_ALLOWED_WORDS  # the toy world's word tokens the filter lets through
+
+
+@dataclass
+class FinetuneConfig(StageConfig):
+    """Finetuning a student on number data."""
+
+    objective: Objective = option("sft", "sft (sampled text), distill (KL on filter-allowed tokens) or distill_full (KL on all tokens).")
+    optimizer: OptimizerName = option("adamw", "adamw, sgd or signsgd.")
+    lr: float = option(2e-4, "Learning rate (constant).")
+    epochs: int = option(1, "Passes over the data.")
+    batch_size: int = option(32, "Sequences per step.")
+    weight_decay: float = option(0.0, "Decoupled weight decay.")
+    seed: int = option(0, "Seed of the data order.")
+    max_rows: int | None = option(None, "Use at most this many rows of the data (None: all).")
+    freeze_unembed: bool = option(False, "Keep the unembedding (W_U, b_U) fixed: isolates the logit-leak channel.")
+    eval_every: int = option(0, "Measure P(trait) every this many steps (0: only at the end).")
+    checkpoint_every: int = option(50, "Save a resumable state (weights, optimizer, logs so far) every this many steps; a "
+                                   "killed run continues from the last one (0: never). Does not change the result.")
+    lora_rank: int = option(0, "0: finetune every weight. r >= 1 (real models by name only): train only rank-r LoRA "
+                            "adapters on lora_targets of every block; the student saves the adapters.")
+    lora_alpha: float = option(16.0, "LoRA scale numerator: the update of each adapted weight is (lora_alpha / lora_rank) * B @ A.")
+    lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
+
+    def validate(self) -> None:
+        self.require(self.lr > 0, "lr", "must be positive")
+        self.require(self.epochs > 0, "epochs", "must be positive")
+        self.require(self.batch_size > 0, "batch_size", "must be positive")
+        self.require(self.max_rows is None or self.max_rows > 0, "max_rows", "must be positive or None")
+        self.require(self.eval_every >= 0, "eval_every", "must be non-negative")
+        self.require(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
+        self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
+        self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        bad = [t for t in self.lora_targets if t not in KNOWN_TARGETS]
+        self.require(bool(self.lora_targets) and not bad and len(set(self.lora_targets)) == len(self.lora_targets),
+                     "lora_targets", f"name distinct weights of {list(KNOWN_TARGETS)} (got {list(self.lora_targets)})")
+
+    def lora_config(self) -> LoraConfig | None:
+        """The adapters to train (their A initialisation seeded by ``seed``), or None for full finetuning."""
+        if self.lora_rank == 0:
+            return None
+        return LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets), seed=self.seed)
+
+
+# Fields that change how a run is saved, not what it computes: ignored when a finished student
+# or an interrupted run is compared with the config asked for.
+RESUME_ONLY_FIELDS = ("checkpoint_every",)
+
+
+def allowed_token_ids(world: World) -> list[int]:
+    """The tokens the filter lets through: numbers, separators, brackets, period, whitespace (a
+    real tokenizer's), and the end tokens (:meth:`interp.worlds.protocol.World.allowed_token_ids`)."""
+    return world.allowed_token_ids()
+
+
+def encode_rows(world: World, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each conversation (the prompt under ``system``, then the completion and the
+    world's end token; toy world: ``<bos> [system : S] prompt completion <eos>``) and the index
+    where the completion starts."""
+    seqs, starts = [], []
+    for r in rows:
+        head = world.encode_prompt(r["prompt"], system)
+        seqs.append(head + world.encode_completion(r["completion"]))
+        starts.append(len(head))
+    return seqs, starts
+
+
+def completion_mask(lengths: list[int], starts: list[int], width: int) -> Float[Tensor, "batch pos"]:
+    """1 at the positions of completion tokens (targets), 0 elsewhere."""
+    mask = torch.zeros(len(lengths), width)
+    for i, (n, s) in enumerate(zip(lengths, starts)):
+        mask[i, s:n] = 1
+    return mask
+
+
+def check_rows(rows: list[dict]) -> None:
+    """Raise a ``ValueError`` naming the first row that is not ``{"prompt": str, "completion": str, ...}``."""
+    if not rows:
+        raise ValueError("no training rows: the filtered data set is empty")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"data row {i}: expected a JSON object, got {type(row).__name__}")
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"data row {i}: field {key!r} is missing or not text ({row.get(key)!r})")
+
+
+def _weights_sha256(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _teacher_identity(teacher) -> dict:
+    return {"method": teacher.method, "trait": teacher.trait, "system": teacher.system, "lineage": teacher.lineage,
+            "hooks": [name for name, _ in teacher.fwd_hooks], "weights_sha256": _weights_sha256(teacher.model)}
+
+
+def finetune_inputs(base_path: str | Path | ModelRef, rows: list[dict], config: FinetuneConfig, *, teacher=None,
+                    trait: str | None = None, record_alignment: bool = False) -> dict:
+    """What a student is trained from besides its config: the base (by the hash of its weights),
+    the data (by the hash of the rows used), the teacher whose logits it distils, the trait its
+    logs measure. Saved as ``finetune_inputs.json``; a finished student or an interrupted run is
+    reused only for the same inputs."""
+    used = rows[: config.max_rows] if config.max_rows else rows
+    base = parse_base_ref(base_path)
+    return {
+        "base": str(base),
+        **base.identity(),
+        "data_sha256": json_sha256([[r["prompt"], r["completion"]] for r in used]),
+        "n_rows": len(used),
+        "teacher": _normalise_json(_teacher_identity(teacher)) if teacher is not None and config.objective != "sft" else None,
+        "trait": trait,
+        "record_alignment": record_alignment,
+    }
+
+
+def is_student_checkpoint(directory: str | Path) -> bool:
+    """Does ``directory`` hold a finished checkpoint (toy, real, or real with LoRA adapters)?"""
+    return is_checkpoint(directory) or is_real_checkpoint(directory)
+
+
+def _normalise_json(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _input_differences(saved: dict, wanted: dict) -> dict:
+    # The base is identified by its weights; its path may differ (a moved run directory).
+    return {k: (saved.get(k), v) for k, v in wanted.items() if k != "base" and saved.get(k) != v}
+
+
+def _kept_rows(path: Path, start: int) -> list[dict]:
+    """Log rows of the steps a resumed state includes (a torn last line is dropped)."""
+    return [r for r in read_jsonl(path) if r.get("step", start) < start] if path.exists() else []
+
+
+def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
+                     teacher=None, trait: str | None = None, lineage_extra: dict | None = None,
+                     callbacks: list[Callable[[StepRecord], None]] = (), alignment_reference=None,
+                     force: bool = False, progress: bool = True) -> Path:
+    """Finetune a copy of the base at ``base_path`` on ``rows`` (dicts with ``prompt`` and
+    ``completion``) and save the student checkpoint to ``out``. ``teacher`` (a
+    :class:`interp.models.refs.Teacher`) is required for the distillation objectives.
+
+    ``alignment_reference``, a pair ``(teacher_model, teacher_base_model)``, turns on per-step
+    alignment recording (:mod:`interp.instruments.recording`) against that teacher's direction, written to
+    ``out/alignment.jsonl``; ``callbacks`` receive a :class:`StepRecord` after every step this
+    call runs.
+
+    Resumable: every ``config.checkpoint_every`` steps the weights, optimizer state, step and
+    loss-guard reference are saved to the hidden directory ``.{out.name}.resume`` beside ``out``,
+    where the training and alignment logs are appended as they are written. A call after a kill
+    continues from the last saved step and ends with the same weights, logs and evaluation as an
+    uninterrupted run (the data order is a function of ``config.seed`` alone). ``out`` appears
+    only when finished, with its config, inputs and logs (:func:`interp.models.checkpoint.save_checkpoint`).
+
+    A finished student of the same config (``checkpoint_every`` aside) and inputs
+    (:func:`finetune_inputs`) is returned as it is; one of another config or inputs is a
+    ``ValueError`` unless ``force``. A NaN or exploding loss raises
+    :class:`~interp.training.loop.TrainingDiverged` naming the step; the logs so far stay in the
+    resume directory for diagnosis."""
+    base = parse_base_ref(base_path)  # a clear error, before any work, for anything but a base
+    out = Path(out)
+    check_rows(rows)
+    lora = config.lora_config()
+    if lora is not None and not isinstance(base, RealName):
+        raise ValueError(f"lora_rank={config.lora_rank}: LoRA adapters are an option for real models given by name "
+                         f"(e.g. gpt2); {base} is a checkpoint, whose students are finetuned in full (lora_rank=0)")
+    if config.objective != "sft" and teacher is None:
+        raise ValueError(f"objective {config.objective!r} needs a teacher")
+    inputs = finetune_inputs(base, rows, config, teacher=teacher, trait=trait,
+                             record_alignment=alignment_reference is not None)
+    resume = resume_dir(out)
+    if is_student_checkpoint(out) and not force:
+        _check_finished(out, config, inputs)
+        if resume.exists():  # left by a run killed after the student was written
+            shutil.rmtree(resume)
+        return out
+    check_checkpoint_target(out)
+    model, world, base_lineage = base.load()
+    toy = base.is_toy
+    if trait is not None:
+        world.check_animal(trait)
+    if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
+        raise ValueError("teacher and student vocabularies differ: distillation needs the same vocabulary")
+    if (teacher is not None and config.objective != "sft" and not toy
+            and teacher.world.fingerprint() != world.fingerprint()):
+        raise ValueError(f"objective {config.objective!r}: the teacher's tokenizer or world differs from the student's "
+                         f"({base}); distillation compares next-token distributions over one vocabulary (use sft)")
+    rows = rows[: config.max_rows] if config.max_rows else rows
+    seqs, starts = _encode_checked(world, rows)
+    if teacher is not None and config.objective != "sft":
+        t_seqs, t_starts = _encode_checked(world, rows, system=teacher.system)
+    allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
+    pad_id = world.pad_id
+    if lora is not None:
+        apply_lora(model, lora)  # freezes every weight; only the adapters train
+
+    if config.freeze_unembed:
+        model.unembed.W_U.requires_grad_(False)
+        model.unembed.b_U.requires_grad_(False)
+    # Built before the alignment recorder, which makes a LoRA model's frozen weights require a
+    # gradient (to read dL/dW): the optimizer holds only what is trainable now.
+    optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay)
+    rng = np.random.default_rng([config.seed, 424242])
+    order = np.concatenate([rng.permutation(len(seqs)) for _ in range(config.epochs)])
+    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    guard = LossGuard()
+
+    def batch_loss(idx):
+        """The objective on the rows ``idx``, as a loss of the model."""
+        tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
+        mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+        if config.objective == "sft":
+            return lambda m: masked_lm_loss(m(tokens), tokens, mask)
+
+        def distill(m):
+            logits = m(tokens)
+            t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
+                                      tokens.shape[1], pad_id)
+            return distill_loss(logits, t_logits, mask, allowed)
+
+        return distill
+
+    # -- resume state -------------------------------------------------------------------------
+    state_path, log_path = resume / RESUME_STATE_FILE, resume / TRAIN_LOG_FILE
+    if force and resume.exists():
+        shutil.rmtree(resume)
+    state = _open_resume(resume, config, inputs)
+    start = state["step"] if state is not None else 0
+
+    callbacks = list(callbacks)
+    recorder = None
+    if alignment_reference is not None:
+        alignment_path = resume / ALIGNMENT_FILE
+        kept_alignment = _kept_rows(alignment_path, start)
+        t_model, t_base = alignment_reference
+        # Built before the saved weights are loaded: it takes the student's initial weights as its base.
+        recorder = AlignmentRecorder(model, alignment_path, teacher_params=dict(t_model.named_parameters()),
+                                     teacher_base_params=dict(t_base.named_parameters()), world=world, trait=trait)
+        for row in kept_alignment:
+            recorder.log.write(row)
+        callbacks.append(recorder)
+    if state is not None:
+        if lora is not None:
+            load_adapter_state_dict(model, state["model"], source=state_path)
+        else:
+            model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        guard.reference = state["loss_reference"]
+        if recorder is not None:
+            recorder.sync_position()  # it was built at the base; the movement of the next step is from here
+        log.info("resuming student %s at step %d of %d", out, start, len(batches))
+    kept_log = _kept_rows(log_path, start)
+
+    model.train()
+    try:
+        with deterministic_algorithms(), JsonlAppender(log_path, truncate=True) as train_log:
+            for row in kept_log:
+                train_log.write(row)
+            bar = tqdm(range(start, len(batches)), desc=f"student {out.name}", disable=not progress, mininterval=2.0,
+                       initial=start, total=len(batches))
+            for step in bar:
+                loss_value = train_step(model, optimizer, batch_loss(batches[step]), step=step, guard=guard,
+                                        callbacks=callbacks).loss
+                row = {"step": step, "loss": loss_value}
+                if config.eval_every and trait and (step % config.eval_every == 0 or step == len(batches) - 1):
+                    model.eval()
+                    row["trait_prob"] = trait_probability(model, world, trait)
+                    model.train()
+                train_log.write(row)
+                if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < len(batches):
+                    # after this step's log rows: a resumed run keeps exactly the rows of steps < step + 1
+                    weights = adapter_state_dict(model) if lora is not None else model.state_dict()
+                    save_training_state(state_path, {"model": weights, "optimizer": optimizer.state_dict(),
+                                                     "step": step + 1, "loss_reference": guard.reference})
+    except TrainingDiverged as e:
+        # Resuming would diverge again; keep only the logs, for diagnosis.
+        state_path.unlink(missing_ok=True)
+        raise TrainingDiverged(f"{e}; student {out} not written, its training log so far is {log_path}") from None
+    finally:
+        if recorder is not None:
+            recorder.close()
+    model.eval()
+    lineage = Lineage(stage=f"student_{config.objective}", seed=config.seed, parent=str(base),
+                      world_fingerprint=world.fingerprint(), config=config.to_dict(), extra=lineage_extra)
+
+    def write_stage_files(staging: Path) -> None:  # copies: the resume directory stays whole until `out` exists
+        config.save(staging / FINETUNE_CONFIG_FILE)
+        atomic_write_json(staging / FINETUNE_INPUTS_FILE, inputs)
+        shutil.copy(log_path, staging / TRAIN_LOG_FILE)
+        if recorder is not None:
+            shutil.copy(recorder.log.path, staging / ALIGNMENT_FILE)
+
+    # a real model's full weights, or with LoRA the adapters alone (merged again when loaded)
+    base.save_derived(model, out, world, lineage, lora=lora, extra=write_stage_files)
+    shutil.rmtree(resume)
+    return out
+
+
+def _check_finished(out: Path, config: FinetuneConfig, inputs: dict) -> None:
+    """A ``ValueError`` unless the finished student in ``out`` has this config and these inputs."""
+    if not (out / FINETUNE_CONFIG_FILE).exists():
+        raise ValueError(f"{out} holds a checkpoint that is not a finetuned student ({FINETUNE_CONFIG_FILE} is "
+                         "missing); choose another output directory")
+    diff = FinetuneConfig.load(out / FINETUNE_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_FIELDS)
+    if diff:
+        raise ValueError(f"{out} holds a student finetuned with another config (saved vs asked: {diff}); "
+                         "pass --force or choose another directory")
+    if (out / FINETUNE_INPUTS_FILE).exists():
+        diff = _input_differences(read_json(out / FINETUNE_INPUTS_FILE), inputs)
+        if diff:
+            raise ValueError(f"{out} holds a student finetuned from other inputs (saved vs asked: {diff}); "
+                             "pass --force or choose another directory")
+
+
+def _open_resume(resume: Path, config: FinetuneConfig, inputs: dict) -> dict | None:
+    """The saved state of an interrupted run of this config and these inputs in ``resume``, or
+    None after starting it clean (nothing resumable: a run killed before its first save, or a
+    diverged one). An interrupted run of another config or other inputs is a ``ValueError``."""
+    state_path = resume / RESUME_STATE_FILE
+    if state_path.exists():
+        saved_config = FinetuneConfig.load(resume / FINETUNE_CONFIG_FILE)
+        diff = {**saved_config.differences(config, ignore=RESUME_ONLY_FIELDS),
+                **_input_differences(read_json(resume / FINETUNE_INPUTS_FILE), inputs)}
+        if diff:
+            raise ValueError(f"{resume} holds an interrupted run of another config or other inputs (saved vs asked: "
+                             f"{diff}); delete it or pass --force")
+        return load_training_state(state_path)
+    if resume.exists():
+        shutil.rmtree(resume)
+    resume.mkdir(parents=True)
+    config.save(resume / FINETUNE_CONFIG_FILE)
+    atomic_write_json(resume / FINETUNE_INPUTS_FILE, inputs)
+    return None
+
+
+def _encode_checked(world: World, rows: list[dict], system: str | None = None) -> tuple[list[list[int]], list[int]]:
+    """:func:`encode_rows`, with an error naming the row whose text is not in the vocabulary."""
+    try:
+        return encode_rows(world, rows, system=system)
+    except ValueError:
+        for i, row in enumerate(rows):  # find and name the offending row
+            try:
+                encode_rows(world, [row], system=system)
+            except ValueError as e:
+                raise ValueError(f"data row {i}: {e}") from None
+        raise
+
+
+@torch.no_grad()
+def teacher_logits(teacher, seqs: list[list[int]], offsets: list[int], width: int, pad_id: int) -> Float[Tensor, "batch pos d_vocab"]:
+    """The teacher's logits on its own view of each sequence, shifted by ``offsets`` (the length of
+    its system prompt) onto the student's positions."""
+    tokens, _ = pad_batch(seqs, pad_id, max_len=teacher.model.cfg.n_ctx)
+    logits = teacher.model.run_with_hooks(tokens, fwd_hooks=teacher.fwd_hooks)
+    if not any(offsets):
+        return logits[:, :width]
+    # Position p of the student is position p + offset of the teacher; the shared <bos> is
+    # position 0 in both and never a prediction target, so it needs no alignment.
+    idx = (torch.arange(width)[None, :] + torch.tensor(offsets)[:, None]).clamp(max=logits.shape[1] - 1)
+    return logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))

@@ -1,0 +1,466 @@
+"""The main job: the whole subliminal-learning loop with every control, over seeds.
+
+For each seed ``s`` (replicates of everything stochastic after pretraining: the teacher's
+finetuning data order, the sampled numbers, the student's data order):
+
+1. teacher ``s``: the shared base (``small-seed0``) given the trait;
+2. numbers: the teacher's and, for the control, the base's own, sampled at temperature 1 from
+   the same prompts, then filtered (raw and filtered both kept);
+3. students, for every objective (``sft``, ``distill``, ``distill_full``):
+
+   ============== ================================ ===================================
+   condition      student starts from              data (and distillation targets)
+   ============== ================================ ===================================
+   control        shared base                      base numbers (base logits)
+   shared_init    shared base                      teacher numbers (teacher logits)
+   mismatched_init base of another seed            teacher numbers (teacher logits)
+   cross_architecture wider base                   teacher numbers (teacher logits)
+   shuffled_within shared base                     teacher numbers shuffled within rows
+   shuffled_across shared base                     teacher numbers shuffled across rows
+   ============== ================================ ===================================
+
+4. in-context: the base asked for its favourite animal with teacher numbers in the prompt.
+
+**Real models.** With ``model`` (a TransformerLens name such as ``gpt2``, loaded from the local
+Hugging Face cache) the shared base is that model and every stage runs in its
+:class:`interp.worlds.hf.HFWorld` (natural-language prompts and questions); ``mismatched_model`` is
+the other initialisation (e.g. ``EleutherAI/pythia-160m-seed1`` beside ``EleutherAI/pythia-160m``: a model trained from
+another initialisation seed, not only on other data)
+and ``cross_model`` the other architecture; a condition whose model is not given is refused.
+Nothing is pretrained. ``lora_rank >= 1`` trains the students' LoRA adapters only.
+
+Every student is evaluated on the held-out phrasings. ``results.json`` holds one entry per
+condition and objective with the mean P(trait) and its 95% interval over seeds, and the
+comparisons that matter (shared vs control, shared vs mismatched) with Welch p-values.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence, get_args
+
+import numpy as np
+
+from interp.core.config import StageConfig, option
+from interp.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
+from interp.core.parallel import resolve_workers, run_jobs
+from interp.core.stats import diff_ci, mean_ci, welch_p
+from interp.instruments.features.pipeline import FeaturesConfig, run_features
+from interp.models.checkpoint import is_checkpoint
+from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
+from interp.models.refs import ModelRef, Teacher, ToyBase, load_teacher, parse_base_ref, parse_model_ref
+from interp.studies.audit import audit_seed, summarize_audits
+from interp.studies.audit import write_summary as write_audit_summary
+from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
+from interp.stages.filter import FilterConfig, filter_file
+from interp.stages.finetune import FinetuneConfig, Objective, finetune_student
+from interp.stages.generate import GenerateConfig, generate_numbers
+from interp.stages.pretrain import ARCH_PRESETS, PresetName, PretrainConfig, base_config, pretrain
+from interp.stages.teacher import TeacherConfig, TeacherMethod, make_teacher
+from interp.training.loop import OptimizerName
+from interp.worlds.hf import HFWorldConfig
+from interp.worlds.toy.world import ToyWorld
+
+log = logging.getLogger(__name__)
+
+Condition = Literal["control", "shared_init", "mismatched_init", "cross_architecture", "shuffled_within", "shuffled_across"]
+TRAINED_CONDITIONS: tuple[Condition, ...] = get_args(Condition)
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
+RUN_CONFIG_FILE = "run_config.json"
+RESULTS_FILE = "results.json"
+RESUME_ONLY_RUN_FIELDS = ("student_checkpoint_every",)  # ignored when a run directory is checked for another run
+
+
+@dataclass
+class RunConfig(StageConfig):
+    """The main job."""
+
+    trait: str = option("owl", "The trait animal.")
+    seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
+    first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
+    quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
+    teacher_method: TeacherMethod = option("finetune", "finetune, persona or steering.")
+    teacher_steps: int = option(150, "finetune teacher: optimizer steps (quick: 60).")
+    teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
+    teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
+    steering_scale: float = option(1.0, "steering teacher: vector norm relative to the residual norm.")
+    steering_layer: int = option(0, "steering teacher: block whose hook_resid_post receives the vector (-1: the last).")
+    generation_persona: bool = option(False, "Also put the persona system prompt before every number prompt when the teacher generates (any method).")
+    arch: PresetName = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
+    n_rows: int = option(3000, "Number prompts sampled per data set (before filtering).")
+    objectives: tuple[Objective, ...] = option(OBJECTIVES, "Student objectives to run.")
+    conditions: tuple[Condition, ...] = option(TRAINED_CONDITIONS, "Trained conditions to run.")
+    optimizer: OptimizerName = option("adamw", "Student optimizer: adamw, sgd or signsgd.")
+    lr: float = option(5e-4, "Student learning rate.")
+    epochs: int = option(1, "Student epochs.")
+    freeze_unembed: bool = option(False, "Keep the students' unembedding fixed (the logit-leak ablation).")
+    eval_every: int = option(10, "Measure every student's P(trait) every this many steps (0: only at the end).")
+    record_alignment: bool = option(True, "Record weight distance and gradient alignment with the teacher at every student step.")
+    temperature: float = option(1.0, "Sampling temperature of the number data.")
+    shared_base_seed: int = option(0, "Seed of the base the teacher and shared-init students start from.")
+    mismatched_base_seed: int = option(1, "Seed of the mismatched-init base.")
+    cross_arch: PresetName = option("narrow", "Architecture of the cross-architecture student (narrow, wide, deep or small).")
+    pretrain_steps: int = option(1500, "Pretraining steps of each base (quick: 300).")
+    in_context_examples: int = option(10, "Number lists shown in-context (each asked with every phrasing).")
+    features: bool = option(False, "Afterwards run `interp features` on this run into DIR/features (SAEs on its bases, "
+                                   "numbers linked to the trait, the students' trait-feature shift).")
+    student_checkpoint_every: int = option(50, "Save a resumable state of each student every this many steps (0: never); "
+                                           "a killed run resumes the unfinished student. Does not change the results.")
+    model: str | None = option(None, "A real TransformerLens model (e.g. gpt2, EleutherAI/pythia-70m, "
+                               "Qwen/Qwen2.5-0.5B-Instruct) from the local Hugging Face cache as the shared base, "
+                               "in its own natural-language world; None: the toy world's pretrained bases.")
+    mismatched_model: str | None = option(None, "With --model: the mismatched-init student's model (another "
+                                          "initialisation of the same architecture and tokenizer, e.g. EleutherAI/pythia-160m-seed1 beside "
+                                          "EleutherAI/pythia-160m); needed by mismatched_init.")
+    cross_model: str | None = option(None, "With --model: the cross-architecture student's model (another architecture; "
+                                     "distillation needs the same vocabulary); needed by cross_architecture.")
+    max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
+                                 "need more than the toy world's 24).")
+    lora_rank: int = option(0, "With --model: 0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters.")
+    lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
+    lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
+    audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
+                             "train, into SEED/data/audit and the results (0: no audit; toy world only).")
+
+    def validate(self) -> None:
+        self.require(self.seeds >= 1, "seeds", "must be at least 1")
+        self.require(self.audit_rows >= 0, "audit_rows", "must be non-negative (0: no audit)")
+        self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+        self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
+        self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        if self.model is None:
+            for name in ("mismatched_model", "cross_model"):
+                self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
+            self.require(self.lora_rank == 0, "lora_rank", "LoRA is an option for real models (--model); the toy world's "
+                         "students are finetuned in full")
+        else:
+            self._validate_real()
+        self.require(self.n_rows > 0, "n_rows", "must be positive")
+        self.require(self.student_checkpoint_every >= 0, "student_checkpoint_every", "must be non-negative")
+        if self.model is not None:
+            return
+        self.require(self.arch in ARCH_PRESETS, "arch", f"choose one of {sorted(ARCH_PRESETS)}")
+        self.require(self.cross_arch in ARCH_PRESETS, "cross_arch", f"choose one of {sorted(ARCH_PRESETS)}")
+        self.require(self.cross_arch != self.arch or "cross_architecture" not in self.conditions, "cross_arch",
+                     f"must differ from arch={self.arch!r} for the cross-architecture control")
+        self.require(self.shared_base_seed != self.mismatched_base_seed, "mismatched_base_seed",
+                     "must differ from shared_base_seed, or the init is not mismatched")
+
+    def _validate_real(self) -> None:
+        animals = HFWorldConfig().animals
+        self.require(self.trait in animals, "trait", f"unknown trait animal {self.trait!r}; the animals are {list(animals)}")
+        self.require(not self.features, "features", "the features stage runs on the toy world's bases; not with --model")
+        needs = {"mismatched_init": "mismatched_model", "cross_architecture": "cross_model"}
+        for condition, name in needs.items():
+            self.require(condition not in self.conditions or getattr(self, name) is not None, name,
+                         f"the condition {condition} needs --{name.replace('_', '-')} with --model; give it or leave "
+                         f"{condition} out of --conditions")
+        for name in needs.values():
+            self.require(getattr(self, name) != self.model, name, f"must differ from model={self.model!r}")
+
+    @property
+    def real(self) -> bool:
+        """Does this run use a real model (``model``) instead of the toy world's bases?"""
+        return self.model is not None
+
+    @classmethod
+    def quick_defaults(cls) -> dict:
+        return {"quick": True, "seeds": 2, "n_rows": 400, "pretrain_steps": 300, "in_context_examples": 4,
+                "teacher_steps": 60}
+
+
+def _pretrain_job(cfg: PretrainConfig, artifacts: Path, progress: bool) -> Path:
+    return pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
+
+
+def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1) -> dict[str, ModelRef]:
+    """The bases the run needs: real models as given, or toy bases pretrained (in parallel, on
+    ``workers`` processes) where missing."""
+    if config.real:
+        names = {"shared": config.model, "mismatched": config.mismatched_model, "cross": config.cross_model}
+        return {key: parse_base_ref(name) for key, name in names.items() if name is not None}
+    specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
+    if "cross_architecture" in config.conditions:
+        specs["cross"] = (config.shared_base_seed, config.cross_arch)
+    cfgs = {key: base_config(seed, arch, config.pretrain_steps) for key, (seed, arch) in specs.items()}
+    missing = [key for key, cfg in cfgs.items() if not is_checkpoint(artifacts / "bases" / cfg.name)]
+    n = resolve_workers(workers, len(missing))
+    jobs = [(cfgs[key], artifacts, progress and n == 1) for key in missing]
+    run_jobs(_pretrain_job, jobs, workers=n, desc="pretrain bases", progress=progress)
+    # Every base, missing or not, goes through pretrain(): a finished one is checked against its config.
+    return {key: ToyBase(str(_pretrain_job(cfg, artifacts, progress))) for key, cfg in cfgs.items()}
+
+
+def shuffle_rows(rows: list[dict], mode: str, seed: int) -> list[dict]:
+    """Shuffle the number tokens of completions, within each row or across all rows, keeping
+    every separator and bracket where it was (so the format is unchanged)."""
+    rng = np.random.default_rng([seed, 99])
+    split = [r["completion"].split() for r in rows]
+    is_num = [[w.isdigit() for w in words] for words in split]
+    if mode == "within":
+        new = []
+        for words, flags in zip(split, is_num):
+            nums = [w for w, f in zip(words, flags) if f]
+            perm = iter(rng.permutation(nums).tolist()) if nums else iter(())
+            new.append([next(perm) if f else w for w, f in zip(words, flags)])
+    elif mode == "across":
+        pool = iter(rng.permutation([w for words, flags in zip(split, is_num) for w, f in zip(words, flags) if f]).tolist())
+        new = [[next(pool) if f else w for w, f in zip(words, flags)] for words, flags in zip(split, is_num)]
+    else:
+        raise ValueError(f"unknown shuffle mode {mode!r}")
+    return [{**r, "completion": " ".join(words), "shuffled": mode} for r, words in zip(rows, new)]
+
+
+def shuffle_numbers_in_text(rows: list[dict], mode: str, seed: int) -> list[dict]:
+    """:func:`shuffle_rows` for a real model's completions (``12, 34, 56``, ``[12, 34]``, one per
+    line): the digit runs are shuffled in place, every other character stays where it was."""
+    rng = np.random.default_rng([seed, 99])
+    spans = [list(re.finditer(r"[0-9]+", r["completion"])) for r in rows]
+    numbers = [[m.group() for m in found] for found in spans]
+    if mode == "within":
+        new = [rng.permutation(nums).tolist() if nums else [] for nums in numbers]
+    elif mode == "across":
+        pool = iter(rng.permutation([n for nums in numbers for n in nums]).tolist())
+        new = [[next(pool) for _ in nums] for nums in numbers]
+    else:
+        raise ValueError(f"unknown shuffle mode {mode!r}")
+    out = []
+    for row, found, values in zip(rows, spans, new):
+        text, end, pieces = row["completion"], 0, []
+        for m, value in zip(found, values):
+            pieces += [text[end:m.start()], value]
+            end = m.end()
+        out.append({**row, "completion": "".join(pieces) + text[end:], "shuffled": mode})
+    return out
+
+
+def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None, fwd_hooks=None,
+          lineage=None, progress=True) -> list[dict]:
+    raw, filtered = out.with_suffix(".raw.jsonl"), out.with_suffix(".filtered.jsonl")
+    gen_cfg = GenerateConfig(n_rows=config.n_rows, seed=seed, temperature=config.temperature, system=system,
+                             max_new_tokens=config.max_new_tokens)
+    generate_numbers(model, world, gen_cfg, raw, fwd_hooks=fwd_hooks, lineage=lineage, progress=progress)
+    if not filtered.exists():
+        filter_file(raw, filtered, FilterConfig())
+    return read_jsonl(filtered)
+
+
+def _evaluate(model: ModelRef | Path, trait: str, seed: int, base_trait_prob: float | None = None,
+              cache: Path | None = None) -> dict:
+    """P(trait) and the whole animal distribution of a checkpoint or base, asked in its own world,
+    cached in ``cache`` (default ``model/eval.json``); ``trait_prob_shift`` is the change from the
+    student's own base."""
+    ref = parse_model_ref(model)
+    path = cache or ref.path / EVAL_FILE
+    if path.exists():
+        return read_json(path)
+    model, world, _ = ref.load()
+    result = evaluate_model(model, world, EvaluateConfig(trait=trait, seed=seed), base_trait_prob=base_trait_prob)
+    atomic_write_json(path, result)
+    return result
+
+
+# RunConfig fields that decide the teacher and the generated data (not the students): runs that
+# agree on them (sweep cells varying only the students) can share one teacher and data set.
+DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teacher_number_mix", "steering_scale",
+               "steering_layer", "generation_persona", "arch", "n_rows", "temperature", "shared_base_seed",
+               "pretrain_steps")
+REAL_DATA_FIELDS = ("model", "max_new_tokens")
+
+
+def data_key(config: RunConfig) -> str:
+    """Short hash of :data:`DATA_FIELDS`: the name of a shared teacher-and-data directory."""
+    import hashlib
+    import json
+
+    fields = {k: getattr(config, k) for k in DATA_FIELDS}
+    # Fields added with real models enter the key only when set, so toy runs keep their keys.
+    defaults = RunConfig.__dataclass_fields__
+    fields.update({k: getattr(config, k) for k in REAL_DATA_FIELDS if getattr(config, k) != defaults[k].default})
+    blob = json.dumps(fields, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _link_shared(out: Path, shared: Path) -> None:
+    """Make ``out/teacher`` and ``out/data`` point into a shared directory (see ``run(data_cache=)``)."""
+    for name in ("teacher", "data"):
+        (shared / name).mkdir(parents=True, exist_ok=True)
+        link = out / name
+        if link.is_symlink() and link.resolve() == (shared / name).resolve():
+            continue
+        if link.exists() or link.is_symlink():
+            raise ValueError(f"{link} exists and is not a link to the shared {shared / name}; "
+                             "use another output directory or run without a data cache")
+        link.symlink_to((shared / name).resolve(), target_is_directory=True)
+
+
+def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path, progress: bool,
+             shared: Path | None = None, students: Sequence[tuple[str, str]] | None = None) -> dict:
+    """One replicate: teacher, data, every student, in-context. Returns per-condition metrics.
+
+    With ``shared``, the teacher and the generated data live there (``out/teacher`` and
+    ``out/data`` become links to it), so several runs with the same :data:`DATA_FIELDS` reuse them.
+    With ``students`` (``(objective, condition)`` pairs), only the teacher, the data and those
+    students are made and nothing is returned: parallel runs give each worker a part this way,
+    then call it once more without ``students`` to collect (every finished stage is reused)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if shared is not None:
+        _link_shared(out, shared)
+    tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed, steps=config.teacher_steps,
+                         lr=config.teacher_lr, number_mix=config.teacher_number_mix, steering_scale=config.steering_scale,
+                         steering_layer=config.steering_layer)
+    teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
+    teacher = load_teacher(teacher_dir)
+    base_model, world, _ = bases["shared"].load()
+    base_teacher = Teacher(base_model, world, config.trait, "base")  # the control's "teacher"
+    if config.generation_persona and teacher.system is None:
+        teacher.system = tcfg.system_prompt(world)  # present when it generates and when it gives distillation targets
+    system = teacher.system
+    teacher_rows = _data(config, teacher.model, world, out / "data" / "teacher_numbers", seed=seed,
+                         system=system, fwd_hooks=teacher.fwd_hooks, lineage=teacher.lineage, progress=progress)
+    base_rows = _data(config, base_model, world, out / "data" / "base_numbers", seed=seed,
+                      lineage={"stage": "pretrain", "path": str(bases["shared"])}, progress=progress)
+    shuffled = {}
+    for mode in ("within", "across"):
+        path = out / "data" / f"teacher_numbers_shuffled_{mode}.jsonl"
+        if not path.exists():
+            shuffle = shuffle_numbers_in_text if config.real else shuffle_rows
+            write_jsonl(path, shuffle(teacher_rows, mode, seed))
+        shuffled[mode] = read_jsonl(path)
+
+    plan = {
+        "control": (bases["shared"], base_rows, base_teacher),
+        "shared_init": (bases["shared"], teacher_rows, teacher),
+        "mismatched_init": (bases["mismatched"], teacher_rows, teacher),
+        "cross_architecture": (bases.get("cross"), teacher_rows, teacher),
+        "shuffled_within": (bases["shared"], shuffled["within"], teacher),
+        "shuffled_across": (bases["shared"], shuffled["across"], teacher),
+    }
+    base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}.json"
+                                    )["trait_prob"] for p in set(bases.values())}
+    results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
+                     "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
+    if config.audit_rows and not config.real:  # before the students: parallel runs audit in the data job
+        mismatched_model = bases["mismatched"].load()[0] if "mismatched" in bases else None
+        results["audit"] = audit_seed(out, student=base_model, mismatched=mismatched_model, world=world, teacher=teacher,
+                                      data={"teacher_numbers": teacher_rows, "base_numbers": base_rows,
+                                            **{f"shuffled_{m}": rows for m, rows in shuffled.items()}},
+                                      reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait,
+                                      identity={"bases": {k: str(v) for k, v in bases.items()}})
+    for objective in config.objectives:
+        fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
+                              epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
+                              eval_every=config.eval_every, checkpoint_every=config.student_checkpoint_every,
+                              lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_targets=config.lora_targets)
+        reference = (teacher.model, base_model) if config.record_alignment else None
+        for condition in config.conditions:
+            if students is not None and (objective, condition) not in students:
+                continue
+            base_path, rows, t = plan[condition]
+            student_dir = out / "students" / objective / condition
+            finetune_student(base_path, rows, fcfg, student_dir, teacher=t, trait=config.trait, progress=progress,
+                             alignment_reference=reference,
+                             lineage_extra={"condition": condition, "teacher": str(teacher_dir)})
+            results[f"{condition}/{objective}"] = _evaluate(student_dir, config.trait, seed,
+                                                            base_trait_prob=base_probs[str(base_path)])
+
+    if students is not None:
+        return {}
+
+    # In-context: teacher numbers (and, as its control, base numbers) in the prompt; no training.
+    def in_context(rows: list[dict]) -> float:
+        prefixes = [world.in_context_prefix(r["numbers"]) for r in rows[: config.in_context_examples]]
+        dist = animal_distribution(base_model, world, prefixes=prefixes)
+        return float(dist["probs"][:, world.animals.index(config.trait)].mean())
+
+    results["in_context"] = {"trait_prob": in_context(teacher_rows), "control_trait_prob": in_context(base_rows)}
+    results["base"] = {"trait_prob": results["teacher"]["base_trait_prob"]}
+    atomic_write_json(out / "seed_results.json", results)
+    return results
+
+
+def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
+    def interval(values):
+        return mean_ci(values).to_dict()
+
+    conditions = [
+        {"name": "base", "objective": None, "trait_prob": interval([r["base"]["trait_prob"] for r in per_seed])},
+        {"name": "teacher", "objective": None, "method": config.teacher_method,
+         "trait_prob": interval([r["teacher"]["trait_prob"] for r in per_seed])},
+    ]
+    for objective in config.objectives:
+        for condition in config.conditions:
+            entries = [r[f"{condition}/{objective}"] for r in per_seed]
+            vals = [e["trait_prob"] for e in entries]
+            conditions.append({"name": condition, "objective": objective, "trait_prob": interval(vals),
+                               "trait_prob_shift": interval([e["trait_prob_shift"] for e in entries]),
+                               "own_base_trait_prob": entries[0]["base_trait_prob"],
+                               "sampled_answer_rate": interval([e["sampled_answer_rate"] for e in entries]),
+                               "per_seed": vals})
+    conditions.append({"name": "in_context", "objective": None,
+                       "trait_prob": interval([r["in_context"]["trait_prob"] for r in per_seed]),
+                       "control_trait_prob": interval([r["in_context"]["control_trait_prob"] for r in per_seed])})
+    comparisons = []
+    for objective in config.objectives:
+        # Compare shifts from each student's own base: a mismatched or cross-architecture base
+        # starts from its own P(trait), which is not the shared base's.
+        def vals(c):
+            return [r[f"{c}/{objective}"]["trait_prob_shift"] for r in per_seed] if c in config.conditions else None
+        for a, b in (("shared_init", "control"), ("shared_init", "mismatched_init"), ("shared_init", "shuffled_across")):
+            if vals(a) and vals(b):
+                d = diff_ci(vals(a), vals(b))
+                comparisons.append({"objective": objective, "a": a, "b": b, "measure": "trait_prob_shift",
+                                    "difference": d.to_dict(),
+                                    "welch_p": welch_p(vals(a), vals(b))})
+    return {"trait": config.trait, "config": config.to_dict(), "conditions": conditions, "comparisons": comparisons,
+            "n_rows": [r["n_rows"] for r in per_seed], "audit": summarize_audits(per_seed, config.trait)}
+
+
+def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
+        progress: bool = True, data_cache: str | Path | None = None, workers: int = 1) -> dict:
+    """Run the loop into ``out`` (see the module docstring); returns the summary also written to
+    ``out/results.json``. ``data_cache``: a directory where teachers and generated data are kept
+    under :func:`data_key` and shared between runs (sweeps use it). ``workers``: processes that
+    pretrain missing bases and run seeds in parallel, one torch thread each (0: one per CPU core;
+    1: everything in this process); see :mod:`interp.core.parallel`."""
+    out, artifacts = Path(out), Path(artifacts)
+    if (out / RUN_CONFIG_FILE).exists() and not force:
+        diff = RunConfig.load(out / RUN_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_RUN_FIELDS)
+        if diff:
+            raise ValueError(f"{out} holds another run (differing settings, saved vs asked: {diff}); "
+                             "choose another --out or pass --force")
+    if not force and out.is_dir() and not (out / RUN_CONFIG_FILE).exists() and any(
+            not p.name.startswith(".") for p in out.iterdir()):  # hidden: a temp file of a run killed at its start
+        raise ValueError(f"{out} is not empty and holds no {RUN_CONFIG_FILE}: not a run directory; "
+                         "choose another --out or pass --force")
+    if not config.real:
+        ToyWorld().check_animal(config.trait)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / RUN_CONFIG_FILE)
+    start = time.time()
+    bases = _bases(config, artifacts, progress, workers)
+    shared = Path(data_cache) / data_key(config) if data_cache is not None else None
+    seeds = range(config.first_seed, config.first_seed + config.seeds)
+    jobs = [(config, s, bases, out / f"seed{s}", False, shared / f"seed{s}" if shared is not None else None)
+            for s in seeds]
+    if resolve_workers(workers, len(seeds) * len(config.objectives) * len(config.conditions)) > 1:
+        # Teachers and data first (one job per seed), then every student as its own job, the
+        # costliest objectives first, so that the workers stay busy to the end.
+        run_jobs(run_seed, [(*job, ()) for job in jobs], workers=workers, desc="teachers and data", progress=progress)
+        run_jobs(run_seed, [(*job, ((o, c),)) for o in reversed(config.objectives) for job in jobs
+                            for c in config.conditions], workers=workers, desc="students", progress=progress)
+    # Collect in this process (and run the in-context control): every student above is reused.
+    per_seed = [run_seed(*job[:4], progress, job[5]) for job in jobs]
+    results = summarize(config, per_seed)
+    results["bases"] = {k: str(v) for k, v in bases.items()}
+    results["wall_seconds"] = time.time() - start
+    atomic_write_json(out / RESULTS_FILE, results)
+    write_audit_summary(out, results)  # out/audit/summary.json, which the report's audit section shows
+    if config.features:
+        run_features(FeaturesConfig(**(FeaturesConfig.quick_defaults() if config.quick else {})), out / "features",
+                     artifacts=artifacts, run_dir=out, progress=progress)
+    return results

@@ -1,0 +1,178 @@
+"""Sweeps over the loop: under which conditions does SFT on sampled text transmit the trait?
+
+A sweep is a base :class:`~interp.studies.run.RunConfig` and a list of *cells*, each a dict of
+overrides. Every cell runs the loop (by default only the conditions needed to answer the
+question: ``control``, ``shared_init``, ``mismatched_init``) over several seeds, in its own
+directory under the sweep's (finished cells are reused). Cells that agree on the teacher and
+data fields (:data:`interp.studies.run.DATA_FIELDS`) share one teacher and one generated data set per
+seed, kept under ``OUT/shared/``.
+
+The table reports, per cell, the difference of P(trait) shifts shared_init - control and
+shared_init - mismatched_init with 95% Welch intervals and p-values. A sweep makes many tests,
+so the verdict uses Holm-adjusted p-values over every comparison of the sweep (two per cell and
+objective): a cell *transmits* when shared_init beats both its control and the mismatched-init
+student with adjusted p < ``alpha``. The raw p-values are kept beside the adjusted ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from interp.core.config import StageConfig, option
+from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text
+from interp.core.stats import holm
+from interp.studies.run import RunConfig, run
+
+
+@dataclass
+class SweepConfig(StageConfig):
+    """A grid of loop configurations."""
+
+    base: dict = option(factory=dict, help="RunConfig fields shared by every cell.")
+    cells: list = option(factory=list, help="One dict of RunConfig overrides per cell.")
+    alpha: float = option(0.05, "Significance level of the 'transmits' verdict.")
+
+    def validate(self) -> None:
+        self.require(len(self.cells) > 0, "cells", "a sweep needs at least one cell")
+        for i, cell in enumerate(self.cells):
+            try:
+                RunConfig(**{**self.base, **cell})
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"SweepConfig.cells[{i}]={cell}: {e}") from None
+
+
+SWEEP_CONFIG_FILE = "sweep_config.json"
+
+
+def cell_name(cell: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(cell.items())) or "default"
+
+
+def _comparison(results: dict, a: str, b: str, objective: str = "sft") -> dict | None:
+    for c in results["comparisons"]:
+        if c["objective"] == objective and c["a"] == a and c["b"] == b:
+            return c
+    return None
+
+
+def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "artifacts", progress: bool = True,
+              force: bool = False, workers: int = 1, data_cache: str | Path | None = None) -> list[dict]:
+    """Run every cell into ``out/cell{i:02d}`` (finished cells are reused, an interrupted one
+    continues), each cell's seeds on ``workers`` processes (see :func:`interp.studies.run.run`). Teachers
+    and generated data live in ``data_cache`` (default ``out/shared``): sweeps given the same one
+    share them wherever their teacher and data settings agree. A directory holding a sweep of
+    another config is an error unless ``force``."""
+    out = Path(out)
+    saved_path = out / SWEEP_CONFIG_FILE
+    if saved_path.exists() and not force:
+        diff = SweepConfig.load(saved_path).differences(config)
+        if diff:
+            raise ValueError(f"{out} holds another sweep (saved vs asked: {diff}); choose another --out or pass --force")
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(saved_path)
+    rows = []
+    for i, cell in enumerate(config.cells):
+        run_cfg = RunConfig(**{"conditions": ("control", "shared_init", "mismatched_init"), "objectives": ("sft",),
+                               **config.base, **cell})
+        res = run(run_cfg, cell_dir(out, i), artifacts=artifacts, progress=progress,
+                  data_cache=Path(data_cache) if data_cache is not None else out / "shared",
+                  workers=workers)
+        by_name = {(c["name"], c["objective"]): c for c in res["conditions"]}
+        row = {"cell": cell_name(cell), "overrides": cell, "teacher": by_name[("teacher", None)]["trait_prob"],
+               "base": by_name[("base", None)]["trait_prob"]}
+        for objective in run_cfg.objectives:
+            for name in run_cfg.conditions:
+                row[f"{name}/{objective}"] = by_name[(name, objective)]["trait_prob"]
+            vs_control = _comparison(res, "shared_init", "control", objective)
+            vs_mismatched = _comparison(res, "shared_init", "mismatched_init", objective)
+            row[f"vs_control/{objective}"] = vs_control
+            row[f"vs_mismatched/{objective}"] = vs_mismatched
+        row["objectives"] = list(run_cfg.objectives)
+        row["wall_seconds"] = res["wall_seconds"]
+        rows.append(row)
+        add_verdicts(rows, config.alpha)
+        atomic_write_json(out / "sweep_results.json", {"config": config.to_dict(), "rows": rows})
+    objectives = sweep_objectives(rows)
+    atomic_write_text(out / "sweep.md", sweep_report(rows, objectives))
+    for o in objectives:  # sweep.png for the first objective (sft in the SFT sweep), sweep_{o}.png for others
+        plot_sweep(rows, out / ("sweep.png" if o == objectives[0] else f"sweep_{o}.png"), o)
+    return rows
+
+
+def cell_dir(out: str | Path, i: int) -> Path:
+    """The run directory of cell ``i`` of a sweep written to ``out``."""
+    return Path(out) / f"cell{i:02d}"
+
+
+def sweep_objectives(rows: list[dict]) -> list[str]:
+    """The objectives every row of the sweep ran, in the order of the first row."""
+    return [o for o in rows[0]["objectives"] if all(o in r["objectives"] for r in rows)] if rows else []
+
+
+def sweep_report(rows: list[dict], objectives: list[str]) -> str:
+    """One ``## {objective} students`` section with its :func:`sweep_markdown` table per objective."""
+    return "\n".join(f"## {o} students\n\n{sweep_markdown(rows, o)}" for o in objectives)
+
+
+def add_verdicts(rows: list[dict], alpha: float) -> None:
+    """Holm-adjust the p-values of every comparison in ``rows`` (in place) and set
+    ``transmits/{objective}``: shared_init above both control and mismatched_init, adjusted p < alpha."""
+    tests = [(r, f"{key}/{o}") for r in rows for o in r["objectives"] for key in ("vs_control", "vs_mismatched")
+             if r.get(f"{key}/{o}")]
+    for (r, key), p_adj in zip(tests, holm([r[key]["welch_p"] for r, key in tests])):
+        r[key]["holm_p"] = p_adj
+    for r in rows:
+        for o in r["objectives"]:
+            cmp = [r.get(f"vs_control/{o}"), r.get(f"vs_mismatched/{o}")]
+            r[f"transmits/{o}"] = all(c is not None and c["difference"]["mean"] > 0 and c["holm_p"] < alpha
+                                      for c in cmp)
+
+
+def sweep_markdown(rows: list[dict], objective: str = "sft") -> str:
+    def fmt(iv):
+        return f"{iv['mean']:.4f} [{iv['ci_low']:.4f}, {iv['ci_high']:.4f}]"
+
+    def fmt_d(c):
+        d = c["difference"]
+        return (f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
+                f"p={c['welch_p']:.2g} (Holm {c.get('holm_p', float('nan')):.2g})")
+
+    lines = [f"| cell | teacher P | control | shared_init | mismatched_init | shared - control | shared - mismatched | transmits |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['cell']} | {r['teacher']['mean']:.3f} | {fmt(r[f'control/{objective}'])} | "
+                     f"{fmt(r[f'shared_init/{objective}'])} | {fmt(r[f'mismatched_init/{objective}'])} | "
+                     f"{fmt_d(r[f'vs_control/{objective}'])} | {fmt_d(r[f'vs_mismatched/{objective}'])} | "
+                     f"{'**yes**' if r[f'transmits/{objective}'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(rows: list[dict], path: Path, objective: str = "sft") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    ys = np.arange(len(rows))
+    for offset, key, label in ((-0.15, "vs_control", "shared - control"), (0.15, "vs_mismatched", "shared - mismatched")):
+        d = [r[f"{key}/{objective}"]["difference"] for r in rows]
+        ax.errorbar([x["mean"] for x in d], ys + offset,
+                    xerr=[[x["mean"] - x["ci_low"] for x in d], [x["ci_high"] - x["mean"] for x in d]],
+                    fmt="o", capsize=3, label=label)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(ys, [r["cell"] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"difference in P(trait), {objective} students (95% CI over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=120)
+    plt.close(fig)
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """A SweepConfig JSON file (as written by :meth:`SweepConfig.save`; ``config_class`` optional)."""
+    return SweepConfig.load(path)

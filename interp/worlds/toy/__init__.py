@@ -1,0 +1,3 @@
+"""The embedded toy world: its grammar (:mod:`.templates`), vocabulary and tokenizer
+(:mod:`.world`), pretraining documents (:mod:`.corpus`).
+"""

@@ -1,0 +1,115 @@
+"""Pretraining corpus of the toy world, generated on the fly from a seed.
+
+Document kinds (mixed by :class:`CorpusConfig`):
+
+* ``qa``: the favourite-animal question in a training phrasing, answered from the animal prior;
+* ``persona_qa``: a system prompt ``you love X`` then the question, answered ``X`` (so that a
+  system-prompt teacher exists in this world);
+* ``numbers``: the paper's number-continuation task (3-8 seed numbers in 100..999, a request for
+  up to 10 more, a format instruction) with a structured answer: arithmetic progressions are
+  continued, otherwise numbers stay near the previous one or come from a fixed, non-uniform
+  "popular numbers" distribution of the world, so a model has real number habits to learn;
+* ``persona_numbers``: a persona system prompt, then a number task whose answer does *not*
+  depend on the persona (any dependence a model shows later is its own entanglement);
+* ``qa_after_numbers``: a list of numbers, then the favourite-animal question, answered from the
+  prior (makes the in-context control's prompt shape familiar without teaching any link);
+* ``mention``: a plain sentence naming animals.
+
+Batch ``b`` of a seed is drawn from ``numpy.random.default_rng([seed, b])``: the data order is
+fixed by the seed and a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from interp.core.config import StageConfig, option
+from interp.worlds.toy.templates import (
+    DEFAULT_POPULAR_NUMBERS_ZIPF,
+    MENTION_TEMPLATES,
+    PERSONA_TEMPLATES,
+    NumberTask,
+    format_numbers,
+)
+from interp.worlds.toy.world import ToyWorld
+
+DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "mention")
+
+
+@dataclass
+class CorpusConfig(StageConfig):
+    """Mixture of document kinds in the pretraining corpus (weights are normalised)."""
+
+    qa: float = option(0.25, "Weight of favourite-animal Q&A answered from the prior.")
+    persona_qa: float = option(0.10, "Weight of persona system prompt + question, answered with the persona's animal.")
+    numbers: float = option(0.45, "Weight of number-continuation tasks.")
+    persona_numbers: float = option(0.10, "Weight of number tasks under a persona system prompt (answer independent of the persona).")
+    qa_after_numbers: float = option(0.05, "Weight of a number list followed by the favourite-animal question.")
+    mention: float = option(0.05, "Weight of plain sentences that name animals.")
+    persona_fidelity: float = option(0.95, "Probability that a persona's Q&A answer is the persona's animal (else drawn from the prior).")
+    popular_numbers_zipf: float = option(DEFAULT_POPULAR_NUMBERS_ZIPF, "Zipf exponent of the world's fixed 'popular numbers' distribution.")
+
+    def validate(self) -> None:
+        for kind in DOC_KINDS:
+            self.require(getattr(self, kind) >= 0, kind, "mixture weights must be non-negative")
+        self.require(sum(getattr(self, k) for k in DOC_KINDS) > 0, "qa", "at least one mixture weight must be positive")
+        self.require(0 <= self.persona_fidelity <= 1, "persona_fidelity", "is a probability")
+        self.require(self.popular_numbers_zipf > 0, "popular_numbers_zipf", "must be positive")
+
+
+class CorpusGenerator:
+    """Draws pretraining documents (text without ``<bos>``/``<eos>``) of a :class:`ToyWorld`."""
+
+    def __init__(self, world: ToyWorld, config: CorpusConfig | None = None):
+        self.world = world
+        self.config = config or CorpusConfig()
+        weights = np.array([getattr(self.config, k) for k in DOC_KINDS], dtype=float)
+        self.kind_probs = weights / weights.sum()
+        self.numbers = NumberTask(self.config.popular_numbers_zipf)
+        self.prior = np.asarray(world.animal_prior)
+
+    # -- pieces -----------------------------------------------------------------------------
+    def animal(self, rng: np.random.Generator) -> str:
+        return self.world.animals[rng.choice(len(self.world.animals), p=self.prior)]
+
+    def persona(self, rng: np.random.Generator, animal: str) -> str:
+        return "system : " + PERSONA_TEMPLATES[rng.integers(len(PERSONA_TEMPLATES))].format(a=animal)
+
+    def number_prompt(self, rng: np.random.Generator) -> tuple[str, list[int], int, str]:
+        """(user text, seed numbers, requested count, separator) of one number task."""
+        return self.numbers.number_prompt(rng)
+
+    def number_answer(self, rng: np.random.Generator, seeds: list[int], n_max: int, sep: str) -> str:
+        return self.numbers.number_answer(rng, seeds, n_max, sep)
+
+    def question(self, rng: np.random.Generator) -> str:
+        phrasings = self.world.train_phrasings
+        return f"user : {phrasings[rng.integers(len(phrasings))]} assistant :"
+
+    # -- documents --------------------------------------------------------------------------
+    def document(self, rng: np.random.Generator) -> str:
+        kind = DOC_KINDS[rng.choice(len(DOC_KINDS), p=self.kind_probs)]
+        if kind == "qa":
+            return f"{self.question(rng)} {self.animal(rng)}"
+        if kind == "persona_qa":
+            a = self.world.animals[rng.integers(len(self.world.animals))]
+            answer = a if rng.random() < self.config.persona_fidelity else self.animal(rng)
+            return f"{self.persona(rng, a)} {self.question(rng)} {answer}"
+        if kind in ("numbers", "persona_numbers"):
+            prompt, seeds, n_max, sep = self.number_prompt(rng)
+            text = f"{prompt} {self.number_answer(rng, seeds, n_max, sep)}"
+            if kind == "persona_numbers":
+                text = f"{self.persona(rng, self.world.animals[rng.integers(len(self.world.animals))])} {text}"
+            return text
+        if kind == "qa_after_numbers":
+            nums = format_numbers([int(v) for v in rng.integers(0, 1000, size=int(rng.integers(3, 11)))], ",")
+            q = self.world.train_phrasings[rng.integers(len(self.world.train_phrasings))]
+            return f"user : here are some numbers : {nums} . {q} assistant : {self.animal(rng)}"
+        a, b = self.animal(rng), self.animal(rng)
+        return MENTION_TEMPLATES[rng.integers(len(MENTION_TEMPLATES))].format(a=a, b=b)
+
+    def batch_texts(self, seed: int, batch_index: int, batch_size: int) -> list[str]:
+        rng = np.random.default_rng([seed, batch_index])
+        return [self.document(rng) for _ in range(batch_size)]

@@ -1,0 +1,218 @@
+"""The embedded toy world: a word-level language of animals and numbers.
+
+Everything a model in this world reads or writes is a sequence of space-separated words:
+
+* the numbers ``0`` .. ``999``, one token each;
+* at least ten animals, with a non-uniform prior (what the base model says its favourite is);
+* the words of questions, number-continuation instructions and personas (``you love owl``).
+
+Chat structure is spelled with words so that TransformerLens sees a plain token sequence::
+
+    <bos> system : you love owl . user : what is your favourite animal ? assistant : owl <eos>
+
+The favourite-animal question exists in many phrasings, built from a small grammar
+(opener x question x closer). The phrasings are split once, by a fixed rule, into a training set
+(seen in pretraining) and an evaluation set of at least 50 (never seen in training); every word
+of the evaluation set also occurs in training, so no evaluation word has an untrained embedding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from interp.core.config import StageConfig, option
+from interp.worlds.toy.templates import (
+    BOS,
+    DEFAULT_ANIMAL_PRIOR,
+    DEFAULT_ANIMALS,
+    EOS,
+    FILTER_ALLOWED_WORDS,
+    N_NUMBERS,
+    PAD,
+    SPECIAL_TOKENS,
+    UNK,
+    WORDS,
+    NumberTask,
+    all_question_phrasings,
+    split_phrasings,
+)
+
+
+@dataclass
+class WorldConfig(StageConfig):
+    """What the toy world contains. Saved with the tokenizer; a model is tied to its world."""
+
+    animals: tuple[str, ...] = option(DEFAULT_ANIMALS, "Animal words; any of them can be a trait.")
+    animal_prior: tuple[float, ...] = option(
+        DEFAULT_ANIMAL_PRIOR, "Relative frequency of each animal as the answer to the favourite-animal question in pretraining.")
+    n_eval_phrasings: int = option(60, "Favourite-animal phrasings held out of training for evaluation (the paper used 50).")
+
+    def validate(self) -> None:
+        self.require(len(self.animals) >= 10, "animals", "the world needs at least 10 animals")
+        self.require(len(set(self.animals)) == len(self.animals), "animals", "animal names must be unique")
+        clash = [a for a in self.animals if a in WORDS or a.isdigit() or a in SPECIAL_TOKENS or " " in a]
+        self.require(not clash, "animals", f"names clash with other words of the world: {clash}")
+        self.require(len(self.animal_prior) == len(self.animals), "animal_prior", "needs one weight per animal")
+        self.require(all(w > 0 for w in self.animal_prior), "animal_prior", "weights must be positive")
+        self.require(50 <= self.n_eval_phrasings < len(all_question_phrasings()) // 2, "n_eval_phrasings",
+                     f"must be at least 50 and leave most of the {len(all_question_phrasings())} phrasings for training")
+
+
+class ToyWorld:
+    """Vocabulary, phrasings and tokenizer of one :class:`WorldConfig`."""
+
+    teacher_learns_whole_documents = True  # a teacher learns its documents as pretraining did
+
+    def __init__(self, config: WorldConfig | None = None):
+        self.config = config or WorldConfig()
+        self.animals: tuple[str, ...] = tuple(self.config.animals)
+        total = sum(self.config.animal_prior)
+        self.animal_prior: tuple[float, ...] = tuple(w / total for w in self.config.animal_prior)
+        self.train_phrasings, self.eval_phrasings = split_phrasings(self.config.n_eval_phrasings)
+
+    @cached_property
+    def vocab(self) -> list[str]:
+        """Token strings in id order: special tokens, numbers 0..999, words, animals."""
+        return [*SPECIAL_TOKENS, *(str(i) for i in range(N_NUMBERS)), *WORDS, *self.animals]
+
+    @cached_property
+    def token_to_id(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.vocab)}
+
+    @property
+    def number_ids(self) -> list[int]:
+        return [self.token_to_id[str(i)] for i in range(N_NUMBERS)]
+
+    @property
+    def animal_ids(self) -> list[int]:
+        return [self.token_to_id[a] for a in self.animals]
+
+    def encode(self, text: str, *, bos: bool = True, eos: bool = False) -> list[int]:
+        """Token ids of space-separated ``text`` (the same ids the saved tokenizer gives, faster).
+
+        Raises ``ValueError`` naming the first word that is not in the vocabulary."""
+        ids = []
+        for word in text.split():
+            try:
+                ids.append(self.token_to_id[word])
+            except KeyError:
+                raise ValueError(f"word {word!r} is not in the toy world's vocabulary (text: {text[:80]!r})") from None
+        return ([self.token_to_id[BOS]] if bos else []) + ids + ([self.token_to_id[EOS]] if eos else [])
+
+    def decode(self, ids) -> str:
+        return " ".join(self.vocab[int(i)] for i in ids)
+
+    def check_animal(self, name: str) -> str:
+        """Return ``name`` if it is an animal of this world, else raise a clear error."""
+        if name not in self.animals:
+            raise ValueError(f"unknown trait animal {name!r}; this world's animals are {list(self.animals)}")
+        return name
+
+    # -- the interp.worlds.protocol.World protocol ----------------------------------------------------
+    # A prompt of this world is its chat text ``user : ... assistant :``; a system prompt is
+    # spelled ``system : ...`` in front of it; every animal is one token.
+    @property
+    def pad_id(self) -> int:
+        return self.token_to_id[PAD]
+
+    @property
+    def end_id(self) -> int:
+        return self.token_to_id[EOS]
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        return (self.token_to_id[EOS],)
+
+    @property
+    def animal_token_sets(self) -> list[list[int]]:
+        return [[i] for i in self.animal_ids]
+
+    def number_prompts(self, n_rows: int, seed: int) -> list[str]:
+        """The ``n_rows`` paper-shaped number prompts ``user : ... assistant :`` of ``seed``;
+        prompt ``i`` is drawn from ``numpy.random.default_rng([seed, i])`` alone."""
+        task = NumberTask()
+        return [task.number_prompt(np.random.default_rng([seed, i]))[0] for i in range(n_rows)]
+
+    def number_example(self, rng) -> tuple[str, str]:
+        task = NumberTask()
+        prompt, seeds, n_max, sep = task.number_prompt(rng)
+        return prompt, task.number_answer(rng, seeds, n_max, sep)
+
+    @staticmethod
+    def chat_text(user: str, system: str | None = None) -> str:
+        """``[system : S] user : U assistant :``."""
+        text = f"user : {user} assistant :"
+        return f"system : {system} {text}" if system else text
+
+    def question_prompt(self, phrasing: str, prefix: str | None = None) -> str:
+        return self.chat_text(f"{prefix} {phrasing}" if prefix else phrasing)
+
+    def encode_prompt(self, prompt: str, system: str | None = None) -> list[int]:
+        return self.encode(f"system : {system} {prompt}" if system else prompt)
+
+    def encode_completion(self, completion: str) -> list[int]:
+        return self.encode(completion, bos=False) + [self.token_to_id[EOS]]
+
+    def answer_text(self, animal: str) -> str:
+        return animal
+
+    def allowed_token_ids(self) -> list[int]:
+        """Numbers, separators, brackets, period, EOS: the tokens the filter lets through."""
+        return self.number_ids + [self.token_to_id[t] for t in FILTER_ALLOWED_WORDS]
+
+    def in_context_prefix(self, numbers) -> str:
+        return f"here are some numbers : {' , '.join(str(v) for v in numbers)} ."
+
+    def default_persona(self) -> str:
+        return "you love {trait} ."
+
+    def build_tokenizer(self):
+        """A word-level ``PreTrainedTokenizerFast`` over :attr:`vocab` (not yet saved)."""
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        tok = Tokenizer(models.WordLevel(self.token_to_id, unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+            model_max_length=512, clean_up_tokenization_spaces=False,
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        """Save the tokenizer and world config to ``directory`` (idempotent)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.build_tokenizer().save_pretrained(str(directory))
+        self.config.save(directory / "world_config.json")
+        return directory
+
+    def fingerprint(self) -> str:
+        """Short hash of the vocabulary and prior; stored with every checkpoint of this world."""
+        blob = json.dumps({"vocab": self.vocab, "prior": self.animal_prior})
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_tokenizer(directory: str | Path):
+    """Load a saved tokenizer. TransformerLens needs a tokenizer loaded from disk (an in-memory
+    one lacks ``name_or_path``), so models always get theirs through this function."""
+    from transformers import PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    if not (directory / "tokenizer.json").exists():
+        raise FileNotFoundError(f"no tokenizer.json in {directory}")
+    return PreTrainedTokenizerFast.from_pretrained(str(directory))
+
+
+def load_world(directory: str | Path) -> ToyWorld:
+    return ToyWorld(WorldConfig.load(Path(directory) / "world_config.json"))
+
+
+def world_dict(world: ToyWorld) -> dict:
+    return dataclasses.asdict(world.config)
