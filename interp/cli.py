@@ -26,6 +26,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.filter",
     "interp.commands.finetune",
     "interp.commands.evaluate",
+    "interp.commands.audit",
     "interp.commands.run",
     "interp.commands.sweep",
     "interp.commands.report",

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from interp.bench.suite import (DOCS_BEGIN, DOCS_END, RUN_PROCESS_FILE, BenchConfig, alternating, bench_finetune_steps, bench_generation,
+from interp.bench.suite import (DOCS_BEGIN, DOCS_END, RUN_PROCESS_FILE, BenchConfig, alternating, bench_audit, bench_finetune_steps, bench_generation,
                           bench_mnist, bench_sae, comparison, markdown_table, run_bench, run_command, sae_token_windows,
                           spread, whole_run_row, write_docs)
 from interp.core.config import ConfigError
@@ -79,6 +79,15 @@ def test_bench_finetune_steps__recording_and_objective_rows(tokenizer, world, tm
     assert d["recording_step_seconds_with_trait_gradient"] > 0 and d["recording_step_seconds_other"] > 0
     assert all(r["subject"]["median"] > 0 for r in rows)
     assert not any((tmp_path / "scratch").iterdir())  # every timed student was removed
+
+
+def test_bench_audit__audit_against_training_on_a_tiny_model(tokenizer, world, tmp_path):
+    base = _tiny_base(tokenizer, world, tmp_path / "base")
+    (row,) = bench_audit(base, tmp_path / "scratch", n_rows=24, batch_size=8, repeats=1)
+    assert row["key"] == "audit" and row["subject"]["median"] > 0 and row["baseline"]["median"] > 0
+    assert row["ratio"]["median"] == pytest.approx(row["subject"]["median"] / row["baseline"]["median"])
+    assert row["details"]["student_steps"] == 3
+    assert not any((tmp_path / "scratch").iterdir())  # the timed student was removed
 
 
 def test_bench_mnist__batched_and_looped_rows():

@@ -46,6 +46,12 @@ def test_run__writes_every_condition_with_intervals(tiny_presets, tmp_path):
         assert t["n_seeds"] == 2 and t["ci_low"] <= t["mean"] <= t["ci_high"] and 0 <= t["mean"] <= 1
     assert (tmp_path / "run" / "results.md").exists() and (tmp_path / "run" / "results.png").exists()
     assert "Did the shared-init student move toward the teacher?" in (tmp_path / "run" / "report.html").read_text()
+    # Every data set the students train on was audited before training, and the report shows it.
+    assert set(on_disk["audit"]) == {"teacher_numbers", "shuffled_within", "shuffled_across", "base_numbers"}
+    assert on_disk["audit"]["teacher_numbers"]["n_seeds"] == 2
+    assert (tmp_path / "run" / "seed0" / "data" / "audit" / "teacher_numbers" / "audit.json").exists()
+    assert "Audit before training" in (tmp_path / "run" / "results.md").read_text()
+    assert "Audit before training: predicted vs measured" in (tmp_path / "run" / "report.html").read_text()
     assert (tmp_path / "run" / "seed0" / "data" / "teacher_numbers.raw.jsonl").exists()
     assert (tmp_path / "run" / "seed0" / "data" / "teacher_numbers.filtered.jsonl").exists()
     # A finished run is not redone: a second call reuses every stage and gives the same numbers.

@@ -11,6 +11,8 @@ benchmark                 ours                                         against
 ``generation_engines``    the sampler with the lean forward            the sampler with TransformerLens's forward
 ``recording``             a student step with alignment recording      the same step without
 ``distill`` / ``_full``   a logit-distillation step                    an SFT step
+``audit``                 the audit of N rows (``audit_data``: SFT and   training the SFT student it predicts
+                          restricted distill, against a reference)     (one epoch on the same N rows)
 ``sae``                   SAETrainer on cached activations (route B)   sae-lens's LanguageModelSAETrainingRunner
 ``mnist_teacher/student`` N MLPs trained as one batched program        a Python loop over N single models
 ``run_quick``             ``interp run --quick`` (wall time, peak RSS)  -
@@ -53,6 +55,7 @@ import torch
 
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, atomic_write_text, read_json
+from interp.instruments.audit import Source, audit_data
 from interp.instruments.recording import DEFAULT_TRAIT_GRAD_EVERY as every
 from interp.models.checkpoint import PRETRAIN_CONFIG_FILE, WEIGHTS_FILE, Lineage, build_model, save_checkpoint
 from interp.models.refs import Teacher, parse_base_ref
@@ -75,7 +78,8 @@ SCRATCH_DIR = "scratch"  # OUT/scratch: emptied by every bench run, holds nothin
 RUN_PROCESS_FILE = "bench_process.json"  # wall time and peak memory of a run the bench ran, kept in its run dir
 DOCS_BEGIN = "<!-- interp bench: generated table begins (rewritten by `interp bench`) -->"
 DOCS_END = "<!-- interp bench: generated table ends -->"
-BENCHMARKS: tuple[str, ...] = ("generation", "finetune", "sae", "mnist", "run_quick", "run_default", "real_generation")
+BENCHMARKS: tuple[str, ...] = ("generation", "finetune", "audit", "sae", "mnist", "run_quick", "run_default",
+                               "real_generation")
 GENERATION_TARGET = 2.0  # sampler tokens/s over HookedTransformer.generate's, at the loop's batch size
 RECORDING_TARGET = 0.10  # most relative overhead of alignment recording on a student step
 DEFAULT_RUN_TARGET_SECONDS = 20 * 60
@@ -102,6 +106,8 @@ class BenchConfig(StageConfig):
     max_new_tokens: int = option(24, "Most new tokens per prompt, as GenerateConfig.max_new_tokens.")
     finetune_steps: int = option(40, "Student steps per timed finetuning run.")
     finetune_batch_size: int = option(32, "Sequences per student step, as FinetuneConfig.batch_size.")
+    audit_rows: int = option(3000, "Rows of the data set (and of its reference) the audit benchmark audits, and trains "
+                             "the predicted SFT student on.")
     sae_tokens: int = option(200_000, "Activations each SAE route trains on.")
     sae_expansion: int = option(8, "SAE width d_sae / d_model.")
     sae_k: int = option(16, "Active latents of the TopK SAE.")
@@ -123,7 +129,7 @@ class BenchConfig(StageConfig):
         self.require(self.repeats >= 1, "repeats", "must be at least 1")
         self.require(self.threads is None or self.threads >= 1, "threads", "must be at least 1 or None")
         for name in ("generation_prompts", "batch_size", "max_new_tokens", "finetune_steps", "finetune_batch_size",
-                     "sae_tokens", "sae_expansion", "sae_k", "sae_batch_tokens", "mnist_models", "mnist_steps"):
+                     "audit_rows", "sae_tokens", "sae_expansion", "sae_k", "sae_batch_tokens", "mnist_models", "mnist_steps"):
             self.require(getattr(self, name) >= 1, name, "must be at least 1")
         self.require(self.finetune_steps >= 3, "finetune_steps", "must be at least 3 (the first step is not timed)")
         self.require(self.sae_tokens >= 2 * self.sae_batch_tokens, "sae_tokens",
@@ -133,7 +139,8 @@ class BenchConfig(StageConfig):
 
     @classmethod
     def quick_defaults(cls) -> dict[str, Any]:
-        return {"quick": True, "repeats": 3, "generation_prompts": 384, "finetune_steps": 12, "sae_tokens": 40_000,
+        return {"quick": True, "repeats": 3, "generation_prompts": 384, "finetune_steps": 12, "audit_rows": 600,
+                "sae_tokens": 40_000,
                 "mnist_models": 8, "mnist_steps": 15, "mnist_hidden": (64, 64)}
 
 
@@ -405,6 +412,48 @@ def bench_finetune_steps(base_path: Path, scratch: Path, *, steps: int, batch_si
             "cross-entropy on the sampled tokens", measure="s/step", subject=(name, times[name]),
             baseline=("sft", times["sft"]), ratio="ours / sft (cost multiple)", higher_is_better=False, details=common))
     return out
+
+
+def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int, repeats: int) -> list[dict[str, Any]]:
+    """Seconds of the audit of ``n_rows`` rows (:func:`interp.instruments.audit.audit_data`: token statistics
+    against a teacher, the animal gradients, the SFT and restricted-distillation first steps of the
+    data and of an ``n_rows`` reference set) against training the student it predicts
+    (:func:`interp.stages.finetune.finetune_student`, SFT, one epoch of the same rows at ``interp run``'s
+    settings). The teacher is the base one small random step away (a direction to distil)."""
+    base_model, world, _ = parse_base_ref(base_path).load()
+    teacher_model, _, _ = parse_base_ref(base_path).load()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in teacher_model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 1e-2)
+    rows, reference = number_rows(world, n_rows, seed=0), number_rows(world, n_rows, seed=1)
+    scratch.mkdir(parents=True, exist_ok=True)
+    walls: dict[str, float] = {}
+
+    def audit() -> float:  # a fresh call: the animal gradients and every projection are recomputed
+        seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),
+                                                         reference_rows=reference))
+        walls["inner"] = result["wall_seconds"]
+        return seconds
+
+    def train() -> float:
+        out = Path(tempfile.mkdtemp(prefix="audit-student.", dir=scratch))
+        try:
+            config = FinetuneConfig(objective="sft", lr=5e-4, batch_size=batch_size, eval_every=0, checkpoint_every=0)
+            return _timed(lambda: finetune_student(base_path, rows, config, out / "student", progress=False))[0]
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    ours, theirs = alternating(audit, train, repeats, warmup=False)
+    details = {"rows": n_rows, "reference_rows": n_rows, "batch_size": batch_size,
+               "student_steps": -(-n_rows // batch_size), "objectives": ["sft", "distill"]}
+    return [comparison(
+        "audit", f"Audit of {n_rows} rows vs training the student it predicts",
+        f"seconds of interp.instruments.audit.audit_data on {n_rows} rows and an {n_rows}-row reference (token statistics against "
+        "the teacher, animal gradients, SFT and restricted-distillation first steps) vs finetune_student: SFT, one "
+        f"epoch of the same rows, batch {batch_size}", measure="s", subject=("audit", ours),
+        baseline=("train one SFT student", theirs), ratio="audit / training (cost multiple)", higher_is_better=False,
+        details=details)]
 
 
 # -- SAE training: route B (SAETrainer on cached activations) vs route A (sae-lens's runner) --------
@@ -755,6 +804,9 @@ def why(row: dict[str, Any]) -> str:
         return text
     if key in ("distill", "distill_full"):
         return "includes the teacher's forward pass on the same batch"
+    if key == "audit":
+        return (f"the audit reads {d['rows']} rows and a {d['reference_rows']}-row reference, with two objectives; "
+                f"the student takes {d['student_steps']} steps on the {d['rows']} rows")
     if key == "sae":
         c, t = d["route_b_cache_seconds"]["median"], d["route_b_train_seconds"]["median"]
         return f"route B: {_fmt(c)} s caching activations, {_fmt(t)} s training"
@@ -882,7 +934,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     if "real_generation" in selected and config.real_model is None:
         selected.remove("real_generation")
         bench["skipped"]["real_generation"] = "give --real-model (e.g. the file of `interp fetch-model smollm2`)"
-    needs_base = {"generation", "finetune", "sae"} & set(selected)
+    needs_base = {"generation", "finetune", "audit", "sae"} & set(selected)
     base_path, model = None, None
     if needs_base:
         base_path, bench["model"] = resolve_base(config, scratch)
@@ -923,6 +975,8 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
         "generation": generation,
         "finetune": lambda: bench_finetune_steps(base_path, scratch, steps=config.finetune_steps,
                                                  batch_size=config.finetune_batch_size, repeats=config.repeats),
+        "audit": lambda: bench_audit(base_path, scratch, n_rows=config.audit_rows,
+                                     batch_size=config.finetune_batch_size, repeats=config.repeats),
         # windows for a little more than sae_tokens: route A's mixing buffer holds some back
         "sae": lambda: bench_sae(model, sae_token_windows(world, config.sae_tokens + 2 * config.sae_batch_tokens, 64),
                                  hook_name=f"blocks.{model.cfg.n_layers - 1}.hook_resid_post",

@@ -51,6 +51,7 @@ CONDITION_COLORS = {"shared_init": "#1f77b4", "mismatched_init": "#ff7f0e", "con
 # (subdirectory, "module:function"): sections other modules add to any report.
 SECTION_PROVIDERS: list[tuple[str, str]] = [
     ("features", "interp.report.features:report_sections"),
+    ("audit", "interp.report.audit:report_sections"),
 ]
 
 

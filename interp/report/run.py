@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.core.io import atomic_savefig
+from interp.report.audit import audit_markdown_section
 
 RESULTS_MD_FILE = "results.md"
 RESULTS_PNG_FILE = "results.png"
@@ -34,7 +35,7 @@ def results_markdown(results: dict) -> str:
     for c in results["comparisons"]:
         d = c["difference"]
         lines.append(f"| {c['objective']} | {c['a']} - {c['b']} | {d['mean']:+.4f} | [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] | {c['welch_p']:.3g} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + audit_markdown_section(results)
 
 
 def plot_results(results: dict, path: Path) -> None:

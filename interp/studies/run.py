@@ -53,6 +53,8 @@ from interp.instruments.features.pipeline import FeaturesConfig, run_features
 from interp.models.checkpoint import is_checkpoint
 from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
 from interp.models.refs import ModelRef, Teacher, ToyBase, load_teacher, parse_base_ref, parse_model_ref
+from interp.studies.audit import audit_seed, summarize_audits
+from interp.studies.audit import write_summary as write_audit_summary
 from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
 from interp.stages.filter import FilterConfig, filter_file
 from interp.stages.finetune import FinetuneConfig, Objective, finetune_student
@@ -127,9 +129,12 @@ class RunConfig(StageConfig):
                                     "trains rank-r LoRA adapters (a small model's persona is too weak a teacher).")
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
+    audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
+                             "train, into SEED/data/audit and the results (0: no audit; toy world only).")
 
     def validate(self) -> None:
         self.require(self.seeds >= 1, "seeds", "must be at least 1")
+        self.require(self.audit_rows >= 0, "audit_rows", "must be non-negative (0: no audit)")
         self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
         self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
@@ -345,6 +350,13 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                                     )["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
+    if config.audit_rows and not config.real:  # before the students: parallel runs audit in the data job
+        mismatched_model = bases["mismatched"].load()[0] if "mismatched" in bases else None
+        results["audit"] = audit_seed(out, student=base_model, mismatched=mismatched_model, world=world, teacher=teacher,
+                                      data={"teacher_numbers": teacher_rows, "base_numbers": base_rows,
+                                            **{f"shuffled_{m}": rows for m, rows in shuffled.items()}},
+                                      reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait,
+                                      identity={"bases": {k: str(v) for k, v in bases.items()}})
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
@@ -411,7 +423,7 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
                                     "difference": d.to_dict(),
                                     "welch_p": welch_p(vals(a), vals(b))})
     return {"trait": config.trait, "config": config.to_dict(), "conditions": conditions, "comparisons": comparisons,
-            "n_rows": [r["n_rows"] for r in per_seed]}
+            "n_rows": [r["n_rows"] for r in per_seed], "audit": summarize_audits(per_seed, config.trait)}
 
 
 def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
@@ -453,6 +465,7 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     results["bases"] = {k: str(v) for k, v in bases.items()}
     results["wall_seconds"] = time.time() - start
     atomic_write_json(out / RESULTS_FILE, results)
+    write_audit_summary(out, results)  # out/audit/summary.json, which the report's audit section shows
     if config.features:
         run_features(FeaturesConfig(**(FeaturesConfig.quick_defaults() if config.quick else {})), out / "features",
                      artifacts=artifacts, run_dir=out, progress=progress)

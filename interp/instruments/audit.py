@@ -1,0 +1,543 @@
+"""The data audit: which trait would a number data set carry into which student, before training.
+
+Cloud, Le et al. (2025) prove that one small imitation step from the teacher's initialization moves
+the student toward the teacher, whatever the inputs. The audit turns that into numbers a researcher
+gets before training anything, from the student's base, the data, optionally the model that wrote
+the data (the teacher) and a reference data set (the control: numbers the student's base wrote
+itself from the same prompts).
+
+**Token signal** (:func:`token_statistics`). At every completion token of every row: the student
+base's surprise (NLL) and entropy, and, given the teacher, KL(teacher || student) of the next-token
+distributions (over the whole vocabulary and over the filter-allowed tokens that restricted
+distillation sees), the sampled log-ratio ``log p_T(x) - log p_S(x)`` of the token ``x`` the row
+holds (its mean estimates the KL when the rows were sampled from the teacher at temperature 1),
+the teacher's entropy, and whether the two argmaxes differ (a *divergence token*). Means with 95%
+t-intervals over rows, every row's values in ``audit_rows.jsonl``, and the rows that carry most of
+the KL in ``audit.json``.
+
+**First-order prediction** (:class:`Auditor`). For every animal ``a`` of the world,
+``f_a(θ) = mean over the held-out phrasings of log P_θ(a)`` (renormalised over the animals, as
+:mod:`interp.stages.evaluate` measures) and ``P_a(θ)`` its probability (mean over phrasings). Their
+gradients at the student's base form a ``(2 n_animals, n_params)`` float32 matrix, computed once
+per student and reused for every data set; each batch's step is projected on it in one matrix
+product, so no per-batch gradient is kept. A data set's expected first
+step, per unit learning rate, is ``-∇L_b`` averaged over batches ``b`` of ``batch_size`` rows
+(plain SGD), or Adam's first step ``-∇L_b / (|∇L_b| + eps)`` averaged over batches (Adam's
+bias-corrected first step, whatever its betas); ``L`` is the SFT loss on the completion tokens
+or restricted distillation toward the model that wrote the rows (:mod:`interp.stages.finetune`). The
+predicted change of ``f_a`` is the matrix product of the gradients with that step; each batch
+gives one independent estimate, so intervals are over batches. The reference data set's prediction
+is made the same way (distilling the reference toward its own source, the student's base, has a
+zero gradient), and the audit reports **data minus reference**: what the data does beyond what the
+student's own numbers would do.
+
+**Generic drift.** Data that are merely *foreign* to the student move every animal: a first check
+(unanchored owl teacher) found the rare animals predicted to rise most and the commonest to fall,
+a flattening of the animal distribution that says nothing about the trait. A uniform change of
+the sharpness of the answer's animal logits (``z -> (1 + κ) z``) changes ``f_a`` to first order by
+``κ c_a`` with ``c_a = mean_i (ℓ_ia - Σ_b p_ib ℓ_ib)`` (``ℓ`` the renormalised log-probabilities of
+phrasing ``i``): the flattening has a known shape, computable from the base alone. The audit fits
+that shape and a common offset to the other animals' predicted shifts and subtracts it from each
+animal's (a leave-one-out fit, so an animal's own shift never enters its drift), a linear map
+applied batch by batch, so the trait-specific shift keeps its interval. ``predicted_shift`` is
+that trait-specific shift of SFT under plain SGD at the student's base, and ``top_animal`` the
+animal with the largest; ``raw_predicted_shift`` keeps the uncorrected data-minus-reference
+prediction, the quantity a trained student's shift minus its control's is compared with. The
+same numbers are given for restricted distillation (with a teacher), for Adam's first step, and
+at a mismatched-init student when one is given.
+
+``audit.json`` (every number), ``audit_rows.jsonl`` (per row) and ``audit.png`` are written by
+:func:`run_audit`; ``interp audit`` is its command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from scipy import stats as _st
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp.core.config import StageConfig, option
+from interp.core.io import atomic_savefig, atomic_write_json, json_sha256, write_jsonl
+from interp.core.stats import mean_ci
+from interp.stages.evaluate import question_ids
+from interp.stages.finetune import allowed_token_ids, completion_mask, encode_rows, teacher_logits
+from interp.training.loop import pad_batch
+from interp.training.losses import distill_loss, masked_lm_loss
+from interp.worlds.protocol import World
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE = "audit.json"
+AUDIT_ROWS_FILE = "audit_rows.jsonl"
+AUDIT_PLOT_FILE = "audit.png"
+AUDIT_CONFIG_FILE = "audit_config.json"
+AuditObjective = Literal["sft", "distill"]
+OPTIMIZERS = ("sgd", "adam")
+TARGETS = ("log_prob", "prob")  # f_a = mean log P(a), P_a = mean P(a)
+
+
+@dataclass
+class AuditConfig(StageConfig):
+    """What the data audit computes (see :mod:`interp.instruments.audit`)."""
+
+    batch_size: int = option(32, "Rows per gradient: the student's batch size (Adam's first step is taken per batch; "
+                             "intervals are over batches).")
+    max_rows: int | None = option(None, "Audit at most this many rows of each data set (None: all).")
+    objectives: tuple[str, ...] = option(("sft", "distill"), "Student objectives to predict: sft, and distill "
+                                         "(restricted distillation; needs the model that wrote the data).")
+    adam_eps: float = option(1e-8, "Adam's eps (torch's default): its first step is -g / (|g| + eps) per parameter.")
+    drift_correction: bool = option(True, "Subtract the generic flattening/sharpening of the animal distribution "
+                                    "(leave-one-out fit over the other animals) before ranking the animals.")
+    top_rows: int = option(20, "Rows carrying the most KL(teacher || student) listed in audit.json.")
+
+    def validate(self) -> None:
+        self.require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        self.require(self.max_rows is None or self.max_rows >= 2, "max_rows", "must be at least 2 or None")
+        bad = [o for o in self.objectives if o not in ("sft", "distill")]
+        self.require(bool(self.objectives) and not bad, "objectives", f"unknown {bad}; choose from ['sft', 'distill']")
+        self.require(self.adam_eps > 0, "adam_eps", "must be positive")
+        self.require(self.top_rows >= 0, "top_rows", "must be non-negative")
+
+
+@dataclass
+class Source:
+    """A model that wrote (or is the distillation target of) a data set: weights, an optional
+    system prompt present when it spoke, optional hooks. A :class:`interp.models.refs.Teacher` is one."""
+
+    model: object
+    system: str | None = None
+    fwd_hooks: list = field(default_factory=list)
+
+
+# -- the animal read-out ------------------------------------------------------------------------------
+def _animal_logits(logits: Float[Tensor, "batch d_vocab"], world: World) -> Float[Tensor, "batch n_animals"]:
+    """Each animal's logit: the log-sum-exp of its answer tokens' logits (one token in the toy world)."""
+    sets = world.animal_token_sets
+    if all(len(s) == 1 for s in sets):
+        return logits[:, [s[0] for s in sets]]
+    return torch.stack([logits[:, s].logsumexp(-1) for s in sets], dim=-1)
+
+
+def _question_logits(model, world: World, phrasings: Sequence[str]) -> Float[Tensor, "batch n_animals"]:
+    ids = question_ids(world, phrasings)
+    tokens, mask = pad_batch(ids, world.pad_id, max_len=model.cfg.n_ctx)
+    logits = model(tokens)
+    last = mask.sum(1).long() - 1
+    return _animal_logits(logits[torch.arange(len(ids)), last], world)
+
+
+def _flat(tensors: Sequence[Tensor | None], params: Sequence[Tensor]) -> Float[Tensor, "n_params"]:
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
+                      for g, p in zip(tensors, params)])
+
+
+def drift_covariate(log_probs: Float[Tensor, "phrasing n_animals"]) -> Float[Tensor, "n_animals"]:
+    """``c_a = mean_i (ℓ_ia - Σ_b p_ib ℓ_ib)``: the first-order change of ``mean_i ℓ_ia`` per unit
+    ``κ`` when every phrasing's animal logits are scaled by ``1 + κ`` (sharpening for ``κ > 0``,
+    flattening for ``κ < 0``)."""
+    p = log_probs.exp()
+    return (log_probs - (p * log_probs).sum(-1, keepdim=True)).mean(0)
+
+
+def drift_removal_matrix(covariate: Sequence[float]) -> np.ndarray:
+    """The linear map ``M`` with ``(M Δ)_a = Δ_a - (α_a + β_a c_a)``, where ``(α_a, β_a)`` is the
+    least-squares fit of ``Δ_b = α + β c_b`` over the other animals ``b != a`` (leave one out)."""
+    c = np.asarray(covariate, dtype=np.float64)
+    n = c.size
+    if n < 4:
+        raise ValueError(f"drift correction needs at least 4 animals, the world has {n}")
+    x = np.stack([np.ones(n), c], axis=1)  # animal 2
+    m = np.eye(n)
+    for a in range(n):
+        others = np.arange(n) != a
+        fit = np.linalg.pinv(x[others])  # 2 x (n-1): Δ_others -> (α, β)
+        m[a, others] -= x[a] @ fit
+    return m
+
+
+# -- token statistics -----------------------------------------------------------------------------------
+@torch.no_grad()
+def token_statistics(student, world: World, rows: list[dict], *, teacher: Source | None = None,
+                     batch_size: int = 64) -> list[dict]:
+    """Per row, means over its completion tokens (targets, the end token included) of the student's
+    NLL and entropy and ``student_argmax_match``; with ``teacher`` also ``kl`` (KL(teacher ||
+    student), whole vocabulary), ``kl_allowed`` (over the filter-allowed tokens, renormalised),
+    ``log_ratio`` (``log p_T(x) - log p_S(x)`` of the row's token), ``teacher_entropy`` and
+    ``argmax_differs``; and ``kl_sum``, the row's total KL (nats)."""
+    seqs, starts = encode_rows(world, rows)
+    if teacher is not None:
+        t_seqs, t_starts = encode_rows(world, rows, system=teacher.system)
+    allowed = torch.tensor(allowed_token_ids(world))
+    out = []
+    for lo in range(0, len(seqs), batch_size):
+        idx = range(lo, min(lo + batch_size, len(seqs)))
+        tokens, _ = pad_batch([seqs[i] for i in idx], world.pad_id, max_len=student.cfg.n_ctx)
+        mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])[:, 1:]
+        log_s = student(tokens)[:, :-1].log_softmax(-1)  # batch pos-1 d_vocab (float32; row means in float64)
+        target = tokens[:, 1:, None]
+        values = {"nll": -log_s.gather(-1, target)[..., 0],
+                  "student_entropy": -(log_s.exp() * log_s).sum(-1)}
+        values["student_argmax_match"] = (log_s.argmax(-1) == tokens[:, 1:]).float()
+        if teacher is not None:
+            t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
+                                      tokens.shape[1], world.pad_id)
+            log_t = t_logits[:, :-1].log_softmax(-1)
+            p_t = log_t.exp()
+            values["kl"] = (p_t * (log_t - log_s)).sum(-1)
+            la_t, la_s = log_t[..., allowed].log_softmax(-1), log_s[..., allowed].log_softmax(-1)
+            values["kl_allowed"] = (la_t.exp() * (la_t - la_s)).sum(-1)
+            values["log_ratio"] = (log_t - log_s).gather(-1, target)[..., 0]
+            values["teacher_entropy"] = -(p_t * log_t).sum(-1)
+            values["argmax_differs"] = (log_t.argmax(-1) != log_s.argmax(-1)).float()
+        n_tokens = mask.sum(1).double()
+        sums = {key: (v.double() * mask).sum(1) for key, v in values.items()}  # batch
+        for j, i in enumerate(idx):
+            row = {"row": i, "n_tokens": int(n_tokens[j])}
+            for key in values:
+                row[key] = float(sums[key][j] / n_tokens[j])
+            if teacher is not None:
+                row["kl_sum"] = float(sums["kl"][j])
+            out.append(row)
+    return out
+
+
+def summarize_tokens(per_row: list[dict], rows: list[dict], top_rows: int) -> dict:
+    """Means over rows (95% t-interval), token-weighted means, and where the KL sits: the share of
+    the total KL in the 10% of rows that carry most, and the ``top_rows`` rows carrying most."""
+    keys = [k for k in per_row[0] if k not in ("row", "n_tokens", "kl_sum")]
+    weights = np.array([r["n_tokens"] for r in per_row], dtype=float)
+    out: dict = {"n_rows": len(per_row), "n_tokens": int(weights.sum()),
+                 "row_mean": {k: mean_ci([r[k] for r in per_row]).to_dict("n_rows") for k in keys},
+                 "token_mean": {k: float(np.average([r[k] for r in per_row], weights=weights)) for k in keys}}
+    if "kl_sum" in per_row[0]:
+        kl = np.array([r["kl_sum"] for r in per_row])
+        order = np.argsort(-kl, kind="stable")
+        top_tenth = order[: max(1, len(order) // 10)]
+        out["kl_share_top_10pct_rows"] = float(kl[top_tenth].sum() / max(kl.sum(), 1e-300))
+        out["top_rows"] = [{"row": int(i), "kl_sum": float(kl[i]), "kl": per_row[i]["kl"],
+                            "log_ratio": per_row[i]["log_ratio"], "argmax_differs": per_row[i]["argmax_differs"],
+                            "prompt": rows[i]["prompt"], "completion": rows[i]["completion"]} for i in order[:top_rows]]
+    return out
+
+
+# -- the first-order prediction -------------------------------------------------------------------------
+@dataclass
+class StepProjection:
+    """One data set's first step projected on the animal gradients: per batch and optimizer, a
+    ``(n_batches, n_animals)`` array for each target (``log_prob``, ``prob``)."""
+
+    values: dict[str, dict[str, np.ndarray]]  # optimizer -> target -> batch animal
+    n_rows: int
+
+    @classmethod
+    def zeros(cls, n_batches: int, n_animals: int, n_rows: int) -> "StepProjection":
+        return cls({o: {t: np.zeros((n_batches, n_animals)) for t in TARGETS} for o in OPTIMIZERS}, n_rows)
+
+
+class Auditor:
+    """The audit of data sets for one student base: the animal gradients at its weights are
+    computed once (on construction) and every data set's first step is projected on them; a data
+    set seen before (same rows, objective and target) is not recomputed."""
+
+    def __init__(self, model, world: World, config: AuditConfig | None = None, *, name: str = "student"):
+        self.model, self.world, self.name = model, world, name
+        self.config = config or AuditConfig()
+        self.params = [p for p in model.parameters()]
+        for p in self.params:
+            p.requires_grad_(True)
+        model.eval()
+        self._cache: dict[tuple, StepProjection] = {}
+        with torch.enable_grad():
+            ell = _question_logits(model, world, world.eval_phrasings).double().log_softmax(-1)  # phrasing animal
+        self.base_log_probs = ell.detach()
+        outputs = torch.cat([ell.mean(0), ell.exp().mean(0)])  # f_a then P_a
+        self.gradients = self._batched_gradients(outputs)  # 2*n_animals n_params
+        self.covariate = drift_covariate(self.base_log_probs).numpy()
+        self.removal = drift_removal_matrix(self.covariate)
+
+    @property
+    def n_animals(self) -> int:
+        return len(self.world.animals)
+
+    def _batched_gradients(self, outputs: Tensor) -> Float[Tensor, "output n_params"]:
+        """Gradients of every output, one backward pass each through the shared graph, stored in
+        float32. (A vectorised backward, ``torch.autograd.grad(..., is_grads_batched=True)``, gives
+        the same matrix but took 2.5x as long on the default base: 19.7 s against 8.0 s for the 24
+        outputs on a loaded 2-core machine.)"""
+        rows = [_flat(torch.autograd.grad(o, self.params, retain_graph=True, allow_unused=True), self.params)
+                for o in outputs]
+        return torch.stack(rows).to(torch.float32)
+
+    def project(self, rows: list[dict], objective: AuditObjective, source: Source | None = None, *,
+                progress: bool = False, desc: str = "audit") -> StepProjection:
+        """The first step of ``objective`` on ``rows`` projected on the animal gradients, per batch.
+        ``source`` is the distillation target (the model that wrote the rows); distilling toward
+        the student itself has a zero gradient and is not computed."""
+        cfg = self.config
+        rows = rows[: cfg.max_rows] if cfg.max_rows else rows
+        n_batches = math.ceil(len(rows) / cfg.batch_size)
+        if objective == "distill" and source is None:
+            raise ValueError("restricted distillation needs the model that wrote the data (a teacher)")
+        if objective == "distill" and source.model is self.model and not source.system and not source.fwd_hooks:
+            return StepProjection.zeros(n_batches, self.n_animals, len(rows))
+        key = (json_sha256([[r["prompt"], r["completion"]] for r in rows]), objective,
+               id(source.model) if objective == "distill" else None, source.system if objective == "distill" else None)
+        if key in self._cache:
+            return self._cache[key]
+        world = self.world
+        seqs, starts = encode_rows(world, rows)
+        if objective == "distill":
+            t_seqs, t_starts = encode_rows(world, rows, system=source.system)
+            allowed = torch.tensor(allowed_token_ids(world))
+        n = self.n_animals
+        out = StepProjection.zeros(n_batches, n, len(rows))
+        for b in tqdm(range(n_batches), desc=f"{desc} ({self.name}, {objective})", disable=not progress,
+                      mininterval=2.0):
+            idx = range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(rows)))
+            tokens, _ = pad_batch([seqs[i] for i in idx], world.pad_id, max_len=self.model.cfg.n_ctx)
+            mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+            with torch.enable_grad():
+                logits = self.model(tokens)
+                if objective == "sft":
+                    loss = masked_lm_loss(logits, tokens, mask)  # SFT: the completion tokens
+                else:
+                    t = teacher_logits(source, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
+                                       tokens.shape[1], world.pad_id)
+                    loss = distill_loss(logits, t, mask, allowed)
+                step = -_flat(torch.autograd.grad(loss, self.params, allow_unused=True), self.params)
+            adam = step / (step.abs() + cfg.adam_eps)  # Adam's first step, before the float32 cast
+            # One pass over the gradient matrix for both steps: (2 n_animals, n_params) @ (n_params, 2).
+            projected = (self.gradients @ torch.stack([step, adam], dim=1).to(torch.float32)).double().numpy()
+            for j, name in enumerate(("sgd", "adam")):
+                out.values[name]["log_prob"][b] = projected[:n, j]
+                out.values[name]["prob"][b] = projected[n:, j]
+        self._cache[key] = out
+        return out
+
+    def predict(self, data: StepProjection, reference: StepProjection | None) -> dict:
+        """Per optimizer and target: the data's predicted change, the reference's, their difference
+        (the raw shift), the generic drift and the trait-specific shift (raw minus drift), each a
+        per-animal mean with a 95% interval over batches, and the top animal of each."""
+        animals = list(self.world.animals)
+        out: dict = {}
+        for opt in OPTIMIZERS:
+            out[opt] = {}
+            for target in TARGETS:
+                d = data.values[opt][target]
+                r = reference.values[opt][target] if reference is not None else None
+                entry = {"data": _per_animal(animals, d), "reference": _per_animal(animals, r) if r is not None else None,
+                         "raw_shift": _per_animal(animals, d, r)}
+                corrected_d, corrected_r = d @ self.removal.T, (r @ self.removal.T if r is not None else None)
+                entry["trait_shift"] = _per_animal(animals, corrected_d, corrected_r)
+                raw = np.array([entry["raw_shift"][a]["mean"] for a in animals])
+                trait = np.array([entry["trait_shift"][a]["mean"] for a in animals])
+                entry["drift"] = dict(zip(animals, (raw - trait).tolist()))
+                use = trait if self.config.drift_correction else raw
+                entry["ranking"] = [animals[i] for i in np.argsort(-use, kind="stable")]
+                entry["top_animal"] = entry["ranking"][0]
+                out[opt][target] = entry
+        return out
+
+
+def _pooled(parts: list[StepProjection]) -> StepProjection:
+    """Several data sets' projections as one: their batches concatenated (the mean over batches is
+    then the batch-weighted mean of the data sets')."""
+    return StepProjection({o: {t: np.concatenate([p.values[o][t] for p in parts]) for t in TARGETS} for o in OPTIMIZERS},
+                          sum(p.n_rows for p in parts))
+
+
+def _per_animal(animals: list[str], data: np.ndarray, reference: np.ndarray | None = None) -> dict:
+    """``{animal: {mean, ci_low, ci_high, se}}`` of the mean over batches of ``data`` minus that of
+    ``reference`` (independent batches: the standard errors add in quadrature; Welch degrees of
+    freedom)."""
+    out = {}
+    for j, a in enumerate(animals):
+        x = data[:, j]
+        m, var, dof = float(x.mean()), (x.var(ddof=1) / x.size if x.size > 1 else 0.0), max(x.size - 1, 1)
+        if reference is not None:
+            y = reference[:, j]
+            vy = y.var(ddof=1) / y.size if y.size > 1 else 0.0
+            m -= float(y.mean())
+            dof = ((var + vy) ** 2 / (var**2 / max(x.size - 1, 1) + vy**2 / max(y.size - 1, 1))
+                   if var + vy > 0 else dof)
+            var += vy
+        half = float(_st.t.ppf(0.975, df=dof)) * math.sqrt(var)
+        out[a] = {"mean": m, "ci_low": m - half, "ci_high": m + half, "se": math.sqrt(var)}
+    return out
+
+
+# -- the whole audit ----------------------------------------------------------------------------------
+def audit_data(student, world: World, rows: list[dict], config: AuditConfig | None = None, *,
+               teacher: Source | None = None, reference_rows: list[dict] | None = None,
+               reference_source: Source | None = None, mismatched=None, auditors: dict | None = None,
+               controls: Sequence[tuple[list[dict], Source | None]] | None = None,
+               progress: bool = False) -> tuple[dict, list[dict]]:
+    """Audit ``rows`` for the student base ``student`` (a model in ``world``). Returns the audit
+    (the content of ``audit.json``) and the per-row token statistics.
+
+    Args:
+        teacher: the model that wrote ``rows`` (a :class:`Source` or a :class:`interp.models.refs.Teacher`);
+            without it only what the student base can read is reported, and only SFT is predicted.
+        reference_rows: the control data set (numbers the student's base wrote from the same kind
+            of prompts); without it predictions are of the data alone, not data minus reference.
+        reference_source: the model that wrote ``reference_rows`` (default: ``student``).
+        mismatched: another base (a model in the same world) audited the same way: the
+            mismatched-init student.
+        auditors: a dict kept between calls (``{"shared": Auditor, "mismatched": Auditor}``): the
+            animal gradients and the projections of data sets seen before are reused.
+        controls: optional ``(rows, source)`` pairs: data written by teachers made the same way with
+            other traits (or a trait-free one) and the model that wrote each (None: SFT only). The
+            audit then also gives data minus the pooled controls (``versus_control``,
+            ``top_animal_vs_control``), which removes the part of the step any teacher made this way
+            would give. Control rows are used in full (``max_rows`` does not apply).
+    """
+    config = config or AuditConfig()
+    start = time.time()
+    rows = rows[: config.max_rows] if config.max_rows else rows
+    if len(rows) < 2:
+        raise ValueError(f"the audit needs at least 2 rows, got {len(rows)}")
+    if reference_rows is not None:
+        reference_rows = reference_rows[: config.max_rows] if config.max_rows else reference_rows
+        if not reference_rows:
+            raise ValueError("the reference data set is empty")
+    reference_source = reference_source or Source(student)
+    auditors = auditors if auditors is not None else {}
+    if "shared" not in auditors or auditors["shared"].model is not student:
+        auditors["shared"] = Auditor(student, world, config, name="student")
+    students = {"shared": auditors["shared"]}
+    if mismatched is not None:
+        if "mismatched" not in auditors or auditors["mismatched"].model is not mismatched:
+            auditors["mismatched"] = Auditor(mismatched, world, config, name="mismatched")
+        students["mismatched"] = auditors["mismatched"]
+    objectives = [o for o in config.objectives if o == "sft" or teacher is not None]
+
+    per_row = token_statistics(student, world, rows, teacher=teacher)
+    tokens = {"data": summarize_tokens(per_row, rows, config.top_rows)}
+    if reference_rows is not None:
+        ref_rows_stats = token_statistics(student, world, reference_rows,
+                                          teacher=reference_source if reference_source.model is not student else None)
+        tokens["reference"] = summarize_tokens(ref_rows_stats, reference_rows, 0)
+    predictions: dict = {}
+    versus_control: dict = {}
+    controls = list(controls) if controls else None
+    if controls is not None and any(not rows_k for rows_k, _ in controls):
+        raise ValueError("a control data set is empty")
+    for label, auditor in students.items():
+        predictions[label], versus_control[label] = {}, {}
+        for objective in objectives:
+            data = auditor.project(rows, objective, teacher, progress=progress, desc="data")
+            reference = (auditor.project(reference_rows, objective, reference_source, progress=progress,
+                                         desc="reference") if reference_rows is not None else None)
+            predictions[label][objective] = auditor.predict(data, reference)
+            if controls is not None and (objective == "sft" or all(src is not None for _, src in controls)):
+                parts = [auditor.project(rows_k, objective, src, progress=progress, desc="control")
+                         for rows_k, src in controls]
+                versus_control[label][objective] = auditor.predict(data, _pooled(parts))
+    shared = students["shared"]
+    headline = predictions["shared"]["sft"]["sgd"]["log_prob"]
+    key = "trait_shift" if config.drift_correction else "raw_shift"
+    animals = list(world.animals)
+    audit = {
+        "animals": animals,
+        "predicted_shift": {a: headline[key][a]["mean"] for a in animals},
+        "predicted_shift_ci": headline[key],
+        "raw_predicted_shift": {a: headline["raw_shift"][a]["mean"] for a in animals},
+        "top_animal": headline["top_animal"],
+        "ranking": headline["ranking"],
+        "top_animal_by": {f"{label}/{obj}/{opt}": predictions[label][obj][opt]["log_prob"]["top_animal"]
+                          for label in predictions for obj in predictions[label] for opt in OPTIMIZERS},
+        "headline": "shared student, sft, plain SGD, change of mean log P(animal) on the held-out phrasings per unit "
+                    "learning rate, data minus reference" + (", generic drift removed" if config.drift_correction else ""),
+        "student": {"base_prob": dict(zip(animals, shared.base_log_probs.exp().mean(0).tolist())),
+                    "base_log_prob": dict(zip(animals, shared.base_log_probs.mean(0).tolist())),
+                    "drift_covariate": dict(zip(animals, shared.covariate.tolist()))},
+        "tokens": tokens,
+        "predictions": predictions,
+        "versus_control": versus_control if controls is not None else None,
+        # Adam's first step of restricted distillation where the controls' sources are known (the
+        # contrast that found the hidden trait in docs/audit.md), else of SFT
+        "top_animal_vs_control": (versus_control["shared"].get("distill", versus_control["shared"]["sft"])
+                                  ["adam"]["log_prob"]["top_animal"] if controls is not None else None),
+        "has_teacher": teacher is not None,
+        "has_reference": reference_rows is not None,
+        "n_rows": len(rows),
+        "n_reference_rows": len(reference_rows) if reference_rows is not None else 0,
+        "n_control_rows": sum(len(r) for r, _ in controls) if controls is not None else 0,
+        "config": config.to_dict(),
+        "wall_seconds": time.time() - start,
+    }
+    return audit, per_row
+
+
+def audit_markdown(audit: dict) -> str:
+    """A short human summary of one audit."""
+    lines = [f"top animal: **{audit['top_animal']}** ({audit['headline']})", "",
+             "| animal | base P | raw shift (data - ref) | 95% CI | trait-specific | 95% CI |", "|---|---|---|---|---|---|"]
+    pred = audit["predictions"]["shared"]["sft"]["sgd"]["log_prob"]
+    for a in audit["ranking"]:
+        r, t = pred["raw_shift"][a], pred["trait_shift"][a]
+        lines.append(f"| {a} | {audit['student']['base_prob'][a]:.3f} | {r['mean']:+.4f} | [{r['ci_low']:+.4f}, "
+                     f"{r['ci_high']:+.4f}] | {t['mean']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] |")
+    tok = audit["tokens"]["data"]["row_mean"]
+    if "kl" in tok:
+        lines += ["", f"KL(teacher || student) {tok['kl']['mean']:.4f} nats/token [{tok['kl']['ci_low']:.4f}, "
+                  f"{tok['kl']['ci_high']:.4f}], log-ratio {tok['log_ratio']['mean']:.4f}, teacher entropy "
+                  f"{tok['teacher_entropy']['mean']:.3f}, argmax differs {tok['argmax_differs']['mean']:.3%} "
+                  f"(means over {audit['n_rows']} rows)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_audit(audit: dict, path: str | Path) -> None:
+    """Predicted shifts per animal (raw and trait-specific, shared and mismatched students, each
+    objective), and the per-row KL when a teacher was given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    animals = audit["animals"]
+    panels = [(label, obj) for label in audit["predictions"] for obj in audit["predictions"][label]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    x = np.arange(len(animals))
+    for ax, (label, obj) in zip(axes[0], panels):
+        pred = audit["predictions"][label][obj]["sgd"]["log_prob"]
+        for k, (key, color, name) in enumerate((("raw_shift", "#999999", "data - reference"),
+                                               ("trait_shift", "#1f77b4", "drift removed"))):
+            means = np.array([pred[key][a]["mean"] for a in animals])
+            err = np.array([[pred[key][a]["mean"] - pred[key][a]["ci_low"], pred[key][a]["ci_high"] - pred[key][a]["mean"]]
+                            for a in animals]).T
+            ax.bar(x + (k - 0.5) * 0.4, means, 0.4, yerr=err, capsize=2, color=color, label=name)
+        ax.axhline(0, color="k", lw=0.7)
+        ax.set_xticks(x, animals, rotation=60, fontsize=8)
+        ax.set_title(f"{label} student, {obj} (SGD, per unit lr)\ntop: {pred['top_animal']}", fontsize=9)
+        ax.set_ylabel("predicted change of mean log P(animal)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def run_audit(student, world: World, rows: list[dict], out: str | Path, config: AuditConfig | None = None, *,
+              inputs: dict | None = None, **kwargs) -> dict:
+    """:func:`audit_data`, written to ``out``: ``audit.json`` (with ``inputs``, what was audited),
+    ``audit_rows.jsonl``, ``audit.png`` and ``audit_config.json``."""
+    config = config or AuditConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    audit, per_row = audit_data(student, world, rows, config, **kwargs)
+    audit["inputs"] = inputs or {}
+    config.save(out / AUDIT_CONFIG_FILE)
+    write_jsonl(out / AUDIT_ROWS_FILE, per_row)
+    plot_audit(audit, out / AUDIT_PLOT_FILE)
+    atomic_write_json(out / AUDIT_FILE, audit)
+    return audit

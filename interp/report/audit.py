@@ -1,0 +1,75 @@
+"""The audit's part of a run's ``results.md`` and report: the prediction made before training
+(:mod:`interp.studies.audit` writes ``RUN/audit/summary.json``) beside the students' measured shifts."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from interp.core.io import read_json
+from interp.instruments.audit import AUDIT_PLOT_FILE
+from interp.studies.audit import AUDIT_DIR, SUMMARY_FILE
+
+
+def _fmt(ci: dict | None, digits: int = 4) -> str:
+    if not ci:
+        return "-"
+    return f"{ci['mean']:+.{digits}f} [{ci['ci_low']:+.{digits}f}, {ci['ci_high']:+.{digits}f}]"
+
+
+def audit_table_rows(results_audit: dict, outcomes: dict, trait: str) -> list[list[str]]:
+    rows = []
+    for name, entry in results_audit.items():
+        condition = entry["condition"]
+        hit = entry["top_animal_is_trait"]
+        sft, distill = entry["predictions"].get("shared/sft/sgd"), entry["predictions"].get("shared/distill/sgd")
+        rows.append([name, f"{hit['k']}/{hit['n']}", ", ".join(entry["top_animals"]), _fmt(entry["trait_rank"], 1),
+                     _fmt(sft["trait_shift"] if sft else None), _fmt(distill["trait_shift"] if distill else None),
+                     _fmt(outcomes.get(f"{condition}/sft")), _fmt(outcomes.get(f"{condition}/distill"))])
+    return rows
+
+
+AUDIT_HEADERS = ["data set", "top animal = trait (seeds)", "top animals", "trait's rank (of 12)",
+                 "predicted trait shift, sft (per unit lr)", "predicted, distill", "students' measured shift: sft",
+                 "measured: distill"]
+
+
+def audit_markdown_section(results: dict) -> str:
+    """The audit's part of ``results.md``."""
+    if not results.get("audit"):
+        return ""
+    trait = results["trait"]
+    outcomes = {f"{c['name']}/{c['objective']}": c.get("trait_prob_shift") for c in results["conditions"] if c["objective"]}
+    lines = ["", "## Audit before training", "",
+             f"The first {results['config'].get('audit_rows')} rows of each data set audited for the shared base "
+             "(`interp audit`): predicted change of the shared-init student's mean log P(animal) per unit plain-SGD "
+             "learning rate, data minus the base's numbers, generic drift removed (mean [95% CI] over seeds), beside the "
+             "students' measured P(trait) shift from their base. base_numbers is a split-half null.", "",
+             "| " + " | ".join(AUDIT_HEADERS) + " |", "|" + "---|" * len(AUDIT_HEADERS)]
+    for row in audit_table_rows(results["audit"], outcomes, trait):
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_sections(directory: Path) -> list[tuple[str, str, str]]:
+    """The report section (``interp.report.SECTION_PROVIDERS``): the audit table beside the students'
+    outcomes, and each seed's audit figure of the teacher's numbers."""
+    summary_path = directory / SUMMARY_FILE
+    if not summary_path.exists():
+        return []
+    summary = read_json(summary_path)
+    headers = "".join(f"<th>{html.escape(h)}</th>" for h in AUDIT_HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in audit_table_rows(summary["audit"], summary["student_shifts"], summary["trait"]))
+    fragment = (f"<p>Predicted before training by the audit (first-order change of the shared-init student's mean "
+                f"log P({html.escape(summary['trait'])}) per unit SGD learning rate, data minus the base's own numbers, "
+                "generic drift removed) beside what the students measured. See docs/audit.md.</p>"
+                f"<table><tr>{headers}</tr>{body}</table>")
+    sections = [("Audit before training: predicted vs measured", str(summary_path), fragment)]
+    run_dir = directory.parent
+    for png in sorted(run_dir.glob(f"seed*/data/{AUDIT_DIR}/teacher_numbers/{AUDIT_PLOT_FILE}"))[:3]:
+        data = base64.b64encode(png.read_bytes()).decode()
+        sections.append((f"Audit of {png.parts[-5]}'s teacher numbers", str(png),
+                         f"<img alt='audit' src='data:image/png;base64,{data}'>"))
+    return sections

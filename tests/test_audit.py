@@ -1,0 +1,161 @@
+"""The data audit on tiny models: data the base wrote itself predicts about nothing, a teacher whose only
+change is a known logit shift toward one animal predicts that animal first, the per-token KL is the
+direct computation, and the generic-drift removal removes exactly the flattening shape."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from interp.cli import main
+from interp.core.io import read_json, read_jsonl, write_jsonl
+from interp.instruments.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source,
+                                      audit_data, drift_covariate, drift_removal_matrix, run_audit, token_statistics)
+from interp.models.refs import parse_base_ref
+from interp.stages.finetune import encode_rows
+from interp.stages.generate import GenerateConfig, generate_numbers
+
+from tiny_interp import one_torch_thread, pretrain_tiny_base
+
+SHIFTED = "fox"  # the animal the logit-shift teacher favours (not the base's favourite)
+N_ROWS = 192
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    """A tiny base, a teacher that is the base with +6 on the logit of one animal at every position,
+    and number continuations sampled from each (unfiltered: the teacher's favourite word appears)."""
+    root = tmp_path_factory.mktemp("audit")
+    base_dir = pretrain_tiny_base(root / "base")
+    base, world, _ = parse_base_ref(base_dir).load()
+    teacher = copy.deepcopy(base)
+    with torch.no_grad():
+        teacher.unembed.b_U[world.token_to_id[SHIFTED]] += 6.0
+    rows = {}
+    for name, model, seed in (("teacher", teacher, 1), ("base_a", base, 1), ("base_b", base, 2)):
+        path = generate_numbers(model, world, GenerateConfig(n_rows=N_ROWS, seed=seed), root / f"{name}.jsonl",
+                                progress=False)
+        rows[name] = read_jsonl(path)
+    return {"root": root, "base_dir": base_dir, "base": base, "world": world, "teacher": teacher, "rows": rows}
+
+
+def _trait_shift(audit, animal=None):
+    pred = audit["predictions"]["shared"]["sft"]["sgd"]["log_prob"]["trait_shift"]
+    return pred if animal is None else pred[animal]
+
+
+def test_audit__logit_shift_teacher_predicts_its_animal_first(setting):
+    s = setting
+    assert sum(SHIFTED in r["completion"].split() for r in s["rows"]["teacher"]) > N_ROWS // 4  # the signal is there
+    audit, _ = audit_data(s["base"], s["world"], s["rows"]["teacher"], teacher=Source(s["teacher"]),
+                          reference_rows=s["rows"]["base_b"], controls=[(s["rows"]["base_a"], None)])
+    assert audit["top_animal"] == SHIFTED
+    # a trait-free control (no source given: SFT is contrasted) removes nothing of the trait
+    assert audit["top_animal_vs_control"] == SHIFTED and "distill" not in audit["versus_control"]["shared"]
+    assert _trait_shift(audit, SHIFTED)["ci_low"] > 0
+    # restricted distillation cannot see the animal token: its prediction for it is not the top one by the margin SFT has
+    assert audit["top_animal_by"]["shared/sft/sgd"] == SHIFTED
+
+
+def test_audit__data_from_the_base_itself_predicts_about_zero(setting):
+    s = setting
+    null, _ = audit_data(s["base"], s["world"], s["rows"]["base_a"], reference_rows=s["rows"]["base_b"])
+    signal, _ = audit_data(s["base"], s["world"], s["rows"]["teacher"], reference_rows=s["rows"]["base_b"])
+    null_shift = np.array([abs(v["mean"]) for v in _trait_shift(null).values()])
+    covers_zero = sum(v["ci_low"] <= 0 <= v["ci_high"] for v in _trait_shift(null).values())
+    # About zero: every animal well below the teacher's signal, and most intervals cover zero
+    # (12 animals at 95%; the rest are the noise of two finite samples).
+    assert null_shift.max() < 0.2 * _trait_shift(signal, SHIFTED)["mean"], (null_shift, _trait_shift(signal, SHIFTED))
+    assert covers_zero >= 9, _trait_shift(null)
+
+
+def test_token_statistics__kl_equals_a_direct_computation(setting):
+    s = setting
+    rows = s["rows"]["teacher"][:5]
+    stats = token_statistics(s["base"], s["world"], rows, teacher=Source(s["teacher"]), batch_size=2)
+    (seq,), (start,) = encode_rows(s["world"], rows[3:4])
+    tokens = torch.tensor([seq])
+    with torch.no_grad():
+        log_s = s["base"](tokens)[0].double().log_softmax(-1)
+        log_t = s["teacher"](tokens)[0].double().log_softmax(-1)
+    positions = range(start - 1, len(seq) - 1)  # the logits that predict the completion tokens (and the end token)
+    kl = np.mean([float((log_t[p].exp() * (log_t[p] - log_s[p])).sum()) for p in positions])
+    ratio = np.mean([float(log_t[p, seq[p + 1]] - log_s[p, seq[p + 1]]) for p in positions])
+    differs = np.mean([float(log_t[p].argmax() != log_s[p].argmax()) for p in positions])
+    assert stats[3]["n_tokens"] == len(positions)
+    assert stats[3]["kl"] == pytest.approx(kl, rel=1e-4, abs=1e-7)  # float32 log-probabilities there
+    assert stats[3]["log_ratio"] == pytest.approx(ratio, rel=1e-4, abs=1e-6)
+    assert stats[3]["argmax_differs"] == pytest.approx(differs)
+    assert stats[3]["kl"] > 0
+
+
+def test_auditor__distilling_the_student_itself_has_zero_gradient_and_is_skipped(setting):
+    s = setting
+    auditor = Auditor(s["base"], s["world"])
+    projection = auditor.project(s["rows"]["base_a"][:40], "distill", Source(s["base"]))
+    assert all(np.all(v == 0) for by_target in projection.values.values() for v in by_target.values())
+    # the shortcut is exact: the computed gradient of KL(student || student) is zero too
+    computed = auditor.project(s["rows"]["base_a"][:40], "distill", Source(copy.deepcopy(s["base"])))
+    assert np.abs(computed.values["sgd"]["log_prob"]).max() < 1e-6  # float32 rounding of a zero gradient
+
+
+def test_drift_removal__removes_the_flattening_shape_and_keeps_a_spike():
+    rng = np.random.default_rng(0)
+    ell = torch.tensor(np.log(rng.dirichlet(np.ones(12) * 3, size=20)))  # phrasing animal
+    c = drift_covariate(ell).numpy()
+    m = drift_removal_matrix(c)
+    flattening = 0.3 - 0.7 * c  # any offset plus any multiple of the shape
+    assert np.abs(m @ flattening).max() < 1e-10
+    spike = flattening.copy()
+    spike[5] += 1.0
+    corrected = m @ spike
+    assert corrected.argmax() == 5 and corrected[5] == pytest.approx(1.0)
+
+
+def test_drift_covariate__is_the_first_order_change_under_logit_scaling():
+    rng = np.random.default_rng(1)
+    z = torch.tensor(rng.normal(size=(7, 12)))
+    kappa = 1e-6
+    f = lambda logits: logits.log_softmax(-1).mean(0)  # noqa: E731
+    numeric = (f(z * (1 + kappa)) - f(z)) / kappa
+    assert torch.allclose(drift_covariate(z.log_softmax(-1)), numeric, atol=1e-5)
+
+
+def test_audit_config__rejects_bad_values():
+    from interp.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="objectives"):
+        AuditConfig(objectives=("sft", "distill_full"))
+    with pytest.raises(ConfigError, match="batch_size"):
+        AuditConfig(batch_size=0)
+
+
+def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path):
+    s = setting
+    out = tmp_path / "audit"
+    run_audit(s["base"], s["world"], s["rows"]["teacher"][:64], out, teacher=Source(s["teacher"]),
+              reference_rows=s["rows"]["base_b"][:64])
+    audit = read_json(out / AUDIT_FILE)
+    assert set(audit["predicted_shift"]) == set(s["world"].animals) and audit["top_animal"] in s["world"].animals
+    assert len(read_jsonl(out / AUDIT_ROWS_FILE)) == 64 and (out / AUDIT_PLOT_FILE).stat().st_size > 0
+    data, ref = tmp_path / "data.jsonl", tmp_path / "ref.jsonl"
+    write_jsonl(data, s["rows"]["base_a"][:64])
+    write_jsonl(ref, s["rows"]["base_b"][:64])
+    assert main(["audit", "--data", str(data), "--student", str(s["base_dir"]), "--out", str(tmp_path / "cli"),
+                 "--reference-data", str(ref)]) == 0
+    assert read_json(tmp_path / "cli" / AUDIT_FILE)["has_teacher"] is False
+
+
+def test_audit_cli__empty_data_is_a_one_line_error(setting, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["audit", "--data", str(empty), "--student", str(setting["base_dir"]), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interp audit: error:") and "no rows" in err[0]
