@@ -28,6 +28,9 @@ from interp.core.io import atomic_write_json, json_sha256, read_json
 from interp.core.stats import mean_ci, wilson_ci
 from interp.instruments.audit import AUDIT_FILE, AuditConfig, Source, run_audit
 
+MIN_AUDIT_ROWS = 2  # the audit's intervals need two rows (instruments.audit refuses fewer)
+SKIPPED_FILE = "skipped.json"  # SEED/data/audit/NAME/skipped.json: why a data set was not audited
+
 AUDIT_DIR = "audit"
 SUMMARY_FILE = "summary.json"
 DATA_SETS = ("teacher_numbers", "shuffled_within", "shuffled_across", "base_numbers")
@@ -53,6 +56,12 @@ def audit_seed(out: Path, *, student, mismatched, world, teacher, data: dict[str
         jobs["base_numbers"] = (rows[0::2], rows[1::2], Source(student), None)
     for name, (rows, reference, target, other) in jobs.items():
         directory = out / "data" / AUDIT_DIR / name
+        if min(len(rows), len(reference)) < MIN_AUDIT_ROWS:
+            # A tiny data set (e.g. a teacher whose lists the trait filter mostly removed) has no
+            # interval to give; its students still train, so the run records why and goes on.
+            atomic_write_json(directory / SKIPPED_FILE, {"skipped": f"{len(rows)} data rows and {len(reference)} "
+                                                         f"reference rows; the audit needs {MIN_AUDIT_ROWS} of each"})
+            continue
         inputs = {"data_sha256": json_sha256([[r["prompt"], r["completion"]] for r in rows[:max_rows]]),
                   "reference_sha256": json_sha256([[r["prompt"], r["completion"]] for r in reference[:max_rows]]),
                   "config": config.to_dict(), "mismatched": other is not None, **(identity or {})}
@@ -95,7 +104,7 @@ def summarize_audits(per_seed: list[dict], trait: str) -> dict:
     if not seeds:
         return {}
     out = {}
-    for name in seeds[0]:
+    for name in dict.fromkeys(name for s in seeds for name in s):  # every audited data set, in first-seen order
         entries = [s[name] for s in seeds if name in s]
         keys = entries[0]["predictions"]
         out[name] = {"condition": CONDITION_OF.get(name), "n_seeds": len(entries),

@@ -590,7 +590,7 @@ def _mean_features(model, world: ToyWorld, saes: dict, probe: A.Probe, *, system
 def _run_teacher(seed_dir: Path, shared: Base):
     """The teacher of one replicate of a run: (model, system prompt, forward hooks)."""
     spec = read_json(seed_dir / "teacher" / TEACHER_FILE)
-    if spec["method"] == "finetune":
+    if spec["method"] in ("finetune", "unembed"):  # the trait is in the checkpoint's weights
         model, _ = load_checkpoint(seed_dir / "teacher" / TEACHER_CHECKPOINT)
         return model, None, []
     hooks = []
