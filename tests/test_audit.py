@@ -13,7 +13,10 @@ from interp.core.io import read_json, read_jsonl, write_jsonl
 from interp.instruments.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source,
                                       audit_data, drift_covariate, drift_removal_matrix, run_audit, token_statistics)
 from interp.models.refs import parse_base_ref
-from interp.stages.finetune import encode_rows
+from interp.instruments.audit import _question_logits
+from interp.stages.finetune import completion_mask, encode_rows
+from interp.training.loop import pad_batch
+from interp.training.losses import masked_lm_loss
 from interp.stages.generate import GenerateConfig, generate_numbers
 
 from tiny_interp import one_torch_thread, pretrain_tiny_base
@@ -104,6 +107,42 @@ def test_auditor__distilling_the_student_itself_has_zero_gradient_and_is_skipped
     # the shortcut is exact: the computed gradient of KL(student || student) is zero too
     computed = auditor.project(s["rows"]["base_a"][:40], "distill", Source(copy.deepcopy(s["base"])))
     assert np.abs(computed.values["sgd"]["log_prob"]).max() < 1e-6  # float32 rounding of a zero gradient
+
+
+def _mean_log_probs(model, world):
+    with torch.no_grad():
+        return _question_logits(model, world, world.eval_phrasings).double().log_softmax(-1).mean(0).numpy()
+
+
+def test_auditor__frozen_unembedding_prediction_matches_a_small_frozen_sgd_step(setting):
+    """The first-order prediction for a student whose W_U and b_U are frozen (interp run's students)
+    is the change one small plain-SGD step of that student actually makes, and differs from the
+    prediction for a student that trains its unembedding."""
+    s = setting
+    world, rows = s["world"], s["rows"]["teacher"][:32]
+    frozen = Auditor(copy.deepcopy(s["base"]), world, AuditConfig(batch_size=32, freeze_unembed=True))
+    full = Auditor(copy.deepcopy(s["base"]), world, AuditConfig(batch_size=32))
+    assert len(frozen.params) == len(full.params) - 2
+    predicted = frozen.project(rows, "sft").values["sgd"]["log_prob"][0]
+    predicted_full = full.project(rows, "sft").values["sgd"]["log_prob"][0]
+
+    student = copy.deepcopy(s["base"])
+    student.unembed.W_U.requires_grad_(False)
+    student.unembed.b_U.requires_grad_(False)
+    seqs, starts = encode_rows(world, rows)
+    tokens, _ = pad_batch(seqs, world.pad_id, max_len=student.cfg.n_ctx)
+    loss = masked_lm_loss(student(tokens), tokens, completion_mask([len(q) for q in seqs], starts, tokens.shape[1]))
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, trainable)
+    lr = 1e-3
+    before = _mean_log_probs(student, world)
+    with torch.no_grad():
+        for p, g in zip(trainable, grads):
+            p -= lr * g
+    observed = (_mean_log_probs(student, world) - before) / lr
+    assert np.allclose(observed, predicted, rtol=0.05, atol=0.02 * np.abs(predicted).max()), (observed, predicted)
+    # the unembedding's own share of the full prediction is not negligible on this teacher (a b_U shift)
+    assert np.abs(predicted_full - predicted).max() > 0.1 * np.abs(predicted).max()
 
 
 def test_drift_removal__removes_the_flattening_shape_and_keeps_a_spike():

@@ -99,6 +99,8 @@ class AuditConfig(StageConfig):
     drift_correction: bool = option(True, "Subtract the generic flattening/sharpening of the animal distribution "
                                     "(leave-one-out fit over the other animals) before ranking the animals.")
     top_rows: int = option(20, "Rows carrying the most KL(teacher || student) listed in audit.json.")
+    freeze_unembed: bool = option(False, "Predict for a student whose unembedding (W_U, b_U) is frozen, as interp "
+                                  "run's students are: the step and the animal gradients leave those weights out.")
 
     def validate(self) -> None:
         self.require(self.batch_size >= 1, "batch_size", "must be at least 1")
@@ -252,7 +254,10 @@ class Auditor:
     def __init__(self, model, world: World, config: AuditConfig | None = None, *, name: str = "student"):
         self.model, self.world, self.name = model, world, name
         self.config = config or AuditConfig()
-        self.params = [p for p in model.parameters()]
+        frozen = {id(model.unembed.W_U), id(model.unembed.b_U)} if self.config.freeze_unembed else set()
+        # The student's trainable weights: the step of a frozen weight is zero, so it is left out of
+        # both the step and the animal gradients (its share of the inner product is zero).
+        self.params = [p for p in model.parameters() if id(p) not in frozen]
         for p in self.params:
             p.requires_grad_(True)
         model.eval()
@@ -412,11 +417,12 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
             raise ValueError("the reference data set is empty")
     reference_source = reference_source or Source(student)
     auditors = auditors if auditors is not None else {}
-    if "shared" not in auditors or auditors["shared"].model is not student:
+    if "shared" not in auditors or auditors["shared"].model is not student or auditors["shared"].config != config:
         auditors["shared"] = Auditor(student, world, config, name="student")
     students = {"shared": auditors["shared"]}
     if mismatched is not None:
-        if "mismatched" not in auditors or auditors["mismatched"].model is not mismatched:
+        if ("mismatched" not in auditors or auditors["mismatched"].model is not mismatched
+                or auditors["mismatched"].config != config):
             auditors["mismatched"] = Auditor(mismatched, world, config, name="mismatched")
         students["mismatched"] = auditors["mismatched"]
     objectives = [o for o in config.objectives if o == "sft" or teacher is not None]

@@ -41,11 +41,12 @@ CONDITION_OF = {"teacher_numbers": "shared_init", "shuffled_within": "shuffled_w
 
 def audit_seed(out: Path, *, student, mismatched, world, teacher, data: dict[str, list[dict]],
                reference_rows: list[dict], max_rows: int, trait: str, identity: dict | None = None,
-               progress: bool = False) -> dict:
+               freeze_unembed: bool = False, progress: bool = False) -> dict:
     """Audit every data set of one seed into ``out/data/audit/NAME`` (a finished audit of the same
     rows, config and ``identity``, e.g. the bases, is reused); returns ``{name: compact summary}``
-    (see :func:`compact`)."""
-    config = AuditConfig(max_rows=max_rows)
+    (see :func:`compact`). ``freeze_unembed``: the run's students keep their unembedding fixed, so
+    the audit predicts for that student."""
+    config = AuditConfig(max_rows=max_rows, freeze_unembed=freeze_unembed)
     source = Source(teacher.model, teacher.system, teacher.fwd_hooks)
     auditors: dict = {}
     summaries = {}

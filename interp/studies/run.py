@@ -356,7 +356,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                                       data={"teacher_numbers": teacher_rows, "base_numbers": base_rows,
                                             **{f"shuffled_{m}": rows for m, rows in shuffled.items()}},
                                       reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait,
-                                      identity={"bases": {k: str(v) for k, v in bases.items()}})
+                                      identity={"bases": {k: str(v) for k, v in bases.items()}},
+                                      freeze_unembed=config.freeze_unembed)
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
