@@ -198,3 +198,20 @@ def test_audit_cli__empty_data_is_a_one_line_error(setting, tmp_path, capsys):
     assert main(["audit", "--data", str(empty), "--student", str(setting["base_dir"]), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("interp audit: error:") and "no rows" in err[0]
+
+
+def test_audit_seed__a_data_set_too_small_to_audit_is_recorded_and_the_rest_audited(setting, tmp_path):
+    """interp run's audit of one seed: a data set the filter left with one row (a teacher that
+    writes its animal in most lists) is recorded as skipped, with the reason, and does not stop the
+    audit of the others."""
+    from interp.studies.audit import SKIPPED_FILE, audit_seed
+
+    s = setting
+    summaries = audit_seed(tmp_path, student=s["base"], mismatched=None, world=s["world"],
+                           teacher=Source(s["teacher"]),
+                           data={"teacher_numbers": s["rows"]["teacher"][:1], "shuffled_within": s["rows"]["teacher"][:40]},
+                           reference_rows=s["rows"]["base_b"][:40], max_rows=40, trait=SHIFTED)
+    skipped = read_json(tmp_path / "data" / "audit" / "teacher_numbers" / SKIPPED_FILE)
+    assert "1 data rows" in skipped["skipped"]
+    assert "teacher_numbers" not in summaries and "shuffled_within" in summaries
+    assert (tmp_path / "data" / "audit" / "shuffled_within" / AUDIT_FILE).exists()
