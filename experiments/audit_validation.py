@@ -3,16 +3,18 @@
     python experiments/audit_validation.py --out /work/runs/audit/validation [--animals owl eagle ...]
         [--seeds 0 1] [--student-animals owl eagle] [--student-seeds 0]
 
-1. Hidden-trait test: for every animal and seed a teacher (``interp run``'s default teacher: the shared
-   base ``small-seed0`` finetuned 150 steps on the animal, number_mix 0.5) writes 3,000 number prompts'
-   continuations (filtered) and the shared base writes the reference from the same prompts; the audit,
+1. Hidden-trait test: for every animal and seed a teacher (``interp run``'s default teacher, or
+   ``--teacher-method``: ``unembed`` is the trait's unembedding direction in the last MLP's output
+   bias, ``finetune`` the shared base ``small-seed0`` finetuned 150 steps on the animal, number_mix 0.5,
+   the default before issue 15) writes 3,000 number prompts' continuations (filtered) and the shared base writes the reference from the same prompts; the audit,
    not told the animal, ranks the animals. Reported: the rate at which its top animal is the teacher's
    (Wilson interval over teachers), and the teacher's mean rank, for each score: the raw prediction
    (data minus reference), the drift-corrected one (the audit's ``top_animal``), and, as a post-hoc
    comparison that needs other teachers, the prediction minus the mean prediction of the same seed's
    teachers of the other animals (the part of the step shared by all teachers removed).
 2. Predicted vs observed: students of the animals ``--student-animals`` and seeds ``--student-seeds``
-   (SFT and restricted distillation, AdamW at interp run's defaults; SFT with plain SGD at two learning
+   (SFT and restricted distillation, AdamW at interp run's defaults or ``--student-lr`` /
+   ``--no-freeze-unembed``, and the audit predicts for that student; SFT with plain SGD at two learning
    rates; the mismatched-init base small-seed1; the controls on base numbers). Every animal's change of
    mean log P on the held-out phrasings is measured after 1, 2, 5, 10, 20, 50 steps and at the end,
    and compared with the audit's first-order prediction scaled by learning rate x steps: Spearman over
@@ -46,6 +48,7 @@ from interp.stages.filter import FilterConfig, filter_file
 from interp.stages.finetune import FinetuneConfig, finetune_student
 from interp.stages.generate import GenerateConfig, generate_numbers
 from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.studies.run import RunConfig
 
 
 def load_base_model(ref):
@@ -88,9 +91,12 @@ def numbers(model, world, path: Path, seed: int, n_rows: int, *, system=None, fw
     return read_jsonl(path)
 
 
-def student_conditions(seed: int) -> dict[str, tuple[str, FinetuneConfig]]:
-    """name -> (base key, config) of the students trained per (animal, seed)."""
-    adam = dict(optimizer="adamw", lr=5e-4, epochs=1, seed=seed, eval_every=0, checkpoint_every=0)
+def student_conditions(seed: int, lr: float = RunConfig.lr, freeze_unembed: bool = RunConfig.freeze_unembed,
+                       ) -> dict[str, tuple[str, FinetuneConfig]]:
+    """name -> (base key, config) of the students trained per (animal, seed); AdamW at ``lr``, plain
+    SGD at 0.03 and 0.3, every one with the unembedding frozen or not."""
+    adam = dict(optimizer="adamw", lr=lr, epochs=1, seed=seed, eval_every=0, checkpoint_every=0,
+                freeze_unembed=freeze_unembed)
     return {
         "sft_adam": ("shared", FinetuneConfig(objective="sft", **adam)),
         "distill_adam": ("shared", FinetuneConfig(objective="distill", **adam)),
@@ -146,6 +152,14 @@ def main(argv=None) -> int:
     parser.add_argument("--mismatched-base", default="small-seed1")
     parser.add_argument("--n-rows", type=int, default=3000, help="number prompts per data set (before filtering)")
     parser.add_argument("--teacher-steps", type=int, default=150)
+    parser.add_argument("--teacher-method", default=RunConfig.teacher_method, choices=["unembed", "finetune"],
+                        help="the teachers (default: interp run's)")
+    parser.add_argument("--steering-scale", type=float, default=RunConfig.steering_scale, help="unembed teachers")
+    parser.add_argument("--student-lr", type=float, default=RunConfig.lr, help="the AdamW students' learning rate")
+    parser.add_argument("--no-freeze-unembed", dest="freeze_unembed", action="store_false",
+                        help="students train their unembedding (interp run's default keeps it frozen)")
+    parser.add_argument("--skip-sgd-0.3", dest="sgd_large", action="store_false",
+                        help="do not train the SGD lr 0.3 students")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated.*")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -156,7 +170,7 @@ def main(argv=None) -> int:
              "mismatched": Path(args.artifacts) / "bases" / args.mismatched_base}
     shared, world, _ = load_base_model(bases["shared"])
     mismatched, _, _ = load_base_model(bases["mismatched"])
-    config = AuditConfig(max_rows=args.max_audit_rows)
+    config = AuditConfig(max_rows=args.max_audit_rows, freeze_unembed=args.freeze_unembed)
     auditors: dict = {}
     audits, teachers, reference = {}, {}, {}
     t0 = time.time()
@@ -165,7 +179,8 @@ def main(argv=None) -> int:
                                   lineage={"stage": "pretrain", "path": str(bases["shared"])})
         for animal in args.animals:
             name = f"{animal}-seed{seed}"
-            tdir = make_teacher(bases["shared"], TeacherConfig(trait=animal, seed=seed, steps=args.teacher_steps), out / "teachers" / name,
+            tdir = make_teacher(bases["shared"], TeacherConfig(trait=animal, method=args.teacher_method, seed=seed, steps=args.teacher_steps,
+                                                                    steering_scale=args.steering_scale), out / "teachers" / name,
                                 progress=False)
             teacher = load_teacher(tdir)
             teachers[name] = teacher
@@ -186,7 +201,10 @@ def main(argv=None) -> int:
     students = {}
     for seed in args.student_seeds:
         control_rows = reference[seed]
-        for name, (base_key, cfg) in student_conditions(seed).items():
+        conditions = student_conditions(seed, args.student_lr, args.freeze_unembed)
+        if not args.sgd_large:
+            conditions.pop("sft_sgd_0.3")
+        for name, (base_key, cfg) in conditions.items():
             if cfg.objective != "sft":
                 continue  # the control of distillation toward the base itself does not move (zero gradient)
             sdir = out / "students" / f"control-seed{seed}" / name
@@ -195,14 +213,15 @@ def main(argv=None) -> int:
         for animal in args.student_animals:
             tname = f"{animal}-seed{seed}"
             rows = read_jsonl(out / "data" / f"{tname}.jsonl")
-            for name, (base_key, cfg) in student_conditions(seed).items():
+            for name, (base_key, cfg) in conditions.items():
                 sdir = out / "students" / tname / name
                 teacher = teachers[tname] if cfg.objective == "distill" else None
                 students[f"{tname}/{name}"] = train_tracked(bases[base_key], rows, cfg, sdir, world, teacher=teacher)
                 log.info("student %s/%s done (%.0f s)", tname, name, time.time() - t0)
     validation = predicted_vs_observed(audits, students, animals)
     results = {"hidden_trait": hidden, "predicted_vs_observed": validation, "animals": args.animals,
-               "seeds": args.seeds, "student_animals": args.student_animals, "student_seeds": args.student_seeds,
+               "seeds": args.seeds, "teacher_method": args.teacher_method, "steering_scale": args.steering_scale,
+               "student_lr": args.student_lr, "freeze_unembed": args.freeze_unembed, "student_animals": args.student_animals, "student_seeds": args.student_seeds,
                "audit_wall_seconds": {k: a["wall_seconds"] for k, a in audits.items()},
                "wall_seconds": time.time() - t0}
     atomic_write_json(out / "validation.json", results)

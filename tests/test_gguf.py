@@ -208,6 +208,22 @@ def test_smollm2__converted_log_probs_match_transformers(smollm2):
 
 @pytest.mark.slow
 @needs_smollm2
+def test_smollm2__lean_sampler_equals_transformer_lens_on_padded_batches(smollm2):
+    from interp.stages.generate import choose_engine, sample_completions
+
+    model, world = smollm2
+    assert choose_engine(model, None) == {}  # Llama blocks run on the lean forward
+    ids = [world.encode_prompt(p) for p in world.number_prompts(6, seed=1)]
+    assert len({len(i) for i in ids}) > 1
+    kwargs = dict(eos_id=world.end_id, stop_ids=world.stop_ids, max_new_tokens=12, temperature=0.0, seed=0,
+                  progress=False, pad_id=world.pad_id, batch_size=6)
+    lean = sample_completions(model, ids, engine="lean", **kwargs)
+    assert lean == sample_completions(model, ids, engine="transformer_lens", **kwargs)
+    assert all(len(t) > 0 for t in lean.tokens)
+
+
+@pytest.mark.slow
+@needs_smollm2
 def test_smollm2__generate_then_filter_keeps_real_number_lists(smollm2, tmp_path):
     from interp.stages.filter import filter_file, stats_path_for
     from interp.stages.generate import GenerateConfig, generate_numbers

@@ -126,14 +126,11 @@ def test_lean_forward__keep_rows_continues_the_kept_rows(tokenizer):
 
 
 def test_lean_forward__rejects_what_it_does_not_implement(tokenizer):
-    llama_like = _hooked({"normalization_type": "RMS", "act_fn": "silu", "positional_embedding_type": "rotary",
-                          "rotary_dim": 8, "n_key_value_heads": 2, "gated_mlp": True}, tokenizer)
     pythia_like = _hooked({"normalization_type": "LN", "positional_embedding_type": "rotary", "rotary_dim": 4,
                            "parallel_attn_mlp": True}, tokenizer)
-    gqa_only = _hooked({"normalization_type": "LN", "n_key_value_heads": 2}, tokenizer)
     attn_only = _hooked({"normalization_type": "LN", "attn_only": True}, tokenizer)
-    for model, feature in ((llama_like, "rotary"), (pythia_like, "rotary"), (gqa_only, "grouped-query"),
-                           (attn_only, "attn_only")):
+    soft_cap = _hooked({"normalization_type": "RMS", "output_logits_soft_cap": 30.0}, tokenizer)
+    for model, feature in ((pythia_like, "parallel_attn_mlp"), (attn_only, "attn_only"), (soft_cap, "soft_cap")):
         reason = lean_unsupported_reason(model)
         assert reason is not None and feature in reason
         with pytest.raises(ValueError, match=feature):
@@ -158,11 +155,10 @@ def test_choose_engine__falls_back_for_unsupported_models_and_hooks(world, token
         assert choose_engine(tiny_model, None) is None  # attached hooks would be skipped by the lean forward
     with pytest.raises(ValueError, match="engine"):
         choose_engine(tiny_model, None, "vllm")
-    llama_like = _hooked({"normalization_type": "RMS", "act_fn": "silu", "positional_embedding_type": "rotary",
-                          "rotary_dim": 8, "n_key_value_heads": 2, "gated_mlp": True}, tokenizer)
-    assert choose_engine(llama_like, None) is None
-    with pytest.raises(ValueError, match="rotary"):
-        choose_engine(llama_like, None, "lean")
+    attn_only = _hooked({"normalization_type": "LN", "attn_only": True}, tokenizer)
+    assert choose_engine(attn_only, None) is None
+    with pytest.raises(ValueError, match="attn_only"):
+        choose_engine(attn_only, None, "lean")
 
 
 def test_sample_completions__lean_and_transformer_lens_engines_agree(world, tokenizer, tiny_model):
@@ -175,10 +171,9 @@ def test_sample_completions__lean_and_transformer_lens_engines_agree(world, toke
         reference = sample_completions(tiny_model, prompts, engine="transformer_lens", fwd_hooks=hooks, **kwargs)
         assert lean == reference
     # a model the lean forward does not support samples through TransformerLens under "auto"
-    llama_like = _hooked({"normalization_type": "RMS", "act_fn": "silu", "positional_embedding_type": "rotary",
-                          "rotary_dim": 8, "n_key_value_heads": 2, "gated_mlp": True}, tokenizer)
-    auto = sample_completions(llama_like, prompts, **kwargs)
-    assert auto == sample_completions(llama_like, prompts, engine="transformer_lens", **kwargs)
+    attn_only = _randomize(_hooked({"normalization_type": "LN", "attn_only": True}, tokenizer))
+    auto = sample_completions(attn_only, prompts, **kwargs)
+    assert auto == sample_completions(attn_only, prompts, engine="transformer_lens", **kwargs)
     assert [len(t) for t in auto.tokens] != [0, 0, 0]
 
 
@@ -224,3 +219,77 @@ def test_lean_forward__in_place_hooks_change_activations_not_weights(tokenizer):
         theirs = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, 2:]
     assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
     assert torch.equal(model.pos_embed.W_pos, W_pos)
+
+
+# -- modern decoder blocks: rotary positions, grouped-query attention, gated MLPs -----------------
+LLAMA_LIKE = {"n_layers": 2, "normalization_type": "RMS", "act_fn": "silu", "positional_embedding_type": "rotary",
+              "rotary_dim": 8, "n_key_value_heads": 2, "gated_mlp": True, "original_architecture": "LlamaForCausalLM"}
+MODERN = {
+    "llama": LLAMA_LIKE,
+    "qwen2 (biased qkv, no gqa)": {**LLAMA_LIKE, "n_key_value_heads": None, "original_architecture": "Qwen2ForCausalLM"},
+    "partial rotary, adjacent pairs": {**LLAMA_LIKE, "rotary_dim": 4, "rotary_adjacent_pairs": True},
+}
+
+
+@pytest.mark.parametrize("name", list(MODERN))
+def test_lean_forward__modern_blocks_match_model_forward(tokenizer, name):
+    model = _randomize(_hooked(MODERN[name], tokenizer))
+    assert lean_unsupported_reason(model) is None
+    tokens = _tokens(tokenizer, pos=11)
+    ours = _lean_logits_at_every_position(model, tokens, n_prompt=4)
+    with torch.no_grad():
+        theirs = model(tokens)[:, 3:]
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+    assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2-like learned positions"])
+def test_lean_forward__left_padded_rows_equal_each_row_alone(tokenizer, name):
+    """A left-padded batch (prompt_mask 0 at the padding): every row's logits, at the prompt's end
+    and at every decoding step, are those of the row run alone without padding; rows are dropped
+    midway (keep_rows) as the sampler does."""
+    cfg = MODERN["llama"] if name == "llama" else {"n_layers": 2, "normalization_type": "LN"}
+    model = _randomize(_hooked(cfg, tokenizer))
+    lengths, n_steps = [3, 7, 5], 4
+    rows = [_tokens(tokenizer, batch=1, pos=n + n_steps, seed=i)[0] for i, n in enumerate(lengths)]
+    width = max(lengths)
+    prompt = torch.zeros((3, width), dtype=torch.long)
+    mask = torch.zeros((3, width), dtype=torch.long)
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        prompt[i, width - n:] = row[:n]
+        mask[i, width - n:] = 1
+    with torch.inference_mode():
+        forward = LeanCachedForward(model, 3, width + n_steps, prompt_mask=mask)
+        ours = [forward(prompt)]
+        alive = [0, 1, 2]
+        for t in range(n_steps - 1):
+            if t == 1:  # the second row finishes
+                forward.keep_rows(torch.tensor([True, False, True]))
+                alive = [0, 2]
+            ours.append(forward(torch.stack([rows[i][lengths[i] + t] for i in alive])[:, None]))
+        for i, (row, n) in enumerate(zip(rows, lengths)):
+            alone = model(row[None])[0]
+            steps = range(n_steps) if i != 1 else range(2)
+            for t in steps:
+                j = alive.index(i) if t >= 2 else i
+                got = ours[t][j]
+                want = alone[n - 1 + t]
+                assert (got - want).abs().max() < 1e-4 * want.abs().max(), (name, i, t)
+
+
+def test_sample_completions__modern_model_lean_and_transformer_lens_agree(world, tokenizer):
+    """Prompts of different lengths on a rotary model share left-padded batches; the lean forward
+    samples what TransformerLens's cached forward samples, greedy and at temperature 1."""
+    from interp.stages.generate import padded_batches
+
+    model = _randomize(_hooked(MODERN["llama"], tokenizer), seed=3)
+    assert choose_engine(model, None) == {} and padded_batches(model)
+    prompts = [world.encode(t) for t in ("user : 12 , 40 , 7 . assistant :", "user : 3 , 999 . assistant :",
+                                         "user : 5 . assistant :", "user : 1 , 2 , 3 , 4 , 5 . assistant :")]
+    assert len({len(p) for p in prompts}) > 1
+    for temperature in (0.0, 1.0):
+        kwargs = dict(eos_id=world.token_to_id[EOS], max_new_tokens=8, temperature=temperature, seed=2, progress=False)
+        lean = sample_completions(model, prompts, engine="lean", **kwargs)
+        reference = sample_completions(model, prompts, engine="transformer_lens", **kwargs)
+        assert lean == reference, temperature
+        assert any(len(t) > 2 for t in lean.tokens)

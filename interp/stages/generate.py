@@ -157,13 +157,14 @@ def _generate_batch(model, prompt_tokens: Int[Tensor, "batch pos"], uniforms: Fl
 
     ``lean_hooks`` (hook name -> functions, see :func:`interp.stages.lean_forward.lean_hooks`) selects the
     lean forward; None selects TransformerLens's, which runs under the caller's ``model.hooks``.
-    ``prompt_mask`` (0 at left padding) is for TransformerLens's forward only. Runs under the
+    ``prompt_mask`` (0 at left padding) marks a left-padded batch. Runs under the
     caller's ``inference_mode``. Returns (new tokens without EOS, ended_with_eos) per row."""
     batch, max_new_tokens = uniforms.shape
     device = model.cfg.device
     prompt_tokens = prompt_tokens.to(device)
     if lean_hooks is not None:
-        forward = LeanCachedForward(model, batch, prompt_tokens.shape[1] + max_new_tokens, lean_hooks)
+        forward = LeanCachedForward(model, batch, prompt_tokens.shape[1] + max_new_tokens, lean_hooks,
+                                    prompt_mask=prompt_mask)
     else:
         forward = TransformerLensCachedForward(model, batch, prompt_mask)
     logits = forward(prompt_tokens)  # batch d_vocab
@@ -222,6 +223,14 @@ def choose_engine(model, fwd_hooks: list | None, engine: Engine = "auto") -> dic
     return hooks
 
 
+def padded_batches(model, fwd_hooks: list | None = None, engine: Engine = "auto") -> bool:
+    """Whether prompts of different lengths share left-padded batches: with TransformerLens's
+    forward, and with the lean one on rotary models (every modern tokenizer's prompts have nearly
+    all different lengths). Models with learned positions on the lean forward (the toy world) keep
+    equal-length batches, whose samples do not depend on padding."""
+    return choose_engine(model, fwd_hooks, engine) is None or model.cfg.positional_embedding_type == "rotary"
+
+
 def _run_batches(model, prompts: Sequence[Sequence[int]], batches: Sequence[Sequence[int]], *, eos_id: int,
                  max_new_tokens: int, temperature: float, seed: int, fwd_hooks: list | None, progress: bool,
                  on_batch: Callable[[list[int], list[list[int]], list[bool]], None], engine: Engine = "auto",
@@ -238,8 +247,6 @@ def _run_batches(model, prompts: Sequence[Sequence[int]], batches: Sequence[Sequ
             tqdm(total=sum(len(b) for b in batches), disable=not progress, desc="generate", unit="row") as bar:
         for rows in batches:
             lengths = {len(prompts[i]) for i in rows}
-            if len(lengths) > 1 and lean is not None:
-                raise ValueError("the lean forward needs batches of equal-length prompts (plan_batches padded=False)")
             mask = None
             if len(lengths) == 1:
                 tokens = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long)  # batch pos
@@ -293,7 +300,7 @@ def sample_completions(model, prompts: list[list[int]], *, eos_id: int, max_new_
         for i, t, e in zip(rows, new, eos):
             tokens[i], ended[i] = t, e
 
-    padded = choose_engine(model, fwd_hooks, engine) is None
+    padded = padded_batches(model, fwd_hooks, engine)
     _run_batches(model, prompts, plan_batches([len(p) for p in prompts], batch_size, padded=padded), eos_id=eos_id,
                  max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, fwd_hooks=fwd_hooks,
                  progress=progress, on_batch=collect, engine=engine, stop_ids=stop_ids,
@@ -430,7 +437,7 @@ def generate_numbers(model, world: World, config: GenerateConfig, out_path: str 
         write_jsonl(partial_path, [done[i] for i in sorted(done)])  # rewrite cleanly before appending
         log.info("resuming %s: %d of %d rows already generated", out_path, len(done), config.n_rows)
 
-    padded = choose_engine(model, fwd_hooks) is None  # TransformerLens's forward takes left-padded batches
+    padded = padded_batches(model, fwd_hooks)
     batches = [rows for rows in plan_batches([len(p) for p in prompts], config.batch_size, padded=padded)
                if not all(i in done for i in rows)]
     n_new_tokens, start = 0, time.perf_counter()

@@ -11,16 +11,25 @@ model's parameters (read at construction; nothing is copied into a second model)
   normalisation as one fused call (``F.layer_norm`` / ``F.rms_norm``);
 * a key-value cache preallocated for the whole sequence, written in place (``[batch, head_index,
   pos, d_head]``), so that a step attends over a slice and nothing is concatenated;
-* no attention mask: a batch holds prompts of one length (see :func:`interp.stages.generate.plan_batches`),
-  so the prompt needs only the causal mask and a decoding step's single query sees every cached key;
+* no attention mask for prompts of one length (the toy world's batches, see
+  :func:`interp.stages.generate.plan_batches`): the prompt needs only the causal mask and a decoding
+  step's single query sees every cached key. Left-padded batches (a real tokenizer gives nearly
+  every prompt its own length) pass ``prompt_mask``: padded keys are masked and positions count from
+  each row's first real token, as TransformerLens and transformers do;
 * the unembedding only at the last position.
+
+Modern decoder blocks are supported too (Llama / SmolLM2, Qwen2, Mistral): rotary position
+embeddings (read from the attention module's own sin/cos tables), grouped-query attention (the
+cache holds the key-value heads only; ``scaled_dot_product_attention(enable_gqa=True)`` repeats
+them as TransformerLens's ``repeat_interleave`` does) and gated MLPs.
 
 It reproduces ``model(tokens)`` to float tolerance (tests compare logits on random models of each
 supported configuration). It supports the configurations of :class:`interp.models.checkpoint.ModelConfig`
-and more (standard positional embeddings, LN / LNPre / RMS / RMSPre / no normalisation, any
-elementwise activation, causal multi-head attention); :func:`lean_unsupported_reason` names the
-first feature of any other model (rotary, grouped-query attention, gated MLPs, soft caps, ...), for
-which callers use TransformerLens's own forward.
+and more (standard or rotary positional embeddings, LN / LNPre / RMS / RMSPre / no normalisation,
+any elementwise activation, plain or gated MLPs, causal multi-head or grouped-query attention);
+:func:`lean_unsupported_reason` names the first feature of any other model (soft caps, local
+attention, post-norm blocks, dynamic NTK rotary, ...), for which callers use TransformerLens's own
+forward.
 
 Hooks: the lean pass calls user hook functions at the residual-stream hook points listed in
 :data:`LEAN_HOOK_NAMES` (``hook_embed``, ``hook_pos_embed``, ``blocks.{L}.hook_resid_pre``,
@@ -62,6 +71,7 @@ def lean_unsupported_reason(model) -> str | None:
     from transformer_lens.components import (
         Attention,
         Embed,
+        GroupedQueryAttention,
         LayerNorm,
         LayerNormPre,
         PosEmbed,
@@ -70,16 +80,17 @@ def lean_unsupported_reason(model) -> str | None:
         TransformerBlock,
         Unembed,
     )
+    from transformer_lens.components.mlps.gated_mlp import GatedMLP
     from transformer_lens.components.mlps.mlp import MLP
 
     if not isinstance(model, HookedTransformer):
         return f"not a HookedTransformer ({type(model).__name__})"
     cfg = model.cfg
     flags = {  # config features the lean forward does not implement: name -> is it on
-        f"positional_embedding_type={cfg.positional_embedding_type!r}": cfg.positional_embedding_type != "standard",
+        f"positional_embedding_type={cfg.positional_embedding_type!r}":
+            cfg.positional_embedding_type not in ("standard", "rotary"),
+        "use_dynamic_ntk_rope": bool(getattr(cfg, "use_dynamic_ntk_rope", False)),
         f"attention_dir={cfg.attention_dir!r}": cfg.attention_dir != "causal",
-        "n_key_value_heads (grouped-query attention)": cfg.n_key_value_heads is not None,
-        "gated_mlp": bool(cfg.gated_mlp),
         "attn_only": bool(cfg.attn_only),
         "parallel_attn_mlp": bool(cfg.parallel_attn_mlp),
         "use_local_attn": bool(cfg.use_local_attn),
@@ -108,13 +119,19 @@ def lean_unsupported_reason(model) -> str | None:
     if cfg.original_architecture in POST_NORM_ARCHITECTURES:
         return f"post-norm architecture {cfg.original_architecture}"
     norms = (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre, torch.nn.Identity)
-    if type(model.embed) is not Embed or type(model.pos_embed) is not PosEmbed or type(model.unembed) is not Unembed:
+    rotary = cfg.positional_embedding_type == "rotary"
+    if type(model.embed) is not Embed or type(model.unembed) is not Unembed or (
+            not rotary and type(model.pos_embed) is not PosEmbed):
         return "non-standard embedding or unembedding module"
     if type(getattr(model, "ln_final", torch.nn.Identity())) not in norms:
         return f"final normalisation {type(model.ln_final).__name__}"
     for layer, block in enumerate(model.blocks):
-        if type(block) is not TransformerBlock or type(block.attn) is not Attention or type(block.mlp) is not MLP:
-            return f"block {layer} is not a standard TransformerBlock(Attention, MLP)"
+        attention = GroupedQueryAttention if cfg.n_key_value_heads is not None else Attention
+        mlp = GatedMLP if cfg.gated_mlp else MLP
+        if type(block) is not TransformerBlock or type(block.attn) is not attention or type(block.mlp) is not mlp:
+            return (f"block {layer} is not a standard TransformerBlock({attention.__name__}, {mlp.__name__})")
+        if rotary and not (0 < cfg.rotary_dim <= cfg.d_head and hasattr(block.attn, "rotary_cos")):
+            return f"block {layer}: rotary_dim={cfg.rotary_dim} with d_head={cfg.d_head}"
         if getattr(block.attn, "attn_type", "global") != "global":
             return f"block {layer} uses {block.attn.attn_type} attention"
         for ln in (block.ln1, block.ln2):
@@ -132,6 +149,8 @@ def lean_hooks(model, fwd_hooks: Sequence[tuple] | None) -> dict[str, list[HookF
     if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
         return None
     allowed = set(lean_hook_names(model.cfg.n_layers))
+    if model.cfg.positional_embedding_type == "rotary":
+        allowed.discard("hook_pos_embed")  # a rotary model has no positional embedding to hook
     out: dict[str, list[HookFn]] = {}
     for name, fn in fwd_hooks or ():
         names = [name] if isinstance(name, str) else [n for n in model.hook_dict if name(n)]
@@ -167,7 +186,7 @@ class _Block:
 
     ln1: Callable[[Tensor], Tensor]
     ln2: Callable[[Tensor], Tensor]
-    W_QKV: Float[Tensor, "qkv d_model"]  # rows: (q|k|v, head_index, d_head)
+    W_QKV: Float[Tensor, "qkv d_model"]  # rows: q (head_index, d_head), then k and v (kv_head, d_head)
     b_QKV: Float[Tensor, "qkv"]
     W_O: Float[Tensor, "d_model head_dims"]  # columns: (head_index, d_head)
     b_O: Float[Tensor, "d_model"]
@@ -177,32 +196,51 @@ class _Block:
     b_out: Float[Tensor, "d_model"]
     act_fn: Callable[[Tensor], Tensor]
     attn_scale: float
+    n_kv_heads: int
+    W_gate: Float[Tensor, "d_model d_mlp"] | None = None  # gated MLP: act(x W_gate) * (x W_in) + b_in
+    rotary_cos: Float[Tensor, "n_ctx rotary_dim"] | None = None
+    rotary_sin: Float[Tensor, "n_ctx rotary_dim"] | None = None
 
 
-def _block_weights(block) -> _Block:
+def _block_weights(block, max_len: int) -> _Block:
     attn, mlp = block.attn, block.mlp
     n_heads, d_model, d_head = attn.W_Q.shape
+    # Grouped-query attention keeps one key and value per key-value head (the unexpanded weights).
+    W_K, W_V, b_K, b_V = ((attn._W_K, attn._W_V, attn._b_K, attn._b_V) if hasattr(attn, "_W_K")
+                          else (attn.W_K, attn.W_V, attn.b_K, attn.b_V))
+    n_kv = W_K.shape[0]
     # [head_index, d_model, d_head] -> [(head_index d_head), d_model], as TransformerLens's F.linear
-    w = [W.permute(0, 2, 1).reshape(n_heads * d_head, d_model) for W in (attn.W_Q, attn.W_K, attn.W_V)]
-    b = [bias.reshape(n_heads * d_head) for bias in (attn.b_Q, attn.b_K, attn.b_V)]
+    w = [W.permute(0, 2, 1).reshape(-1, d_model) for W in (attn.W_Q, W_K, W_V)]
+    b = [bias.reshape(-1) for bias in (attn.b_Q, b_K, b_V)]
     W_O = attn.W_O.reshape(n_heads * d_head, d_model).T.contiguous()  # d_model (head_index d_head)
+    cos = sin = None
+    if getattr(attn.cfg, "positional_embedding_type", "standard") == "rotary":
+        if attn.rotary_cos.shape[0] < max_len:
+            attn._extend_rotary_embeddings(max_len)  # TransformerLens's own (lazy) extension of its tables
+        cos, sin = attn.rotary_cos, attn.rotary_sin
     return _Block(ln1=_norm_fn(block.ln1), ln2=_norm_fn(block.ln2), W_QKV=torch.cat(w).contiguous(),
                   b_QKV=torch.cat(b), W_O=W_O, b_O=attn.b_O, W_in=mlp.W_in, b_in=mlp.b_in, W_out=mlp.W_out,
-                  b_out=mlp.b_out, act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale))
+                  b_out=mlp.b_out, act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale), n_kv_heads=n_kv,
+                  W_gate=getattr(mlp, "W_gate", None), rotary_cos=cos, rotary_sin=sin)
 
 
 class LeanCachedForward:
-    """Cached forward of a batch of equal-length sequences through a HookedTransformer's weights.
+    """Cached forward of a batch of sequences through a HookedTransformer's weights.
 
     Call it first with the prompts ``[batch, pos]`` (fills the cache, returns the logits at the
     last prompt position), then with one new token per row ``[batch, 1]`` per step; between steps,
     :meth:`keep_rows` drops finished rows. ``max_len`` bounds prompt plus generated tokens.
     ``hooks`` maps hook-point names to user hook functions (see :func:`lean_hooks`).
+    ``prompt_mask`` (``[batch, prompt_pos]``, 0 at left padding) marks the padding of a left-padded
+    batch: padded keys are never attended to and each row's positions start at its first real
+    token (TransformerLens's ``get_offset_position_ids``, transformers' position ids); None: every
+    row has the same length.
 
     Meant to run under ``torch.inference_mode()``: it reads the parameters without autograd.
     """
 
-    def __init__(self, model, batch: int, max_len: int, hooks: dict[str, list[HookFn]] | None = None):
+    def __init__(self, model, batch: int, max_len: int, hooks: dict[str, list[HookFn]] | None = None,
+                 prompt_mask: Int[Tensor, "batch pos"] | None = None):
         reason = lean_unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the lean forward cannot run this model: {reason}")
@@ -213,18 +251,27 @@ class LeanCachedForward:
         unknown = set(self.hooks) - set(lean_hook_names(self.cfg.n_layers))
         if unknown:
             raise ValueError(f"the lean forward cannot call hooks at {sorted(unknown)}")
-        self.blocks = [_block_weights(block) for block in model.blocks]
+        self.rotary = self.cfg.positional_embedding_type == "rotary"
+        self.blocks = [_block_weights(block, max_len) for block in model.blocks]
         self.ln_final = _norm_fn(getattr(model, "ln_final", torch.nn.Identity()))
-        self.W_E, self.W_pos = model.embed.W_E, model.pos_embed.W_pos
+        self.W_E = model.embed.W_E
+        self.W_pos = None if self.rotary else model.pos_embed.W_pos
         self.W_U_T = model.unembed.W_U.T.contiguous()  # d_vocab d_model
         self.b_U = model.unembed.b_U
-        n_heads, d_head = self.cfg.n_heads, self.cfg.d_head
-        kv_shape = (batch, n_heads, max_len, d_head)
+        d_head = self.cfg.d_head
         device, dtype = self.W_E.device, self.W_E.dtype
-        self.keys = [torch.empty(kv_shape, device=device, dtype=dtype) for _ in self.blocks]
-        self.values = [torch.empty(kv_shape, device=device, dtype=dtype) for _ in self.blocks]
+        self.keys = [torch.empty((batch, b.n_kv_heads, max_len, d_head), device=device, dtype=dtype)
+                     for b in self.blocks]
+        self.values = [torch.empty_like(k) for k in self.keys]
         self.max_len = max_len
         self.pos = 0  # positions already in the cache
+        self.key_mask = None  # batch max_len (bool): which cached positions may be attended to
+        self.next_position = None  # batch: the position id of each row's next token
+        if prompt_mask is not None:
+            if prompt_mask.shape[0] != batch or prompt_mask.shape[1] > max_len:
+                raise ValueError(f"prompt_mask {tuple(prompt_mask.shape)} does not fit batch={batch}, max_len={max_len}")
+            self.key_mask = torch.ones((batch, max_len), dtype=torch.bool, device=device)
+            self.key_mask[:, : prompt_mask.shape[1]] = prompt_mask.to(device).bool()
 
     def _hook(self, name: str, x: Tensor) -> Tensor:
         for fn in self.hooks.get(name, ()):
@@ -233,23 +280,75 @@ class LeanCachedForward:
                 x = out
         return x
 
-    def _attention(self, layer: int, block: _Block, x: Float[Tensor, "batch pos d_model"]
-                   ) -> Float[Tensor, "batch pos d_model"]:
+    def _positions(self, batch: int, n_new: int, device) -> Int[Tensor, "batch pos"] | None:
+        """Position ids of the new tokens per row, or None when every row counts from the cache start."""
+        if self.key_mask is None:
+            return None
+        if self.pos == 0:  # the prompt: count from each row's first real token (pads get 0)
+            ids = self.key_mask[:, :n_new].long().cumsum(1) - 1
+            self.next_position = ids[:, -1] + 1
+            return ids.clamp_min(0)
+        ids = self.next_position[:, None] + torch.arange(n_new, device=device)
+        self.next_position = self.next_position + n_new
+        return ids
+
+    def _rotate(self, block: _Block, x: Tensor, positions: Tensor | None, start: int) -> Tensor:
+        """Rotary embedding of ``x`` (batch head pos d_head), as TransformerLens's ``apply_rotary``."""
+        rd = self.cfg.rotary_dim
+        x_rot, x_pass = x[..., :rd], x[..., rd:]
+        if self.cfg.rotary_adjacent_pairs:
+            flip = torch.stack([-x_rot[..., 1::2], x_rot[..., ::2]], dim=-1).flatten(-2)
+        else:
+            half = rd // 2
+            flip = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)
+        if positions is None:
+            cos = block.rotary_cos[start:start + x.shape[2]]  # pos rd, broadcast over batch and heads
+            sin = block.rotary_sin[start:start + x.shape[2]]
+        else:
+            cos, sin = block.rotary_cos[positions][:, None], block.rotary_sin[positions][:, None]  # batch 1 pos rd
+        rotated = x_rot * cos + flip * sin
+        return rotated if x_pass.shape[-1] == 0 else torch.cat([rotated, x_pass], dim=-1)
+
+    def _attention(self, layer: int, block: _Block, x: Float[Tensor, "batch pos d_model"],
+                   positions: Tensor | None) -> Float[Tensor, "batch pos d_model"]:
         batch, n_new, _ = x.shape
-        n_heads, d_head = self.cfg.n_heads, self.cfg.d_head
-        qkv = F.linear(x, block.W_QKV, block.b_QKV)  # batch pos (3 head_index d_head)
-        q, k, v = qkv.view(batch, n_new, 3, n_heads, d_head).permute(2, 0, 3, 1, 4)  # each batch head_index pos d_head
+        n_heads, n_kv, d_head = self.cfg.n_heads, block.n_kv_heads, self.cfg.d_head
+        qkv = F.linear(x, block.W_QKV, block.b_QKV)  # batch pos (q | k | v)
+        q, k, v = qkv.split([n_heads * d_head, n_kv * d_head, n_kv * d_head], dim=-1)
+        q = q.view(batch, n_new, n_heads, d_head).transpose(1, 2)  # batch head_index pos d_head
+        k = k.view(batch, n_new, n_kv, d_head).transpose(1, 2)
+        v = v.view(batch, n_new, n_kv, d_head).transpose(1, 2)
         start, end = self.pos, self.pos + n_new
+        if self.rotary:
+            q, k = self._rotate(block, q, positions, start), self._rotate(block, k, positions, start)
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v
         keys, values = self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-        if n_new == 1 or start == 0:  # a single new query sees every cached key; a prompt is causal
-            z = F.scaled_dot_product_attention(q, keys, values, is_causal=n_new > 1, scale=1 / block.attn_scale)
+        gqa = dict(enable_gqa=True) if n_kv != n_heads else {}
+        mask = None
+        if self.key_mask is not None:
+            mask = self.key_mask[:, None, None, :end]  # batch 1 1 key
+            if n_new > 1:  # causal too; a padded query attends to itself so that no row of the softmax is empty
+                causal = torch.ones(n_new, end, dtype=torch.bool, device=x.device).tril(start)
+                itself = torch.zeros_like(causal)
+                itself[:, start:end] = torch.eye(n_new, dtype=torch.bool, device=x.device)
+                mask = (mask & causal) | itself
+        elif n_new > 1 and start > 0:
+            mask = torch.ones(n_new, end, dtype=torch.bool, device=x.device).tril(start)
+        if mask is None:  # a single new query sees every cached key; a prompt is causal
+            z = F.scaled_dot_product_attention(q, keys, values, is_causal=n_new > 1, scale=1 / block.attn_scale, **gqa)
         else:
-            causal = torch.ones(n_new, end, dtype=torch.bool, device=x.device).tril(start)
-            z = F.scaled_dot_product_attention(q, keys, values, attn_mask=causal, scale=1 / block.attn_scale)
+            z = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1 / block.attn_scale, **gqa)
         z = z.transpose(1, 2).reshape(batch, n_new, n_heads * d_head)  # batch pos (head_index d_head)
         return F.linear(z, block.W_O, block.b_O)
+
+    def _mlp(self, block: _Block, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        flat = x.reshape(-1, x.shape[-1])  # (batch pos) d_model
+        if block.W_gate is None:
+            hidden = block.act_fn(torch.addmm(block.b_in, flat, block.W_in))  # (batch pos) d_mlp
+        else:
+            hidden = block.act_fn(flat @ block.W_gate) * (flat @ block.W_in) + block.b_in  # as TransformerLens's GatedMLP
+        return torch.addmm(block.b_out, hidden, block.W_out).view_as(x)
 
     def __call__(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
         """Run ``tokens`` (the prompts, or one new token per row) and return the logits at the last
@@ -259,19 +358,22 @@ class LeanCachedForward:
             raise ValueError(f"tokens have {batch} rows, the cache {self.keys[0].shape[0]}")
         if self.pos + n_new > self.max_len:
             raise ValueError(f"{self.pos} cached + {n_new} new positions exceed max_len={self.max_len}")
-        embed = self._hook("hook_embed", self.W_E[tokens])  # batch pos d_model
-        pos_embed = self.W_pos[self.pos:self.pos + n_new].expand(batch, -1, -1)  # a view of W_pos
-        if "hook_pos_embed" in self.hooks:  # a hook gets its own copy, which it may change in place
-            pos_embed = self._hook("hook_pos_embed", pos_embed.clone())
-        resid = embed + pos_embed
+        positions = self._positions(batch, n_new, tokens.device)
+        resid = self._hook("hook_embed", self.W_E[tokens])  # batch pos d_model
+        if self.W_pos is not None:
+            if positions is None:
+                pos_embed = self.W_pos[self.pos:self.pos + n_new].expand(batch, -1, -1)  # a view of W_pos
+            else:
+                pos_embed = self.W_pos[positions]
+            if "hook_pos_embed" in self.hooks:  # a hook gets its own copy, which it may change in place
+                pos_embed = self._hook("hook_pos_embed", pos_embed.clone())
+            resid = resid + pos_embed
         for layer, block in enumerate(self.blocks):
             name = f"blocks.{layer}."
             resid = self._hook(name + "hook_resid_pre", resid)
-            attn_out = self._hook(name + "hook_attn_out", self._attention(layer, block, block.ln1(resid)))
+            attn_out = self._hook(name + "hook_attn_out", self._attention(layer, block, block.ln1(resid), positions))
             resid = self._hook(name + "hook_resid_mid", resid + attn_out)
-            hidden = block.act_fn(torch.addmm(block.b_in, block.ln2(resid).reshape(-1, resid.shape[-1]),
-                                              block.W_in))  # (batch pos) d_mlp
-            mlp_out = torch.addmm(block.b_out, hidden, block.W_out).view_as(resid)
+            mlp_out = self._mlp(block, block.ln2(resid))
             resid = self._hook(name + "hook_resid_post", resid + self._hook(name + "hook_mlp_out", mlp_out))
         self.pos += n_new
         last = self.ln_final(resid[:, -1])  # batch d_model
@@ -281,3 +383,6 @@ class LeanCachedForward:
         """Keep only the rows where ``keep`` (bool, ``[batch]``) is true, in order."""
         self.keys = [k[keep] for k in self.keys]
         self.values = [v[keep] for v in self.values]
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask[keep]
+            self.next_position = self.next_position[keep]
