@@ -55,7 +55,7 @@ import torch
 
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, atomic_write_text, read_json
-from interp.instruments.audit import Source, audit_data
+from interp.instruments.audit import AuditConfig, Source, audit_data
 from interp.instruments.recording import DEFAULT_TRAIT_GRAD_EVERY as every
 from interp.models.checkpoint import PRETRAIN_CONFIG_FILE, WEIGHTS_FILE, Lineage, build_model, save_checkpoint
 from interp.models.refs import Teacher, parse_base_ref
@@ -65,7 +65,7 @@ from interp.stages.pretrain import ARCH_PRESETS, PretrainConfig, world_dir
 from interp.studies.mnist.data import load_data
 from interp.studies.mnist.experiment import distill_step, teacher_step
 from interp.studies.mnist.model import N_CLASSES, clone, derived_seed, init_mlp, slice_models
-from interp.studies.run import RUN_CONFIG_FILE
+from interp.studies.run import RUN_CONFIG_FILE, RunConfig
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.worlds.toy.templates import EOS, format_numbers
 from interp.worlds.toy.world import ToyWorld, load_tokenizer
@@ -429,17 +429,20 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
     rows, reference = number_rows(world, n_rows, seed=0), number_rows(world, n_rows, seed=1)
     scratch.mkdir(parents=True, exist_ok=True)
     walls: dict[str, float] = {}
+    run_defaults = RunConfig()  # the student interp run trains, and the audit of that student
+    audit_config = AuditConfig(batch_size=batch_size, freeze_unembed=run_defaults.freeze_unembed)
 
     def audit() -> float:  # a fresh call: the animal gradients and every projection are recomputed
         seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),
-                                                         reference_rows=reference))
+                                                         reference_rows=reference, config=audit_config))
         walls["inner"] = result["wall_seconds"]
         return seconds
 
     def train() -> float:
         out = Path(tempfile.mkdtemp(prefix="audit-student.", dir=scratch))
         try:
-            config = FinetuneConfig(objective="sft", lr=5e-4, batch_size=batch_size, eval_every=0, checkpoint_every=0)
+            config = FinetuneConfig(objective="sft", lr=run_defaults.lr, freeze_unembed=run_defaults.freeze_unembed,
+                                    batch_size=batch_size, eval_every=0, checkpoint_every=0)
             return _timed(lambda: finetune_student(base_path, rows, config, out / "student", progress=False))[0]
         finally:
             shutil.rmtree(out, ignore_errors=True)
