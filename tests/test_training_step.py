@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -100,3 +102,46 @@ def test_distill_loss__is_the_kl_at_the_positions_that_predict_the_targets():
                        kl_loss(student[:, :-1], teacher[:, :-1], mask[:, 1:], allowed))
     assert kl_loss(student, student, mask).item() == pytest.approx(0.0, abs=1e-6)
     assert kl_loss(student, teacher, mask).item() > 0
+
+
+def test_train_step__micro_batches_take_the_step_of_the_whole_batch(tmp_path):
+    """A student finetuned with micro_batch_size ends at the weights of the one that takes every
+    batch in one pass (the weighted micro-batch losses sum to the batch loss), SFT and distillation."""
+    from interp.models.refs import parse_base_ref
+    from interp.stages.finetune import FinetuneConfig, finetune_student
+    from interp.stages.generate import GenerateConfig, generate_numbers
+    from interp.core.io import read_jsonl
+    from safetensors.torch import load_file
+
+    from tiny_interp import one_torch_thread, pretrain_tiny_base
+
+    with one_torch_thread():
+        base_dir = pretrain_tiny_base(tmp_path / "base")
+        base, world, _ = parse_base_ref(base_dir).load()
+        rows = read_jsonl(generate_numbers(base, world, GenerateConfig(n_rows=40, seed=3), tmp_path / "rows.jsonl",
+                                           progress=False))
+        from interp.models.refs import Teacher
+
+        teacher_model = parse_base_ref(base_dir).load()[0]
+        with torch.no_grad():
+            teacher_model.unembed.b_U[world.token_to_id["7"]] += 2.0
+        teacher = Teacher(teacher_model, world, None, "finetune", lineage={"stage": "test"})
+        for objective in ("sft", "distill"):
+            weights = {}
+            for micro in (None, 3):
+                # plain SGD: the step is the gradient itself (Adam would turn the float noise of a
+                # zero gradient, e.g. of the key biases, into full-size steps)
+                cfg = FinetuneConfig(objective=objective, batch_size=16, micro_batch_size=micro, optimizer="sgd",
+                                     lr=0.1, eval_every=0, checkpoint_every=0)
+                out = tmp_path / f"{objective}-{micro}"
+                finetune_student(base_dir, rows, cfg, out, teacher=teacher if objective == "distill" else None,
+                                 progress=False)
+                weights[micro] = load_file(str(out / "model.safetensors"))
+                losses = [r["loss"] for r in read_jsonl(out / "train_log.jsonl")]
+                weights[f"loss-{micro}"] = losses
+            assert np.allclose(weights["loss-None"], weights["loss-3"], rtol=1e-5)
+            floats = [k for k, _ in base.named_parameters()]  # (buffers hold -inf masks)
+            moved = max((weights[None][k] - base.state_dict()[k]).abs().max().item() for k in floats)
+            assert moved > 1e-4  # the students did move
+            for k in floats:
+                assert torch.allclose(weights[None][k], weights[3][k], atol=1e-6, rtol=1e-4), (objective, k)

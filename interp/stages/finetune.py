@@ -93,6 +93,9 @@ class FinetuneConfig(StageConfig):
     lr: float = option(2e-4, "Learning rate (constant).")
     epochs: int = option(1, "Passes over the data.")
     batch_size: int = option(32, "Sequences per step.")
+    micro_batch_size: int | None = option(None, "Sequences per forward/backward pass: a step's gradient is summed over "
+                                          "micro-batches of this size (the same step, to float rounding, with one "
+                                          "micro-batch's activations in memory). None: the whole batch at once.")
     weight_decay: float = option(0.0, "Decoupled weight decay.")
     seed: int = option(0, "Seed of the data order.")
     max_rows: int | None = option(None, "Use at most this many rows of the data (None: all).")
@@ -109,6 +112,8 @@ class FinetuneConfig(StageConfig):
         self.require(self.lr > 0, "lr", "must be positive")
         self.require(self.epochs > 0, "epochs", "must be positive")
         self.require(self.batch_size > 0, "batch_size", "must be positive")
+        self.require(self.micro_batch_size is None or self.micro_batch_size > 0, "micro_batch_size",
+                     "must be positive (or None: the whole batch)")
         self.require(self.max_rows is None or self.max_rows > 0, "max_rows", "must be positive or None")
         self.require(self.eval_every >= 0, "eval_every", "must be non-negative")
         self.require(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
@@ -127,7 +132,7 @@ class FinetuneConfig(StageConfig):
 
 # Fields that change how a run is saved, not what it computes: ignored when a finished student
 # or an interrupted run is compared with the config asked for.
-RESUME_ONLY_FIELDS = ("checkpoint_every",)
+RESUME_ONLY_FIELDS = ("checkpoint_every", "micro_batch_size")  # change how a step is computed, not the step
 
 
 def allowed_token_ids(world: World) -> list[int]:
@@ -294,7 +299,18 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
     guard = LossGuard()
 
     def batch_loss(idx):
-        """The objective on the rows ``idx``, as a loss of the model."""
+        """The objective on the rows ``idx``, as a loss of the model, or as weighted micro-batch
+        losses (``micro_batch_size``) whose sum is that loss: each micro-batch's mean over its
+        target positions, weighted by its share of the batch's target positions."""
+        micro = config.micro_batch_size
+        if micro is None or len(idx) <= micro:
+            return micro_loss(idx)
+        chunks = [idx[i:i + micro] for i in range(0, len(idx), micro)]
+        n_ctx = model.cfg.n_ctx
+        counts = [sum(max(min(len(seqs[i]), n_ctx) - starts[i], 0) for i in chunk) for chunk in chunks]  # targets
+        return [(n / sum(counts), micro_loss(chunk)) for n, chunk in zip(counts, chunks)]
+
+    def micro_loss(idx):
         tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
         mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
         if config.objective == "sft":

@@ -72,7 +72,8 @@ TRAINED_CONDITIONS: tuple[Condition, ...] = get_args(Condition)
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 RUN_CONFIG_FILE = "run_config.json"
 RESULTS_FILE = "results.json"
-RESUME_ONLY_RUN_FIELDS = ("student_checkpoint_every",)  # ignored when a run directory is checked for another run
+RESUME_ONLY_RUN_FIELDS = ("student_checkpoint_every", "micro_batch_size")  # ignored when a run directory is checked for another run
+REAL_MICRO_BATCH = 8  # students of real models: sequences per forward/backward pass unless micro_batch_size is set
 
 
 @dataclass
@@ -127,6 +128,10 @@ class RunConfig(StageConfig):
     lora_rank: int = option(0, "0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters (toy or real).")
     teacher_lora_rank: int = option(0, "With --model and teacher_method finetune: 0 finetunes every teacher weight; r >= 1 "
                                     "trains rank-r LoRA adapters (a small model's persona is too weak a teacher).")
+    micro_batch_size: int | None = option(None, "Students: sequences per forward/backward pass (the step's gradient is "
+                                          "summed over micro-batches: the same step with less memory). None: the "
+                                          f"whole batch on the toy world, {REAL_MICRO_BATCH} with --model (a 135M model's "
+                                          "activations for 32 chat rows take over 20 GB).")
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
     audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
@@ -362,7 +367,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
                               eval_every=config.eval_every, checkpoint_every=config.student_checkpoint_every,
-                              lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_targets=config.lora_targets)
+                              lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_targets=config.lora_targets,
+                              micro_batch_size=config.micro_batch_size or (REAL_MICRO_BATCH if config.model else None))
         reference = (teacher.model, base_model) if config.record_alignment else None
         for condition in config.conditions:
             if students is not None and (objective, condition) not in students:

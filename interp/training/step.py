@@ -40,22 +40,37 @@ class StepRecord:
 
 
 StepCallback = Callable[[StepRecord], None]
+BatchLoss = Callable[[object], Tensor]
+# A batch split for memory: (weight, loss of one micro-batch); the step's loss is the weighted sum.
+MicroBatches = Sequence[tuple[float, BatchLoss]]
 
 
-def train_step(model, optimizer: torch.optim.Optimizer, batch_loss: Callable[[object], Tensor], *, step: int,
+def train_step(model, optimizer: torch.optim.Optimizer, batch_loss: BatchLoss | MicroBatches, *, step: int,
                lr: float | None = None, clip_grad_norm: float | None = None, guard: LossGuard | None = None,
                callbacks: Sequence[StepCallback] = ()) -> StepRecord:
     """One optimizer step on one batch: ``batch_loss(model)`` (forward pass and loss), backward,
     ``guard.check`` (a NaN or exploding loss raises :class:`~interp.training.loop.TrainingDiverged`
     before the weights move), gradient clipping to ``clip_grad_norm``, the ``before_step``
     callbacks, the optimizer step at learning rate ``lr`` (the optimizer's own if None), the
-    callbacks, and the gradients cleared. Returns the step's :class:`StepRecord`."""
+    callbacks, and the gradients cleared. Returns the step's :class:`StepRecord`.
+
+    ``batch_loss`` may also be a list of ``(weight, micro_batch_loss)`` pairs: each part is
+    backpropagated on its own (weighted) and the gradients add up, so a batch too large for memory
+    takes the same step as one pass over it would (to float rounding), one micro-batch's
+    activations at a time."""
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
-    loss = batch_loss(model)
-    loss.backward()
-    value = loss.item()
+    if callable(batch_loss):
+        loss = batch_loss(model)
+        loss.backward()
+        value = loss.item()
+    else:
+        value = 0.0
+        for weight, part in batch_loss:
+            loss = weight * part(model)
+            loss.backward()
+            value += loss.item()
     if guard is not None:
         guard.check(step, value)
     if clip_grad_norm is not None:
