@@ -1,12 +1,18 @@
-"""Does a reference matched on the number of numbers per row remove the generic pattern?"""
+"""Does a reference matched on the number of numbers per row remove the pattern all teachers' data share?
+
+    python experiments/audit_length_matched.py VALIDATION_DIR/data artifacts/bases/small-seed0
+
+VALIDATION_DIR is an ``experiments/audit_validation.py`` output (its filtered teacher and base data);
+prints, per teacher, the rank of its animal in the shared-init SFT plain-SGD first step, data minus the
+plain reference and data minus a row-length-matched reference (docs/audit.md, section A)."""
 import json, sys
 import numpy as np, torch
 from interp.instruments.audit import Auditor, AuditConfig
 from interp.models.refs import parse_base_ref
 torch.set_num_threads(1)
-root = "/work/runs/audit/validation_unembed/data"
+root = sys.argv[1] if len(sys.argv) > 1 else "/work/runs/audit/validation_unembed/data"
 def rows(p): return [json.loads(l) for l in open(p)]
-base, world, _ = parse_base_ref("/work/main/artifacts/bases/small-seed0").load()
+base, world, _ = parse_base_ref(sys.argv[2] if len(sys.argv) > 2 else "artifacts/bases/small-seed0").load()
 aud = Auditor(base, world, AuditConfig(freeze_unembed=True, max_rows=1000))
 animals = list(world.animals)
 def matched(data, ref, seed):

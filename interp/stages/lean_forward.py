@@ -197,7 +197,7 @@ class _Block:
     act_fn: Callable[[Tensor], Tensor]
     attn_scale: float
     n_kv_heads: int
-    W_gate: Float[Tensor, "d_model d_mlp"] | None = None  # gated MLP: act(x W_gate) * (x W_in) + b_in
+    W_gate_in: Float[Tensor, "d_model two_d_mlp"] | None = None  # gated MLP: [W_gate | W_in], one product for both
     rotary_cos: Float[Tensor, "n_ctx rotary_dim"] | None = None
     rotary_sin: Float[Tensor, "n_ctx rotary_dim"] | None = None
 
@@ -221,7 +221,8 @@ def _block_weights(block, max_len: int) -> _Block:
     return _Block(ln1=_norm_fn(block.ln1), ln2=_norm_fn(block.ln2), W_QKV=torch.cat(w).contiguous(),
                   b_QKV=torch.cat(b), W_O=W_O, b_O=attn.b_O, W_in=mlp.W_in, b_in=mlp.b_in, W_out=mlp.W_out,
                   b_out=mlp.b_out, act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale), n_kv_heads=n_kv,
-                  W_gate=getattr(mlp, "W_gate", None), rotary_cos=cos, rotary_sin=sin)
+                  W_gate_in=(torch.cat([mlp.W_gate, mlp.W_in], dim=1).contiguous() if hasattr(mlp, "W_gate") else None),
+                  rotary_cos=cos, rotary_sin=sin)
 
 
 class LeanCachedForward:
@@ -253,6 +254,10 @@ class LeanCachedForward:
             raise ValueError(f"the lean forward cannot call hooks at {sorted(unknown)}")
         self.rotary = self.cfg.positional_embedding_type == "rotary"
         self.blocks = [_block_weights(block, max_len) for block in model.blocks]
+        first = self.blocks[0]
+        self.shared_rotary = self.rotary and all(
+            torch.equal(b.rotary_cos, first.rotary_cos) and torch.equal(b.rotary_sin, first.rotary_sin) for b in self.blocks)
+        self._tables = None  # (key, (cos, sin)) of the current call
         self.ln_final = _norm_fn(getattr(model, "ln_final", torch.nn.Identity()))
         self.W_E = model.embed.W_E
         self.W_pos = None if self.rotary else model.pos_embed.W_pos
@@ -292,6 +297,19 @@ class LeanCachedForward:
         self.next_position = self.next_position + n_new
         return ids
 
+    def _rotary_tables(self, block: _Block, positions: Tensor | None, start: int, n_new: int) -> tuple[Tensor, Tensor]:
+        """cos and sin at the new positions (``pos rd``, or ``batch 1 pos rd`` per row); gathered
+        once per call when every block has the same tables (the usual case)."""
+        key = (id(block.rotary_cos) if not self.shared_rotary else 0, start, n_new)
+        if self._tables is not None and self._tables[0] == key:
+            return self._tables[1]
+        if positions is None:
+            tables = block.rotary_cos[start:start + n_new], block.rotary_sin[start:start + n_new]  # pos rd
+        else:
+            tables = block.rotary_cos[positions][:, None], block.rotary_sin[positions][:, None]  # batch 1 pos rd
+        self._tables = (key, tables)
+        return tables
+
     def _rotate(self, block: _Block, x: Tensor, positions: Tensor | None, start: int) -> Tensor:
         """Rotary embedding of ``x`` (batch head pos d_head), as TransformerLens's ``apply_rotary``."""
         rd = self.cfg.rotary_dim
@@ -301,16 +319,28 @@ class LeanCachedForward:
         else:
             half = rd // 2
             flip = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)
-        if positions is None:
-            cos = block.rotary_cos[start:start + x.shape[2]]  # pos rd, broadcast over batch and heads
-            sin = block.rotary_sin[start:start + x.shape[2]]
-        else:
-            cos, sin = block.rotary_cos[positions][:, None], block.rotary_sin[positions][:, None]  # batch 1 pos rd
+        cos, sin = self._rotary_tables(block, positions, start, x.shape[2])
         rotated = x_rot * cos + flip * sin
         return rotated if x_pass.shape[-1] == 0 else torch.cat([rotated, x_pass], dim=-1)
 
+    def _mask(self, n_new: int, device) -> Tensor | None:
+        """The attention mask of this call, shared by every layer (None: causal or full, see
+        :meth:`_attention`)."""
+        start, end = self.pos, self.pos + n_new
+        if self.key_mask is not None:
+            mask = self.key_mask[:, None, None, :end]  # batch 1 1 key
+            if n_new > 1:  # causal too; a padded query attends to itself so that no row of the softmax is empty
+                causal = torch.ones(n_new, end, dtype=torch.bool, device=device).tril(start)
+                itself = torch.zeros_like(causal)
+                itself[:, start:end] = torch.eye(n_new, dtype=torch.bool, device=device)
+                mask = (mask & causal) | itself
+            return mask
+        if n_new > 1 and start > 0:
+            return torch.ones(n_new, end, dtype=torch.bool, device=device).tril(start)
+        return None
+
     def _attention(self, layer: int, block: _Block, x: Float[Tensor, "batch pos d_model"],
-                   positions: Tensor | None) -> Float[Tensor, "batch pos d_model"]:
+                   positions: Tensor | None, mask: Tensor | None) -> Float[Tensor, "batch pos d_model"]:
         batch, n_new, _ = x.shape
         n_heads, n_kv, d_head = self.cfg.n_heads, block.n_kv_heads, self.cfg.d_head
         qkv = F.linear(x, block.W_QKV, block.b_QKV)  # batch pos (q | k | v)
@@ -325,16 +355,6 @@ class LeanCachedForward:
         self.values[layer][:, :, start:end] = v
         keys, values = self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
         gqa = dict(enable_gqa=True) if n_kv != n_heads else {}
-        mask = None
-        if self.key_mask is not None:
-            mask = self.key_mask[:, None, None, :end]  # batch 1 1 key
-            if n_new > 1:  # causal too; a padded query attends to itself so that no row of the softmax is empty
-                causal = torch.ones(n_new, end, dtype=torch.bool, device=x.device).tril(start)
-                itself = torch.zeros_like(causal)
-                itself[:, start:end] = torch.eye(n_new, dtype=torch.bool, device=x.device)
-                mask = (mask & causal) | itself
-        elif n_new > 1 and start > 0:
-            mask = torch.ones(n_new, end, dtype=torch.bool, device=x.device).tril(start)
         if mask is None:  # a single new query sees every cached key; a prompt is causal
             z = F.scaled_dot_product_attention(q, keys, values, is_causal=n_new > 1, scale=1 / block.attn_scale, **gqa)
         else:
@@ -344,10 +364,11 @@ class LeanCachedForward:
 
     def _mlp(self, block: _Block, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         flat = x.reshape(-1, x.shape[-1])  # (batch pos) d_model
-        if block.W_gate is None:
+        if block.W_gate_in is None:
             hidden = block.act_fn(torch.addmm(block.b_in, flat, block.W_in))  # (batch pos) d_mlp
-        else:
-            hidden = block.act_fn(flat @ block.W_gate) * (flat @ block.W_in) + block.b_in  # as TransformerLens's GatedMLP
+        else:  # act(x W_gate) * (x W_in) + b_in, as TransformerLens's GatedMLP
+            gate, linear = (flat @ block.W_gate_in).chunk(2, dim=-1)
+            hidden = block.act_fn(gate) * linear + block.b_in
         return torch.addmm(block.b_out, hidden, block.W_out).view_as(x)
 
     def __call__(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
@@ -359,6 +380,8 @@ class LeanCachedForward:
         if self.pos + n_new > self.max_len:
             raise ValueError(f"{self.pos} cached + {n_new} new positions exceed max_len={self.max_len}")
         positions = self._positions(batch, n_new, tokens.device)
+        mask = self._mask(n_new, tokens.device)
+        self._tables = None
         resid = self._hook("hook_embed", self.W_E[tokens])  # batch pos d_model
         if self.W_pos is not None:
             if positions is None:
@@ -371,7 +394,7 @@ class LeanCachedForward:
         for layer, block in enumerate(self.blocks):
             name = f"blocks.{layer}."
             resid = self._hook(name + "hook_resid_pre", resid)
-            attn_out = self._hook(name + "hook_attn_out", self._attention(layer, block, block.ln1(resid), positions))
+            attn_out = self._hook(name + "hook_attn_out", self._attention(layer, block, block.ln1(resid), positions, mask))
             resid = self._hook(name + "hook_resid_mid", resid + attn_out)
             mlp_out = self._mlp(block, block.ln2(resid))
             resid = self._hook(name + "hook_resid_post", resid + self._hook(name + "hook_mlp_out", mlp_out))
