@@ -187,7 +187,7 @@ class _Block:
     ln1: Callable[[Tensor], Tensor]
     ln2: Callable[[Tensor], Tensor]
     W_QKV: Float[Tensor, "qkv d_model"]  # rows: q (head_index, d_head), then k and v (kv_head, d_head)
-    b_QKV: Float[Tensor, "qkv"]
+    b_QKV: Float[Tensor, "qkv"] | None  # None: an all-zero bias of a gated (Llama-family) block, skipped
     W_O: Float[Tensor, "d_model head_dims"]  # columns: (head_index, d_head)
     b_O: Float[Tensor, "d_model"]
     W_in: Float[Tensor, "d_model d_mlp"]
@@ -197,7 +197,8 @@ class _Block:
     act_fn: Callable[[Tensor], Tensor]
     attn_scale: float
     n_kv_heads: int
-    W_gate_in: Float[Tensor, "d_model two_d_mlp"] | None = None  # gated MLP: [W_gate | W_in], one product for both
+    W_gate_in: Float[Tensor, "two_d_mlp d_model"] | None = None  # gated MLP: [W_gate | W_in]^T, one product for both
+    W_out_T: Float[Tensor, "d_model d_mlp"] | None = None  # gated MLP: W_out in F.linear's layout
     rotary_cos: Float[Tensor, "n_ctx rotary_dim"] | None = None
     rotary_sin: Float[Tensor, "n_ctx rotary_dim"] | None = None
 
@@ -214,14 +215,20 @@ def _block_weights(block, max_len: int) -> _Block:
     b = [bias.reshape(-1) for bias in (attn.b_Q, b_K, b_V)]
     W_O = attn.W_O.reshape(n_heads * d_head, d_model).T.contiguous()  # d_model (head_index d_head)
     cos = sin = None
+    gated = hasattr(mlp, "W_gate")
+
+    def nonzero(bias):  # Llama-family checkpoints carry all-zero biases: adding them is exact, and costs a pass
+        return None if gated and not bool(bias.any()) else bias
+
     if getattr(attn.cfg, "positional_embedding_type", "standard") == "rotary":
         if attn.rotary_cos.shape[0] < max_len:
             attn._extend_rotary_embeddings(max_len)  # TransformerLens's own (lazy) extension of its tables
         cos, sin = attn.rotary_cos, attn.rotary_sin
     return _Block(ln1=_norm_fn(block.ln1), ln2=_norm_fn(block.ln2), W_QKV=torch.cat(w).contiguous(),
-                  b_QKV=torch.cat(b), W_O=W_O, b_O=attn.b_O, W_in=mlp.W_in, b_in=mlp.b_in, W_out=mlp.W_out,
-                  b_out=mlp.b_out, act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale), n_kv_heads=n_kv,
-                  W_gate_in=(torch.cat([mlp.W_gate, mlp.W_in], dim=1).contiguous() if hasattr(mlp, "W_gate") else None),
+                  b_QKV=nonzero(torch.cat(b)), W_O=W_O, b_O=nonzero(attn.b_O), W_in=mlp.W_in,
+                  b_in=nonzero(mlp.b_in), W_out=mlp.W_out, b_out=nonzero(mlp.b_out), act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale), n_kv_heads=n_kv,
+                  W_gate_in=(torch.cat([mlp.W_gate, mlp.W_in], dim=1).T.contiguous() if hasattr(mlp, "W_gate") else None),
+                  W_out_T=(mlp.W_out.T.contiguous() if hasattr(mlp, "W_gate") else None),
                   rotary_cos=cos, rotary_sin=sin)
 
 
@@ -366,9 +373,12 @@ class LeanCachedForward:
         flat = x.reshape(-1, x.shape[-1])  # (batch pos) d_model
         if block.W_gate_in is None:
             hidden = block.act_fn(torch.addmm(block.b_in, flat, block.W_in))  # (batch pos) d_mlp
-        else:  # act(x W_gate) * (x W_in) + b_in, as TransformerLens's GatedMLP
-            gate, linear = (flat @ block.W_gate_in).chunk(2, dim=-1)
-            hidden = block.act_fn(gate) * linear + block.b_in
+        else:  # act(x W_gate) * (x W_in) + b_in, as TransformerLens's GatedMLP, in F.linear's weight layout
+            gate, linear = F.linear(flat, block.W_gate_in).chunk(2, dim=-1)
+            hidden = block.act_fn(gate) * linear
+            if block.b_in is not None:
+                hidden = hidden + block.b_in
+            return F.linear(hidden, block.W_out_T, block.b_out).view_as(x)
         return torch.addmm(block.b_out, hidden, block.W_out).view_as(x)
 
     def __call__(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
