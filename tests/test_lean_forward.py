@@ -40,6 +40,14 @@ def _lean_logits_at_every_position(model, tokens, n_prompt, hooks=None):
     return torch.stack(logits, 1)
 
 
+def _lean_and_model_logits(model, tokens, n_prompt):
+    """The lean forward's logits at positions n_prompt-1 .. end, and the model's own there."""
+    ours = _lean_logits_at_every_position(model, tokens, n_prompt)
+    with torch.no_grad():
+        theirs = model(tokens)[:, n_prompt - 1:]
+    return ours, theirs
+
+
 def _tokens(tokenizer, batch=3, pos=12, seed=0):
     return torch.randint(0, len(tokenizer), (batch, pos), generator=torch.Generator().manual_seed(seed))
 
@@ -51,10 +59,7 @@ def test_lean_forward__logits_match_model_forward(tokenizer, n_layers, normaliza
                          normalization_type=normalization_type)
     model = _randomize(build_model(config, tokenizer, seed=n_layers))
     assert lean_unsupported_reason(model) is None
-    tokens = _tokens(tokenizer)
-    ours = _lean_logits_at_every_position(model, tokens, n_prompt=5)
-    with torch.no_grad():
-        theirs = model(tokens)[:, 4:]
+    ours, theirs = _lean_and_model_logits(model, _tokens(tokenizer), n_prompt=5)
     assert ours.shape == theirs.shape
     assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
@@ -66,10 +71,7 @@ def test_lean_forward__folded_and_absent_normalisation(tokenizer, normalization_
     model = _randomize(_hooked({"n_layers": 2, "normalization_type": normalization_type, "act_fn": "gelu_new",
                                 "original_architecture": "GPT2LMHeadModel"}, tokenizer))
     assert lean_unsupported_reason(model) is None
-    tokens = _tokens(tokenizer, pos=10)
-    ours = _lean_logits_at_every_position(model, tokens, n_prompt=4)
-    with torch.no_grad():
-        theirs = model(tokens)[:, 3:]
+    ours, theirs = _lean_and_model_logits(model, _tokens(tokenizer, pos=10), n_prompt=4)
     assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
 
 
@@ -235,10 +237,22 @@ MODERN = {
 def test_lean_forward__modern_blocks_match_model_forward(tokenizer, name):
     model = _randomize(_hooked(MODERN[name], tokenizer))
     assert lean_unsupported_reason(model) is None
-    tokens = _tokens(tokenizer, pos=11)
-    ours = _lean_logits_at_every_position(model, tokens, n_prompt=4)
+    ours, theirs = _lean_and_model_logits(model, _tokens(tokenizer, pos=11), n_prompt=4)
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+    assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+def test_lean_forward__zero_biases_of_llama_blocks_are_skipped_exactly(tokenizer):
+    """Llama-family checkpoints carry all-zero biases; the lean forward leaves them out (one pass
+    less per product) and computes the same logits."""
+    model = _randomize(_hooked(LLAMA_LIKE, tokenizer))
     with torch.no_grad():
-        theirs = model(tokens)[:, 3:]
+        for name, p in model.named_parameters():
+            if name.split(".")[-1].lstrip("_").startswith("b_"):
+                p.zero_()
+    block = LeanCachedForward(model, 1, 8).blocks[0]
+    assert block.b_QKV is None and block.b_O is None and block.b_in is None and block.b_out is None
+    ours, theirs = _lean_and_model_logits(model, _tokens(tokenizer, pos=11), n_prompt=4)
     assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
 

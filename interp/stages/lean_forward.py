@@ -189,11 +189,11 @@ class _Block:
     W_QKV: Float[Tensor, "qkv d_model"]  # rows: q (head_index, d_head), then k and v (kv_head, d_head)
     b_QKV: Float[Tensor, "qkv"] | None  # None: an all-zero bias of a gated (Llama-family) block, skipped
     W_O: Float[Tensor, "d_model head_dims"]  # columns: (head_index, d_head)
-    b_O: Float[Tensor, "d_model"]
+    b_O: Float[Tensor, "d_model"] | None
     W_in: Float[Tensor, "d_model d_mlp"]
-    b_in: Float[Tensor, "d_mlp"]
+    b_in: Float[Tensor, "d_mlp"] | None
     W_out: Float[Tensor, "d_mlp d_model"]
-    b_out: Float[Tensor, "d_model"]
+    b_out: Float[Tensor, "d_model"] | None
     act_fn: Callable[[Tensor], Tensor]
     attn_scale: float
     n_kv_heads: int
@@ -226,9 +226,10 @@ def _block_weights(block, max_len: int) -> _Block:
         cos, sin = attn.rotary_cos, attn.rotary_sin
     return _Block(ln1=_norm_fn(block.ln1), ln2=_norm_fn(block.ln2), W_QKV=torch.cat(w).contiguous(),
                   b_QKV=nonzero(torch.cat(b)), W_O=W_O, b_O=nonzero(attn.b_O), W_in=mlp.W_in,
-                  b_in=nonzero(mlp.b_in), W_out=mlp.W_out, b_out=nonzero(mlp.b_out), act_fn=mlp.act_fn, attn_scale=float(attn.attn_scale), n_kv_heads=n_kv,
-                  W_gate_in=(torch.cat([mlp.W_gate, mlp.W_in], dim=1).T.contiguous() if hasattr(mlp, "W_gate") else None),
-                  W_out_T=(mlp.W_out.T.contiguous() if hasattr(mlp, "W_gate") else None),
+                  b_in=nonzero(mlp.b_in), W_out=mlp.W_out, b_out=nonzero(mlp.b_out), act_fn=mlp.act_fn,
+                  attn_scale=float(attn.attn_scale), n_kv_heads=n_kv,
+                  W_gate_in=torch.cat([mlp.W_gate, mlp.W_in], dim=1).T.contiguous() if gated else None,
+                  W_out_T=mlp.W_out.T.contiguous() if gated else None,
                   rotary_cos=cos, rotary_sin=sin)
 
 
@@ -261,10 +262,6 @@ class LeanCachedForward:
             raise ValueError(f"the lean forward cannot call hooks at {sorted(unknown)}")
         self.rotary = self.cfg.positional_embedding_type == "rotary"
         self.blocks = [_block_weights(block, max_len) for block in model.blocks]
-        first = self.blocks[0]
-        self.shared_rotary = self.rotary and all(
-            torch.equal(b.rotary_cos, first.rotary_cos) and torch.equal(b.rotary_sin, first.rotary_sin) for b in self.blocks)
-        self._tables = None  # (key, (cos, sin)) of the current call
         self.ln_final = _norm_fn(getattr(model, "ln_final", torch.nn.Identity()))
         self.W_E = model.embed.W_E
         self.W_pos = None if self.rotary else model.pos_embed.W_pos
@@ -304,20 +301,14 @@ class LeanCachedForward:
         self.next_position = self.next_position + n_new
         return ids
 
-    def _rotary_tables(self, block: _Block, positions: Tensor | None, start: int, n_new: int) -> tuple[Tensor, Tensor]:
-        """cos and sin at the new positions (``pos rd``, or ``batch 1 pos rd`` per row); gathered
-        once per call when every block has the same tables (the usual case)."""
-        key = (id(block.rotary_cos) if not self.shared_rotary else 0, start, n_new)
-        if self._tables is not None and self._tables[0] == key:
-            return self._tables[1]
+    @staticmethod
+    def _rotary_tables(block: _Block, positions: Tensor | None, start: int, n_new: int) -> tuple[Tensor, Tensor]:
+        """cos and sin at the new positions: ``pos rd``, or ``batch 1 pos rd`` per row."""
         if positions is None:
-            tables = block.rotary_cos[start:start + n_new], block.rotary_sin[start:start + n_new]  # pos rd
-        else:
-            tables = block.rotary_cos[positions][:, None], block.rotary_sin[positions][:, None]  # batch 1 pos rd
-        self._tables = (key, tables)
-        return tables
+            return block.rotary_cos[start:start + n_new], block.rotary_sin[start:start + n_new]
+        return block.rotary_cos[positions][:, None], block.rotary_sin[positions][:, None]
 
-    def _rotate(self, block: _Block, x: Tensor, positions: Tensor | None, start: int) -> Tensor:
+    def _rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Rotary embedding of ``x`` (batch head pos d_head), as TransformerLens's ``apply_rotary``."""
         rd = self.cfg.rotary_dim
         x_rot, x_pass = x[..., :rd], x[..., rd:]
@@ -326,7 +317,6 @@ class LeanCachedForward:
         else:
             half = rd // 2
             flip = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)
-        cos, sin = self._rotary_tables(block, positions, start, x.shape[2])
         rotated = x_rot * cos + flip * sin
         return rotated if x_pass.shape[-1] == 0 else torch.cat([rotated, x_pass], dim=-1)
 
@@ -356,8 +346,9 @@ class LeanCachedForward:
         k = k.view(batch, n_new, n_kv, d_head).transpose(1, 2)
         v = v.view(batch, n_new, n_kv, d_head).transpose(1, 2)
         start, end = self.pos, self.pos + n_new
-        if self.rotary:
-            q, k = self._rotate(block, q, positions, start), self._rotate(block, k, positions, start)
+        if self.rotary:  # one gather of the tables for queries and keys
+            cos, sin = self._rotary_tables(block, positions, start, n_new)
+            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v
         keys, values = self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
@@ -373,13 +364,13 @@ class LeanCachedForward:
         flat = x.reshape(-1, x.shape[-1])  # (batch pos) d_model
         if block.W_gate_in is None:
             hidden = block.act_fn(torch.addmm(block.b_in, flat, block.W_in))  # (batch pos) d_mlp
-        else:  # act(x W_gate) * (x W_in) + b_in, as TransformerLens's GatedMLP, in F.linear's weight layout
-            gate, linear = F.linear(flat, block.W_gate_in).chunk(2, dim=-1)
-            hidden = block.act_fn(gate) * linear
-            if block.b_in is not None:
-                hidden = hidden + block.b_in
-            return F.linear(hidden, block.W_out_T, block.b_out).view_as(x)
-        return torch.addmm(block.b_out, hidden, block.W_out).view_as(x)
+            return torch.addmm(block.b_out, hidden, block.W_out).view_as(x)
+        # act(x W_gate) * (x W_in) + b_in, as TransformerLens's GatedMLP, in F.linear's weight layout
+        gate, linear = F.linear(flat, block.W_gate_in).chunk(2, dim=-1)
+        hidden = block.act_fn(gate) * linear
+        if block.b_in is not None:
+            hidden = hidden + block.b_in
+        return F.linear(hidden, block.W_out_T, block.b_out).view_as(x)
 
     def __call__(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
         """Run ``tokens`` (the prompts, or one new token per row) and return the logits at the last
@@ -391,7 +382,6 @@ class LeanCachedForward:
             raise ValueError(f"{self.pos} cached + {n_new} new positions exceed max_len={self.max_len}")
         positions = self._positions(batch, n_new, tokens.device)
         mask = self._mask(n_new, tokens.device)
-        self._tables = None
         resid = self._hook("hook_embed", self.W_E[tokens])  # batch pos d_model
         if self.W_pos is not None:
             if positions is None:

@@ -61,16 +61,11 @@ def train_step(model, optimizer: torch.optim.Optimizer, batch_loss: BatchLoss | 
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
-    if callable(batch_loss):
-        loss = batch_loss(model)
+    value = 0.0
+    for weight, part in ([(1.0, batch_loss)] if callable(batch_loss) else batch_loss):
+        loss = weight * part(model)
         loss.backward()
-        value = loss.item()
-    else:
-        value = 0.0
-        for weight, part in batch_loss:
-            loss = weight * part(model)
-            loss.backward()
-            value += loss.item()
+        value += loss.item()
     if guard is not None:
         guard.check(step, value)
     if clip_grad_norm is not None:
