@@ -307,3 +307,41 @@ def test_sample_completions__modern_model_lean_and_transformer_lens_agree(world,
         reference = sample_completions(model, prompts, engine="transformer_lens", **kwargs)
         assert lean == reference, temperature
         assert any(len(t) > 2 for t in lean.tokens)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2-like learned positions"])
+def test_lean_forward__packed_prompt_pass_with_a_shared_prefix_equals_each_row_alone(tokenizer, name):
+    """The packed prompt pass (real tokens only, the rows' common prefix computed once) gives every
+    row the logits of that row run alone, at the prompt's end and at each decoding step after it,
+    as the padded pass does (``packed_prefill=False``)."""
+    cfg = MODERN["llama"] if name == "llama" else {"n_layers": 2, "normalization_type": "LN"}
+    model = _randomize(_hooked(cfg, tokenizer))
+    shared = _tokens(tokenizer, batch=1, pos=4, seed=9)[0]
+    lengths, n_steps = [6, 9, 5], 3
+    rows = [torch.cat([shared, _tokens(tokenizer, batch=1, pos=n - 4 + n_steps, seed=i)[0]]) for i, n in enumerate(lengths)]
+    width = max(lengths)
+    prompt = torch.zeros((3, width), dtype=torch.long)
+    mask = torch.zeros((3, width), dtype=torch.long)
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        prompt[i, width - n:] = row[:n]
+        mask[i, width - n:] = 1
+    results = {}
+    for packed in (True, False):
+        with torch.inference_mode():
+            forward = LeanCachedForward(model, 3, width + n_steps, prompt_mask=mask, packed_prefill=packed)
+            logits = [forward(prompt)]
+            for t in range(n_steps - 1):
+                logits.append(forward(torch.stack([rows[i][lengths[i] + t] for i in range(3)])[:, None]))
+        results[packed] = torch.stack(logits, 1)  # batch step d_vocab
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        with torch.no_grad():
+            want = model(row[None])[0, n - 1:n - 1 + n_steps]
+        for packed, got in results.items():
+            assert (got[i] - want).abs().max() < 1e-4 * want.abs().max(), (name, packed, i)
+
+
+def test_lean_forward__packed_prompt_pass_refuses_a_mask_that_is_not_left_padding(tokenizer):
+    model = _randomize(_hooked(MODERN["llama"], tokenizer))
+    mask = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 1]])
+    with torch.inference_mode(), pytest.raises(ValueError, match="not a left padding"):
+        LeanCachedForward(model, 2, 6, prompt_mask=mask)(_tokens(tokenizer, batch=2, pos=4))

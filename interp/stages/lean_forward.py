@@ -15,7 +15,10 @@ model's parameters (read at construction; nothing is copied into a second model)
   :func:`interp.stages.generate.plan_batches`): the prompt needs only the causal mask and a decoding
   step's single query sees every cached key. Left-padded batches (a real tokenizer gives nearly
   every prompt its own length) pass ``prompt_mask``: padded keys are masked and positions count from
-  each row's first real token, as TransformerLens and transformers do;
+  each row's first real token, as TransformerLens and transformers do. Their prompt pass is packed
+  (without hooks): the projections and MLPs run on the real tokens only, the rows' common prefix
+  (a chat template's system turn) once, and attention runs per row; the cache ends in the same
+  left-padded layout;
 * the unembedding only at the last position.
 
 Modern decoder blocks are supported too (Llama / SmolLM2, Qwen2, Mistral): rotary position
@@ -45,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -249,7 +253,7 @@ class LeanCachedForward:
     """
 
     def __init__(self, model, batch: int, max_len: int, hooks: dict[str, list[HookFn]] | None = None,
-                 prompt_mask: Int[Tensor, "batch pos"] | None = None):
+                 prompt_mask: Int[Tensor, "batch pos"] | None = None, packed_prefill: bool = True):
         reason = lean_unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the lean forward cannot run this model: {reason}")
@@ -273,6 +277,7 @@ class LeanCachedForward:
                      for b in self.blocks]
         self.values = [torch.empty_like(k) for k in self.keys]
         self.max_len = max_len
+        self.packed_prefill = packed_prefill
         self.pos = 0  # positions already in the cache
         self.key_mask = None  # batch max_len (bool): which cached positions may be attended to
         self.next_position = None  # batch: the position id of each row's next token
@@ -380,6 +385,8 @@ class LeanCachedForward:
             raise ValueError(f"tokens have {batch} rows, the cache {self.keys[0].shape[0]}")
         if self.pos + n_new > self.max_len:
             raise ValueError(f"{self.pos} cached + {n_new} new positions exceed max_len={self.max_len}")
+        if self.pos == 0 and n_new > 1 and self.key_mask is not None and self.packed_prefill and not self.hooks:
+            return self._prefill_packed(tokens)
         positions = self._positions(batch, n_new, tokens.device)
         mask = self._mask(n_new, tokens.device)
         resid = self._hook("hook_embed", self.W_E[tokens])  # batch pos d_model
@@ -401,6 +408,75 @@ class LeanCachedForward:
         self.pos += n_new
         last = self.ln_final(resid[:, -1])  # batch d_model
         return F.linear(last, self.W_U_T, self.b_U)
+
+    def _prefill_packed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
+        """The prompt pass of a left-padded batch on the real tokens only, the shared prefix once.
+
+        Position-wise work (embedding, normalisations, projections, MLPs) runs on one packed
+        sequence: the rows' common prefix once, then each row's own suffix, no padding. Attention runs
+        per row: the prefix causally on itself, each suffix on the prefix and causally on itself.
+        The keys and values land in the cache in the left-padded layout of ``prompt_mask`` (each row's
+        prompt at its last positions), so the decoding steps are those of :meth:`__call__`. Only
+        without hooks (a hook would see packed activations, not ``[batch, pos, d_model]`` ones)."""
+        batch, width = tokens.shape
+        device = tokens.device
+        real = self.key_mask[:, :width]
+        lengths = real.sum(1)
+        if not bool((real == (torch.arange(width, device=device) >= (width - lengths)[:, None])).all()):
+            raise ValueError("prompt_mask is not a left padding (zeros, then ones, in every row)")
+        rows = [tokens[i, width - int(n):] for i, n in enumerate(lengths.tolist())]
+        shortest = min(len(r) for r in rows)
+        # the common prefix, leaving every row at least one token of its own (its last logit)
+        heads = torch.stack([r[:shortest - 1] for r in rows])  # batch shortest-1
+        differs = (heads != heads[:1]).any(0).nonzero()
+        prefix = int(differs[0]) if len(differs) else shortest - 1
+        packed = torch.cat([rows[0][:prefix]] + [r[prefix:] for r in rows])  # n_packed
+        suffix_len = (lengths - prefix).tolist()
+        starts = [prefix + s for s in np.cumsum([0] + suffix_len[:-1]).tolist()]  # each row's suffix in `packed`
+        positions = torch.cat([torch.arange(prefix, device=device)] +
+                              [torch.arange(prefix, int(n), device=device) for n in lengths.tolist()])
+        # packed index of every (row, cache slot < width): the prefix, then the row's suffix; padding
+        # slots read token 0's keys and values (finite, and masked by key_mask)
+        slot = torch.arange(width, device=device)[None, :] - (width - lengths)[:, None]  # position in the row
+        suffix_start = torch.tensor(starts, device=device)[:, None] + slot - prefix
+        source = torch.where(slot < prefix, slot, suffix_start).clamp(0, len(packed) - 1)  # batch width
+        n_heads, d_head = self.cfg.n_heads, self.cfg.d_head
+        resid = self.W_E[packed][None]  # 1 n_packed d_model
+        if self.W_pos is not None:
+            resid = resid + self.W_pos[positions][None]
+        for layer, block in enumerate(self.blocks):
+            n_kv = block.n_kv_heads
+            qkv = F.linear(block.ln1(resid), block.W_QKV, block.b_QKV)[0]  # n_packed (q | k | v)
+            q, k, v = qkv.split([n_heads * d_head, n_kv * d_head, n_kv * d_head], dim=-1)
+            q = q.view(-1, n_heads, d_head).transpose(0, 1)  # head n_packed d_head
+            k = k.view(-1, n_kv, d_head).transpose(0, 1)
+            v = v.view(-1, n_kv, d_head).transpose(0, 1)
+            if self.rotary:
+                cos, sin = block.rotary_cos[positions], block.rotary_sin[positions]
+                q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            self.keys[layer][:, :, :width] = k[:, source].transpose(0, 1)  # batch kv_head width d_head
+            self.values[layer][:, :, :width] = v[:, source].transpose(0, 1)
+            gqa = dict(enable_gqa=True) if n_kv != n_heads else {}
+            scale = 1 / block.attn_scale
+            z = torch.empty_like(q)  # head n_packed d_head
+            if prefix:
+                z[:, :prefix] = F.scaled_dot_product_attention(
+                    q[None, :, :prefix], k[None, :, :prefix], v[None, :, :prefix], is_causal=True, scale=scale, **gqa)[0]
+            for i, (start, n) in enumerate(zip(starts, suffix_len)):
+                n_row = prefix + n  # the row's keys: its last n_row cache slots
+                keys = self.keys[layer][i:i + 1, :, width - n_row:width]
+                values = self.values[layer][i:i + 1, :, width - n_row:width]
+                causal = None if prefix == 0 else torch.ones(n, n_row, dtype=torch.bool, device=device).tril(prefix)
+                z[:, start:start + n] = F.scaled_dot_product_attention(
+                    q[None, :, start:start + n], keys, values, attn_mask=causal, is_causal=prefix == 0,
+                    scale=scale, **gqa)[0]
+            z = z.transpose(0, 1).reshape(1, -1, n_heads * d_head)
+            resid = resid + F.linear(z, block.W_O, block.b_O)
+            resid = resid + self._mlp(block, block.ln2(resid))
+        self.pos = width
+        self.next_position = lengths.clone()
+        last = torch.tensor([s + n - 1 for s, n in zip(starts, suffix_len)], device=device)
+        return F.linear(self.ln_final(resid[0, last]), self.W_U_T, self.b_U)
 
     def keep_rows(self, keep: Tensor) -> None:
         """Keep only the rows where ``keep`` (bool, ``[batch]``) is true, in order."""
