@@ -41,7 +41,7 @@ from scipy import stats as st
 
 from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from interp.core.stats import mean_ci, wilson_ci
-from interp.instruments.audit import AUDIT_FILE, AuditConfig, Source, run_audit
+from interp.instruments.audit import AUDIT_FILE, OPTIMIZERS, AuditConfig, Source, run_audit
 from interp.models.refs import load_teacher, parse_base_ref
 from interp.stages.evaluate import animal_distribution
 from interp.stages.filter import FilterConfig, filter_file
@@ -247,7 +247,7 @@ def hidden_trait_summary(audits: dict, test_animals: list[str], seeds: list[int]
     out = {}
     for student in ("shared", "mismatched"):
         for objective in ("sft", "distill"):
-            for optimizer in ("sgd", "adam"):
+            for optimizer in OPTIMIZERS:
                 key = f"{student}/{objective}/{optimizer}"
                 scores = {name: _scores(a, animals, objective, student, optimizer) for name, a in audits.items()}
                 for seed in seeds:  # the part of the step shared by all teachers of this seed, left out one at a time
@@ -289,24 +289,10 @@ def predicted_vs_observed(audits: dict, students: dict, animals: list[str]) -> d
         audit = audits[data_name]
         student = "mismatched" if condition.endswith("mismatched") else "shared"
         objective = track["objective"]
-        optimizer = "adam" if track["optimizer"] == "adamw" else "sgd"
-        pred = audit["predictions"][student][objective][optimizer]["log_prob"]
-        per_unit = np.array([pred["data"][a]["mean"] for a in animals])
-        per_unit_diff = np.array([pred["raw_shift"][a]["mean"] for a in animals])
-        base = np.array(track["base"])
-        for step, values in track["steps"].items():
-            k = int(step)
-            label = "end" if k == track["n_steps"] else k
-            observed = np.array(values) - base
-            entry = by_condition.setdefault(condition, {}).setdefault(str(label), {"pairs": [], "diff_pairs": [],
-                                                                                 "scale": []})
-            predicted = track["lr"] * k * per_unit
-            entry["pairs"].append((predicted, observed))
-            entry["scale"].append(float(np.sum(predicted * observed) / max(np.sum(predicted**2), 1e-300)))
-            control_step = str(control["n_steps"]) if control is not None and label == "end" else step
-            if control is not None and control_step in control["steps"]:
-                observed_diff = observed - (np.array(control["steps"][control_step]) - np.array(control["base"]))
-                entry["diff_pairs"].append((track["lr"] * k * per_unit_diff, observed_diff))
+        # AdamW students against Adam's first step and against its steady-state direction (condition@steady)
+        for optimizer in (("adam", "adam_steady") if track["optimizer"] == "adamw" else ("sgd",)):
+            _pair_up(by_condition, condition + ("@steady" if optimizer == "adam_steady" else ""), track, control,
+                     audit["predictions"][student][objective][optimizer]["log_prob"], animals)
     for condition, steps in by_condition.items():
         out[condition] = {}
         for label, entry in steps.items():
@@ -317,6 +303,34 @@ def predicted_vs_observed(audits: dict, students: dict, animals: list[str]) -> d
                 row["minus_control"] = bootstrap_spearman(entry["diff_pairs"])
             out[condition][label] = row
     return out
+
+
+def prediction_optimizer(condition: str, track: dict) -> str:
+    """The audit's step a condition of predicted_vs_observed compares with (``NAME@steady``: Adam's steady state)."""
+    if condition.endswith("@steady"):
+        return "adam_steady"
+    return "adam" if track["optimizer"] == "adamw" else "sgd"
+
+
+def _pair_up(by_condition: dict, condition: str, track: dict, control: dict | None, pred: dict,
+             animals: list[str]) -> None:
+    """Add one student's (predicted, observed) pairs at every tracked step to ``by_condition[condition]``."""
+    per_unit = np.array([pred["data"][a]["mean"] for a in animals])
+    per_unit_diff = np.array([pred["raw_shift"][a]["mean"] for a in animals])
+    base = np.array(track["base"])
+    for step, values in track["steps"].items():
+        k = int(step)
+        label = "end" if k == track["n_steps"] else k
+        observed = np.array(values) - base
+        entry = by_condition.setdefault(condition, {}).setdefault(str(label), {"pairs": [], "diff_pairs": [],
+                                                                             "scale": []})
+        predicted = track["lr"] * k * per_unit
+        entry["pairs"].append((predicted, observed))
+        entry["scale"].append(float(np.sum(predicted * observed) / max(np.sum(predicted**2), 1e-300)))
+        control_step = str(control["n_steps"]) if control is not None and label == "end" else step
+        if control is not None and control_step in control["steps"]:
+            observed_diff = observed - (np.array(control["steps"][control_step]) - np.array(control["base"]))
+            entry["diff_pairs"].append((track["lr"] * k * per_unit_diff, observed_diff))
 
 
 def validation_markdown(results: dict) -> str:
@@ -357,12 +371,13 @@ def plot_validation(results: dict, audits: dict, students: dict, animals: list[s
     if conditions:
         fig, axes = plt.subplots(1, len(conditions), figsize=(3.3 * len(conditions), 3.4), squeeze=False)
         for ax, condition in zip(axes[0], conditions):
+            name = condition.removesuffix("@steady")
             for key, track in students.items():
-                if not key.endswith("/" + condition) or key.startswith("control"):
+                if not key.endswith("/" + name) or key.startswith("control"):
                     continue
                 data_name = key.split("/")[0]
-                student = "mismatched" if condition.endswith("mismatched") else "shared"
-                opt = "adam" if track["optimizer"] == "adamw" else "sgd"
+                student = "mismatched" if name.endswith("mismatched") else "shared"
+                opt = prediction_optimizer(condition, track)
                 pred = audits[data_name]["predictions"][student][track["objective"]][opt]["log_prob"]["data"]
                 k = track["n_steps"]
                 p = track["lr"] * k * np.array([pred[a]["mean"] for a in animals])

@@ -215,3 +215,36 @@ def test_audit_seed__a_data_set_too_small_to_audit_is_recorded_and_the_rest_audi
     assert "1 data rows" in skipped["skipped"]
     assert "teacher_numbers" not in summaries and "shuffled_within" in summaries
     assert (tmp_path / "data" / "audit" / "shuffled_within" / AUDIT_FILE).exists()
+
+
+def test_auditor__adam_steady_state_direction_predicts_many_small_adam_steps(setting):
+    """``adam_steady`` is what many small Adam steps add up to: torch's Adam, 240 steps at lr 1e-5
+    cycling over the six batches the audit saw, moves every animal's mean log P by lr x steps x the
+    prediction; Adam's first step, averaged over the (noisy, 8-row) batches, predicts it less well."""
+    s = setting
+    world, rows = s["world"], s["rows"]["teacher"][:48]
+    auditor = Auditor(copy.deepcopy(s["base"]), world, AuditConfig(batch_size=8))
+    values = auditor.project(rows, "sft").values
+    predicted = values["adam_steady"]["log_prob"].mean(0)
+    first_step = values["adam"]["log_prob"].mean(0)
+
+    student = copy.deepcopy(s["base"])
+    student.eval()
+    batches = []
+    for part in (rows[i:i + 8] for i in range(0, 48, 8)):
+        seqs, starts = encode_rows(world, part)
+        tokens, _ = pad_batch(seqs, world.pad_id, max_len=student.cfg.n_ctx)
+        batches.append((tokens, completion_mask([len(q) for q in seqs], starts, tokens.shape[1])))
+    lr, n_steps = 1e-5, 240
+    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    before = _mean_log_probs(student, world)
+    for step in range(n_steps):
+        tokens, mask = batches[step % len(batches)]
+        optimizer.zero_grad()
+        masked_lm_loss(student(tokens), tokens, mask).backward()
+        optimizer.step()
+    observed = (_mean_log_probs(student, world) - before) / (lr * n_steps)
+    scale = np.abs(predicted).max()
+    assert np.allclose(observed, predicted, rtol=0.15, atol=0.05 * scale), (observed, predicted)
+    # the first step's average is further off (about 2.4x the total error here)
+    assert np.abs(predicted - observed).sum() < 0.6 * np.abs(first_step - observed).sum(), (first_step, observed)

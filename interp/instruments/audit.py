@@ -23,7 +23,10 @@ per student and reused for every data set; each batch's step is projected on it 
 product, so no per-batch gradient is kept. A data set's expected first
 step, per unit learning rate, is ``-∇L_b`` averaged over batches ``b`` of ``batch_size`` rows
 (plain SGD), or Adam's first step ``-∇L_b / (|∇L_b| + eps)`` averaged over batches (Adam's
-bias-corrected first step, whatever its betas); ``L`` is the SFT loss on the completion tokens
+bias-corrected first step, whatever its betas), or Adam's *steady-state* direction
+``-∇L_b / (sqrt(mean_b' ∇L_b'^2) + eps)`` averaged over batches (``adam_steady``: what Adam's
+steps add up to over an epoch when the gradients stay those of the base, each step the momentum
+over the second-moment scale of all steps; per step and unit learning rate); ``L`` is the SFT loss on the completion tokens
 or restricted distillation toward the model that wrote the rows (:mod:`interp.stages.finetune`). The
 predicted change of ``f_a`` is the matrix product of the gradients with that step; each batch
 gives one independent estimate, so intervals are over batches. The reference data set's prediction
@@ -82,7 +85,7 @@ AUDIT_ROWS_FILE = "audit_rows.jsonl"
 AUDIT_PLOT_FILE = "audit.png"
 AUDIT_CONFIG_FILE = "audit_config.json"
 AuditObjective = Literal["sft", "distill"]
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adam_steady")  # plain SGD, Adam's first step, Adam's steady-state direction
 TARGETS = ("log_prob", "prob")  # f_a = mean log P(a), P_a = mean P(a)
 
 
@@ -306,6 +309,8 @@ class Auditor:
             allowed = torch.tensor(allowed_token_ids(world))
         n = self.n_animals
         out = StepProjection.zeros(n_batches, n, len(rows))
+        steps: list[Tensor] = []  # every batch's step (float32), for Adam's steady-state direction
+        square_sum = torch.zeros(self.gradients.shape[1], dtype=torch.float64)
         for b in tqdm(range(n_batches), desc=f"{desc} ({self.name}, {objective})", disable=not progress,
                       mininterval=2.0):
             idx = range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(rows)))
@@ -326,6 +331,18 @@ class Auditor:
             for j, name in enumerate(("sgd", "adam")):
                 out.values[name]["log_prob"][b] = projected[:n, j]
                 out.values[name]["prob"][b] = projected[n:, j]
+            steps.append(step.to(torch.float32))
+            square_sum += step.double() ** 2
+        # Adam's steady-state direction: after many steps Adam moves along m / sqrt(v), m the recent
+        # mean gradient, v the mean squared gradient of every step so far. At first order (the
+        # gradients those of the base) the epoch's displacement per step and unit learning rate is
+        # the mean over batches of -g_b / (sqrt(mean_b' g_b'^2) + eps): each batch's step divided by
+        # one per-parameter scale shared by all batches (fixed: intervals are over batches given it).
+        scale = (1 / ((square_sum / n_batches).sqrt() + cfg.adam_eps)).to(torch.float32)
+        for b, step in enumerate(steps):
+            projected = (self.gradients @ (step * scale)).double().numpy()
+            out.values["adam_steady"]["log_prob"][b] = projected[:n]
+            out.values["adam_steady"]["prob"][b] = projected[n:]
         self._cache[key] = out
         return out
 
