@@ -41,7 +41,7 @@ from scipy import stats as st
 
 from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from interp.core.stats import mean_ci, wilson_ci
-from interp.instruments.audit import AUDIT_FILE, OPTIMIZERS, AuditConfig, Source, run_audit
+from interp.instruments.audit import AUDIT_FILE, OPTIMIZERS, AuditConfig, Source, run_audit, unigram_readout
 from interp.models.refs import load_teacher, parse_base_ref
 from interp.stages.evaluate import animal_distribution
 from interp.stages.filter import FilterConfig, filter_file
@@ -194,7 +194,14 @@ def main(argv=None) -> int:
                                          reference_rows=reference[seed], mismatched=mismatched, auditors=auditors,
                                          inputs={"teacher": str(tdir), "student": str(bases["shared"]),
                                                  "mismatched_student": str(bases["mismatched"])})
-            log.info("%s: audit top animal %s (%.0f s so far)", name, audits[name]["top_animal"], time.time() - t0)
+            if not audits[name].get("readout"):  # an audit written before the readout existed
+                audits[name]["readout"] = {label: unigram_readout(model, world, rows[: args.max_audit_rows],
+                                                                  reference[seed][: args.max_audit_rows])
+                                           for label, model in (("shared", shared), ("mismatched", mismatched))}
+                audits[name]["readout_top_animal"] = audits[name]["readout"]["shared"]["top_animal"]
+                atomic_write_json(adir / AUDIT_FILE, audits[name])
+            log.info("%s: audit top animal %s, readout top animal %s (%.0f s so far)", name, audits[name]["top_animal"],
+                     audits[name]["readout_top_animal"], time.time() - t0)
 
     animals = list(world.animals)
     hidden = hidden_trait_summary(audits, args.animals, args.seeds, animals)
@@ -271,6 +278,19 @@ def hidden_trait_summary(audits: dict, test_animals: list[str], seeds: list[int]
                                     "mean_rank": mean_ci(ranks).to_dict("n_teachers"), "per_teacher": per,
                                     "chance_rate": 1 / len(animals)}
                 out[key] = entry
+    for student in ("shared", "mismatched"):  # the unigram readout: no objective, no optimizer
+        ranks, per = [], {}
+        for seed in seeds:
+            for animal in test_animals:
+                name = f"{animal}-seed{seed}"
+                order = audits[name]["readout"][student]["ranking"]
+                ranks.append(order.index(animal) + 1)
+                per[name] = {"top": order[0], "rank": ranks[-1]}
+        hits = sum(r == 1 for r in ranks)
+        out[f"{student}/readout"] = {"unigram_readout": {
+            "hit_rate": wilson_ci(hits, len(ranks)).to_dict(), "mean_rank": mean_ci(ranks).to_dict("n_teachers"),
+            "per_teacher": per, "chance_rate": 1 / len(animals),
+            "binomial_p": float(st.binomtest(hits, len(ranks), 1 / len(animals), alternative="greater").pvalue)}}
     return out
 
 
@@ -293,6 +313,10 @@ def predicted_vs_observed(audits: dict, students: dict, animals: list[str]) -> d
         for optimizer in (("adam", "adam_steady") if track["optimizer"] == "adamw" else ("sgd",)):
             _pair_up(by_condition, condition + ("@steady" if optimizer == "adam_steady" else ""), track, control,
                      audit["predictions"][student][objective][optimizer]["log_prob"], animals)
+        if audit.get("readout"):  # the unigram readout of this student's base: one prediction, whatever the step
+            gains = {a: {"mean": g["mean"]} for a, g in audit["readout"][student]["logit_gain"].items()}
+            _pair_up(by_condition, condition + "@readout", track, control, {"data": gains, "raw_shift": gains},
+                     animals, scaled=False)
     for condition, steps in by_condition.items():
         out[condition] = {}
         for label, entry in steps.items():
@@ -309,12 +333,15 @@ def prediction_optimizer(condition: str, track: dict) -> str:
     """The audit's step a condition of predicted_vs_observed compares with (``NAME@steady``: Adam's steady state)."""
     if condition.endswith("@steady"):
         return "adam_steady"
+    if condition.endswith("@readout"):
+        return "readout"
     return "adam" if track["optimizer"] == "adamw" else "sgd"
 
 
 def _pair_up(by_condition: dict, condition: str, track: dict, control: dict | None, pred: dict,
-             animals: list[str]) -> None:
-    """Add one student's (predicted, observed) pairs at every tracked step to ``by_condition[condition]``."""
+             animals: list[str], scaled: bool = True) -> None:
+    """Add one student's (predicted, observed) pairs at every tracked step to ``by_condition[condition]``
+    (``scaled``: the prediction is per step and unit learning rate, multiplied by lr x steps)."""
     per_unit = np.array([pred["data"][a]["mean"] for a in animals])
     per_unit_diff = np.array([pred["raw_shift"][a]["mean"] for a in animals])
     base = np.array(track["base"])
@@ -324,13 +351,14 @@ def _pair_up(by_condition: dict, condition: str, track: dict, control: dict | No
         observed = np.array(values) - base
         entry = by_condition.setdefault(condition, {}).setdefault(str(label), {"pairs": [], "diff_pairs": [],
                                                                              "scale": []})
-        predicted = track["lr"] * k * per_unit
+        factor = track["lr"] * k if scaled else 1.0
+        predicted = factor * per_unit
         entry["pairs"].append((predicted, observed))
         entry["scale"].append(float(np.sum(predicted * observed) / max(np.sum(predicted**2), 1e-300)))
         control_step = str(control["n_steps"]) if control is not None and label == "end" else step
         if control is not None and control_step in control["steps"]:
             observed_diff = observed - (np.array(control["steps"][control_step]) - np.array(control["base"]))
-            entry["diff_pairs"].append((track["lr"] * k * per_unit_diff, observed_diff))
+            entry["diff_pairs"].append((factor * per_unit_diff, observed_diff))
 
 
 def validation_markdown(results: dict) -> str:
@@ -371,16 +399,20 @@ def plot_validation(results: dict, audits: dict, students: dict, animals: list[s
     if conditions:
         fig, axes = plt.subplots(1, len(conditions), figsize=(3.3 * len(conditions), 3.4), squeeze=False)
         for ax, condition in zip(axes[0], conditions):
-            name = condition.removesuffix("@steady")
+            name = condition.split("@")[0]
             for key, track in students.items():
                 if not key.endswith("/" + name) or key.startswith("control"):
                     continue
                 data_name = key.split("/")[0]
                 student = "mismatched" if name.endswith("mismatched") else "shared"
                 opt = prediction_optimizer(condition, track)
-                pred = audits[data_name]["predictions"][student][track["objective"]][opt]["log_prob"]["data"]
                 k = track["n_steps"]
-                p = track["lr"] * k * np.array([pred[a]["mean"] for a in animals])
+                if opt == "readout":
+                    pred = audits[data_name]["readout"][student]["logit_gain"]
+                    p = np.array([pred[a]["mean"] for a in animals])
+                else:
+                    pred = audits[data_name]["predictions"][student][track["objective"]][opt]["log_prob"]["data"]
+                    p = track["lr"] * k * np.array([pred[a]["mean"] for a in animals])
                 o = np.array(track["steps"][str(k)]) - np.array(track["base"])
                 ax.scatter(p, o, s=12, label=data_name)
                 trait = data_name.split("-")[0]
@@ -391,7 +423,7 @@ def plot_validation(results: dict, audits: dict, students: dict, animals: list[s
             ax.set_title(f"{condition}\n{rho}", fontsize=8)
             ax.axhline(0, color="k", lw=0.5)
             ax.axvline(0, color="k", lw=0.5)
-            ax.set_xlabel("predicted (lr x steps x first step)", fontsize=7)
+            ax.set_xlabel("readout logit gain" if condition.endswith("@readout") else "predicted (lr x steps x step)", fontsize=7)
             ax.set_ylabel("observed change of mean log P", fontsize=7)
             ax.legend(fontsize=6)
         fig.suptitle("audit: predicted vs observed change of every animal's log P at the end of training "
@@ -401,12 +433,13 @@ def plot_validation(results: dict, audits: dict, students: dict, animals: list[s
         plt.close(fig)
     keys = list(results["hidden_trait"])
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    width = 0.8 / len(SCORES)
-    for j, score in enumerate(SCORES):
-        vals = [results["hidden_trait"][k][score]["hit_rate"] for k in keys]
-        means = np.array([v["fraction"] for v in vals])
-        err = np.array([[v["fraction"] - v["ci_low"], v["ci_high"] - v["fraction"]] for v in vals]).T
-        ax.bar(np.arange(len(keys)) + (j - (len(SCORES) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=score)
+    scores = SCORES + ("unigram_readout",)
+    width = 0.8 / len(scores)
+    for j, score in enumerate(scores):
+        vals = [results["hidden_trait"][k].get(score, {}).get("hit_rate") for k in keys]
+        means = np.array([v["fraction"] if v else np.nan for v in vals])
+        err = np.array([[v["fraction"] - v["ci_low"], v["ci_high"] - v["fraction"]] if v else [0, 0] for v in vals]).T
+        ax.bar(np.arange(len(keys)) + (j - (len(scores) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=score)
     ax.axhline(1 / len(animals), color="k", ls="--", lw=1, label="chance")
     ax.set_xticks(np.arange(len(keys)), [k.replace("/", "\n") for k in keys], fontsize=7)
     ax.set_ylabel("top animal = teacher's (rate)")

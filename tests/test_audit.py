@@ -11,7 +11,8 @@ import torch
 from interp.cli import main
 from interp.core.io import read_json, read_jsonl, write_jsonl
 from interp.instruments.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source,
-                                      audit_data, drift_covariate, drift_removal_matrix, run_audit, token_statistics)
+                                      audit_data, drift_covariate, drift_removal_matrix, readout_from_counts, run_audit,
+                                      token_statistics, unigram_readout)
 from interp.models.refs import parse_base_ref
 from interp.instruments.audit import _question_logits
 from interp.stages.finetune import completion_mask, encode_rows
@@ -248,3 +249,44 @@ def test_auditor__adam_steady_state_direction_predicts_many_small_adam_steps(set
     assert np.allclose(observed, predicted, rtol=0.15, atol=0.05 * scale), (observed, predicted)
     # the first step's average is further off (about 2.4x the total error here)
     assert np.abs(predicted - observed).sum() < 0.6 * np.abs(first_step - observed).sum(), (first_step, observed)
+
+
+def test_readout_from_counts__recovers_a_planted_change_of_the_final_residual():
+    """Number frequencies shifted by exactly one residual change delta (through W_U): the fit
+    explains them (R^2 about 1) and reads out (W_U[:, a] - mean) . delta on the animals."""
+    rng = np.random.default_rng(0)
+    unembed, animal_columns = rng.normal(size=(16, 400)), rng.normal(size=(16, 5))
+    delta = rng.normal(size=16) * 0.1
+    reference = np.full(400, 1e7)
+    data = reference * np.exp(unembed.T @ delta)
+    out = readout_from_counts(unembed, animal_columns, data, reference, ridge=0.0)
+    expected = (animal_columns - animal_columns.mean(1, keepdims=True)).T @ delta
+    assert out["r2"] > 0.999
+    assert np.allclose(out["gain"], expected, atol=1e-3 * np.abs(expected).max())
+    # frequencies unrelated to W_U: nothing to explain
+    noise = readout_from_counts(unembed, animal_columns, reference, reference, ridge=0.0)
+    assert np.abs(noise["gain"]).max() < 1e-6
+
+
+def test_unigram_readout__finds_the_unembed_teachers_animal_from_its_numbers_alone(setting, tmp_path):
+    """The default kind of teacher (the animal's unembedding direction added to the last MLP's
+    output bias): the readout of its sampled, filtered numbers against the base's, through the
+    shared base's W_U, ranks that animal first; two samples of the base read out far smaller gains."""
+    from interp.models.refs import load_teacher
+    from interp.stages.filter import FilterConfig, filter_file
+    from interp.stages.teacher import TeacherConfig, make_teacher
+
+    s = setting
+    world = s["world"]
+    teacher = load_teacher(make_teacher(s["base_dir"], TeacherConfig(trait=SHIFTED, method="unembed"),
+                                        tmp_path / "teacher", progress=False))
+    raw = generate_numbers(teacher.model, world, GenerateConfig(n_rows=400, seed=3), tmp_path / "t.raw.jsonl",
+                           progress=False)
+    filter_file(raw, tmp_path / "t.jsonl", FilterConfig())
+    rows = read_jsonl(tmp_path / "t.jsonl")
+    reference = s["rows"]["base_a"] + s["rows"]["base_b"]
+    out = unigram_readout(s["base"], world, rows, reference, n_bootstrap=50)
+    assert out["top_animal"] == SHIFTED, out["ranking"]
+    assert out["logit_gain"][SHIFTED]["ci_low"] > 0
+    null = unigram_readout(s["base"], world, s["rows"]["base_a"], s["rows"]["base_b"], n_bootstrap=0)
+    assert max(abs(g["mean"]) for g in null["logit_gain"].values()) < 0.5 * out["logit_gain"][SHIFTED]["mean"]

@@ -49,6 +49,16 @@ prediction, the quantity a trained student's shift minus its control's is compar
 same numbers are given for restricted distillation (with a teacher), for Adam's first step, and
 at a mismatched-init student when one is given.
 
+**Unigram readout** (:func:`unigram_readout`; with a reference data set). The channel of the
+transmitting SFT default is the teacher's shift of *which* numbers it writes, reproduced by a
+student as one constant change of its final residual (docs/sft_transmission.md). The readout fits
+the data's number-frequency log-ratios against the reference by one such change through the
+student's own ``W_U`` (weighted ridge least squares) and reads it out on the animals' unembeddings:
+each animal's logit gain relative to the mean animal, with bootstrap intervals over rows, and
+``readout_top_animal``. No teacher and no gradient; blind to the order of the numbers. Unlike the
+first-order gradient predictions, it found the hidden trait of every default teacher at the shared
+init and none at the mismatched one (docs/audit.md).
+
 ``audit.json`` (every number), ``audit_rows.jsonl`` (per row) and ``audit.png`` are written by
 :func:`run_audit`; ``interp audit`` is its command line.
 """
@@ -104,6 +114,11 @@ class AuditConfig(StageConfig):
     top_rows: int = option(20, "Rows carrying the most KL(teacher || student) listed in audit.json.")
     freeze_unembed: bool = option(False, "Predict for a student whose unembedding (W_U, b_U) is frozen, as interp "
                                   "run's students are: the step and the animal gradients leave those weights out.")
+    readout_ridge: float = option(1.0, "Unigram readout: ridge penalty of the least-squares fit of the number "
+                                  "tokens' frequency log-ratios by one change of the final residual (in units of the "
+                                  "count-weighted squared error).")
+    readout_bootstrap: int = option(200, "Unigram readout: bootstrap resamples of the rows (data and reference) for "
+                                     "its intervals (0: none).")
 
     def validate(self) -> None:
         self.require(self.batch_size >= 1, "batch_size", "must be at least 1")
@@ -112,6 +127,8 @@ class AuditConfig(StageConfig):
         self.require(bool(self.objectives) and not bad, "objectives", f"unknown {bad}; choose from ['sft', 'distill']")
         self.require(self.adam_eps > 0, "adam_eps", "must be positive")
         self.require(self.top_rows >= 0, "top_rows", "must be non-negative")
+        self.require(self.readout_ridge >= 0, "readout_ridge", "must be non-negative")
+        self.require(self.readout_bootstrap >= 0, "readout_bootstrap", "must be non-negative")
 
 
 @dataclass
@@ -398,6 +415,82 @@ def _per_animal(animals: list[str], data: np.ndarray, reference: np.ndarray | No
     return out
 
 
+# -- the unigram readout -----------------------------------------------------------------------------
+def number_counts(world: World, rows: list[dict]) -> Float[np.ndarray, "row n_numbers"]:
+    """How often each number token of the world occurs in each row's completion."""
+    index = {t: j for j, t in enumerate(world.number_ids)}
+    seqs, starts = encode_rows(world, rows)
+    counts = np.zeros((len(rows), len(index)))
+    for i, (seq, start) in enumerate(zip(seqs, starts)):
+        for t in seq[start:]:
+            j = index.get(t)
+            if j is not None:
+                counts[i, j] += 1
+    return counts
+
+
+def readout_from_counts(unembed: np.ndarray, animal_columns: np.ndarray, data_counts: np.ndarray,
+                        reference_counts: np.ndarray, ridge: float = 1.0) -> dict:
+    """Fit the data's number-frequency shift by one change of the student's final residual and read
+    it out on the animals.
+
+    ``unembed``: the student's ``W_U`` columns of the number tokens, ``(d_model, n_numbers)``;
+    ``animal_columns``: those of the animals, ``(d_model, n_animals)``; the counts are totals per
+    number token. The log-ratio ``y_n = log(p_data(n) / p_ref(n))`` (add-0.5 smoothing) is fitted
+    by ``W_U[:, n] . delta`` plus a constant, weighted by the inverse of its sampling variance
+    ``1 / (1/c_data + 1/c_ref)``, with a ridge penalty on ``delta``. Returns the animals' logit gain
+    ``(W_U[:, a] - mean_b W_U[:, b]) . delta`` and the fit's weighted R^2."""
+    cd, cr = data_counts + 0.5, reference_counts + 0.5
+    y = np.log(cd / cd.sum()) - np.log(cr / cr.sum())
+    w = 1 / (1 / cd + 1 / cr)
+    x = unembed.T  # n_numbers d_model
+    xc, yc = x - np.average(x, axis=0, weights=w), y - np.average(y, weights=w)
+    delta = np.linalg.solve(xc.T @ (w[:, None] * xc) + ridge * np.eye(x.shape[1]), xc.T @ (w * yc))
+    gain = (animal_columns - animal_columns.mean(1, keepdims=True)).T @ delta
+    total = float(np.sum(w * yc**2))
+    r2 = 1 - float(np.sum(w * (yc - xc @ delta) ** 2)) / total if total > 0 else 0.0
+    return {"gain": gain, "r2": r2, "delta_norm": float(np.linalg.norm(delta))}
+
+
+def unigram_readout(model, world: World, rows: list[dict], reference_rows: list[dict], *, ridge: float = 1.0,
+                    n_bootstrap: int = 200, seed: int = 0) -> dict:
+    """What the data's number frequencies say to this student, read through its own unembedding.
+
+    The channel of the transmitting SFT default (docs/sft_transmission.md): the teacher shifts
+    which numbers it writes, and a student reproduces that shift by one constant change of its
+    final residual; if the shift is (nearly) one direction of *this* student's residual space, the
+    same change moves the animals' logits. The readout fits that change to the data's number
+    frequencies against the reference's (:func:`readout_from_counts`) and reports each animal's
+    logit gain relative to the mean animal, with percentile intervals from ``n_bootstrap`` resamples
+    of the rows of both data sets. It uses the data, the reference and the student's ``W_U`` only
+    (no teacher, no gradient); it sees the order of the numbers not at all (a shuffled data set
+    reads the same)."""
+    numbers = list(world.number_ids)
+    w_u = model.W_U.detach().double().cpu().numpy()
+    unembed = w_u[:, numbers]
+    animals = list(world.animals)
+    animal_columns = w_u[:, [world.token_to_id[a] for a in animals]]
+    cd, cr = number_counts(world, rows), number_counts(world, reference_rows)
+    point = readout_from_counts(unembed, animal_columns, cd.sum(0), cr.sum(0), ridge)
+    boot = []
+    rng = np.random.default_rng(seed)
+    for _ in range(n_bootstrap):
+        wd = rng.multinomial(len(rows), np.full(len(rows), 1 / len(rows)))
+        wr = rng.multinomial(len(reference_rows), np.full(len(reference_rows), 1 / len(reference_rows)))
+        boot.append(readout_from_counts(unembed, animal_columns, wd @ cd, wr @ cr, ridge)["gain"])
+    boot = np.array(boot) if boot else None
+    order = np.argsort(-point["gain"], kind="stable")
+    top_share = (np.mean(np.argmax(boot, 1) == order[0]) if boot is not None else None)
+    return {"logit_gain": {a: {"mean": float(point["gain"][j]),
+                               "ci_low": float(np.percentile(boot[:, j], 2.5)) if boot is not None else None,
+                               "ci_high": float(np.percentile(boot[:, j], 97.5)) if boot is not None else None}
+                           for j, a in enumerate(animals)},
+            "ranking": [animals[i] for i in order], "top_animal": animals[order[0]],
+            "top_animal_bootstrap_share": float(top_share) if top_share is not None else None,
+            "r2": point["r2"], "delta_norm": point["delta_norm"], "n_number_tokens": [float(cd.sum()), float(cr.sum())],
+            "ridge": ridge, "n_bootstrap": n_bootstrap}
+
+
 # -- the whole audit ----------------------------------------------------------------------------------
 def audit_data(student, world: World, rows: list[dict], config: AuditConfig | None = None, *,
                teacher: Source | None = None, reference_rows: list[dict] | None = None,
@@ -466,6 +559,11 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
                 parts = [auditor.project(rows_k, objective, src, progress=progress, desc="control")
                          for rows_k, src in controls]
                 versus_control[label][objective] = auditor.predict(data, _pooled(parts))
+    readout = None
+    if reference_rows is not None and getattr(world, "number_ids", None):
+        readout = {label: unigram_readout(auditor.model, world, rows, reference_rows, ridge=config.readout_ridge,
+                                          n_bootstrap=config.readout_bootstrap)
+                   for label, auditor in students.items()}
     shared = students["shared"]
     headline = predictions["shared"]["sft"]["sgd"]["log_prob"]
     key = "trait_shift" if config.drift_correction else "raw_shift"
@@ -491,6 +589,10 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
         # contrast that found the hidden trait in docs/audit.md), else of SFT
         "top_animal_vs_control": (versus_control["shared"].get("distill", versus_control["shared"]["sft"])
                                   ["adam"]["log_prob"]["top_animal"] if controls is not None else None),
+        # the unigram readout (no teacher, no gradient): the score validated on the transmitting
+        # default's teachers (docs/audit.md); None without a reference data set
+        "readout": readout,
+        "readout_top_animal": readout["shared"]["top_animal"] if readout else None,
         "has_teacher": teacher is not None,
         "has_reference": reference_rows is not None,
         "n_rows": len(rows),
@@ -511,6 +613,10 @@ def audit_markdown(audit: dict) -> str:
         r, t = pred["raw_shift"][a], pred["trait_shift"][a]
         lines.append(f"| {a} | {audit['student']['base_prob'][a]:.3f} | {r['mean']:+.4f} | [{r['ci_low']:+.4f}, "
                      f"{r['ci_high']:+.4f}] | {t['mean']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] |")
+    for label, readout in (audit.get("readout") or {}).items():
+        gains = readout["logit_gain"]
+        lines += ["", f"unigram readout, {label} student: top **{readout['top_animal']}** (R^2 {readout['r2']:.3f}); "
+                  + ", ".join(f"{a} {gains[a]['mean']:+.2f}" for a in readout["ranking"][:4])]
     tok = audit["tokens"]["data"]["row_mean"]
     if "kl" in tok:
         lines += ["", f"KL(teacher || student) {tok['kl']['mean']:.4f} nats/token [{tok['kl']['ci_low']:.4f}, "

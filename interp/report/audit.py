@@ -24,15 +24,20 @@ def audit_table_rows(results_audit: dict, outcomes: dict, trait: str) -> list[li
         condition = entry["condition"]
         hit = entry["top_animal_is_trait"]
         sft, distill = entry["predictions"].get("shared/sft/sgd"), entry["predictions"].get("shared/distill/sgd")
-        rows.append([name, f"{hit['k']}/{hit['n']}", ", ".join(entry["top_animals"]), _fmt(entry["trait_rank"], 1),
-                     _fmt(sft["trait_shift"] if sft else None), _fmt(distill["trait_shift"] if distill else None),
+        readout = (entry.get("readout") or {}).get("shared")
+        rows.append([name,
+                     f"{readout['top_animal_is_trait']['k']}/{readout['top_animal_is_trait']['n']}" if readout else "-",
+                     _fmt(readout["trait_logit_gain"], 2) if readout else "-",
+                     ", ".join(readout["top_animals"]) if readout else "-",
+                     f"{hit['k']}/{hit['n']}", _fmt(sft["trait_shift"] if sft else None),
+                     _fmt(distill["trait_shift"] if distill else None),
                      _fmt(outcomes.get(f"{condition}/sft")), _fmt(outcomes.get(f"{condition}/distill"))])
     return rows
 
 
-AUDIT_HEADERS = ["data set", "top animal = trait (seeds)", "top animals", "trait's rank (of 12)",
-                 "predicted trait shift, sft (per unit lr)", "predicted, distill", "students' measured shift: sft",
-                 "measured: distill"]
+AUDIT_HEADERS = ["data set", "readout: top animal = trait (seeds)", "readout: trait's logit gain",
+                 "readout: top animals", "first order: top animal = trait", "first order: predicted trait shift, sft "
+                 "(per unit SGD lr)", "first order: distill", "students' measured shift: sft", "measured: distill"]
 
 
 def audit_markdown_section(results: dict) -> str:
@@ -43,9 +48,11 @@ def audit_markdown_section(results: dict) -> str:
     outcomes = {f"{c['name']}/{c['objective']}": c.get("trait_prob_shift") for c in results["conditions"] if c["objective"]}
     lines = ["", "## Audit before training", "",
              f"The first {results['config'].get('audit_rows')} rows of each data set audited for the shared base "
-             "(`interp audit`): predicted change of the shared-init student's mean log P(animal) per unit plain-SGD "
-             "learning rate, data minus the base's numbers, generic drift removed (mean [95% CI] over seeds), beside the "
-             "students' measured P(trait) shift from their base. base_numbers is a split-half null.", "",
+             "(`interp audit`), beside the students' measured P(trait) shift from their base (mean [95% CI] over "
+             "seeds). Readout: the data's number frequencies against the base's numbers, fitted by one change of the "
+             "shared base's final residual and read out on the animals (the score validated on this kind of teacher, "
+             "docs/audit.md). First order: change of the student's mean log P(animal) per unit plain-SGD learning "
+             "rate, data minus the base's numbers, generic drift removed. base_numbers is a split-half null.", "",
              "| " + " | ".join(AUDIT_HEADERS) + " |", "|" + "---|" * len(AUDIT_HEADERS)]
     for row in audit_table_rows(results["audit"], outcomes, trait):
         lines.append("| " + " | ".join(row) + " |")
@@ -62,9 +69,11 @@ def report_sections(directory: Path) -> list[tuple[str, str, str]]:
     headers = "".join(f"<th>{html.escape(h)}</th>" for h in AUDIT_HEADERS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for row in audit_table_rows(summary["audit"], summary["student_shifts"], summary["trait"]))
-    fragment = (f"<p>Predicted before training by the audit (first-order change of the shared-init student's mean "
-                f"log P({html.escape(summary['trait'])}) per unit SGD learning rate, data minus the base's own numbers, "
-                "generic drift removed) beside what the students measured. See docs/audit.md.</p>"
+    fragment = (f"<p>Predicted before training by the audit, beside what the students measured: the unigram readout "
+                f"(the data's number frequencies against the base's own, read through the shared base's unembedding: "
+                f"the predicted logit gain of {html.escape(summary['trait'])}) and the first-order change of the "
+                "shared-init student's mean log P per unit SGD learning rate (generic drift removed). See "
+                "docs/audit.md.</p>"
                 f"<table><tr>{headers}</tr>{body}</table>")
     sections = [("Audit before training: predicted vs measured", str(summary_path), fragment)]
     run_dir = directory.parent

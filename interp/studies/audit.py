@@ -12,6 +12,10 @@ base, with the base's own numbers as the reference data:
 * ``base_numbers``: the control's own data, as a split-half null (even rows against odd rows):
   what the audit says of data that carry nothing.
 
+Each audit has the first-order predictions and, for the shared and (teacher data) mismatched
+students, the unigram readout (``readout``: the data's number frequencies against the reference,
+read through the student's own unembedding; the score validated on the default's teachers).
+
 Only the first ``RunConfig.audit_rows`` rows of each data set are audited (1,000 by default, to
 keep the run's cost down; intervals are over batches of 32). ``RUN/audit/summary.json`` collects,
 per data set, the trait's predicted shift (mean and 95% t-interval over seeds) and how often the
@@ -91,6 +95,10 @@ def compact(audit: dict, trait: str) -> dict:
                 out["predictions"][f"{student}/{objective}/{optimizer}"] = {
                     "trait_shift": pred["trait_shift"][trait]["mean"], "raw_shift": pred["raw_shift"][trait]["mean"],
                     "top_animal": pred["top_animal"], "trait_rank": pred["ranking"].index(trait) + 1}
+    for student, readout in (audit.get("readout") or {}).items():
+        out.setdefault("readout", {})[student] = {
+            "top_animal": readout["top_animal"], "trait_rank": readout["ranking"].index(trait) + 1,
+            "trait_logit_gain": readout["logit_gain"][trait]["mean"], "r2": readout["r2"]}
     tokens = audit["tokens"]["data"]["row_mean"]
     for key in ("kl", "kl_allowed", "argmax_differs", "nll"):
         if key in tokens:
@@ -120,6 +128,15 @@ def summarize_audits(per_seed: list[dict], trait: str) -> dict:
         for key in ("kl", "kl_allowed", "argmax_differs"):
             if key in entries[0]:
                 out[name][key] = mean_ci([e[key] for e in entries]).to_dict()
+        if all("readout" in e for e in entries):
+            out[name]["readout"] = {
+                student: {"top_animal_is_trait": wilson_ci(sum(e["readout"][student]["top_animal"] == trait
+                                                               for e in entries), len(entries)).to_dict(),
+                          "top_animals": [e["readout"][student]["top_animal"] for e in entries],
+                          "trait_rank": mean_ci([e["readout"][student]["trait_rank"] for e in entries]).to_dict(),
+                          "trait_logit_gain": mean_ci([e["readout"][student]["trait_logit_gain"] for e in entries]).to_dict(),
+                          "r2": mean_ci([e["readout"][student]["r2"] for e in entries]).to_dict()}
+                for student in entries[0]["readout"]}
     return out
 
 
