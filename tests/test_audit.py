@@ -177,7 +177,7 @@ def test_audit_config__rejects_bad_values():
         AuditConfig(batch_size=0)
 
 
-def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path):
+def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path, capsys):
     s = setting
     out = tmp_path / "audit"
     run_audit(s["base"], s["world"], s["rows"]["teacher"][:64], out, teacher=Source(s["teacher"]),
@@ -189,8 +189,11 @@ def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path):
     write_jsonl(data, s["rows"]["base_a"][:64])
     write_jsonl(ref, s["rows"]["base_b"][:64])
     assert main(["audit", "--data", str(data), "--student", str(s["base_dir"]), "--out", str(tmp_path / "cli"),
-                 "--reference-data", str(ref)]) == 0
-    assert read_json(tmp_path / "cli" / AUDIT_FILE)["has_teacher"] is False
+                 "--reference-data", str(ref), "--trait", SHIFTED]) == 0
+    cli = read_json(tmp_path / "cli" / AUDIT_FILE)
+    assert cli["has_teacher"] is False and set(cli["readout"]) == {"shared"}
+    rank = cli["readout"]["shared"]["ranking"].index(SHIFTED) + 1
+    assert f"{rank} by the unigram readout" in capsys.readouterr().out
 
 
 def test_audit_cli__empty_data_is_a_one_line_error(setting, tmp_path, capsys):

@@ -103,6 +103,8 @@ def _main(args: argparse.Namespace) -> int:
     if audit["top_animal_vs_control"] is not None:
         print(f"top animal against the control data: {audit['top_animal_vs_control']}")
     if args.trait is not None:
-        print(f"{args.trait} ranks {audit['ranking'].index(args.trait) + 1} of {len(audit['ranking'])}")
+        print(f"{args.trait} ranks {audit['ranking'].index(args.trait) + 1} of {len(audit['ranking'])} (first order)"
+              + (f", {audit['readout']['shared']['ranking'].index(args.trait) + 1} by the unigram readout"
+                 if audit.get("readout") else ""))
     print(f"wrote {args.out}/{AUDIT_FILE}, {AUDIT_ROWS_FILE} and {AUDIT_PLOT_FILE} ({audit['wall_seconds']:.1f} s)")
     return 0
