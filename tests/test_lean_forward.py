@@ -257,6 +257,17 @@ def test_lean_forward__zero_biases_of_llama_blocks_are_skipped_exactly(tokenizer
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
 
 
+def _left_padded(rows: list[torch.Tensor], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``lengths[i]`` tokens of each row, left-padded to the longest, and the prompt mask."""
+    width = max(lengths)
+    prompt = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        prompt[i, width - n:] = row[:n]
+        mask[i, width - n:] = 1
+    return prompt, mask
+
+
 @pytest.mark.parametrize("name", ["llama", "gpt2-like learned positions"])
 def test_lean_forward__left_padded_rows_equal_each_row_alone(tokenizer, name):
     """A left-padded batch (prompt_mask 0 at the padding): every row's logits, at the prompt's end
@@ -267,11 +278,7 @@ def test_lean_forward__left_padded_rows_equal_each_row_alone(tokenizer, name):
     lengths, n_steps = [3, 7, 5], 4
     rows = [_tokens(tokenizer, batch=1, pos=n + n_steps, seed=i)[0] for i, n in enumerate(lengths)]
     width = max(lengths)
-    prompt = torch.zeros((3, width), dtype=torch.long)
-    mask = torch.zeros((3, width), dtype=torch.long)
-    for i, (row, n) in enumerate(zip(rows, lengths)):
-        prompt[i, width - n:] = row[:n]
-        mask[i, width - n:] = 1
+    prompt, mask = _left_padded(rows, lengths)
     with torch.inference_mode():
         forward = LeanCachedForward(model, 3, width + n_steps, prompt_mask=mask)
         ours = [forward(prompt)]
@@ -320,11 +327,7 @@ def test_lean_forward__packed_prompt_pass_with_a_shared_prefix_equals_each_row_a
     lengths, n_steps = [6, 9, 5], 3
     rows = [torch.cat([shared, _tokens(tokenizer, batch=1, pos=n - 4 + n_steps, seed=i)[0]]) for i, n in enumerate(lengths)]
     width = max(lengths)
-    prompt = torch.zeros((3, width), dtype=torch.long)
-    mask = torch.zeros((3, width), dtype=torch.long)
-    for i, (row, n) in enumerate(zip(rows, lengths)):
-        prompt[i, width - n:] = row[:n]
-        mask[i, width - n:] = 1
+    prompt, mask = _left_padded(rows, lengths)
     results = {}
     for packed in (True, False):
         with torch.inference_mode():

@@ -341,8 +341,10 @@ class LeanCachedForward:
             return torch.ones(n_new, end, dtype=torch.bool, device=device).tril(start)
         return None
 
-    def _attention(self, layer: int, block: _Block, x: Float[Tensor, "batch pos d_model"],
-                   positions: Tensor | None, mask: Tensor | None) -> Float[Tensor, "batch pos d_model"]:
+    def _qkv(self, block: _Block, x: Float[Tensor, "batch pos d_model"],
+             rotary: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values (``batch head pos d_head``), queries and keys rotated by
+        ``rotary`` (the cos and sin tables at the positions of ``x``; None: no rotary)."""
         batch, n_new, _ = x.shape
         n_heads, n_kv, d_head = self.cfg.n_heads, block.n_kv_heads, self.cfg.d_head
         qkv = F.linear(x, block.W_QKV, block.b_QKV)  # batch pos (q | k | v)
@@ -350,10 +352,16 @@ class LeanCachedForward:
         q = q.view(batch, n_new, n_heads, d_head).transpose(1, 2)  # batch head_index pos d_head
         k = k.view(batch, n_new, n_kv, d_head).transpose(1, 2)
         v = v.view(batch, n_new, n_kv, d_head).transpose(1, 2)
+        if rotary is not None:  # one gather of the tables for queries and keys
+            q, k = self._rotate(q, *rotary), self._rotate(k, *rotary)
+        return q, k, v
+
+    def _attention(self, layer: int, block: _Block, x: Float[Tensor, "batch pos d_model"],
+                   positions: Tensor | None, mask: Tensor | None) -> Float[Tensor, "batch pos d_model"]:
+        batch, n_new, _ = x.shape
+        n_heads, n_kv, d_head = self.cfg.n_heads, block.n_kv_heads, self.cfg.d_head
         start, end = self.pos, self.pos + n_new
-        if self.rotary:  # one gather of the tables for queries and keys
-            cos, sin = self._rotary_tables(block, positions, start, n_new)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+        q, k, v = self._qkv(block, x, self._rotary_tables(block, positions, start, n_new) if self.rotary else None)
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v
         keys, values = self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
@@ -446,14 +454,8 @@ class LeanCachedForward:
             resid = resid + self.W_pos[positions][None]
         for layer, block in enumerate(self.blocks):
             n_kv = block.n_kv_heads
-            qkv = F.linear(block.ln1(resid), block.W_QKV, block.b_QKV)[0]  # n_packed (q | k | v)
-            q, k, v = qkv.split([n_heads * d_head, n_kv * d_head, n_kv * d_head], dim=-1)
-            q = q.view(-1, n_heads, d_head).transpose(0, 1)  # head n_packed d_head
-            k = k.view(-1, n_kv, d_head).transpose(0, 1)
-            v = v.view(-1, n_kv, d_head).transpose(0, 1)
-            if self.rotary:
-                cos, sin = block.rotary_cos[positions], block.rotary_sin[positions]
-                q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            rotary = (block.rotary_cos[positions], block.rotary_sin[positions]) if self.rotary else None
+            q, k, v = (t[0] for t in self._qkv(block, block.ln1(resid), rotary))  # head n_packed d_head
             self.keys[layer][:, :, :width] = k[:, source].transpose(0, 1)  # batch kv_head width d_head
             self.values[layer][:, :, :width] = v[:, source].transpose(0, 1)
             gqa = dict(enable_gqa=True) if n_kv != n_heads else {}
