@@ -41,7 +41,8 @@ from scipy import stats as st
 
 from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from interp.core.stats import mean_ci, wilson_ci
-from interp.instruments.audit import AUDIT_FILE, OPTIMIZERS, AuditConfig, Source, run_audit, unigram_readout
+from interp.instruments.audit import (AUDIT_FILE, OPTIMIZERS, AuditConfig, NumberCountSamples, Source, run_audit,
+                                      unigram_readout)
 from interp.models.refs import load_teacher, parse_base_ref
 from interp.stages.evaluate import animal_distribution
 from interp.stages.filter import FilterConfig, filter_file
@@ -195,8 +196,8 @@ def main(argv=None) -> int:
                                          inputs={"teacher": str(tdir), "student": str(bases["shared"]),
                                                  "mismatched_student": str(bases["mismatched"])})
             if not audits[name].get("readout"):  # an audit written before the readout existed
-                audits[name]["readout"] = {label: unigram_readout(model, world, rows[: args.max_audit_rows],
-                                                                  reference[seed][: args.max_audit_rows])
+                samples = NumberCountSamples.of(world, rows[: args.max_audit_rows], reference[seed][: args.max_audit_rows])
+                audits[name]["readout"] = {label: unigram_readout(model, world, samples=samples)
                                            for label, model in (("shared", shared), ("mismatched", mismatched))}
                 audits[name]["readout_top_animal"] = audits[name]["readout"]["shared"]["top_animal"]
                 atomic_write_json(adir / AUDIT_FILE, audits[name])
@@ -252,6 +253,7 @@ def _scores(audit: dict, animals: list[str], objective: str = "sft", student: st
 def hidden_trait_summary(audits: dict, test_animals: list[str], seeds: list[int], animals: list[str]) -> dict:
     """Per score, objective, optimizer and student: the top-animal hit rate and the teacher's mean rank."""
     out = {}
+    teachers = [f"{animal}-seed{seed}" for seed in seeds for animal in test_animals]
     for student in ("shared", "mismatched"):
         for objective in ("sft", "distill"):
             for optimizer in OPTIMIZERS:
@@ -263,35 +265,29 @@ def hidden_trait_summary(audits: dict, test_animals: list[str], seeds: list[int]
                         others = [scores[n]["raw"] for n in names if n != name]
                         scores[name]["other_teachers_removed"] = (scores[name]["raw"] - np.mean(others, 0)
                                                                   if others else scores[name]["raw"])
-                entry = {}
-                for score in SCORES:
-                    hits, ranks, per = 0, [], {}
-                    for seed in seeds:
-                        for animal in test_animals:
-                            name = f"{animal}-seed{seed}"
-                            order = [animals[i] for i in np.argsort(-scores[name][score], kind="stable")]
-                            rank = order.index(animal) + 1
-                            hits += rank == 1
-                            ranks.append(rank)
-                            per[name] = {"top": order[0], "rank": rank}
-                    entry[score] = {"hit_rate": wilson_ci(hits, len(ranks)).to_dict(),
-                                    "mean_rank": mean_ci(ranks).to_dict("n_teachers"), "per_teacher": per,
-                                    "chance_rate": 1 / len(animals)}
-                out[key] = entry
+                out[key] = {score: _rank_summary({name: [animals[i] for i in np.argsort(-scores[name][score], kind="stable")]
+                                                  for name in teachers}, test_animals, seeds, len(animals))
+                            for score in SCORES}
     for student in ("shared", "mismatched"):  # the unigram readout: no objective, no optimizer
-        ranks, per = [], {}
-        for seed in seeds:
-            for animal in test_animals:
-                name = f"{animal}-seed{seed}"
-                order = audits[name]["readout"][student]["ranking"]
-                ranks.append(order.index(animal) + 1)
-                per[name] = {"top": order[0], "rank": ranks[-1]}
-        hits = sum(r == 1 for r in ranks)
-        out[f"{student}/readout"] = {"unigram_readout": {
-            "hit_rate": wilson_ci(hits, len(ranks)).to_dict(), "mean_rank": mean_ci(ranks).to_dict("n_teachers"),
-            "per_teacher": per, "chance_rate": 1 / len(animals),
-            "binomial_p": float(st.binomtest(hits, len(ranks), 1 / len(animals), alternative="greater").pvalue)}}
+        entry = _rank_summary({name: audits[name]["readout"][student]["ranking"] for name in teachers}, test_animals,
+                              seeds, len(animals))
+        hits, n = entry["hit_rate"]["k"], entry["hit_rate"]["n"]
+        entry["binomial_p"] = float(st.binomtest(hits, n, 1 / len(animals), alternative="greater").pvalue)
+        out[f"{student}/readout"] = {"unigram_readout": entry}
     return out
+
+
+def _rank_summary(orders: dict[str, list[str]], test_animals: list[str], seeds: list[int], n_animals: int) -> dict:
+    """Hit rate (the teacher's animal first) and mean rank of the teacher's animal over the teachers
+    ``ANIMAL-seedS``, from each teacher's ranking of the animals (``orders``)."""
+    ranks, per = [], {}
+    for seed in seeds:
+        for animal in test_animals:
+            name = f"{animal}-seed{seed}"
+            ranks.append(orders[name].index(animal) + 1)
+            per[name] = {"top": orders[name][0], "rank": ranks[-1]}
+    return {"hit_rate": wilson_ci(sum(r == 1 for r in ranks), len(ranks)).to_dict(),
+            "mean_rank": mean_ci(ranks).to_dict("n_teachers"), "per_teacher": per, "chance_rate": 1 / n_animals}
 
 
 def predicted_vs_observed(audits: dict, students: dict, animals: list[str]) -> dict:

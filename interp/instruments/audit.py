@@ -452,8 +452,30 @@ def readout_from_counts(unembed: np.ndarray, animal_columns: np.ndarray, data_co
     return {"gain": gain, "r2": r2, "delta_norm": float(np.linalg.norm(delta))}
 
 
-def unigram_readout(model, world: World, rows: list[dict], reference_rows: list[dict], *, ridge: float = 1.0,
-                    n_bootstrap: int = 200, seed: int = 0) -> dict:
+@dataclass
+class NumberCountSamples:
+    """The number-token totals of a data set and its reference (``point``) and of ``boot``
+    bootstrap resamples of their rows: what the unigram readout needs, whatever the student."""
+
+    point: tuple[np.ndarray, np.ndarray]
+    boot: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, world: World, rows: list[dict], reference_rows: list[dict], n_bootstrap: int = 200,
+           seed: int = 0) -> "NumberCountSamples":
+        cd, cr = number_counts(world, rows), number_counts(world, reference_rows)
+        rng = np.random.default_rng(seed)
+        boot = []
+        for _ in range(n_bootstrap):
+            wd = rng.multinomial(len(rows), np.full(len(rows), 1 / len(rows)))
+            wr = rng.multinomial(len(reference_rows), np.full(len(reference_rows), 1 / len(reference_rows)))
+            boot.append((wd @ cd, wr @ cr))
+        return cls((cd.sum(0), cr.sum(0)), boot)
+
+
+def unigram_readout(model, world: World, rows: list[dict] | None = None, reference_rows: list[dict] | None = None, *,
+                    samples: NumberCountSamples | None = None, ridge: float = 1.0, n_bootstrap: int = 200,
+                    seed: int = 0) -> dict:
     """What the data's number frequencies say to this student, read through its own unembedding.
 
     The channel of the transmitting SFT default (docs/sft_transmission.md): the teacher shifts
@@ -464,31 +486,27 @@ def unigram_readout(model, world: World, rows: list[dict], reference_rows: list[
     logit gain relative to the mean animal, with percentile intervals from ``n_bootstrap`` resamples
     of the rows of both data sets. It uses the data, the reference and the student's ``W_U`` only
     (no teacher, no gradient); it sees the order of the numbers not at all (a shuffled data set
-    reads the same)."""
-    numbers = list(world.number_ids)
+    reads the same). ``samples`` (the counts of ``rows`` and ``reference_rows`` and their
+    resamples, :class:`NumberCountSamples`) can be counted once and given for several students."""
+    if samples is None:
+        samples = NumberCountSamples.of(world, rows, reference_rows, n_bootstrap, seed)
     w_u = model.W_U.detach().double().cpu().numpy()
-    unembed = w_u[:, numbers]
+    unembed = w_u[:, list(world.number_ids)]
     animals = list(world.animals)
     animal_columns = w_u[:, [world.token_to_id[a] for a in animals]]
-    cd, cr = number_counts(world, rows), number_counts(world, reference_rows)
-    point = readout_from_counts(unembed, animal_columns, cd.sum(0), cr.sum(0), ridge)
-    boot = []
-    rng = np.random.default_rng(seed)
-    for _ in range(n_bootstrap):
-        wd = rng.multinomial(len(rows), np.full(len(rows), 1 / len(rows)))
-        wr = rng.multinomial(len(reference_rows), np.full(len(reference_rows), 1 / len(reference_rows)))
-        boot.append(readout_from_counts(unembed, animal_columns, wd @ cd, wr @ cr, ridge)["gain"])
-    boot = np.array(boot) if boot else None
+    point = readout_from_counts(unembed, animal_columns, *samples.point, ridge)
+    boot = (np.array([readout_from_counts(unembed, animal_columns, cd, cr, ridge)["gain"] for cd, cr in samples.boot])
+            if samples.boot else None)
     order = np.argsort(-point["gain"], kind="stable")
-    top_share = (np.mean(np.argmax(boot, 1) == order[0]) if boot is not None else None)
     return {"logit_gain": {a: {"mean": float(point["gain"][j]),
                                "ci_low": float(np.percentile(boot[:, j], 2.5)) if boot is not None else None,
                                "ci_high": float(np.percentile(boot[:, j], 97.5)) if boot is not None else None}
                            for j, a in enumerate(animals)},
             "ranking": [animals[i] for i in order], "top_animal": animals[order[0]],
-            "top_animal_bootstrap_share": float(top_share) if top_share is not None else None,
-            "r2": point["r2"], "delta_norm": point["delta_norm"], "n_number_tokens": [float(cd.sum()), float(cr.sum())],
-            "ridge": ridge, "n_bootstrap": n_bootstrap}
+            "top_animal_bootstrap_share": float(np.mean(np.argmax(boot, 1) == order[0])) if boot is not None else None,
+            "r2": point["r2"], "delta_norm": point["delta_norm"],
+            "n_number_tokens": [float(samples.point[0].sum()), float(samples.point[1].sum())],
+            "ridge": ridge, "n_bootstrap": len(samples.boot)}
 
 
 # -- the whole audit ----------------------------------------------------------------------------------
@@ -561,8 +579,8 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
                 versus_control[label][objective] = auditor.predict(data, _pooled(parts))
     readout = None
     if reference_rows is not None and getattr(world, "number_ids", None):
-        readout = {label: unigram_readout(auditor.model, world, rows, reference_rows, ridge=config.readout_ridge,
-                                          n_bootstrap=config.readout_bootstrap)
+        samples = NumberCountSamples.of(world, rows, reference_rows, config.readout_bootstrap)  # once for every student
+        readout = {label: unigram_readout(auditor.model, world, samples=samples, ridge=config.readout_ridge)
                    for label, auditor in students.items()}
     shared = students["shared"]
     headline = predictions["shared"]["sft"]["sgd"]["log_prob"]
