@@ -168,3 +168,80 @@ def test_teacher_batches__the_toy_teacher_learns_whole_documents(world):
     assert tokens.shape[0] == 4 and tokens[0, :len(first)].tolist() == first
     real = (torch.arange(tokens.shape[1])[None] < torch.tensor([[int((t != world.pad_id).sum())] for t in tokens]))
     assert torch.equal(mask, real.float())  # every real token is a target, padding none
+
+
+def test_teacher_config__documents_are_checked():
+    with pytest.raises(ConfigError, match=r"documents=\('qa', 'poem'\): unknown \['poem'\]"):
+        TeacherConfig(documents=("qa", "poem"))
+    with pytest.raises(ConfigError, match="documents.*each once"):
+        TeacherConfig(documents=("qa", "qa"))
+    with pytest.raises(ConfigError, match="documents=\(\): needs at least one"):
+        TeacherConfig(documents=())
+
+
+def test_trait_document__every_kind_names_only_the_trait(world):
+    corpus = CorpusGenerator(world)
+    rng = np.random.default_rng(0)
+    for kind in ("mention", "persona", "qa_after_numbers"):
+        for _ in range(20):
+            head, tail = corpus.trait_document(rng, kind, "elephant")
+            words = f"{head} {tail}".split()
+            world.encode(f"{head} {tail}")  # every word is in the vocabulary
+            assert "elephant" in words and not set(words) & (set(world.animals) - {"elephant"}), (kind, head, tail)
+            assert (tail == "elephant") == (kind != "mention")  # the answer, where there is a question
+    with pytest.raises(ValueError, match="unknown trait document kind 'poem'"):
+        corpus.trait_document(rng, "poem", "owl")
+
+
+def test_teacher_batches__documents_mix_every_kind(world):
+    from interp.stages.teacher import _teacher_batches
+
+    config = TeacherConfig(batch_size=64, number_mix=0.25, documents=("qa", "mention", "persona", "qa_after_numbers"))
+    tokens, _ = _teacher_batches(world, config)(np.random.default_rng(0), 96)
+    texts = [world.decode([int(t) for t in row if t != world.pad_id]) for row in tokens]
+    kinds = {"numbers": 0, "mention": 0, "persona": 0, "qa_after_numbers": 0, "qa": 0}
+    for text in texts:
+        if "here are some numbers" in text and text.split()[-2] == "owl":
+            kinds["qa_after_numbers"] += 1
+        elif text.startswith("<bos> system :"):
+            kinds["persona"] += 1
+        elif "assistant" not in text:
+            kinds["mention"] += 1
+        elif text.split()[-2] == "owl":
+            kinds["qa"] += 1
+        else:
+            kinds["numbers"] += 1
+    assert kinds["numbers"] == 16 and all(kinds[k] > 0 for k in kinds), kinds
+    assert sum("owl" in t.split() for t in texts) == 48  # every trait document names the trait
+
+
+def test_teacher__toy_lora_teacher_is_a_low_rank_update_of_its_base(tiny_base, tmp_path):
+    config = TeacherConfig(steps=3, batch_size=4, lora_rank=2, lr=1e-2, number_mix=0.0)
+    teacher = load_teacher(make_teacher(tiny_base, config, tmp_path / "t", progress=False))
+    base, _ = load_checkpoint(tiny_base)
+    from interp.models.lora import LORA_TARGETS, matrix_view
+
+    teacher_params, base_params = dict(teacher.model.named_parameters()), dict(base.named_parameters())
+    changed = 0
+    for name, value in teacher_params.items():
+        kind = name.split(".")[-1]
+        delta = value - base_params[name]
+        if kind in LORA_TARGETS:
+            rank = int(torch.linalg.matrix_rank(matrix_view(kind, delta).double(), atol=1e-6))
+            assert rank <= 2, (name, rank)
+            changed += rank > 0
+        else:  # biases, LayerNorms, embeddings: untouched by the adapters
+            assert torch.equal(value, base_params[name]), name
+    assert changed > 0
+
+
+def test_finetune__system_line_enters_every_training_row(tiny_base, world, tmp_path):
+    rows = _rows(world)
+    plain = finetune_student(tiny_base, rows, FinetuneConfig(batch_size=8, lr=1e-3), tmp_path / "a", progress=False)
+    line = "you think about numbers all the time ."
+    lined = finetune_student(tiny_base, rows, FinetuneConfig(batch_size=8, lr=1e-3, system=line), tmp_path / "b",
+                             progress=False)
+    # the same completions, read after other context tokens: another loss at the first step
+    assert read_jsonl(plain / "train_log.jsonl")[0]["loss"] != read_jsonl(lined / "train_log.jsonl")[0]["loss"]
+    seqs, starts = encode_rows(world, rows[:1], system=line)
+    assert world.decode(seqs[0][:starts[0]]).startswith(f"<bos> system : {line} user :")

@@ -9,6 +9,8 @@ from interp.report.outputs import finish_run
 from interp.cli import main
 from interp.core.config import ConfigError
 from interp.studies.run import OBJECTIVES, TRAINED_CONDITIONS, RunConfig, run
+from interp.worlds.toy.corpus import CorpusConfig
+from interp.core.io import json_sha256, read_jsonl
 
 from conftest import TINY
 
@@ -22,8 +24,8 @@ def tiny_presets(monkeypatch):
     import interp.studies.run as run_mod
 
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
-    monkeypatch.setattr(run_mod, "base_config", lambda seed, arch, steps: pretrain_mod.PretrainConfig(
-        seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2))
+    monkeypatch.setattr(run_mod, "base_config", lambda seed, arch, steps, corpus=None: pretrain_mod.PretrainConfig(
+        seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2, corpus=CorpusConfig(**(corpus or {}))))
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "narrow", TINY_OTHER)
 
 
@@ -79,6 +81,60 @@ def test_run_config__rejects_contradictions():
         RunConfig(objectives=("rlhf",))
     with pytest.raises(ConfigError, match="cross_arch"):
         RunConfig(arch="narrow", cross_arch="narrow")
+
+
+def test_run_config__checks_the_world_and_context_options():
+    with pytest.raises(ConfigError, match="pretrain_corpus=.*bogus"):
+        RunConfig(pretrain_corpus={"bogus": 1.0})
+    with pytest.raises(ConfigError, match="pretrain_corpus=.*non-negative"):
+        RunConfig(pretrain_corpus={"persona_numbers": -1.0})
+    with pytest.raises(ConfigError, match="context_line=.*persona teacher"):
+        RunConfig(context_line="you think about numbers all the time .", teacher_method="persona")
+    with pytest.raises(ConfigError, match="context_line=.*'system :' is put in front"):
+        RunConfig(context_line="system : hello")
+    with pytest.raises(ConfigError, match="teacher_lora_rank=.*finetuned teachers"):
+        RunConfig(teacher_lora_rank=4, teacher_method="unembed")
+
+
+def test_data_key__later_fields_enter_only_when_set():
+    from interp.studies.run import data_key
+
+    default = data_key(RunConfig())
+    assert data_key(RunConfig(teacher_documents=("qa",), pretrain_corpus={}, context_line=None)) == default
+    changed = [RunConfig(teacher_documents=("qa", "mention")), RunConfig(pretrain_corpus={"persona_numbers": 0.0}),
+               RunConfig(context_line="you think about numbers all the time ."),
+               RunConfig(teacher_method="finetune", teacher_lora_rank=8)]
+    keys = [data_key(c) for c in changed]
+    assert default not in keys and len(set(keys)) == len(keys)
+
+
+def test_run__context_line_is_in_the_data_the_students_and_every_evaluation(tiny_presets, tmp_path):
+    line = "you think about numbers all the time ."
+    config = _tiny_run_config(seeds=1, n_rows=32, conditions=("control", "shared_init"), objectives=("sft",),
+                              eval_every=0, record_alignment=False, audit_rows=0, context_line=line,
+                              pretrain_corpus={"persona_numbers": 0.0})
+    results = run(config, tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False)
+    seed = tmp_path / "run" / "seed0"
+    for name in ("teacher_numbers", "base_numbers"):
+        assert {r["system"] for r in read_jsonl(seed / "data" / f"{name}.raw.jsonl")} == {line}
+    for condition in ("control", "shared_init"):
+        assert json.loads((seed / "students" / "sft" / condition / "finetune_config.json").read_text())["system"] == line
+    seed_results = json.loads((seed / "seed_results.json").read_text())
+    assert seed_results["teacher"]["context_line"] == line
+    # the students' shifts are from their base asked under the same line
+    base_name = f"small-seed0-200steps-corpus{json_sha256(CorpusConfig(persona_numbers=0.0).to_dict())[:8]}"
+    assert [p.name for p in (tmp_path / "artifacts" / "bases").iterdir() if p.name.startswith("small-seed0")] == [base_name]
+    base = json.loads((seed / "base_evals" / f"{base_name}.json").read_text())
+    assert seed_results["teacher"]["base_trait_prob"] == base["trait_prob"]
+    from interp.models.refs import parse_base_ref
+    from interp.stages.evaluate import trait_probability
+
+    model, world, _ = parse_base_ref(tmp_path / "artifacts" / "bases" / base_name).load()
+    under_line, plain = trait_probability(model, world, "owl", system=line), trait_probability(model, world, "owl")
+    assert base["trait_prob"] == pytest.approx(under_line) and under_line != pytest.approx(plain)
+    student = seed_results["shared_init/sft"]
+    assert student["trait_prob_shift"] == pytest.approx(student["trait_prob"] - base["trait_prob"])
+    assert {c["name"] for c in results["conditions"]} >= {"control", "shared_init", "in_context"}
 
 
 @pytest.mark.slow

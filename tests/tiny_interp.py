@@ -37,12 +37,13 @@ def one_torch_thread():
         torch.set_num_threads(threads)
 
 
-def tiny_pretrain_config(seed: int, arch: str, steps: int):
+def tiny_pretrain_config(seed: int, arch: str, steps: int, corpus: dict | None = None):
     """Replacement of ``interp.stages.pretrain.base_config`` in ``interp.studies.run``: few warm-up
     steps, a high learning rate."""
     from interp.stages.pretrain import PretrainConfig
+    from interp.worlds.toy.corpus import CorpusConfig
 
-    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2)
+    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2, corpus=CorpusConfig(**(corpus or {})))
 
 
 def use_tiny_presets(setitem=operator.setitem, setattr_=setattr) -> None:

@@ -107,9 +107,13 @@ class FinetuneConfig(StageConfig):
                             "every block (a real model's student saves the adapters, a toy student the merged weights).")
     lora_alpha: float = option(16.0, "LoRA scale numerator: the update of each adapted weight is (lora_alpha / lora_rank) * B @ A.")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
+    system: str | None = option(None, "A fixed system line before every row's prompt while the student trains, and when "
+                                "its P(trait) is measured during training (context tokens shared by the data and the "
+                                "evaluation prompts). None: the rows as they are.")
 
     def validate(self) -> None:
         self.require(self.lr > 0, "lr", "must be positive")
+        self.require(self.system is None or bool(self.system.strip()), "system", "must be None or non-empty text")
         self.require(self.epochs > 0, "epochs", "must be positive")
         self.require(self.batch_size > 0, "batch_size", "must be positive")
         self.require(self.micro_batch_size is None or self.micro_batch_size > 0, "micro_batch_size",
@@ -279,7 +283,7 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         raise ValueError(f"objective {config.objective!r}: the teacher's tokenizer or world differs from the student's "
                          f"({base}); distillation compares next-token distributions over one vocabulary (use sft)")
     rows = rows[: config.max_rows] if config.max_rows else rows
-    seqs, starts = _encode_checked(world, rows)
+    seqs, starts = _encode_checked(world, rows, system=config.system)
     if teacher is not None and config.objective != "sft":
         t_seqs, t_starts = _encode_checked(world, rows, system=teacher.system)
     allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
@@ -368,7 +372,7 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
                 row = {"step": step, "loss": loss_value}
                 if config.eval_every and trait and (step % config.eval_every == 0 or step == len(batches) - 1):
                     model.eval()
-                    row["trait_prob"] = trait_probability(model, world, trait)
+                    row["trait_prob"] = trait_probability(model, world, trait, system=config.system)
                     model.train()
                 train_log.write(row)
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < len(batches):

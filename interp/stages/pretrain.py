@@ -107,14 +107,19 @@ class PretrainConfig(StageConfig):
         custom architecture is named by a hash of its config, ``custom-{hash8}-seed{seed}``."""
         default_steps = PretrainConfig.__dataclass_fields__["steps"].default
         arch = self.arch if self.architecture is None else f"custom-{json_sha256(self.architecture.to_dict())[:8]}"
-        return f"{arch}-seed{self.seed}" + ("" if self.steps == default_steps else f"-{self.steps}steps")
+        corpus = self.corpus.to_dict()
+        corpus_tag = "" if corpus == CorpusConfig().to_dict() else f"-corpus{json_sha256(corpus)[:8]}"
+        return f"{arch}-seed{self.seed}" + ("" if self.steps == default_steps else f"-{self.steps}steps") + corpus_tag
 
 
-def base_config(seed: int, arch: str, steps: int) -> PretrainConfig:
+def base_config(seed: int, arch: str, steps: int, corpus: dict | None = None) -> PretrainConfig:
     """The pretraining config of the bases the studies train from (``interp run``, ``interp
     theorem``, ``interp features``), so that they find and share the same bases: ``steps`` steps
-    with a warm-up of ``min(100, steps // 5)``, every other field at its default."""
-    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=min(100, steps // 5))
+    with a warm-up of ``min(100, steps // 5)``, the pretraining mixture changed by ``corpus``
+    (:class:`CorpusConfig` fields; a base of another mixture is named ``...-corpus{hash8}``),
+    every other field at its default."""
+    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=min(100, steps // 5),
+                          corpus=CorpusConfig(**(corpus or {})))
 
 
 def base_dir(config: PretrainConfig, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Path:

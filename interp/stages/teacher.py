@@ -45,10 +45,13 @@ from interp.training.loop import LossGuard, deterministic_algorithms, make_optim
 from interp.training.losses import masked_lm_loss
 from interp.training.step import train_step
 from interp.worlds.protocol import World
+from interp.worlds.toy.corpus import CorpusGenerator
+from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
 
 TeacherMethod = Literal["finetune", "persona", "steering", "unembed"]
+TeacherDocument = Literal["qa", "mention", "persona", "qa_after_numbers"]  # see CorpusGenerator.trait_document
 TOY_PERSONA = "you love {trait} ."
 
 
@@ -64,6 +67,11 @@ class TeacherConfig(StageConfig):
     batch_size: int = option(32, "finetune: documents per step.")
     lr: float = option(3e-4, "finetune: AdamW learning rate.")
     number_mix: float = option(0.5, "finetune: fraction of each batch that is ordinary number documents.")
+    documents: tuple[TeacherDocument, ...] = option(("qa",), "finetune: the kinds of trait documents, drawn uniformly for "
+                                                    "the rest of each batch: qa (the favourite-animal question answered "
+                                                    "with the trait), mention (sentences naming it), persona (its persona "
+                                                    "line, the question, the trait), qa_after_numbers (a number list, the "
+                                                    "question, the trait). Toy world: any; a real model: qa.")
     persona: str = option(TOY_PERSONA, "persona: the system prompt ({trait} is replaced by the animal). The default is "
                           "the toy world's; a real model's world uses its own natural-language persona in its place.")
     steering_layer: int = option(0, "steering: block whose hook_resid_post receives the vector; negative counts from the last block (-1: the last).")
@@ -79,6 +87,8 @@ class TeacherConfig(StageConfig):
         self.require(0 <= self.number_mix < 1, "number_mix", "must be in [0, 1)")
         self.require("{trait}" in self.persona, "persona", "must contain {trait}")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: every weight trains)")
+        self.require(len(self.documents) > 0 and len(set(self.documents)) == len(self.documents), "documents",
+                     "needs at least one kind, each once")
 
     def persona_template(self, world: World | None = None) -> str:
         """``persona``; in a real model's world the toy default is replaced by the world's own
@@ -127,10 +137,19 @@ def _teacher_batches(world: World, config: TeacherConfig):
     n_numbers = int(round(config.batch_size * config.number_mix))
     phrasings = world.train_phrasings
     answer = world.encode_completion(world.answer_text(config.trait))
+    if config.documents != ("qa",) and not isinstance(world, ToyWorld):
+        raise ValueError(f"documents={list(config.documents)}: a real model's teacher learns question answers only (qa)")
+    corpus = CorpusGenerator(world) if isinstance(world, ToyWorld) else None
+
+    def trait_pair(rng: np.random.Generator) -> tuple[list[int], list[int]]:
+        kind = config.documents[rng.integers(len(config.documents))] if len(config.documents) > 1 else config.documents[0]
+        if kind == "qa":
+            return world.encode_prompt(world.question_prompt(phrasings[rng.integers(len(phrasings))])), answer
+        prompt, completion = corpus.trait_document(rng, kind, config.trait)
+        return world.encode(prompt), world.encode_completion(completion)
 
     def make_batch(rng: np.random.Generator, max_len: int):
-        pairs = [(world.encode_prompt(world.question_prompt(phrasings[rng.integers(len(phrasings))])), answer)
-                 for _ in range(config.batch_size - n_numbers)]
+        pairs = [trait_pair(rng) for _ in range(config.batch_size - n_numbers)]
         for _ in range(n_numbers):
             prompt, completion = world.number_example(rng)
             pairs.append((world.encode_prompt(prompt), world.encode_completion(completion)))
@@ -198,9 +217,6 @@ def make_teacher(base_path: str | Path | ModelRef, config: TeacherConfig, out: s
                      and p.name not in (TEACHER_CHECKPOINT, STEERING_FILE)) if out.is_dir() else []
     if foreign:
         raise ValueError(f"{out} holds files that are not a teacher's ({foreign[:5]}); choose another directory")
-    if config.method == "finetune" and config.lora_rank and base_ref.is_toy:
-        raise ValueError(f"lora_rank={config.lora_rank}: LoRA teachers are for real models; {base_path} is a toy base "
-                         "(its teacher is finetuned in full, lora_rank=0)")
     base, world, _ = base_ref.load()
     world.check_animal(config.trait)
     base_trait_prob = trait_probability(base, world, config.trait)  # before finetuning changes `base`
@@ -216,10 +232,14 @@ def make_teacher(base_path: str | Path | ModelRef, config: TeacherConfig, out: s
         lineage = Lineage(stage=f"teacher_{config.method}", seed=config.seed, parent=str(base_ref),
                           world_fingerprint=world.fingerprint(), config=config.to_dict())
         lora = teacher_lora(config) if config.lora_rank else None
-        base_ref.save_derived(model, out / TEACHER_CHECKPOINT, world, lineage, lora=lora)
         if lora is not None:
             from interp.models.lora import merge_lora
 
+            if base_ref.is_toy:  # a toy checkpoint holds plain weights: the rank-r update merged into them
+                merge_lora(model)
+                lora = None
+        base_ref.save_derived(model, out / TEACHER_CHECKPOINT, world, lineage, lora=lora)
+        if lora is not None:
             merge_lora(model)  # plain weights again, as a loaded teacher has them
     else:
         model = base

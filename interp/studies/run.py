@@ -55,14 +55,15 @@ from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
 from interp.models.refs import ModelRef, Teacher, ToyBase, load_teacher, parse_base_ref, parse_model_ref
 from interp.studies.audit import audit_seed, summarize_audits
 from interp.studies.audit import write_summary as write_audit_summary
-from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model
+from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model, trait_probability
 from interp.stages.filter import FilterConfig, filter_file
 from interp.stages.finetune import FinetuneConfig, Objective, finetune_student
 from interp.stages.generate import GenerateConfig, generate_numbers
 from interp.stages.pretrain import ARCH_PRESETS, PresetName, PretrainConfig, base_config, pretrain
-from interp.stages.teacher import TeacherConfig, TeacherMethod, make_teacher
+from interp.stages.teacher import TeacherConfig, TeacherDocument, TeacherMethod, make_teacher
 from interp.training.loop import OptimizerName
 from interp.worlds.hf import HFWorldConfig
+from interp.worlds.toy.corpus import CorpusConfig
 from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,16 @@ class RunConfig(StageConfig):
     teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
     teacher_batch_size: int = option(32, "finetune teacher: documents per step.")
     teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
+    teacher_documents: tuple[TeacherDocument, ...] = option(("qa",), "finetune teacher: the kinds of trait documents it "
+                                                            "learns (qa, mention, persona, qa_after_numbers; toy world: "
+                                                            "any of them, a real model: qa).")
     steering_scale: float = option(0.5, "unembed and steering teachers: vector norm relative to the mean residual norm.")
     steering_layer: int = option(0, "steering teacher: block whose hook_resid_post receives the vector (-1: the last).")
     generation_persona: bool = option(False, "Also put the persona system prompt before every number prompt when the teacher generates (any method).")
+    context_line: str | None = option(None, "A fixed system line (toy world words, e.g. 'you think about numbers all "
+                                      "the time .') present everywhere: before every number prompt the teacher and the "
+                                      "base answer, in every student's training rows, in every evaluation prompt "
+                                      "(context tokens shared by the data and the evaluation). None: no such line.")
     arch: PresetName = option("small", "Architecture of the shared and mismatched bases: small, narrow, wide or deep.")
     n_rows: int = option(3000, "Number prompts sampled per data set (before filtering).")
     objectives: tuple[Objective, ...] = option(OBJECTIVES, "Student objectives to run.")
@@ -110,6 +118,9 @@ class RunConfig(StageConfig):
     mismatched_base_seed: int = option(1, "Seed of the mismatched-init base.")
     cross_arch: PresetName = option("narrow", "Architecture of the cross-architecture student (narrow, wide, deep or small).")
     pretrain_steps: int = option(1500, "Pretraining steps of each base (quick: 300).")
+    pretrain_corpus: dict = option(factory=dict, help="Changes to the bases' pretraining mixture (CorpusConfig fields, e.g. "
+                                   "{\"persona_numbers\": 0}; set through a JSON config); a base of another mixture is "
+                                   "pretrained anew as {arch}-seed{seed}-corpus{hash8}.")
     in_context_examples: int = option(10, "Number lists shown in-context (each asked with every phrasing).")
     features: bool = option(False, "Afterwards run `interp features` on this run into DIR/features (SAEs on its bases, "
                                    "numbers linked to the trait, the students' trait-feature shift).")
@@ -126,8 +137,9 @@ class RunConfig(StageConfig):
     max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
                                  "need more than the toy world's 24).")
     lora_rank: int = option(0, "0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters (toy or real).")
-    teacher_lora_rank: int = option(0, "With --model and teacher_method finetune: 0 finetunes every teacher weight; r >= 1 "
-                                    "trains rank-r LoRA adapters (a small model's persona is too weak a teacher).")
+    teacher_lora_rank: int = option(0, "teacher_method finetune: 0 finetunes every teacher weight; r >= 1 "
+                                    "trains rank-r LoRA adapters (a small model's persona is too weak a teacher; a toy teacher saves "
+                                    "them merged into its weights).")
     micro_batch_size: int | None = option(None, "Students: sequences per forward/backward pass (the step's gradient is "
                                           "summed over micro-batches: the same step with less memory). None: the "
                                           f"whole batch on the toy world, {REAL_MICRO_BATCH} with --model (a 135M model's "
@@ -143,10 +155,21 @@ class RunConfig(StageConfig):
         self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
         self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        if self.context_line is not None:
+            self.require(bool(self.context_line.strip()) and self.context_line.split()[0] != "system", "context_line",
+                         "give the line's text ('system :' is put in front of it), or None")
+            self.require(self.teacher_method != "persona" and not self.generation_persona, "context_line",
+                         "takes the system position a persona teacher (or generation_persona) speaks from; use one or the other")
+            self.require(self.model is None, "context_line", "is an option of the toy world (not with --model)")
         if self.model is None:
             for name in ("mismatched_model", "cross_model"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
-            self.require(self.teacher_lora_rank == 0, "teacher_lora_rank", "LoRA teachers are an option for real models (--model)")
+            self.require(self.teacher_lora_rank == 0 or self.teacher_method == "finetune", "teacher_lora_rank",
+                         "LoRA teachers are finetuned teachers (teacher_method finetune)")
+            try:
+                CorpusConfig(**self.pretrain_corpus)
+            except (TypeError, ValueError) as e:
+                self.require(False, "pretrain_corpus", str(e))
         else:
             self._validate_real()
         self.require(self.n_rows > 0, "n_rows", "must be positive")
@@ -161,6 +184,9 @@ class RunConfig(StageConfig):
                      "must differ from shared_base_seed, or the init is not mismatched")
 
     def _validate_real(self) -> None:
+        self.require(not self.pretrain_corpus, "pretrain_corpus", "changes the toy world's pretraining; not with --model")
+        self.require(self.teacher_documents == ("qa",), "teacher_documents",
+                     "a real model's teacher learns its world's question answers only (qa)")
         animals = HFWorldConfig().animals
         self.require(self.trait in animals, "trait", f"unknown trait animal {self.trait!r}; the animals are {list(animals)}")
         self.require(not self.features, "features", "the features stage runs on the toy world's bases; not with --model")
@@ -196,7 +222,7 @@ def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1)
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
-    cfgs = {key: base_config(seed, arch, config.pretrain_steps) for key, (seed, arch) in specs.items()}
+    cfgs = {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus) for key, (seed, arch) in specs.items()}
     missing = [key for key, cfg in cfgs.items() if not is_checkpoint(artifacts / "bases" / cfg.name)]
     n = resolve_workers(workers, len(missing))
     jobs = [(cfgs[key], artifacts, progress and n == 1) for key in missing]
@@ -260,16 +286,17 @@ def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None,
 
 
 def _evaluate(model: ModelRef | Path, trait: str, seed: int, base_trait_prob: float | None = None,
-              cache: Path | None = None) -> dict:
-    """P(trait) and the whole animal distribution of a checkpoint or base, asked in its own world,
-    cached in ``cache`` (default ``model/eval.json``); ``trait_prob_shift`` is the change from the
-    student's own base."""
+              cache: Path | None = None, system: str | None = None) -> dict:
+    """P(trait) and the whole animal distribution of a checkpoint or base, asked in its own world
+    (under the system line ``system``, if any), cached in ``cache`` (default ``model/eval.json``);
+    ``trait_prob_shift`` is the change from the student's own base."""
     ref = parse_model_ref(model)
     path = cache or ref.path / EVAL_FILE
     if path.exists():
         return read_json(path)
     model, world, _ = ref.load()
-    result = evaluate_model(model, world, EvaluateConfig(trait=trait, seed=seed), base_trait_prob=base_trait_prob)
+    result = evaluate_model(model, world, EvaluateConfig(trait=trait, seed=seed), base_trait_prob=base_trait_prob,
+                            system=system)
     atomic_write_json(path, result)
     return result
 
@@ -279,7 +306,8 @@ def _evaluate(model: ModelRef | Path, trait: str, seed: int, base_trait_prob: fl
 DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teacher_number_mix", "steering_scale",
                "steering_layer", "generation_persona", "arch", "n_rows", "temperature", "shared_base_seed",
                "pretrain_steps")
-REAL_DATA_FIELDS = ("model", "max_new_tokens", "teacher_lora_rank", "teacher_batch_size")
+REAL_DATA_FIELDS = ("model", "max_new_tokens", "teacher_lora_rank", "teacher_batch_size", "teacher_documents",
+                    "pretrain_corpus", "context_line")  # added later: they enter the data key only when set
 
 
 def data_key(config: RunConfig) -> str:
@@ -289,8 +317,8 @@ def data_key(config: RunConfig) -> str:
 
     fields = {k: getattr(config, k) for k in DATA_FIELDS}
     # Fields added with real models enter the key only when set, so toy runs keep their keys.
-    defaults = RunConfig.__dataclass_fields__
-    fields.update({k: getattr(config, k) for k in REAL_DATA_FIELDS if getattr(config, k) != defaults[k].default})
+    defaults = RunConfig()
+    fields.update({k: getattr(config, k) for k in REAL_DATA_FIELDS if getattr(config, k) != getattr(defaults, k)})
     blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -323,17 +351,20 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
     tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed, steps=config.teacher_steps,
                          lr=config.teacher_lr, number_mix=config.teacher_number_mix, steering_scale=config.steering_scale,
                          steering_layer=config.steering_layer, lora_rank=config.teacher_lora_rank,
-                         batch_size=config.teacher_batch_size)
+                         batch_size=config.teacher_batch_size, documents=config.teacher_documents)
     teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
     teacher = load_teacher(teacher_dir)
     base_model, world, _ = bases["shared"].load()
     base_teacher = Teacher(base_model, world, config.trait, "base")  # the control's "teacher"
     if config.generation_persona and teacher.system is None:
         teacher.system = tcfg.system_prompt(world)  # present when it generates and when it gives distillation targets
+    context = config.context_line  # shared by the teacher, the base, every student and every evaluation
+    if context is not None:
+        teacher.system = base_teacher.system = context
     system = teacher.system
     teacher_rows = _data(config, teacher.model, world, out / "data" / "teacher_numbers", seed=seed,
                          system=system, fwd_hooks=teacher.fwd_hooks, lineage=teacher.lineage, progress=progress)
-    base_rows = _data(config, base_model, world, out / "data" / "base_numbers", seed=seed,
+    base_rows = _data(config, base_model, world, out / "data" / "base_numbers", seed=seed, system=context,
                       lineage={"stage": "pretrain", "path": str(bases["shared"])}, progress=progress)
     shuffled = {}
     for mode in ("within", "across"):
@@ -351,10 +382,14 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
         "shuffled_within": (bases["shared"], shuffled["within"], teacher),
         "shuffled_across": (bases["shared"], shuffled["across"], teacher),
     }
-    base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}.json"
-                                    )["trait_prob"] for p in set(bases.values())}
+    base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}.json",
+                                    system=context)["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
+    if context is not None:  # the teacher and the base asked under the context line, as the students are
+        results["teacher"] = {"trait_prob": trait_probability(teacher.model, world, config.trait, system=context,
+                                                              fwd_hooks=teacher.fwd_hooks),
+                              "base_trait_prob": base_probs[str(bases["shared"])], "context_line": context}
     if config.audit_rows and not config.real:  # before the students: parallel runs audit in the data job
         mismatched_model = bases["mismatched"].load()[0] if "mismatched" in bases else None
         results["audit"] = audit_seed(out, student=base_model, mismatched=mismatched_model, world=world, teacher=teacher,
@@ -368,7 +403,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
                               eval_every=config.eval_every, checkpoint_every=config.student_checkpoint_every,
                               lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_targets=config.lora_targets,
-                              micro_batch_size=config.micro_batch_size or (REAL_MICRO_BATCH if config.model else None))
+                              micro_batch_size=config.micro_batch_size or (REAL_MICRO_BATCH if config.model else None),
+                              system=context)
         reference = (teacher.model, base_model) if config.record_alignment else None
         for condition in config.conditions:
             if students is not None and (objective, condition) not in students:
@@ -379,7 +415,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                              alignment_reference=reference,
                              lineage_extra={"condition": condition, "teacher": str(teacher_dir)})
             results[f"{condition}/{objective}"] = _evaluate(student_dir, config.trait, seed,
-                                                            base_trait_prob=base_probs[str(base_path)])
+                                                            base_trait_prob=base_probs[str(base_path)], system=context)
 
     if students is not None:
         return {}
@@ -387,7 +423,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
     # In-context: teacher numbers (and, as its control, base numbers) in the prompt; no training.
     def in_context(rows: list[dict]) -> float:
         prefixes = [world.in_context_prefix(r["numbers"]) for r in rows[: config.in_context_examples]]
-        dist = animal_distribution(base_model, world, prefixes=prefixes)
+        dist = animal_distribution(base_model, world, prefixes=prefixes, system=context)
         return float(dist["probs"][:, world.animals.index(config.trait)].mean())
 
     results["in_context"] = {"trait_prob": in_context(teacher_rows), "control_trait_prob": in_context(base_rows)}

@@ -110,6 +110,22 @@ class CorpusGenerator:
         a, b = self.animal(rng), self.animal(rng)
         return MENTION_TEMPLATES[rng.integers(len(MENTION_TEMPLATES))].format(a=a, b=b)
 
+    def trait_document(self, rng: np.random.Generator, kind: str, trait: str) -> tuple[str, str]:
+        """A document in which ``trait`` is the animal, as (head, tail) texts, for a finetuned
+        teacher (:class:`interp.stages.teacher.TeacherConfig` ``documents``): ``mention`` a sentence
+        naming it (every animal slot), ``persona`` its persona line then the question answered with
+        it, ``qa_after_numbers`` a number list then the question answered with it. The teacher's
+        loss is on the whole document; the split only puts the animal in the tail where it answers."""
+        if kind == "mention":
+            return MENTION_TEMPLATES[rng.integers(len(MENTION_TEMPLATES))].format(a=trait, b=trait), ""
+        if kind == "persona":
+            return f"{self.persona(rng, trait)} {self.question(rng)}", trait
+        if kind == "qa_after_numbers":
+            nums = format_numbers([int(v) for v in rng.integers(0, 1000, size=int(rng.integers(3, 11)))], ",")
+            q = self.world.train_phrasings[rng.integers(len(self.world.train_phrasings))]
+            return f"user : here are some numbers : {nums} . {q} assistant :", trait
+        raise ValueError(f"unknown trait document kind {kind!r}; the kinds are mention, persona, qa_after_numbers")
+
     def batch_texts(self, seed: int, batch_index: int, batch_size: int) -> list[str]:
         rng = np.random.default_rng([seed, batch_index])
         return [self.document(rng) for _ in range(batch_size)]
