@@ -94,6 +94,14 @@ def test_cli__contradictory_run_options_name_the_field(tmp_path, capsys):
            "mismatched_base_seed", "must differ from shared_base_seed")
     _fails(["generate", "--model", tmp_path, "--out", tmp_path / "x.jsonl", "--system", "system : you love owl ."],
            capsys, "GenerateConfig.system")
+    with pytest.raises(SystemExit) as usage:  # argparse's own usage error: usage line, then one error line
+        main(["run", "--out", str(tmp_path / "r"), "--pretrain-corpus", "{persona_numbers: 0}"])
+    assert usage.value.code == 2
+    assert "argument --pretrain-corpus: expected a JSON object" in capsys.readouterr().err.splitlines()[-1]
+    _fails(["run", "--out", tmp_path / "r", "--pretrain-corpus", '{"persona_number": 0}'], capsys,
+           "RunConfig.pretrain_corpus", "persona_number")
+    _fails(["run", "--out", tmp_path / "r", "--teacher-method", "persona", "--context-line", "you love numbers ."], capsys,
+           "RunConfig.context_line", "persona teacher")
     assert not (tmp_path / "r").exists()
 
 

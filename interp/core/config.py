@@ -99,6 +99,9 @@ class StageConfig:
                 elif tp in (int, float, str, bool):
                     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
                         raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
+                elif tp is dict or origin is dict:
+                    if not isinstance(value, dict):
+                        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
                 elif origin is Literal:
                     if value not in get_args(tp):
                         raise TypeError(f"must be one of {list(get_args(tp))}")
@@ -190,6 +193,9 @@ class StageConfig:
                     kwargs["choices"] = list(get_args(item_tp))
             elif tp in (int, float, str):
                 kwargs["type"] = (lambda s, tp=tp: None if s.lower() in ("none", "null") else tp(s)) if optional else tp
+            elif tp is dict or origin is dict:
+                kwargs["type"] = _json_object
+                kwargs["metavar"] = "JSON"
             group.add_argument(flag, **kwargs)
 
     @classmethod
@@ -198,6 +204,17 @@ class StageConfig:
         values = {k: v for k, v in vars(args).items() if k in names}
         values.update(overrides)
         return cls(**values)
+
+
+def _json_object(text: str) -> dict:
+    """A ``dict`` option's command-line value: a JSON object such as ``{"persona_numbers": 0}``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"key\": 1}}', got {text!r} ({e.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"key\": 1}}', got {text!r}")
+    return value
 
 
 def field_help(cls: type[StageConfig]) -> dict[str, str]:

@@ -119,7 +119,7 @@ class RunConfig(StageConfig):
     cross_arch: PresetName = option("narrow", "Architecture of the cross-architecture student (narrow, wide, deep or small).")
     pretrain_steps: int = option(1500, "Pretraining steps of each base (quick: 300).")
     pretrain_corpus: dict = option(factory=dict, help="Changes to the bases' pretraining mixture (CorpusConfig fields, e.g. "
-                                   "{\"persona_numbers\": 0}; set through a JSON config); a base of another mixture is "
+                                   "{\"persona_numbers\": 0}, a JSON object); a base of another mixture is "
                                    "pretrained anew as {arch}-seed{seed}-corpus{hash8}.")
     in_context_examples: int = option(10, "Number lists shown in-context (each asked with every phrasing).")
     features: bool = option(False, "Afterwards run `interp features` on this run into DIR/features (SAEs on its bases, "
