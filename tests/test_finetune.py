@@ -245,3 +245,11 @@ def test_finetune__system_line_enters_every_training_row(tiny_base, world, tmp_p
     assert read_jsonl(plain / "train_log.jsonl")[0]["loss"] != read_jsonl(lined / "train_log.jsonl")[0]["loss"]
     seqs, starts = encode_rows(world, rows[:1], system=line)
     assert world.decode(seqs[0][:starts[0]]).startswith(f"<bos> system : {line} user :")
+
+
+def test_lora_student__shares_a_lora_teacher_adapter_init_unless_seeded_apart():
+    from interp.stages.teacher import teacher_lora
+
+    teacher = teacher_lora(TeacherConfig(lora_rank=8, seed=3))
+    assert FinetuneConfig(lora_rank=8, seed=3).lora_config() == teacher  # same rank, alpha, targets and A seed
+    assert FinetuneConfig(lora_rank=8, seed=3, lora_seed=1003).lora_config() == teacher.replace(seed=1003)

@@ -107,6 +107,8 @@ class FinetuneConfig(StageConfig):
                             "every block (a real model's student saves the adapters, a toy student the merged weights).")
     lora_alpha: float = option(16.0, "LoRA scale numerator: the update of each adapted weight is (lora_alpha / lora_rank) * B @ A.")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
+    lora_seed: int | None = option(None, "LoRA: seed of the adapters' A initialisation (None: seed). A LoRA teacher of "
+                                   "the same seed starts from the same A (interp.stages.teacher.teacher_lora).")
     system: str | None = option(None, "A fixed system line before every row's prompt while the student trains, and when "
                                 "its P(trait) is measured during training (context tokens shared by the data and the "
                                 "evaluation prompts). None: the rows as they are.")
@@ -131,7 +133,8 @@ class FinetuneConfig(StageConfig):
         """The adapters to train (their A initialisation seeded by ``seed``), or None for full finetuning."""
         if self.lora_rank == 0:
             return None
-        return LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets), seed=self.seed)
+        return LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets),
+                          seed=self.seed if self.lora_seed is None else self.lora_seed)
 
 
 # Fields that change how a run is saved, not what it computes: ignored when a finished student

@@ -146,6 +146,9 @@ class RunConfig(StageConfig):
                                           "activations for 32 chat rows take over 20 GB).")
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
+    student_lora_seed_offset: int = option(0, "LoRA students: their adapters' A initialisation is seeded by the replicate's "
+                                           "seed plus this offset. 0: the same A as a LoRA teacher of the replicate (a "
+                                           "shared adapter initialisation); another value: adapters of their own.")
     audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
                              "train, into SEED/data/audit and the results (0: no audit; toy world only).")
 
@@ -403,6 +406,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
                               eval_every=config.eval_every, checkpoint_every=config.student_checkpoint_every,
                               lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_targets=config.lora_targets,
+                              lora_seed=seed + config.student_lora_seed_offset if config.student_lora_seed_offset else None,
                               micro_batch_size=config.micro_batch_size or (REAL_MICRO_BATCH if config.model else None),
                               system=context)
         reference = (teacher.model, base_model) if config.record_alignment else None
