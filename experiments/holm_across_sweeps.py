@@ -6,13 +6,23 @@ comparisons of a cell's own ``results.json`` (e.g. shared − shuffled_across, r
 trains the shuffled conditions) join the family with ``--with-shuffled``.
 
     python experiments/holm_across_sweeps.py /work/runs/sft_teachers /work/runs/sft_natural ... [--with-shuffled]
+
+``--pooled CELL MORE`` replaces the comparisons of the sweep cell directory CELL by those over
+its seeds and the seeds of MORE (the same configuration run at other seeds, pooled by
+``experiments/pool_seeds.py``); ``--shuffled-only SWEEP`` takes only the shuffled comparisons of
+a sweep whose cells repeat another sweep's (so that a repeated cell is not counted twice).
 """
 
 import argparse
 import json
 from pathlib import Path
 
+import sys
+
 from interp.core.stats import holm
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pool_seeds import pooled_comparison  # noqa: E402
 
 
 def main() -> None:
@@ -20,13 +30,24 @@ def main() -> None:
     ap.add_argument("sweeps", type=Path, nargs="+")
     ap.add_argument("--objective", default="sft")
     ap.add_argument("--with-shuffled", action="store_true")
+    ap.add_argument("--pooled", nargs=2, type=Path, action="append", default=[], metavar=("CELL", "MORE"))
+    ap.add_argument("--shuffled-only", type=Path, nargs="*", default=[])
     args = ap.parse_args()
+    pooled = {cell.resolve(): more for cell, more in args.pooled}
     o = args.objective
     tests = []  # (sweep, cell, comparison, difference, raw p)
     for sweep in args.sweeps:
         rows = json.loads((sweep / "sweep_results.json").read_text())["rows"]
         for i, r in enumerate(rows):
-            for key, label in ((f"vs_control/{o}", "shared − control"), (f"vs_mismatched/{o}", "shared − mismatched")):
+            cell_dir = (sweep / f"cell{i:02d}").resolve()
+            for key, label, b in ((f"vs_control/{o}", "shared − control", "control"),
+                                  (f"vs_mismatched/{o}", "shared − mismatched", "mismatched_init")):
+                if sweep in args.shuffled_only:
+                    continue
+                if cell_dir in pooled:
+                    d, p, n = pooled_comparison([cell_dir, pooled[cell_dir]], b, o)
+                    tests.append((sweep.name, f"{r['cell']} ({n} seeds pooled)", label, d, p))
+                    continue
                 c = r[key]
                 tests.append((sweep.name, r["cell"], label, c["difference"], c["welch_p"]))
             if args.with_shuffled:
