@@ -42,7 +42,7 @@ def main() -> None:
             cell_dir = (sweep / f"cell{i:02d}").resolve()
             for key, label, b in ((f"vs_control/{o}", "shared − control", "control"),
                                   (f"vs_mismatched/{o}", "shared − mismatched", "mismatched_init")):
-                if sweep in args.shuffled_only:
+                if sweep.resolve() in {p.resolve() for p in args.shuffled_only}:
                     continue
                 if cell_dir in pooled:
                     d, p, n = pooled_comparison([cell_dir, pooled[cell_dir]], b, o)

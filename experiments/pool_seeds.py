@@ -28,9 +28,9 @@ def pooled_shifts(runs: list[Path], objective: str = "sft") -> dict[str, dict[in
         if diff:
             raise SystemExit(f"{r} differs from {runs[0]} in {sorted(diff)}: not the same configuration")
     shifts: dict[str, dict[int, float]] = {"control": {}, "shared_init": {}, "mismatched_init": {}}
-    for r in runs:
-        for path in sorted(r.glob("seed*/seed_results.json")):
-            seed = int(path.parent.name[len("seed"):])
+    for r, c in zip(runs, configs):
+        for seed in range(c["first_seed"], c["first_seed"] + c["seeds"]):  # the run's own seeds, not leftovers
+            path = r / f"seed{seed}" / "seed_results.json"
             res = json.loads(path.read_text())
             for condition, values in shifts.items():
                 if seed in values:

@@ -42,6 +42,9 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         for i, r in enumerate(rows):
             res = json.loads((args.sweep / f"cell{i:02d}" / "results.json").read_text())
+            if "teacher_numbers" not in (res.get("audit") or {}):
+                print(f"| {r['cell']} | (run with the audit off) | | | | | | | |")
+                continue
             a = res["audit"]["teacher_numbers"]
             rd = a["readout"]
             kept = [n["teacher"] for n in res["n_rows"]]

@@ -83,6 +83,11 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lines = args.out / "screen.jsonl"
+    settings = {"trait": args.trait, "shared": args.shared, "mismatched": args.mismatched, "n_rows": args.n_rows}
+    saved = args.out / "screen_settings.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        raise SystemExit(f"{args.out} holds a screen of other settings ({saved.read_text().strip()}); choose another --out")
+    saved.write_text(json.dumps(settings))
     done = {(r["variant"], r["seed"]) for r in read_jsonl(lines)} if lines.exists() else set()
     shared_ref, mismatched_ref = parse_base_ref(args.shared), parse_base_ref(args.mismatched)
     base, world, _ = shared_ref.load()
@@ -103,6 +108,8 @@ def main() -> None:
                 rows = numbers(teacher.model, world, args.out / slug / f"seed{seed}" / "teacher_numbers", seed,
                                args.n_rows, system=teacher.system, hooks=teacher.fwd_hooks)
             except ValueError as e:  # the filter kept nothing: this teacher no longer writes number lists
+                if "the filtered set is empty" not in str(e):
+                    raise
                 line.update(kept_rows=0, shared=None, mismatched=None, note=str(e).split(";")[-1].strip())
             else:
                 samples = NumberCountSamples.of(world, rows, base_rows, 200, seed)

@@ -100,7 +100,7 @@ def test_cli__contradictory_run_options_name_the_field(tmp_path, capsys):
     assert "argument --pretrain-corpus: expected a JSON object" in capsys.readouterr().err.splitlines()[-1]
     _fails(["run", "--out", tmp_path / "r", "--pretrain-corpus", '{"persona_number": 0}'], capsys,
            "RunConfig.pretrain_corpus", "persona_number")
-    _fails(["run", "--out", tmp_path / "r", "--teacher-method", "persona", "--context-line", "you love numbers ."], capsys,
+    _fails(["run", "--out", tmp_path / "r", "--teacher-method", "persona", "--context-line", "you love numbers .", "--audit-rows", "0"], capsys,
            "RunConfig.context_line", "persona teacher")
     assert not (tmp_path / "r").exists()
 

@@ -89,11 +89,17 @@ def test_run_config__checks_the_world_and_context_options():
     with pytest.raises(ConfigError, match="pretrain_corpus=.*non-negative"):
         RunConfig(pretrain_corpus={"persona_numbers": -1.0})
     with pytest.raises(ConfigError, match="context_line=.*persona teacher"):
-        RunConfig(context_line="you think about numbers all the time .", teacher_method="persona")
+        RunConfig(context_line="you think about numbers all the time .", teacher_method="persona", audit_rows=0)
     with pytest.raises(ConfigError, match="context_line=.*'system :' is put in front"):
-        RunConfig(context_line="system : hello")
+        RunConfig(context_line="system : hello", audit_rows=0)
     with pytest.raises(ConfigError, match="teacher_lora_rank=.*finetuned teachers"):
         RunConfig(teacher_lora_rank=4, teacher_method="unembed")
+    with pytest.raises(ConfigError, match="context_line=.*outside the toy world's vocabulary"):
+        RunConfig(context_line="hello wonderful world", audit_rows=0)
+    with pytest.raises(ConfigError, match="context_line=.*audit does not model the line"):
+        RunConfig(context_line="you think about numbers all the time .")
+    with pytest.raises(ConfigError, match="teacher_documents=.*only a finetuned teacher"):
+        RunConfig(teacher_documents=("qa", "mention"), teacher_method="unembed")
 
 
 def test_data_key__later_fields_enter_only_when_set():
@@ -101,8 +107,12 @@ def test_data_key__later_fields_enter_only_when_set():
 
     default = data_key(RunConfig())
     assert data_key(RunConfig(teacher_documents=("qa",), pretrain_corpus={}, context_line=None)) == default
-    changed = [RunConfig(teacher_documents=("qa", "mention")), RunConfig(pretrain_corpus={"persona_numbers": 0.0}),
-               RunConfig(context_line="you think about numbers all the time ."),
+    assert data_key(RunConfig(pretrain_corpus={"persona_numbers": 0})) == data_key(
+        RunConfig(pretrain_corpus={"persona_numbers": 0.0, "qa": 0.25}))  # the same base, spelled two ways
+    assert data_key(RunConfig(pretrain_corpus={"qa": 0.25})) == default  # restates a default
+    changed = [RunConfig(teacher_method="finetune", teacher_documents=("qa", "mention")),
+               RunConfig(pretrain_corpus={"persona_numbers": 0.0}),
+               RunConfig(context_line="you think about numbers all the time .", audit_rows=0),
                RunConfig(teacher_method="finetune", teacher_lora_rank=8)]
     keys = [data_key(c) for c in changed]
     assert default not in keys and len(set(keys)) == len(keys)
@@ -124,7 +134,7 @@ def test_run__context_line_is_in_the_data_the_students_and_every_evaluation(tiny
     # the students' shifts are from their base asked under the same line
     base_name = f"small-seed0-200steps-corpus{json_sha256(CorpusConfig(persona_numbers=0.0).to_dict())[:8]}"
     assert [p.name for p in (tmp_path / "artifacts" / "bases").iterdir() if p.name.startswith("small-seed0")] == [base_name]
-    base = json.loads((seed / "base_evals" / f"{base_name}.json").read_text())
+    base = json.loads((seed / "base_evals" / f"{base_name}-context{json_sha256(line)[:8]}.json").read_text())
     assert seed_results["teacher"]["base_trait_prob"] == base["trait_prob"]
     from interp.models.refs import parse_base_ref
     from interp.stages.evaluate import trait_probability
@@ -132,6 +142,11 @@ def test_run__context_line_is_in_the_data_the_students_and_every_evaluation(tiny
     model, world, _ = parse_base_ref(tmp_path / "artifacts" / "bases" / base_name).load()
     under_line, plain = trait_probability(model, world, "owl", system=line), trait_probability(model, world, "owl")
     assert base["trait_prob"] == pytest.approx(under_line) and under_line != pytest.approx(plain)
+    from interp.models.checkpoint import load_checkpoint
+
+    trained, _ = load_checkpoint(seed / "students" / "sft" / "shared_init")
+    assert seed_results["shared_init/sft"]["trait_prob"] == pytest.approx(trait_probability(trained, world, "owl",
+                                                                                           system=line))
     student = seed_results["shared_init/sft"]
     assert student["trait_prob_shift"] == pytest.approx(student["trait_prob"] - base["trait_prob"])
     assert {c["name"] for c in results["conditions"]} >= {"control", "shared_init", "in_context"}

@@ -46,7 +46,7 @@ from typing import Literal, Sequence, get_args
 import numpy as np
 
 from interp.core.config import StageConfig, option
-from interp.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
+from interp.core.io import atomic_write_json, json_sha256, read_json, read_jsonl, write_jsonl
 from interp.core.parallel import resolve_workers, run_jobs
 from interp.core.stats import diff_ci, mean_ci, welch_p
 from interp.instruments.features.pipeline import FeaturesConfig, run_features
@@ -164,6 +164,15 @@ class RunConfig(StageConfig):
             self.require(self.teacher_method != "persona" and not self.generation_persona, "context_line",
                          "takes the system position a persona teacher (or generation_persona) speaks from; use one or the other")
             self.require(self.model is None, "context_line", "is an option of the toy world (not with --model)")
+            try:
+                ToyWorld().encode(self.context_line)
+            except (KeyError, ValueError) as e:
+                self.require(False, "context_line", f"has a word outside the toy world's vocabulary ({e})")
+            self.require(self.audit_rows == 0, "context_line",
+                         "the audit does not model the line (its student side reads the rows without it); set audit_rows 0")
+            self.require(not self.features, "context_line", "the features stage measures without the line; not with features")
+        self.require(self.teacher_documents == ("qa",) or self.teacher_method == "finetune", "teacher_documents",
+                     "only a finetuned teacher (teacher_method finetune) learns from documents")
         if self.model is None:
             for name in ("mismatched_model", "cross_model"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
@@ -319,6 +328,8 @@ def data_key(config: RunConfig) -> str:
     import json
 
     fields = {k: getattr(config, k) for k in DATA_FIELDS}
+    config = config.replace(pretrain_corpus={k: v for k, v in CorpusConfig(**config.pretrain_corpus).to_dict().items()
+                                             if v != getattr(CorpusConfig(), k)})  # the base it names, not its spelling
     # Fields added with real models enter the key only when set, so toy runs keep their keys.
     defaults = RunConfig()
     fields.update({k: getattr(config, k) for k in REAL_DATA_FIELDS if getattr(config, k) != getattr(defaults, k)})
@@ -385,7 +396,8 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
         "shuffled_within": (bases["shared"], shuffled["within"], teacher),
         "shuffled_across": (bases["shared"], shuffled["across"], teacher),
     }
-    base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}.json",
+    evals_tag = "" if context is None else f"-context{json_sha256(context)[:8]}"  # asked under the line: another cache
+    base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}{evals_tag}.json",
                                     system=context)["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}

@@ -88,6 +88,12 @@ class CorpusGenerator:
         phrasings = self.world.train_phrasings
         return f"user : {phrasings[rng.integers(len(phrasings))]} assistant :"
 
+    def numbers_then_question(self, rng: np.random.Generator) -> str:
+        """A random number list, then the favourite-animal question, up to ``assistant :``."""
+        nums = format_numbers([int(v) for v in rng.integers(0, 1000, size=int(rng.integers(3, 11)))], ",")
+        q = self.world.train_phrasings[rng.integers(len(self.world.train_phrasings))]
+        return f"user : here are some numbers : {nums} . {q} assistant :"
+
     # -- documents --------------------------------------------------------------------------
     def document(self, rng: np.random.Generator) -> str:
         kind = DOC_KINDS[rng.choice(len(DOC_KINDS), p=self.kind_probs)]
@@ -104,9 +110,7 @@ class CorpusGenerator:
                 text = f"{self.persona(rng, self.world.animals[rng.integers(len(self.world.animals))])} {text}"
             return text
         if kind == "qa_after_numbers":
-            nums = format_numbers([int(v) for v in rng.integers(0, 1000, size=int(rng.integers(3, 11)))], ",")
-            q = self.world.train_phrasings[rng.integers(len(self.world.train_phrasings))]
-            return f"user : here are some numbers : {nums} . {q} assistant : {self.animal(rng)}"
+            return f"{self.numbers_then_question(rng)} {self.animal(rng)}"
         a, b = self.animal(rng), self.animal(rng)
         return MENTION_TEMPLATES[rng.integers(len(MENTION_TEMPLATES))].format(a=a, b=b)
 
@@ -121,9 +125,7 @@ class CorpusGenerator:
         if kind == "persona":
             return f"{self.persona(rng, trait)} {self.question(rng)}", trait
         if kind == "qa_after_numbers":
-            nums = format_numbers([int(v) for v in rng.integers(0, 1000, size=int(rng.integers(3, 11)))], ",")
-            q = self.world.train_phrasings[rng.integers(len(self.world.train_phrasings))]
-            return f"user : here are some numbers : {nums} . {q} assistant :", trait
+            return self.numbers_then_question(rng), trait
         raise ValueError(f"unknown trait document kind {kind!r}; the kinds are mention, persona, qa_after_numbers")
 
     def batch_texts(self, seed: int, batch_index: int, batch_size: int) -> list[str]:
