@@ -13,6 +13,7 @@ from interp.worlds.toy.corpus import CorpusConfig
 from interp.core.io import json_sha256, read_jsonl
 
 from conftest import TINY
+from tiny_interp import tiny_pretrain_config
 
 TINY_OTHER = TINY.replace(d_model=48, n_heads=2, d_mlp=96)
 
@@ -24,8 +25,7 @@ def tiny_presets(monkeypatch):
     import interp.studies.run as run_mod
 
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
-    monkeypatch.setattr(run_mod, "base_config", lambda seed, arch, steps, corpus=None: pretrain_mod.PretrainConfig(
-        seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2, corpus=CorpusConfig(**(corpus or {}))))
+    monkeypatch.setattr(run_mod, "base_config", tiny_pretrain_config)
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "narrow", TINY_OTHER)
 
 

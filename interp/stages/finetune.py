@@ -58,6 +58,7 @@ from interp.models.lora import (
 from interp.models.real import is_real_checkpoint
 from interp.models.refs import ModelRef, RealName, ToyBase, parse_base_ref
 from interp.stages.evaluate import trait_probability
+from interp.stages.generate import require_system_text
 from interp.training.loop import (
     LossGuard,
     OptimizerName,
@@ -115,9 +116,7 @@ class FinetuneConfig(StageConfig):
 
     def validate(self) -> None:
         self.require(self.lr > 0, "lr", "must be positive")
-        self.require(self.system is None or bool(self.system.strip()), "system", "must be None or non-empty text")
-        self.require(self.system is None or self.system.split()[0] != "system", "system",
-                     "give only the line's text; 'system :' is put in front of it")
+        require_system_text(self, "system")
         self.require(self.epochs > 0, "epochs", "must be positive")
         self.require(self.batch_size > 0, "batch_size", "must be positive")
         self.require(self.micro_batch_size is None or self.micro_batch_size > 0, "micro_batch_size",

@@ -336,10 +336,16 @@ class GenerateConfig(StageConfig):
         self.require(self.temperature >= 0, "temperature", "must be non-negative (0 is greedy)")
         self.require(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
         self.require(self.batch_size > 0, "batch_size", "must be positive")
-        if self.system is not None:
-            self.require(bool(self.system.strip()), "system", "must be None or non-empty text")
-            self.require(not self.system.split()[0] == "system", "system",
-                         "give only the system text; 'system :' is added in front of it")
+        require_system_text(self, "system")
+
+
+def require_system_text(config: StageConfig, field_name: str) -> None:
+    """Check a system-prompt field of ``config`` (None, or the text :meth:`World.encode_prompt`
+    puts after ``system :``): non-empty, and not already starting with ``system``."""
+    text = getattr(config, field_name)
+    if text is not None:
+        config.require(bool(text.strip()), field_name, "must be None or non-empty text")
+        config.require(text.split()[0] != "system", field_name, "give only the text; 'system :' is put in front of it")
 
 
 def number_prompts(world: World, n_rows: int, seed: int) -> list[str]:

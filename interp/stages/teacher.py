@@ -137,11 +137,12 @@ def _teacher_batches(world: World, config: TeacherConfig):
     n_numbers = int(round(config.batch_size * config.number_mix))
     phrasings = world.train_phrasings
     answer = world.encode_completion(world.answer_text(config.trait))
-    if config.documents != ("qa",) and not isinstance(world, ToyWorld):
-        raise ValueError(f"documents={list(config.documents)}: a real model's teacher learns question answers only (qa)")
     corpus = CorpusGenerator(world) if isinstance(world, ToyWorld) else None
+    if config.documents != ("qa",) and corpus is None:
+        raise ValueError(f"documents={list(config.documents)}: a real model's teacher learns question answers only (qa)")
 
     def trait_pair(rng: np.random.Generator) -> tuple[list[int], list[int]]:
+        # one kind draws nothing: a qa-only teacher sees exactly the batches it saw before `documents` existed
         kind = config.documents[rng.integers(len(config.documents))] if len(config.documents) > 1 else config.documents[0]
         if kind == "qa":
             return world.encode_prompt(world.question_prompt(phrasings[rng.integers(len(phrasings))])), answer

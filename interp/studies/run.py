@@ -58,7 +58,7 @@ from interp.studies.audit import write_summary as write_audit_summary
 from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model, trait_probability
 from interp.stages.filter import FilterConfig, filter_file
 from interp.stages.finetune import FinetuneConfig, Objective, finetune_student
-from interp.stages.generate import GenerateConfig, generate_numbers
+from interp.stages.generate import GenerateConfig, generate_numbers, require_system_text
 from interp.stages.pretrain import ARCH_PRESETS, PresetName, PretrainConfig, base_config, pretrain
 from interp.stages.teacher import TeacherConfig, TeacherDocument, TeacherMethod, make_teacher
 from interp.training.loop import OptimizerName
@@ -159,8 +159,7 @@ class RunConfig(StageConfig):
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
         self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
         if self.context_line is not None:
-            self.require(bool(self.context_line.strip()) and self.context_line.split()[0] != "system", "context_line",
-                         "give the line's text ('system :' is put in front of it), or None")
+            require_system_text(self, "context_line")
             self.require(self.teacher_method != "persona" and not self.generation_persona, "context_line",
                          "takes the system position a persona teacher (or generation_persona) speaks from; use one or the other")
             self.require(self.model is None, "context_line", "is an option of the toy world (not with --model)")
@@ -328,8 +327,9 @@ def data_key(config: RunConfig) -> str:
     import json
 
     fields = {k: getattr(config, k) for k in DATA_FIELDS}
+    default_corpus = CorpusConfig().to_dict()
     config = config.replace(pretrain_corpus={k: v for k, v in CorpusConfig(**config.pretrain_corpus).to_dict().items()
-                                             if v != getattr(CorpusConfig(), k)})  # the base it names, not its spelling
+                                             if v != default_corpus[k]})  # the base it names, not its spelling
     # Fields added with real models enter the key only when set, so toy runs keep their keys.
     defaults = RunConfig()
     fields.update({k: getattr(config, k) for k in REAL_DATA_FIELDS if getattr(config, k) != getattr(defaults, k)})
