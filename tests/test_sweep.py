@@ -55,3 +55,18 @@ def test_load_sweep__reads_the_shipped_experiment_and_a_saved_config(tmp_path):
     (tmp_path / "other.json").write_text('{"config_class": "RunConfig", "cells": [{}]}')
     with pytest.raises(ValueError, match="holds a RunConfig"):
         load_sweep(tmp_path / "other.json")
+
+
+def test_sweep_markdown_and_plot__a_sweep_without_mismatched_init(tmp_path):
+    """A dose-response sweep runs control and shared_init only: its table and figure show what it
+    has and say that the transmission verdict needs the mismatched-init comparison too."""
+    from interp.studies.sweep import plot_sweep, sweep_markdown
+
+    iv = {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "n_seeds": 4}
+    rows = [{"cell": "n_rows=500", "objectives": ["sft"], "teacher": iv, "control/sft": iv, "shared_init/sft": iv,
+             "vs_control/sft": _cmp(0.1, 0.001), "vs_mismatched/sft": None}]
+    add_verdicts(rows, 0.05)
+    md = sweep_markdown(rows)
+    assert "+0.1000 [+0.0000, +0.2000], p=0.001 (Holm 0.001)" in md and "needs control and mismatched_init" in md
+    plot_sweep(rows, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 0

@@ -132,10 +132,12 @@ def add_verdicts(rows: list[dict], alpha: float) -> None:
 
 
 def sweep_markdown(rows: list[dict], objective: str = "sft") -> str:
-    def fmt(iv):
-        return f"{iv['mean']:.4f} [{iv['ci_low']:.4f}, {iv['ci_high']:.4f}]"
+    def fmt(iv):  # None: a condition the cell did not run
+        return "-" if iv is None else f"{iv['mean']:.4f} [{iv['ci_low']:.4f}, {iv['ci_high']:.4f}]"
 
     def fmt_d(c):
+        if c is None:
+            return "-"
         d = c["difference"]
         return (f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
                 f"p={c['welch_p']:.2g} (Holm {c.get('holm_p', float('nan')):.2g})")
@@ -143,10 +145,14 @@ def sweep_markdown(rows: list[dict], objective: str = "sft") -> str:
     lines = [f"| cell | teacher P | control | shared_init | mismatched_init | shared - control | shared - mismatched | transmits |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['cell']} | {r['teacher']['mean']:.3f} | {fmt(r[f'control/{objective}'])} | "
-                     f"{fmt(r[f'shared_init/{objective}'])} | {fmt(r[f'mismatched_init/{objective}'])} | "
-                     f"{fmt_d(r[f'vs_control/{objective}'])} | {fmt_d(r[f'vs_mismatched/{objective}'])} | "
-                     f"{'**yes**' if r[f'transmits/{objective}'] else 'no'} |")
+        if r.get(f"vs_control/{objective}") is None or r.get(f"vs_mismatched/{objective}") is None:
+            verdict = "- (needs control and mismatched_init)"  # the verdict asks for both comparisons
+        else:
+            verdict = "**yes**" if r[f"transmits/{objective}"] else "no"
+        lines.append(f"| {r['cell']} | {r['teacher']['mean']:.3f} | {fmt(r.get(f'control/{objective}'))} | "
+                     f"{fmt(r.get(f'shared_init/{objective}'))} | {fmt(r.get(f'mismatched_init/{objective}'))} | "
+                     f"{fmt_d(r.get(f'vs_control/{objective}'))} | {fmt_d(r.get(f'vs_mismatched/{objective}'))} | "
+                     f"{verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -159,8 +165,11 @@ def plot_sweep(rows: list[dict], path: Path, objective: str = "sft") -> None:
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     ys = np.arange(len(rows))
     for offset, key, label in ((-0.15, "vs_control", "shared - control"), (0.15, "vs_mismatched", "shared - mismatched")):
-        d = [r[f"{key}/{objective}"]["difference"] for r in rows]
-        ax.errorbar([x["mean"] for x in d], ys + offset,
+        present = [i for i, r in enumerate(rows) if r.get(f"{key}/{objective}") is not None]
+        if not present:  # a sweep without that condition
+            continue
+        d = [rows[i][f"{key}/{objective}"]["difference"] for i in present]
+        ax.errorbar([x["mean"] for x in d], ys[present] + offset,
                     xerr=[[x["mean"] - x["ci_low"] for x in d], [x["ci_high"] - x["mean"] for x in d]],
                     fmt="o", capsize=3, label=label)
     ax.axvline(0, color="k", lw=1)
