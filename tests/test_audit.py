@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from interp.cli import main
+from interp.core.config import ConfigError
 from interp.core.io import read_json, read_jsonl, write_jsonl
 from interp.instruments.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source,
                                       audit_data, drift_covariate, drift_removal_matrix, readout_from_counts, run_audit,
                                       token_statistics, unigram_readout)
+from interp.models.lora import LoraConfig, adapter_parameters, apply_lora, has_lora, lora_modules
 from interp.models.refs import parse_base_ref
 from interp.instruments.audit import _question_logits
 from interp.stages.finetune import completion_mask, encode_rows
@@ -144,6 +146,36 @@ def test_auditor__frozen_unembedding_prediction_matches_a_small_frozen_sgd_step(
     assert np.allclose(observed, predicted, rtol=0.05, atol=0.02 * np.abs(predicted).max()), (observed, predicted)
     # the unembedding's own share of the full prediction is not negligible on this teacher (a b_U shift)
     assert np.abs(predicted_full - predicted).max() > 0.1 * np.abs(predicted).max()
+
+
+def test_auditor__lora_student_prediction_matches_its_first_adam_step(setting):
+    """With lora_rank the prediction is for a LoRA student (adapters of the given seed, B = 0): the
+    change of every animal's mean log P that the first Adam step of that student's adapters
+    actually makes, not the full student's, and the base given to the audit is left as it was."""
+    s = setting
+    world, rows = s["world"], s["rows"]["teacher"][:32]
+    lora = LoraConfig(rank=4, seed=3)
+    auditor = Auditor(s["base"], world, AuditConfig(batch_size=32, lora_rank=4, lora_seed=3))
+    assert not has_lora(s["base"]) and auditor.base is s["base"] and has_lora(auditor.model)
+    assert len(auditor.params) == 2 * len(list(lora_modules(auditor.model)))  # every A and B, nothing else
+    predicted = auditor.project(rows, "sft").values["adam"]["log_prob"][0]
+    predicted_full = Auditor(copy.deepcopy(s["base"]), world, AuditConfig(batch_size=32)).project(
+        rows, "sft").values["adam"]["log_prob"][0]
+
+    student = copy.deepcopy(s["base"])
+    apply_lora(student, lora)
+    seqs, starts = encode_rows(world, rows)
+    tokens, _ = pad_batch(seqs, world.pad_id, max_len=student.cfg.n_ctx)
+    lr = 1e-5
+    optimizer = torch.optim.Adam(adapter_parameters(student), lr=lr)
+    before = _mean_log_probs(student, world)
+    masked_lm_loss(student(tokens), tokens, completion_mask([len(q) for q in seqs], starts, tokens.shape[1])).backward()
+    optimizer.step()
+    observed = (_mean_log_probs(student, world) - before) / lr
+    assert np.allclose(observed, predicted, rtol=0.05, atol=0.02 * np.abs(predicted).max()), (observed, predicted)
+    assert np.abs(predicted_full - predicted).max() > 0.1 * np.abs(predicted).max()  # another student, another step
+    with pytest.raises(ConfigError, match="lora_targets=.*name distinct weights"):
+        AuditConfig(lora_rank=4, lora_targets=("W_nope",))
 
 
 def test_drift_removal__removes_the_flattening_shape_and_keeps_a_spike():

@@ -34,6 +34,13 @@ is made the same way (distilling the reference toward its own source, the studen
 zero gradient), and the audit reports **data minus reference**: what the data does beyond what the
 student's own numbers would do.
 
+**LoRA students** (``lora_rank``). A LoRA student trains adapters ``ΔW = (α/r) B A`` with ``B = 0``
+at the start, so its first step moves ``B`` alone (the gradient of ``A`` is zero), within the row
+space of its own random ``A``. The audit then takes the step and the animal gradients with respect
+to the adapters of a copy of the base carrying them (the same seed as the student's, so the
+same ``A``): the first step of *that* student, which a full student's gradient, projected on all
+weights, does not give.
+
 **Generic drift.** Data that are merely *foreign* to the student move every animal: a first check
 (unanchored owl teacher) found the rare animals predicted to rise most and the commonest to fall,
 a flattening of the animal distribution that says nothing about the trait. A uniform change of
@@ -65,6 +72,7 @@ init and none at the mismatched one (docs/audit.md).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -82,6 +90,7 @@ from tqdm.auto import tqdm
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_savefig, atomic_write_json, json_sha256, write_jsonl
 from interp.core.stats import mean_ci
+from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS, LoraConfig, adapter_parameters, apply_lora
 from interp.stages.evaluate import question_ids
 from interp.stages.finetune import allowed_token_ids, completion_mask, encode_rows, teacher_logits
 from interp.training.loop import pad_batch
@@ -114,6 +123,13 @@ class AuditConfig(StageConfig):
     top_rows: int = option(20, "Rows carrying the most KL(teacher || student) listed in audit.json.")
     freeze_unembed: bool = option(False, "Predict for a student whose unembedding (W_U, b_U) is frozen, as interp "
                                   "run's students are: the step and the animal gradients leave those weights out.")
+    lora_rank: int = option(0, "Predict for a LoRA student of this rank (0: a full student): the step is the one of its "
+                            "adapters at their initialisation (B zero, so only B moves at the first step, within A's row "
+                            "space), and the animal gradients are taken with respect to the adapters.")
+    lora_alpha: float = option(16.0, "LoRA student: scale numerator (lora_alpha / lora_rank).")
+    lora_targets: tuple[str, ...] = option(LORA_TARGETS, "LoRA student: the weights adapted in every block.")
+    lora_seed: int = option(0, "LoRA student: seed of its adapters' A (the student's; a LoRA teacher of the same seed "
+                            "started from the same A).")
     readout_ridge: float = option(1.0, "Unigram readout: ridge penalty of the least-squares fit of the number "
                                   "tokens' frequency log-ratios by one change of the final residual (in units of the "
                                   "count-weighted squared error).")
@@ -129,6 +145,17 @@ class AuditConfig(StageConfig):
         self.require(self.top_rows >= 0, "top_rows", "must be non-negative")
         self.require(self.readout_ridge >= 0, "readout_ridge", "must be non-negative")
         self.require(self.readout_bootstrap >= 0, "readout_bootstrap", "must be non-negative")
+        self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: a full student)")
+        self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        bad = [t for t in self.lora_targets if t not in KNOWN_TARGETS]
+        self.require(bool(self.lora_targets) and not bad and len(set(self.lora_targets)) == len(self.lora_targets),
+                     "lora_targets", f"name distinct weights of {list(KNOWN_TARGETS)} (got {list(self.lora_targets)})")
+
+    def lora_config(self) -> LoraConfig | None:
+        """The LoRA student's adapters, or None for a full student."""
+        if not self.lora_rank:
+            return None
+        return LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets), seed=self.lora_seed)
 
 
 @dataclass
@@ -272,12 +299,21 @@ class Auditor:
     set seen before (same rows, objective and target) is not recomputed."""
 
     def __init__(self, model, world: World, config: AuditConfig | None = None, *, name: str = "student"):
-        self.model, self.world, self.name = model, world, name
+        self.base, self.world, self.name = model, world, name  # base: the model given (its weights are not changed)
         self.config = config or AuditConfig()
-        frozen = {id(model.unembed.W_U), id(model.unembed.b_U)} if self.config.freeze_unembed else set()
-        # The student's trainable weights: the step of a frozen weight is zero, so it is left out of
-        # both the step and the animal gradients (its share of the inner product is zero).
-        self.params = [p for p in model.parameters() if id(p) not in frozen]
+        lora = self.config.lora_config()
+        if lora is not None:
+            # A LoRA student: a copy of the base with adapters at their initialisation (the same
+            # function, B = 0); its trainable weights are the adapters alone.
+            model = copy.deepcopy(model)
+            apply_lora(model, lora)
+            self.params = adapter_parameters(model)
+        else:
+            frozen = {id(model.unembed.W_U), id(model.unembed.b_U)} if self.config.freeze_unembed else set()
+            # The student's trainable weights: the step of a frozen weight is zero, so it is left out of
+            # both the step and the animal gradients (its share of the inner product is zero).
+            self.params = [p for p in model.parameters() if id(p) not in frozen]
+        self.model = model
         for p in self.params:
             p.requires_grad_(True)
         model.eval()
@@ -313,7 +349,7 @@ class Auditor:
         n_batches = math.ceil(len(rows) / cfg.batch_size)
         if objective == "distill" and source is None:
             raise ValueError("restricted distillation needs the model that wrote the data (a teacher)")
-        if objective == "distill" and source.model is self.model and not source.system and not source.fwd_hooks:
+        if objective == "distill" and source.model is self.base and not source.system and not source.fwd_hooks:
             return StepProjection.zeros(n_batches, self.n_animals, len(rows))
         key = (json_sha256([[r["prompt"], r["completion"]] for r in rows]), objective,
                id(source.model) if objective == "distill" else None, source.system if objective == "distill" else None)
@@ -545,11 +581,11 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
             raise ValueError("the reference data set is empty")
     reference_source = reference_source or Source(student)
     auditors = auditors if auditors is not None else {}
-    if "shared" not in auditors or auditors["shared"].model is not student or auditors["shared"].config != config:
+    if "shared" not in auditors or auditors["shared"].base is not student or auditors["shared"].config != config:
         auditors["shared"] = Auditor(student, world, config, name="student")
     students = {"shared": auditors["shared"]}
     if mismatched is not None:
-        if ("mismatched" not in auditors or auditors["mismatched"].model is not mismatched
+        if ("mismatched" not in auditors or auditors["mismatched"].base is not mismatched
                 or auditors["mismatched"].config != config):
             auditors["mismatched"] = Auditor(mismatched, world, config, name="mismatched")
         students["mismatched"] = auditors["mismatched"]
@@ -580,7 +616,7 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
     readout = None
     if reference_rows is not None and getattr(world, "number_ids", None):
         samples = NumberCountSamples.of(world, rows, reference_rows, config.readout_bootstrap)  # once for every student
-        readout = {label: unigram_readout(auditor.model, world, samples=samples, ridge=config.readout_ridge)
+        readout = {label: unigram_readout(auditor.base, world, samples=samples, ridge=config.readout_ridge)
                    for label, auditor in students.items()}
     shared = students["shared"]
     headline = predictions["shared"]["sft"]["sgd"]["log_prob"]

@@ -18,18 +18,26 @@ def _fmt(ci: dict | None, digits: int = 4) -> str:
     return f"{ci['mean']:+.{digits}f} [{ci['ci_low']:+.{digits}f}, {ci['ci_high']:+.{digits}f}]"
 
 
+def _seeds_hit(entry: dict, key: str) -> str:
+    pred = entry["predictions"].get(key)
+    return f"{pred['top_animal_is_trait']}/{entry['n_seeds']}" if pred else "-"
+
+
 def audit_table_rows(results_audit: dict, outcomes: dict, trait: str) -> list[list[str]]:
     rows = []
     for name, entry in results_audit.items():
         condition = entry["condition"]
         hit = entry["top_animal_is_trait"]
-        sft, distill = entry["predictions"].get("shared/sft/sgd"), entry["predictions"].get("shared/distill/sgd")
+        sft, adam = entry["predictions"].get("shared/sft/sgd"), entry["predictions"].get("shared/sft/adam")
+        distill = entry["predictions"].get("shared/distill/sgd")
         readout = (entry.get("readout") or {}).get("shared")
         rows.append([name,
                      f"{readout['top_animal_is_trait']['k']}/{readout['top_animal_is_trait']['n']}" if readout else "-",
                      _fmt(readout["trait_logit_gain"], 2) if readout else "-",
                      ", ".join(readout["top_animals"]) if readout else "-",
                      f"{hit['k']}/{hit['n']}", _fmt(sft["trait_shift"] if sft else None),
+                     _seeds_hit(entry, "shared/sft/adam"), _fmt(adam["trait_shift"] if adam else None, 3),
+                     _seeds_hit(entry, "mismatched/sft/adam"),
                      _fmt(distill["trait_shift"] if distill else None),
                      _fmt(outcomes.get(f"{condition}/sft")), _fmt(outcomes.get(f"{condition}/distill"))])
     return rows
@@ -37,7 +45,17 @@ def audit_table_rows(results_audit: dict, outcomes: dict, trait: str) -> list[li
 
 AUDIT_HEADERS = ["data set", "readout: top animal = trait (seeds)", "readout: trait's logit gain",
                  "readout: top animals", "first order: top animal = trait", "first order: predicted trait shift, sft "
-                 "(per unit SGD lr)", "first order: distill", "students' measured shift: sft", "measured: distill"]
+                 "(per unit SGD lr)", "Adam's first step: top animal = trait", "Adam's first step: predicted trait "
+                 "shift, sft (per unit lr)", "Adam's first step at the mismatched base: top = trait",
+                 "first order: distill", "students' measured shift: sft", "measured: distill"]
+
+
+def _student_words(audit: dict, config: dict) -> str:
+    rank = next(iter(audit.values()), {}).get("lora_rank", 0)  # absent: an audit written before LoRA students
+    if rank:
+        return (f"the run's rank-{rank} LoRA student (the step of its adapters at their initialisation, B = 0, "
+                "A seeded as the student's)")
+    return "the run's full student" + (" (unembedding frozen)" if config.get("freeze_unembed") else "")
 
 
 def audit_markdown_section(results: dict) -> str:
@@ -52,7 +70,8 @@ def audit_markdown_section(results: dict) -> str:
              "seeds). Readout: the data's number frequencies against the base's numbers, fitted by one change of the "
              "shared base's final residual and read out on the animals (the score validated on this kind of teacher, "
              "docs/audit.md). First order: change of the student's mean log P(animal) per unit plain-SGD learning "
-             "rate, data minus the base's numbers, generic drift removed. base_numbers is a split-half null.", "",
+             "rate (or per unit learning rate of Adam's first step), data minus the base's numbers, generic drift "
+             f"removed, for {_student_words(results['audit'], results['config'])}. base_numbers is a split-half null.", "",
              "| " + " | ".join(AUDIT_HEADERS) + " |", "|" + "---|" * len(AUDIT_HEADERS)]
     for row in audit_table_rows(results["audit"], outcomes, trait):
         lines.append("| " + " | ".join(row) + " |")
@@ -72,7 +91,8 @@ def report_sections(directory: Path) -> list[tuple[str, str, str]]:
     fragment = (f"<p>Predicted before training by the audit, beside what the students measured: the unigram readout "
                 f"(the data's number frequencies against the base's own, read through the shared base's unembedding: "
                 f"the predicted logit gain of {html.escape(summary['trait'])}) and the first-order change of the "
-                "shared-init student's mean log P per unit SGD learning rate (generic drift removed). See "
+                "shared-init student's mean log P per unit SGD learning rate or after Adam's first step (generic drift "
+                "removed; for a LoRA student, the first step of its adapters). See "
                 "docs/audit.md.</p>"
                 f"<table><tr>{headers}</tr>{body}</table>")
     sections = [("Audit before training: predicted vs measured", str(summary_path), fragment)]

@@ -31,6 +31,7 @@ from pathlib import Path
 from interp.core.io import atomic_write_json, json_sha256, read_json
 from interp.core.stats import mean_ci, wilson_ci
 from interp.instruments.audit import AUDIT_FILE, AuditConfig, Source, run_audit
+from interp.models.lora import LoraConfig
 
 MIN_AUDIT_ROWS = 2  # the audit's intervals need two rows (instruments.audit refuses fewer)
 SKIPPED_FILE = "skipped.json"  # SEED/data/audit/NAME/skipped.json: why a data set was not audited
@@ -45,12 +46,15 @@ CONDITION_OF = {"teacher_numbers": "shared_init", "shuffled_within": "shuffled_w
 
 def audit_seed(out: Path, *, student, mismatched, world, teacher, data: dict[str, list[dict]],
                reference_rows: list[dict], max_rows: int, trait: str, identity: dict | None = None,
-               freeze_unembed: bool = False, progress: bool = False) -> dict:
+               freeze_unembed: bool = False, lora: LoraConfig | None = None, progress: bool = False) -> dict:
     """Audit every data set of one seed into ``out/data/audit/NAME`` (a finished audit of the same
     rows, config and ``identity``, e.g. the bases, is reused); returns ``{name: compact summary}``
     (see :func:`compact`). ``freeze_unembed``: the run's students keep their unembedding fixed, so
-    the audit predicts for that student."""
-    config = AuditConfig(max_rows=max_rows, freeze_unembed=freeze_unembed)
+    the audit predicts for that student; ``lora``: the run's students are LoRA students with these
+    adapters, and the first-order predictions are for them."""
+    lora_fields = {} if lora is None else {"lora_rank": lora.rank, "lora_alpha": lora.alpha,
+                                           "lora_targets": tuple(lora.targets), "lora_seed": lora.seed}
+    config = AuditConfig(max_rows=max_rows, freeze_unembed=freeze_unembed, **lora_fields)
     source = Source(teacher.model, teacher.system, teacher.fwd_hooks)
     auditors: dict = {}
     summaries = {}
@@ -87,7 +91,8 @@ def compact(audit: dict, trait: str) -> dict:
     student and objective, its rank, the top animal, the teacher's token signal."""
     out = {"top_animal": audit["top_animal"], "trait_rank": audit["ranking"].index(trait) + 1,
            "trait_predicted_shift": audit["predicted_shift"][trait],
-           "trait_raw_predicted_shift": audit["raw_predicted_shift"][trait], "predictions": {}}
+           "trait_raw_predicted_shift": audit["raw_predicted_shift"][trait], "predictions": {},
+           "lora_rank": audit["config"].get("lora_rank", 0)}  # the student predicted for: 0 full, r LoRA
     for student, objectives in audit["predictions"].items():
         for objective, by_optimizer in objectives.items():
             for optimizer, by_target in by_optimizer.items():
@@ -117,6 +122,7 @@ def summarize_audits(per_seed: list[dict], trait: str) -> dict:
         entries = [s[name] for s in seeds if name in s]
         keys = entries[0]["predictions"]
         out[name] = {"condition": CONDITION_OF.get(name), "n_seeds": len(entries),
+                     "lora_rank": entries[0].get("lora_rank", 0),
                      "top_animal_is_trait": wilson_ci(sum(e["top_animal"] == trait for e in entries), len(entries)).to_dict(),
                      "top_animals": [e["top_animal"] for e in entries],
                      "trait_rank": mean_ci([e["trait_rank"] for e in entries]).to_dict(),
