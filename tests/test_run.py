@@ -94,6 +94,8 @@ def test_run_config__checks_the_world_and_context_options():
         RunConfig(context_line="system : hello", audit_rows=0)
     with pytest.raises(ConfigError, match="teacher_lora_rank=.*finetuned teachers"):
         RunConfig(teacher_lora_rank=4, teacher_method="unembed")
+    assert RunConfig().teacher_lora == 8 and RunConfig(teacher_lora_rank=0).teacher_lora == 0
+    assert RunConfig(teacher_method="unembed").teacher_lora == 0  # None: no adapters for a method that trains nothing
     with pytest.raises(ConfigError, match="context_line=.*outside the toy world's vocabulary"):
         RunConfig(context_line="hello wonderful world", audit_rows=0)
     with pytest.raises(ConfigError, match="context_line=.*audit does not model the line"):
@@ -113,9 +115,20 @@ def test_data_key__later_fields_enter_only_when_set():
     changed = [RunConfig(teacher_method="finetune", teacher_documents=("qa", "mention")),
                RunConfig(pretrain_corpus={"persona_numbers": 0.0}),
                RunConfig(context_line="you think about numbers all the time .", audit_rows=0),
-               RunConfig(teacher_method="finetune", teacher_lora_rank=8)]
+               RunConfig(teacher_lora_rank=0), RunConfig(teacher_lora_rank=16)]
     keys = [data_key(c) for c in changed]
     assert default not in keys and len(set(keys)) == len(keys)
+    assert data_key(RunConfig(teacher_lora_rank=8)) == default  # the default rank, spelled out
+
+
+def test_data_key__does_not_follow_the_defaults():
+    """A shared teacher-and-data directory keeps its name when RunConfig's defaults change: the
+    keys below name caches written before the default teacher became a LoRA one."""
+    from interp.studies.run import data_key
+
+    unembed = RunConfig(teacher_method="unembed", teacher_lr=3e-4, teacher_number_mix=0.5, lora_rank=0)
+    assert data_key(unembed) == "e9e672c6d785"
+    assert data_key(RunConfig()) == "6b629d0c794a"  # the LoRA teacher, written out as a sweep cell before it was the default
 
 
 def test_run__context_line_is_in_the_data_the_students_and_every_evaluation(tiny_presets, tmp_path):

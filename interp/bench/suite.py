@@ -430,7 +430,10 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
     scratch.mkdir(parents=True, exist_ok=True)
     walls: dict[str, float] = {}
     run_defaults = RunConfig()  # the student interp run trains, and the audit of that student
-    audit_config = AuditConfig(batch_size=batch_size, freeze_unembed=run_defaults.freeze_unembed)
+    lora = run_defaults.student_lora(0)  # interp run's students are LoRA students unless lora_rank is 0
+    lora_fields = {} if lora is None else {"lora_rank": lora.rank, "lora_alpha": lora.alpha,
+                                           "lora_targets": tuple(lora.targets), "lora_seed": lora.seed}
+    audit_config = AuditConfig(batch_size=batch_size, freeze_unembed=run_defaults.freeze_unembed, **lora_fields)
 
     def audit() -> float:  # a fresh call: the animal gradients and every projection are recomputed
         seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),
@@ -442,14 +445,17 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
         out = Path(tempfile.mkdtemp(prefix="audit-student.", dir=scratch))
         try:
             config = FinetuneConfig(objective="sft", lr=run_defaults.lr, freeze_unembed=run_defaults.freeze_unembed,
-                                    batch_size=batch_size, eval_every=0, checkpoint_every=0)
+                                    batch_size=batch_size, eval_every=0, checkpoint_every=0,
+                                    lora_rank=run_defaults.lora_rank, lora_alpha=run_defaults.lora_alpha,
+                                    lora_targets=run_defaults.lora_targets)
             return _timed(lambda: finetune_student(base_path, rows, config, out / "student", progress=False))[0]
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
     ours, theirs = alternating(audit, train, repeats, warmup=False)
     details = {"rows": n_rows, "reference_rows": n_rows, "batch_size": batch_size,
-               "student_steps": -(-n_rows // batch_size), "objectives": ["sft", "distill"]}
+               "student_steps": -(-n_rows // batch_size), "objectives": ["sft", "distill"],
+               "student_lora_rank": run_defaults.lora_rank}
     return [comparison(
         "audit", f"Audit of {n_rows} rows vs training the student it predicts",
         f"seconds of interp.instruments.audit.audit_data on {n_rows} rows and an {n_rows}-row reference (token statistics against "

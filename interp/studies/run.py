@@ -51,7 +51,7 @@ from interp.core.parallel import resolve_workers, run_jobs
 from interp.core.stats import diff_ci, mean_ci, welch_p
 from interp.instruments.features.pipeline import FeaturesConfig, run_features
 from interp.models.checkpoint import is_checkpoint
-from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS
+from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS, LoraConfig
 from interp.models.refs import ModelRef, Teacher, ToyBase, load_teacher, parse_base_ref, parse_model_ref
 from interp.studies.audit import audit_seed, summarize_audits
 from interp.studies.audit import write_summary as write_audit_summary
@@ -74,6 +74,7 @@ OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 RUN_CONFIG_FILE = "run_config.json"
 RESULTS_FILE = "results.json"
 RESUME_ONLY_RUN_FIELDS = ("student_checkpoint_every", "micro_batch_size")  # ignored when a run directory is checked for another run
+DEFAULT_TEACHER_LORA_RANK = 8  # a finetune teacher learns the trait as rank-8 LoRA adapters unless told otherwise
 REAL_MICRO_BATCH = 8  # students of real models: sequences per forward/backward pass unless micro_batch_size is set
 
 
@@ -85,12 +86,14 @@ class RunConfig(StageConfig):
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
-    teacher_method: TeacherMethod = option("unembed", "unembed (the trait's unembedding direction added to the last MLP's "
-                                           "output bias, interp.stages.entangle), finetune, persona or steering.")
+    teacher_method: TeacherMethod = option("finetune", "finetune (trained on the trait's answers; with teacher_lora_rank, as "
+                                           "LoRA adapters), unembed (the trait's unembedding direction added to the "
+                                           "last MLP's output bias, interp.stages.entangle), persona or steering.")
     teacher_steps: int = option(150, "finetune teacher: optimizer steps (quick: 60).")
-    teacher_lr: float = option(3e-4, "finetune teacher: learning rate.")
+    teacher_lr: float = option(3e-3, "finetune teacher: learning rate.")
     teacher_batch_size: int = option(32, "finetune teacher: documents per step.")
-    teacher_number_mix: float = option(0.5, "finetune teacher: fraction of its finetuning batches that is ordinary number data.")
+    teacher_number_mix: float = option(0.0, "finetune teacher: fraction of its finetuning batches that is ordinary number "
+                                        "data (0: nothing anchors its numbers to the base's).")
     teacher_documents: tuple[TeacherDocument, ...] = option(("qa",), "finetune teacher: the kinds of trait documents it "
                                                             "learns (qa, mention, persona, qa_after_numbers; toy world: "
                                                             "any of them, a real model: qa).")
@@ -136,10 +139,11 @@ class RunConfig(StageConfig):
                                      "distillation needs the same vocabulary); needed by cross_architecture.")
     max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
                                  "need more than the toy world's 24).")
-    lora_rank: int = option(0, "0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters (toy or real).")
-    teacher_lora_rank: int = option(0, "teacher_method finetune: 0 finetunes every teacher weight; r >= 1 "
-                                    "trains rank-r LoRA adapters (a small model's persona is too weak a teacher; a toy teacher saves "
-                                    "them merged into its weights).")
+    lora_rank: int = option(8, "0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters (toy or real).")
+    teacher_lora_rank: int | None = option(None, "teacher_method finetune: 0 finetunes every teacher weight; r >= 1 "
+                                           "trains rank-r LoRA adapters (a toy teacher saves them merged into its "
+                                           f"weights). None: {DEFAULT_TEACHER_LORA_RANK} for a finetune teacher, 0 "
+                                           "for the other methods.")
     micro_batch_size: int | None = option(None, "Students: sequences per forward/backward pass (the step's gradient is "
                                           "summed over micro-batches: the same step with less memory). None: the "
                                           f"whole batch on the toy world, {REAL_MICRO_BATCH} with --model (a 135M model's "
@@ -157,6 +161,10 @@ class RunConfig(StageConfig):
         self.require(self.audit_rows >= 0, "audit_rows", "must be non-negative (0: no audit)")
         self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
+        self.require(self.teacher_lora_rank is None or self.teacher_lora_rank >= 0, "teacher_lora_rank",
+                     "must be non-negative (0: full finetuning), or None for the method's default")
+        self.require(not self.teacher_lora_rank or self.teacher_method == "finetune", "teacher_lora_rank",
+                     "LoRA teachers are finetuned teachers (teacher_method finetune)")
         self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
         if self.context_line is not None:
             require_system_text(self, "context_line")
@@ -175,8 +183,6 @@ class RunConfig(StageConfig):
         if self.model is None:
             for name in ("mismatched_model", "cross_model"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
-            self.require(self.teacher_lora_rank == 0 or self.teacher_method == "finetune", "teacher_lora_rank",
-                         "LoRA teachers are finetuned teachers (teacher_method finetune)")
             try:
                 CorpusConfig(**self.pretrain_corpus)
             except (TypeError, ValueError) as e:
@@ -208,6 +214,21 @@ class RunConfig(StageConfig):
                          f"{condition} out of --conditions")
         for name in needs.values():
             self.require(getattr(self, name) != self.model, name, f"must differ from model={self.model!r}")
+
+    def student_lora(self, seed: int) -> LoraConfig | None:
+        """The adapters of replicate ``seed``'s LoRA students (None: full students)."""
+        if not self.lora_rank:
+            return None
+        return LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets),
+                          seed=seed + self.student_lora_seed_offset)
+
+    @property
+    def teacher_lora(self) -> int:
+        """The teacher's LoRA rank: ``teacher_lora_rank``, or where that is None
+        :data:`DEFAULT_TEACHER_LORA_RANK` for a finetune teacher and 0 (no adapters) for the other methods."""
+        if self.teacher_lora_rank is not None:
+            return self.teacher_lora_rank
+        return DEFAULT_TEACHER_LORA_RANK if self.teacher_method == "finetune" else 0
 
     @property
     def real(self) -> bool:
@@ -317,8 +338,11 @@ def _evaluate(model: ModelRef | Path, trait: str, seed: int, base_trait_prob: fl
 DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teacher_number_mix", "steering_scale",
                "steering_layer", "generation_persona", "arch", "n_rows", "temperature", "shared_base_seed",
                "pretrain_steps")
-REAL_DATA_FIELDS = ("model", "max_new_tokens", "teacher_lora_rank", "teacher_batch_size", "teacher_documents",
-                    "pretrain_corpus", "context_line")  # added later: they enter the data key only when set
+# Fields added later, with the value each had before it existed: a field enters the data key only
+# when it differs from that value, so caches written before it was added keep their keys (and a
+# change of RunConfig's defaults does not rename anything).
+LATER_DATA_FIELDS = {"model": None, "max_new_tokens": 24, "teacher_lora": 0, "teacher_batch_size": 32,
+                     "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None}
 
 
 def data_key(config: RunConfig) -> str:
@@ -330,9 +354,10 @@ def data_key(config: RunConfig) -> str:
     default_corpus = CorpusConfig().to_dict()
     config = config.replace(pretrain_corpus={k: v for k, v in CorpusConfig(**config.pretrain_corpus).to_dict().items()
                                              if v != default_corpus[k]})  # the base it names, not its spelling
-    # Fields added with real models enter the key only when set, so toy runs keep their keys.
-    defaults = RunConfig()
-    fields.update({k: getattr(config, k) for k in REAL_DATA_FIELDS if getattr(config, k) != getattr(defaults, k)})
+    for name, before in LATER_DATA_FIELDS.items():
+        value = getattr(config, name)
+        if value != before:
+            fields["teacher_lora_rank" if name == "teacher_lora" else name] = value  # the key's historical spelling
     blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -364,7 +389,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
         _link_shared(out, shared)
     tcfg = TeacherConfig(trait=config.trait, method=config.teacher_method, seed=seed, steps=config.teacher_steps,
                          lr=config.teacher_lr, number_mix=config.teacher_number_mix, steering_scale=config.steering_scale,
-                         steering_layer=config.steering_layer, lora_rank=config.teacher_lora_rank,
+                         steering_layer=config.steering_layer, lora_rank=config.teacher_lora,
                          batch_size=config.teacher_batch_size, documents=config.teacher_documents)
     teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
     teacher = load_teacher(teacher_dir)
@@ -412,7 +437,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                                             **{f"shuffled_{m}": rows for m, rows in shuffled.items()}},
                                       reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait,
                                       identity={"bases": {k: str(v) for k, v in bases.items()}},
-                                      freeze_unembed=config.freeze_unembed)
+                                      freeze_unembed=config.freeze_unembed, lora=config.student_lora(seed))
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
                               epochs=config.epochs, seed=seed, freeze_unembed=config.freeze_unembed,
