@@ -103,6 +103,45 @@ def table(lines: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def cross_teacher(lines: list[dict], key: str = "shared/adam") -> str:
+    """Against other teachers' data: where teachers of several traits were audited at the same seed
+    (and the same LoRA student), each trait's predicted shift from its own teacher's data minus the
+    mean over the other teachers' data; this removes what any LoRA teacher's numbers do to that
+    animal (the generic drift of this kind of data). Also how often the trait's own teacher gives it
+    the largest predicted shift among the teachers (chance: 1 / number of teachers)."""
+    groups: dict = {}
+    for line in lines:
+        groups.setdefault((line["seed"], line["lora_rank"], line["lora_seed"]), {})[line["trait"]] = line
+    rows, hits, n = {}, 0, 0
+    for (seed, _, _), by_trait in sorted(groups.items()):
+        if len(by_trait) < 2:
+            continue
+        for trait, line in by_trait.items():
+            others = [o["predictions"][key]["shifts"][trait] for t, o in by_trait.items() if t != trait]
+            own = line["predictions"][key]["shifts"][trait]
+            rows.setdefault(trait, []).append(own - float(np.mean(others)))
+            hits += own > max(others)
+            n += 1
+    if not rows:
+        return ""
+    chance = 1 / len(rows)
+    p_value = stats.binomtest(hits, n, chance, alternative="greater").pvalue
+    out = [f"Against the other teachers' data ({key}): the trait's predicted shift from its own teacher's data minus "
+           "the mean from the other teachers' data, mean [95% CI] over seeds; the trait's own teacher gives it the "
+           f"largest predicted shift at {hits}/{n} (chance {chance:.2f}, one-sided binomial p = {p_value:.2g})", "",
+           "| trait | seeds | own − others | seeds above zero |", "|---|---|---|---|"]
+    pooled = []
+    for trait, values in rows.items():
+        ci = mean_ci(values)
+        pooled += values
+        out.append(f"| {trait} | {len(values)} | {ci.mean:+.3f} [{ci.ci_low:+.3f}, {ci.ci_high:+.3f}] | "
+                   f"{sum(v > 0 for v in values)}/{len(values)} |")
+    ci = mean_ci(pooled)
+    out.append(f"| all | {len(pooled)} | {ci.mean:+.3f} [{ci.ci_low:+.3f}, {ci.ci_high:+.3f}] | "
+               f"{sum(v > 0 for v in pooled)}/{len(pooled)} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cells", nargs="+", type=Path, help="finished interp run directories with LoRA students")
@@ -127,7 +166,9 @@ def main() -> None:
             print(f"{cell} seed {seed}: observed {line['observed_shared_minus_control']:+.3f}; Adam step: "
                   f"{line['trait']} rank {p['trait_rank']}, top {p['top_animal']}, rho {p['spearman_vs_observed']:+.2f}",
                   flush=True)
-    (args.out / "audit_lora.md").write_text(table(read_jsonl(path)))
+    lines = read_jsonl(path)
+    (args.out / "audit_lora.md").write_text(table(lines) + "\n" + cross_teacher(lines) + "\n"
+                                            + cross_teacher(lines, "mismatched/adam"))
     print((args.out / "audit_lora.md").read_text())
 
 

@@ -31,8 +31,9 @@ def main(sweep: str, out: str) -> None:
         ax.annotate(f"{r[0]} prompts", (r[1], r[2]["mean"]), textcoords="offset points", xytext=(4, -12), fontsize=7)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xscale("log")
-    ax.set_xlabel("filtered teacher rows the shared-init student trains on (mean over seeds)")
-    ax.set_ylabel("P(owl) shift: shared init - control")
+    ax.set_xlabel("filtered teacher rows per student (mean over seeds)")
+    trait = json.loads(next(Path(sweep).glob("cell*/results.json")).read_text())["trait"]
+    ax.set_ylabel(f"P({trait}) shift: shared - control")
     ax.set_title(f"SFT dose-response ({rows[0][4]} seeds, Welch 95% CI)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -70,3 +70,20 @@ def test_sweep_markdown_and_plot__a_sweep_without_mismatched_init(tmp_path):
     assert "+0.1000 [+0.0000, +0.2000], p=0.001 (Holm 0.001)" in md and "needs control and mismatched_init" in md
     plot_sweep(rows, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_every_shipped_sweep_config_is_valid_and_pins_its_teacher_and_student():
+    """Every experiment config loads (each cell a valid RunConfig), and names the teacher and the
+    student it was measured with, so a later change of interp run's defaults does not change it."""
+    import json
+    from pathlib import Path
+
+    from interp.studies.sweep import load_sweep
+
+    paths = sorted((Path(__file__).parents[1] / "experiments").glob("*.json"))
+    sweeps = [p for p in paths if json.loads(p.read_text()).get("config_class") == "SweepConfig"]
+    assert len(sweeps) >= 20
+    for path in sweeps:
+        sweep = load_sweep(path)
+        for key in ("teacher_method", "teacher_lora_rank", "lora_rank"):
+            assert all(key in {**sweep.base, **cell} for cell in sweep.cells), (path.name, key)
