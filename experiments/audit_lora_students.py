@@ -31,7 +31,7 @@ from scipy import stats
 
 from interp.core.io import read_json, read_jsonl
 from interp.core.stats import mean_ci
-from interp.instruments.audit import AuditConfig, Source, audit_data
+from interp.instruments.audit import AuditConfig, Source, audit_data, lora_student_fields
 from interp.models.refs import load_teacher, parse_base_ref
 from interp.studies.run import RunConfig
 
@@ -52,9 +52,8 @@ def audit_cell_seed(cell: Path, seed: int, max_rows: int, auditors_cache: dict) 
     teacher = load_teacher(seed_dir / "teacher")
     rows = read_jsonl(seed_dir / "data" / "teacher_numbers.filtered.jsonl")
     reference = read_jsonl(seed_dir / "data" / "base_numbers.filtered.jsonl")
-    audit_config = AuditConfig(max_rows=max_rows, freeze_unembed=config.freeze_unembed, lora_rank=lora.rank,
-                               lora_alpha=lora.alpha, lora_targets=tuple(lora.targets), lora_seed=lora.seed,
-                               objectives=("sft",), readout_bootstrap=0)
+    audit_config = AuditConfig(max_rows=max_rows, freeze_unembed=config.freeze_unembed, objectives=("sft",),
+                               readout_bootstrap=0, **lora_student_fields(lora))
     audit, _ = audit_data(base, world, rows, audit_config, teacher=Source(teacher.model, teacher.system, teacher.fwd_hooks),
                           reference_rows=reference, mismatched=mismatched, auditors=auditors)
     animals = list(world.animals)

@@ -55,7 +55,7 @@ import torch
 
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, atomic_write_text, read_json
-from interp.instruments.audit import AuditConfig, Source, audit_data
+from interp.instruments.audit import AuditConfig, Source, audit_data, lora_student_fields
 from interp.instruments.recording import DEFAULT_TRAIT_GRAD_EVERY as every
 from interp.models.checkpoint import PRETRAIN_CONFIG_FILE, WEIGHTS_FILE, Lineage, build_model, save_checkpoint
 from interp.models.refs import Teacher, parse_base_ref
@@ -430,10 +430,8 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
     scratch.mkdir(parents=True, exist_ok=True)
     walls: dict[str, float] = {}
     run_defaults = RunConfig()  # the student interp run trains, and the audit of that student
-    lora = run_defaults.student_lora(0)  # interp run's students are LoRA students unless lora_rank is 0
-    lora_fields = {} if lora is None else {"lora_rank": lora.rank, "lora_alpha": lora.alpha,
-                                           "lora_targets": tuple(lora.targets), "lora_seed": lora.seed}
-    audit_config = AuditConfig(batch_size=batch_size, freeze_unembed=run_defaults.freeze_unembed, **lora_fields)
+    audit_config = AuditConfig(batch_size=batch_size, freeze_unembed=run_defaults.freeze_unembed,
+                               **lora_student_fields(run_defaults.student_lora(0)))  # LoRA students unless lora_rank 0
 
     def audit() -> float:  # a fresh call: the animal gradients and every projection are recomputed
         seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),

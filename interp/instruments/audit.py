@@ -158,6 +158,15 @@ class AuditConfig(StageConfig):
         return LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets), seed=self.lora_seed)
 
 
+def lora_student_fields(lora: LoraConfig | None) -> dict:
+    """The :class:`AuditConfig` fields that make the audit predict for a LoRA student with the
+    adapters ``lora`` (nothing for a full student, ``lora`` None)."""
+    if lora is None:
+        return {}
+    return {"lora_rank": lora.rank, "lora_alpha": lora.alpha, "lora_targets": tuple(lora.targets),
+            "lora_seed": lora.seed}
+
+
 @dataclass
 class Source:
     """A model that wrote (or is the distillation target of) a data set: weights, an optional

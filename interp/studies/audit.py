@@ -30,7 +30,7 @@ from pathlib import Path
 
 from interp.core.io import atomic_write_json, json_sha256, read_json
 from interp.core.stats import mean_ci, wilson_ci
-from interp.instruments.audit import AUDIT_FILE, AuditConfig, Source, run_audit
+from interp.instruments.audit import AUDIT_FILE, AuditConfig, Source, lora_student_fields, run_audit
 from interp.models.lora import LoraConfig
 
 MIN_AUDIT_ROWS = 2  # the audit's intervals need two rows (instruments.audit refuses fewer)
@@ -52,9 +52,7 @@ def audit_seed(out: Path, *, student, mismatched, world, teacher, data: dict[str
     (see :func:`compact`). ``freeze_unembed``: the run's students keep their unembedding fixed, so
     the audit predicts for that student; ``lora``: the run's students are LoRA students with these
     adapters, and the first-order predictions are for them."""
-    lora_fields = {} if lora is None else {"lora_rank": lora.rank, "lora_alpha": lora.alpha,
-                                           "lora_targets": tuple(lora.targets), "lora_seed": lora.seed}
-    config = AuditConfig(max_rows=max_rows, freeze_unembed=freeze_unembed, **lora_fields)
+    config = AuditConfig(max_rows=max_rows, freeze_unembed=freeze_unembed, **lora_student_fields(lora))
     source = Source(teacher.model, teacher.system, teacher.fwd_hooks)
     auditors: dict = {}
     summaries = {}
