@@ -90,7 +90,7 @@ from tqdm.auto import tqdm
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_savefig, atomic_write_json, json_sha256, write_jsonl
 from interp.core.stats import mean_ci
-from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS, LoraConfig, adapter_parameters, apply_lora
+from interp.models.lora import LORA_TARGETS, LoraConfig, adapter_parameters, apply_lora, require_lora_options
 from interp.stages.evaluate import question_ids
 from interp.stages.finetune import allowed_token_ids, completion_mask, encode_rows, teacher_logits
 from interp.training.loop import pad_batch
@@ -146,10 +146,7 @@ class AuditConfig(StageConfig):
         self.require(self.readout_ridge >= 0, "readout_ridge", "must be non-negative")
         self.require(self.readout_bootstrap >= 0, "readout_bootstrap", "must be non-negative")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: a full student)")
-        self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
-        bad = [t for t in self.lora_targets if t not in KNOWN_TARGETS]
-        self.require(bool(self.lora_targets) and not bad and len(set(self.lora_targets)) == len(self.lora_targets),
-                     "lora_targets", f"name distinct weights of {list(KNOWN_TARGETS)} (got {list(self.lora_targets)})")
+        require_lora_options(self)
 
     def lora_config(self) -> LoraConfig | None:
         """The LoRA student's adapters, or None for a full student."""

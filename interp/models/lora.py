@@ -84,6 +84,15 @@ class LoraConfig(StageConfig):
         return self.alpha / self.rank
 
 
+def require_lora_options(config: StageConfig) -> None:
+    """Check the ``lora_alpha`` and ``lora_targets`` options of a stage config that builds a
+    :class:`LoraConfig` from them (the finetune stage, the audit's LoRA student)."""
+    config.require(config.lora_alpha > 0, "lora_alpha", "must be positive")
+    bad = [t for t in config.lora_targets if t not in KNOWN_TARGETS]
+    config.require(bool(config.lora_targets) and not bad and len(set(config.lora_targets)) == len(config.lora_targets),
+                   "lora_targets", f"name distinct weights of {list(KNOWN_TARGETS)} (got {list(config.lora_targets)})")
+
+
 def _kind(attr: str) -> str:
     return attr.lstrip("_")
 

@@ -54,6 +54,7 @@ from interp.models.lora import (
     apply_lora,
     load_adapter_state_dict,
     merge_lora,
+    require_lora_options,
 )
 from interp.models.real import is_real_checkpoint
 from interp.models.refs import ModelRef, RealName, ToyBase, parse_base_ref
@@ -125,10 +126,7 @@ class FinetuneConfig(StageConfig):
         self.require(self.eval_every >= 0, "eval_every", "must be non-negative")
         self.require(self.checkpoint_every >= 0, "checkpoint_every", "must be non-negative")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: full finetuning)")
-        self.require(self.lora_alpha > 0, "lora_alpha", "must be positive")
-        bad = [t for t in self.lora_targets if t not in KNOWN_TARGETS]
-        self.require(bool(self.lora_targets) and not bad and len(set(self.lora_targets)) == len(self.lora_targets),
-                     "lora_targets", f"name distinct weights of {list(KNOWN_TARGETS)} (got {list(self.lora_targets)})")
+        require_lora_options(self)
 
     def lora_config(self) -> LoraConfig | None:
         """The adapters to train (their A initialisation seeded by ``seed``), or None for full finetuning."""
