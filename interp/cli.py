@@ -30,6 +30,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "interp.commands.run",
     "interp.commands.sweep",
     "interp.commands.report",
+    "interp.commands.results_table",
     "interp.commands.mnist",
     "interp.commands.theorem",
     "interp.commands.bench",
