@@ -38,7 +38,7 @@ def _repo(tmp_path, results):
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.json").write_text(json.dumps(results))
-    docs = [tmp_path / "README.md", tmp_path / "docs" / "main_run.md"]
+    docs = [tmp_path / d for d in DEFAULT_DOCUMENTS]
     docs[1].parent.mkdir()
     for d in docs:
         d.write_text(f"# title\n\n{TABLE_START}\nold table\n{TABLE_END}\n\nafter\n")
