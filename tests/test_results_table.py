@@ -69,6 +69,10 @@ def test_render_table__shows_every_condition_and_comparison_with_its_interval(tm
     assert f"**{control['mean']:+.3f}** | [{control['ci_low']:+.3f}, {control['ci_high']:+.3f}] | 3 |" in table
     assert "](docs/figures/main_run.png)" in table and "](docs/results/main_run.json)" in table
     assert "`interp run` with" in table and "`objectives` ['sft', 'distill']" in table  # not the default config: says what differs
+    assert "its base" not in table  # every student's base here is the shared one
+    result = main_result(results)
+    next(c for c in result["conditions"] if c["name"] == "mismatched_init")["own_base_trait_prob"] = 0.128
+    assert "| mismatched init (another seed's base), its base 0.128 |" in render_table(result, document=Path("README.md"))
     docs_table = render_table(main_result(results), document=Path("docs/main_run.md"))
     assert "](figures/main_run.png)" in docs_table and "](results/main_run.json)" in docs_table
 

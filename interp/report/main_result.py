@@ -73,6 +73,10 @@ def main_result(results: dict, objective: str = "sft") -> dict:
             "n_rows": results.get("n_rows", []), "conditions": conditions, "comparisons": comparisons}
 
 
+def _objective_name(objective: str) -> str:
+    return "SFT" if objective == "sft" else f"`{objective}`"
+
+
 def _relative(target: Path, document: Path) -> str:
     return Path(os.path.relpath(target, document.parent)).as_posix()
 
@@ -96,7 +100,7 @@ def render_table(result: dict, *, document: Path, results_file: Path = DEFAULT_R
     trait, objective, seeds = result["trait"], result["objective"], result["seeds"]
     by_name = {c["name"]: c for c in result["conditions"]}
     seed_text = f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
-    lines = [f"**{objective.upper() if objective == 'sft' else objective} students, trait `{trait}`**: "
+    lines = [f"**{_objective_name(objective)} students, trait `{trait}`**: "
              f"P({trait}) over the animals on held-out questions, mean over {len(seeds)} seeds ({seed_text}), "
              "95% t-interval; comparisons on each student's shift from its own base (Welch).", "",
              f"| condition | P({trait}) | 95% interval | n seeds |", "|---|---|---|---|"]
@@ -105,6 +109,9 @@ def render_table(result: dict, *, document: Path, results_file: Path = DEFAULT_R
             continue
         t = by_name[name]["trait_prob"]
         bold = "**" if name == "shared_init" else ""
+        own, base = by_name[name].get("own_base_trait_prob"), by_name.get("base", {}).get("trait_prob", {}).get("mean")
+        if own is not None and base is not None and abs(own - base) >= 5e-4:  # a student of another base
+            label = f"{label}, its base {own:.3f}"
         lines.append(f"| {label} | {bold}{t['mean']:.3f}{bold} | [{t['ci_low']:.3f}, {t['ci_high']:.3f}] | {t['n_seeds']} |")
     for comparison in result["comparisons"]:
         if comparison["a"] != "shared_init" or comparison["b"] not in COMPARISON_LABELS:
@@ -165,7 +172,7 @@ def plot_main_result(result: dict, path: str | Path) -> None:
     ax.set_xticks(xs, [c["name"].replace("_", "\n") for c in students], fontsize=8)
     ax.set_ylabel(f"P({trait})")
     teacher = f"; teacher {fixed['teacher']['mean']:.3f}" if "teacher" in fixed else ""
-    ax.set_title(f"{result['objective']} students: P({trait}) by condition (95% CI, dots: {len(result['seeds'])} seeds{teacher})",
+    ax.set_title(f"{_objective_name(result['objective']).strip('`')} students: P({trait}) by condition (95% CI, dots: {len(result['seeds'])} seeds{teacher})",
                  fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
