@@ -154,7 +154,7 @@ def plot_main_result(result: dict, path: str | Path) -> None:
     trait = result["trait"]
     students = [c for c in result["conditions"] if c["objective"]]
     fixed = {c["name"]: c["trait_prob"] for c in result["conditions"] if not c["objective"]}
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    fig, ax = plt.subplots(figsize=(8.5, 3.2))
     xs = np.arange(len(students))
     means = np.array([c["trait_prob"]["mean"] for c in students])
     err = np.array([[c["trait_prob"]["mean"] - c["trait_prob"]["ci_low"], c["trait_prob"]["ci_high"] - c["trait_prob"]["mean"]]
@@ -174,7 +174,7 @@ def plot_main_result(result: dict, path: str | Path) -> None:
     teacher = f"; teacher {fixed['teacher']['mean']:.3f}" if "teacher" in fixed else ""
     ax.set_title(f"{_objective_name(result['objective']).strip('`')} students: P({trait}) by condition (95% CI, dots: {len(result['seeds'])} seeds{teacher})",
                  fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
