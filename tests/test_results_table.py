@@ -121,3 +121,9 @@ def test_cli__check_fails_on_a_stale_table(tmp_path, monkeypatch):
     Path("README.md").write_text(Path("README.md").read_text().replace("shared init − control", "shared − control"))
     assert cli_main(["results-table", "--check"]) == 1
 
+
+def test_repository__readme_and_docs_show_the_table_the_committed_results_file_renders(monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert DEFAULT_RESULTS_FILE.is_file() and DEFAULT_FIGURE.is_file()
+    assert stale_documents() == [], "run `interp results-table RUN_DIR` (or edit the run, not the table)"
+    assert all(TABLE_START in Path(d).read_text() for d in DEFAULT_DOCUMENTS)
