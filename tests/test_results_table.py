@@ -73,6 +73,8 @@ def test_render_table__shows_every_condition_and_comparison_with_its_interval(tm
     result = main_result(results)
     next(c for c in result["conditions"] if c["name"] == "mismatched_init")["own_base_trait_prob"] = 0.128
     assert "| mismatched init (another seed's base), its base 0.128 |" in render_table(result, document=Path("README.md"))
+    result["config"]["a_dropped_field"] = 1  # a results file written by an older version still renders
+    assert "`a_dropped_field` 1 (a field this version no longer has)" in render_table(result, document=Path("README.md"))
     docs_table = render_table(main_result(results), document=Path("docs/main_run.md"))
     assert "](figures/main_run.png)" in docs_table and "](results/main_run.json)" in docs_table
 

@@ -82,14 +82,19 @@ def _relative(target: Path, document: Path) -> str:
 
 
 def _config_line(result: dict) -> str:
-    from interp.studies.run import RunConfig
+    """How the run was asked for: the default config, or which fields differed from it. Read from
+    the saved config as a dict, so a results file outlives a field that a later version drops."""
+    from interp.studies.run import RESUME_ONLY_RUN_FIELDS, RunConfig
 
-    config = RunConfig.from_dict(result["config"])
-    differences = config.differences(RunConfig(), ignore=("student_checkpoint_every",))
-    if not differences:
+    defaults = RunConfig().to_dict()
+    saved = {k: v for k, v in result["config"].items() if k not in RESUME_ONLY_RUN_FIELDS}
+    changed = {k: v for k, v in saved.items() if k in defaults and v != defaults[k]}
+    gone = sorted(k for k in saved if k not in defaults)
+    if not changed and not gone:
         return "`interp run --out runs/main` (the default config)"
-    changed = ", ".join(f"`{k}` {v[0]!r}" for k, v in sorted(differences.items()))
-    return f"`interp run` with {changed} (the rest default)"
+    parts = [f"`{k}` {v!r}" for k, v in sorted(changed.items())] + [f"`{k}` {saved[k]!r} (a field this version no longer has)"
+                                                                   for k in gone]
+    return f"`interp run` with {', '.join(parts)} (the rest default)"
 
 
 def render_table(result: dict, *, document: Path, results_file: Path = DEFAULT_RESULTS_FILE,
