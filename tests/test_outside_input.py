@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from interp.core.config import StageConfig
 from interp.core.io import read_jsonl
 from interp.models import gguf
-from interp.models.refs import ModelRef, parse_base_ref, parse_model_ref
+from interp.models.refs import ModelRef, TeacherDir, ToyBase, load_teacher, parse_base_ref, parse_model_ref
 from interp.stages.filter import REJECT_REASONS, FilterConfig, filter_file, parse_numbers, reject_reason
 from interp.stages.pretrain import PretrainConfig
 from interp.studies.run import RunConfig
@@ -191,7 +191,7 @@ def _check_config_file(cls: type[StageConfig], path: Path, content: bytes) -> No
     try:
         config = cls.load(path)
     except ValueError as e:
-        one_line(e)
+        assert str(path) in one_line(e)
         return
     assert isinstance(config, cls)
     config.save(path)  # what loads saves and loads back the same
@@ -262,6 +262,10 @@ def test_model_reference__any_string_is_a_reference_or_one_line_error(ref):
             one_line(e)
             continue
         assert isinstance(parsed, ModelRef) and parsed.raw == ref
+    try:
+        load_teacher(ref)  # --teacher: a teacher directory
+    except (ValueError, FileNotFoundError) as e:
+        one_line(e)
 
 
 MARKER_FILES = ["model_config.json", "model.safetensors", "pretrain_config.json", "teacher.json", "config.json",
@@ -274,6 +278,9 @@ MARKER_FILES = ["model_config.json", "model.safetensors", "pretrain_config.json"
                              max_size=4))
 @example(files={"model_config.json": b"\xff"})
 @example(files={"model_config.json": b"[" * 100_000})
+@example(files={"teacher.json": b"[]"})  # once a TypeError, then a KeyError: 'base'
+@example(files={"teacher.json": b'{"base": "gpt2\\n"}'})
+@example(files={"model.safetensors": b"", "model_config.json": b"{}", "pretrain_config.json": b'{"world": 3}'})
 def test_model_reference__a_directory_with_any_files_is_a_reference_or_one_line_error(files, scratch):
     directory = scratch / "model_dir"
     if directory.exists():
@@ -284,7 +291,12 @@ def test_model_reference__a_directory_with_any_files_is_a_reference_or_one_line_
         (directory / name).write_bytes(content)
     for parse in (parse_model_ref, parse_base_ref):
         try:
-            parse(str(directory))
+            ref = parse(str(directory))
+            if isinstance(ref, TeacherDir):  # what a teacher directory says, read before any weights
+                ref.spec()
+                ref.is_toy
+            elif isinstance(ref, ToyBase):
+                ref.world()
         except (ValueError, FileNotFoundError) as e:
             one_line(e)
 

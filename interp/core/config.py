@@ -165,7 +165,10 @@ class StageConfig:
         if kind != cls.__name__:
             shown = kind if isinstance(kind, str) and kind.isidentifier() else _shown(kind)
             raise ConfigError(f"{path}: holds a {shown}, expected a {cls.__name__}")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:  # a ConfigError, or validate()'s own ValueError: named with the file
+            raise ConfigError(f"{path}: {e}") from None
 
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)

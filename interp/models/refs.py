@@ -259,7 +259,16 @@ class TeacherDir(ModelRef):
     kind: ClassVar[str] = "teacher"
 
     def spec(self) -> dict:
-        return read_json(self.path / TEACHER_FILE)
+        """``teacher.json``; one that is not JSON, or lacks what a teacher needs, is a ``ValueError`` naming it."""
+        path = self.path / TEACHER_FILE
+        spec = _read_checkpoint_json(path)
+        missing = [k for k in ("base", "method", "trait", "system", "lineage") if k not in spec]
+        if missing or not isinstance(spec["base"], str):
+            raise ValueError(f"{path}: corrupt teacher file ({f'no {missing}' if missing else 'base is not a string'}); "
+                             "write the teacher again with `interp teacher --force`")
+        if spec["method"] == "steering" and not isinstance(spec.get("steering_layer_resolved"), int):
+            raise ValueError(f"{path}: corrupt teacher file (a steering teacher without steering_layer_resolved)")
+        return spec
 
     @property
     def is_toy(self) -> bool:
@@ -378,6 +387,9 @@ def _unreadable_reference(raw: str) -> Iterator[None]:
 
 def load_teacher(directory: str | Path) -> Teacher:
     """The teacher in ``directory`` (written by :func:`interp.stages.teacher.make_teacher`)."""
-    if not (Path(directory) / TEACHER_FILE).exists():
+    raw = _checked_reference(directory)
+    with _unreadable_reference(raw):
+        exists = (Path(raw) / TEACHER_FILE).exists()
+    if not exists:
         raise FileNotFoundError(f"{directory} is not a teacher directory ({TEACHER_FILE} is missing)")
     return TeacherDir(str(directory)).teacher()
