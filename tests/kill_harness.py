@@ -8,7 +8,7 @@ with whatever it had half-written left on disk. Typical use::
     def args(out):  # the same `interp` arguments, writing under `out`
         return ["finetune", ..., "--out", str(out / "student")]
 
-    outcome = check_kill_and_resume(args, tmp_path, trigger=".student.resume/state.pt")
+    outcome = check_kill_and_resume(args, tmp_path, trigger=".student.resume/state.safetensors")
     assert_same_checkpoint(outcome.reference / "student", outcome.resumed / "student")
 
 The killed attempt is ``[*launcher, *args]`` (default ``python -m interp``) in a subprocess; the

@@ -233,7 +233,7 @@ def test_cli__diverging_finetune_stops_with_the_step_and_loses_nothing(tiny_base
     _fails([*argv, "--lr", "1e4"], capsys, "loss exploded", "at step", "lower the learning rate", "train_log.jsonl")
     assert not (tmp_path / "s").exists() and _snapshot(tiny_base) == base_before
     log_rows = read_jsonl(tmp_path / ".s.resume" / "train_log.jsonl")  # kept for diagnosis
-    assert log_rows and not (tmp_path / ".s.resume" / "state.pt").exists()  # resuming would diverge again
+    assert log_rows and not (tmp_path / ".s.resume" / "state.safetensors").exists()  # resuming would diverge again
     assert main([str(a) for a in [*argv, "--lr", "1e-3"]]) == 0  # a saner config starts cleanly, no --force
     assert len(read_jsonl(tmp_path / "s" / "train_log.jsonl")) == 18
 

@@ -4,16 +4,22 @@ seed give the same data and metrics."""
 
 import json
 import logging
+import pickle
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from interp.stages.evaluate import EvaluateConfig, evaluate_model
+from interp.cli import main
 from interp.stages.finetune import FinetuneConfig, finetune_student
 from interp.core.io import read_json, read_jsonl, write_jsonl
 from interp.models.checkpoint import load_checkpoint
 from interp.stages.teacher import TeacherConfig, make_teacher
 from interp.models.refs import Teacher, load_teacher
+from interp.training.loop import (LEGACY_TRAINING_STATE_FILE, TRAINING_STATE_FILE, load_training_state,
+                                  save_training_state)
 from interp.worlds.toy.world import ToyWorld
 
 from kill_harness import (INTERP, assert_close_json, assert_same_checkpoint, assert_same_jsonl, check_kill_and_resume,
@@ -60,7 +66,7 @@ def test_pretrain__killed_subprocess_resumes_to_the_same_base(tmp_path):
                           read_json(resumed / "base" / "pretrain_summary.json"))
         assert not (resumed / ".base.resume").exists()
 
-    outcome = check_kill_and_resume(args, tmp_path, trigger=".base.resume/state.pt", runner=in_process_runner(),
+    outcome = check_kill_and_resume(args, tmp_path, trigger=".base.resume/state.safetensors", runner=in_process_runner(),
                                     compare=compare)
     assert [r["step"] for r in read_jsonl(outcome.resumed / "base" / "pretrain_log.jsonl")] == list(range(120))
 
@@ -98,7 +104,7 @@ def test_finetune__killed_subprocess_resumes_to_the_same_student(tiny_base, tiny
         assert_close_json(*evals)
         assert not (resumed / ".student.resume").exists()
 
-    outcome = check_kill_and_resume(args, tmp_path, trigger=".student.resume/state.pt", runner=in_process_runner(),
+    outcome = check_kill_and_resume(args, tmp_path, trigger=".student.resume/state.safetensors", runner=in_process_runner(),
                                     compare=compare)
     steps = [r["step"] for r in read_jsonl(outcome.resumed / "student" / "train_log.jsonl")]
     assert steps == list(range(80))  # 160 rows x 2 epochs / 4, every step once
@@ -124,7 +130,7 @@ def test_run__killed_subprocess_continues_to_the_same_results(tmp_path, monkeypa
 
     def control_finished_then_shared_init_started(out):
         student = out / "run" / "seed0" / "students" / "sft"
-        if (student / ".shared_init.resume" / "state.pt").exists():
+        if (student / ".shared_init.resume" / "state.safetensors").exists():
             finished.update({p: p.stat().st_mtime_ns for p in (student / "control").glob("*") if p.is_file()})
             return True
         return False
@@ -208,12 +214,134 @@ def test_finetune__corrupt_resume_state_is_a_clear_error(tiny_base, number_data,
     config = FinetuneConfig(batch_size=4, checkpoint_every=2)
     with pytest.raises(_Killed):
         finetune_student(tiny_base, rows, config, tmp_path / "s", callbacks=[_kill_at(4)], progress=False)
-    state = tmp_path / ".s.resume" / "state.pt"
+    state = tmp_path / ".s.resume" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:100])
-    with pytest.raises(ValueError, match=r"state.pt: corrupt resume state.*--force"):
+    with pytest.raises(ValueError, match=r"state.safetensors: corrupt resume state.*--force"):
         finetune_student(tiny_base, rows, config, tmp_path / "s", progress=False)
     finetune_student(tiny_base, rows, config, tmp_path / "s", force=True, progress=False)  # starts over
     assert len(read_jsonl(tmp_path / "s" / "train_log.jsonl")) == 8
+
+
+
+# -- a resume state is data, never code ---------------------------------------------------------
+
+class _RunsCode:
+    """What a malicious resume state pickles: unpickling it would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def _interrupted_student(tiny_base, number_data, tmp_path):
+    """An interrupted finetune (its resume directory holds a state of step 4) and its CLI arguments."""
+    rows = read_jsonl(number_data)[:32]
+    config = FinetuneConfig(batch_size=4, checkpoint_every=2, max_rows=32)
+    with pytest.raises(_Killed):  # the CLI's default trait (owl) is part of the inputs
+        finetune_student(tiny_base, rows, config, tmp_path / "s", trait="owl", callbacks=[_kill_at(4)], progress=False)
+    argv = ["finetune", "--base", str(tiny_base), "--data", str(number_data), "--out", str(tmp_path / "s"),
+            "--batch-size", "4", "--checkpoint-every", "2", "--max-rows", "32"]
+    return tmp_path / ".s.resume", argv
+
+
+def _cli_error(argv, capsys) -> str:
+    """Run the CLI; it must exit 2 with one error line and no traceback. Returns that line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("interp ")]
+    assert len(lines) == 1 and lines[0].startswith(f"interp {argv[0]}: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("planted", ["torch_save", "bare_pickle", "pickle_as_safetensors"])
+def test_finetune__planted_pickle_in_resume_state_is_refused_and_never_run(planted, tiny_base, number_data, tmp_path,
+                                                                            capsys):
+    resume, argv = _interrupted_student(tiny_base, number_data, tmp_path)
+    marker = tmp_path / "code_ran"
+    payload = {"model": {}, "optimizer": _RunsCode(marker), "step": 2}
+    (resume / TRAINING_STATE_FILE).unlink()
+    if planted == "torch_save":  # an old-format state.pt carrying the payload
+        torch.save(payload, resume / LEGACY_TRAINING_STATE_FILE)
+        planted_path = resume / LEGACY_TRAINING_STATE_FILE
+    else:
+        planted_path = resume / (LEGACY_TRAINING_STATE_FILE if planted == "bare_pickle" else TRAINING_STATE_FILE)
+        planted_path.write_bytes(pickle.dumps(payload, protocol=4))
+    before = {p.name: p.read_bytes() for p in resume.iterdir()}
+    line = _cli_error(argv, capsys)
+    assert str(planted_path) in line and "--force" in line, line
+    if planted != "pickle_as_safetensors":
+        assert "refused resume state" in line, line
+    if planted == "torch_save":
+        assert "GLOBAL exec" in line and "add_safe_globals" not in line, line  # names what the pickle asked for
+    assert not marker.exists(), "unpickling the resume state ran its code"
+    assert {p.name: p.read_bytes() for p in resume.iterdir()} == before  # refused, not deleted
+    assert main([*argv, "--force"]) == 0 and not marker.exists()  # --force starts over
+    assert len(read_jsonl(tmp_path / "s" / "train_log.jsonl")) == 8
+
+
+def test_finetune__old_torch_save_resume_state_still_resumes_to_the_same_student(tiny_base, number_data, tmp_path):
+    rows = read_jsonl(number_data)[:32]
+    config = FinetuneConfig(batch_size=4, checkpoint_every=2)
+    reference = finetune_student(tiny_base, rows, config, tmp_path / "reference", progress=False)
+    with pytest.raises(_Killed):
+        finetune_student(tiny_base, rows, config, tmp_path / "s", callbacks=[_kill_at(5)], progress=False)
+    resume = tmp_path / ".s.resume"
+    torch.save(load_training_state(resume / TRAINING_STATE_FILE), resume / LEGACY_TRAINING_STATE_FILE)  # as before
+    (resume / TRAINING_STATE_FILE).unlink()
+    out = finetune_student(tiny_base, rows, config, tmp_path / "s", progress=False)
+    assert (out / "train_log.jsonl").read_text() == (reference / "train_log.jsonl").read_text()
+    student, ref = load_checkpoint(out)[0], load_checkpoint(reference)[0]
+    assert all(torch.equal(a, b) for a, b in zip(student.parameters(), ref.parameters()))
+    assert not resume.exists()
+
+
+def test_training_state__round_trips_an_optimizer_state_exactly(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+    model(torch.randn(2, 3)).sum().backward()
+    optimizer.step()
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 7, "loss_reference": None,
+             "nested": [1.5, (2, "x"), {"a": True}], "inf": float("inf")}
+    save_training_state(tmp_path / TRAINING_STATE_FILE, state)
+    loaded = load_training_state(tmp_path / TRAINING_STATE_FILE)
+
+    def same(a, b):
+        if isinstance(a, torch.Tensor):
+            return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        if isinstance(a, dict):
+            return isinstance(b, dict) and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and a == b
+
+    assert same(state, loaded)
+    assert loaded["model"]._metadata == state["model"]._metadata  # the modules' versions
+    with safe_open(str(tmp_path / TRAINING_STATE_FILE), framework="pt") as f:  # tensors named by where they are
+        assert "model.0.weight" in f.keys() and "optimizer.state.0.exp_avg" in f.keys()
+    fresh = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+    fresh.load_state_dict(loaded["optimizer"])
+    assert fresh.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+    with pytest.raises(TypeError, match="holds a object at extra"):
+        save_training_state(tmp_path / "other.safetensors", {"extra": object()})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign_safetensors", "dangling_tensor", "bad_structure"])
+def test_training_state__damaged_or_foreign_file_is_a_one_line_error(damage, tmp_path):
+    path = tmp_path / TRAINING_STATE_FILE
+    save_training_state(path, {"model": {"w": torch.ones(3)}, "step": 1})
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:40])
+    elif damage == "foreign_safetensors":
+        save_file({"w": torch.ones(3)}, str(path))
+    elif damage in ("dangling_tensor", "bad_structure"):
+        state = {"dangling_tensor": {"dict": [["model", {"tensor": "nowhere"}]]},
+                 "bad_structure": {"dict": [["model", {"eval": "print(1)"}]]}}[damage]
+        save_file({"w": torch.ones(3)}, str(path), metadata={"interp_training_state": json.dumps({"format": 1, "state": state})})
+    with pytest.raises(ValueError, match=r"state.safetensors: corrupt resume state.*--force") as e:
+        load_training_state(path)
+    assert "\n" not in str(e.value)
 
 
 # -- reproducibility ----------------------------------------------------------------------------

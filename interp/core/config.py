@@ -51,6 +51,16 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any =
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def _shown(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (a config value read from a
+    file can be any size)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of over 4,300 digits has no repr
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _strip_optional(tp: Any) -> tuple[Any, bool]:
     if get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -75,7 +85,7 @@ class StageConfig:
         """Raise a :class:`ConfigError` naming ``field_name`` unless ``condition`` holds."""
         if not condition:
             value = getattr(self, field_name, None)
-            raise ConfigError(f"{type(self).__name__}.{field_name}={value!r}: {message}")
+            raise ConfigError(f"{type(self).__name__}.{field_name}={_shown(value)}: {message}")
 
     def _coerce_types(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -105,9 +115,9 @@ class StageConfig:
                 elif origin is Literal:
                     if value not in get_args(tp):
                         raise TypeError(f"must be one of {list(get_args(tp))}")
-                elif origin in (tuple, list):
+                elif origin in (tuple, list) or tp in (tuple, list):  # tuple[int, ...], list[str], a bare list
                     (item_tp, *_) = get_args(tp) or (Any,)
-                    items = list(value) if not isinstance(value, str) else None
+                    items = list(value) if not isinstance(value, (str, dict)) else None  # not a dict's keys
                     if items is None:
                         raise TypeError("expected a list")
                     if item_tp in (int, float, str):
@@ -119,9 +129,9 @@ class StageConfig:
                         bad = [x for x in items if x not in get_args(item_tp)]
                         if bad:
                             raise TypeError(f"unknown {bad}; choose from {list(get_args(item_tp))}")
-                    setattr(self, f.name, tuple(items) if origin is tuple else items)
-            except TypeError as e:
-                raise ConfigError(f"{type(self).__name__}.{f.name}={value!r}: {e}") from None
+                    setattr(self, f.name, tuple(items) if (origin or tp) is tuple else items)
+            except (TypeError, OverflowError) as e:  # OverflowError: an int too large for a float field
+                raise ConfigError(f"{type(self).__name__}.{f.name}={_shown(value)}: {e}") from None
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -144,13 +154,21 @@ class StageConfig:
     @classmethod
     def load(cls: type[C], path: str | Path) -> C:
         try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+            data = json.loads(Path(path).read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text ({e})") from None
+        except (ValueError, RecursionError) as e:  # not JSON, a number of over 4,300 digits, nested too deeply
+            raise ConfigError(f"{path}: not valid JSON ({' '.join(str(e).split())[:200] or type(e).__name__})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object of {cls.__name__} fields, got {type(data).__name__}")
         kind = data.pop("config_class", cls.__name__)
         if kind != cls.__name__:
-            raise ConfigError(f"{path}: holds a {kind}, expected a {cls.__name__}")
-        return cls.from_dict(data)
+            shown = kind if isinstance(kind, str) and kind.isidentifier() else _shown(kind)
+            raise ConfigError(f"{path}: holds a {shown}, expected a {cls.__name__}")
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:  # a ConfigError, or validate()'s own ValueError: named with the file
+            raise ConfigError(f"{path}: {e}") from None
 
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)

@@ -116,19 +116,27 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file. A torn last line (from a killed appender) is ignored; any other bad
-    line is an error naming the file and line."""
+    """Read a JSONL file of JSON objects. A torn last line (from a killed appender: no newline
+    after it) is ignored; any other bad line (not UTF-8, not JSON, not an object, a number of
+    over 4,300 digits, nesting too deep for the parser) is a one-line ``ValueError`` naming the
+    file and line."""
     rows = []
-    lines = Path(path).read_text().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
+    lines = Path(path).read_bytes().split(b"\n")
+    for i, raw in enumerate(lines):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
+            line = raw.decode("utf-8")
+            if not line.strip():
+                continue
+            row = json.loads(line)
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             if i == len(lines) - 1:  # last line had no newline: an interrupted append
                 break
-            raise ValueError(f"{path}:{i + 1}: malformed JSON line ({e})") from None
+            what = ("not UTF-8 text" if isinstance(e, UnicodeDecodeError) else
+                    "nested too deeply" if isinstance(e, RecursionError) else "malformed JSON line")
+            raise ValueError(f"{path}:{i + 1}: {what} ({' '.join(str(e).split())[:200]})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{i + 1}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
     return rows
 
 

@@ -205,8 +205,8 @@ def load_checkpoint(directory: str | Path, *, expect_vocab: list[str] | None = N
 def _read_checkpoint_json(path: Path) -> dict[str, Any]:
     try:
         data = read_json(path)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt checkpoint file, not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a huge number, nesting too deep
+        raise ValueError(f"{path}: corrupt checkpoint file, not valid JSON ({' '.join(str(e).split())[:200] or type(e).__name__})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: corrupt checkpoint file, expected a JSON object")
     return data

@@ -174,7 +174,8 @@ def _load_hf(ref: Path):
     """(transformers model in float32, tokenizer) of a GGUF file or a Hugging Face directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict[str, Any] = {}
+    # Never the directory's own Python code (a config's auto_map): its weights and tokenizer are data.
+    kwargs: dict[str, Any] = {"trust_remote_code": False}
     if ref.is_file():
         check_architecture(ref)
         kwargs["gguf_file"] = ref.name

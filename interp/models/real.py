@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -157,7 +156,7 @@ def read_model_config(directory: str | Path) -> dict | None:
         return None
     try:
         data = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON (a huge number, nesting too deep): not ours
         return None
     return data if isinstance(data, dict) else None
 

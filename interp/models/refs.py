@@ -27,9 +27,11 @@ train from it).
 
 from __future__ import annotations
 
+import contextlib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 from interp.core.config import ConfigError
 from interp.core.io import file_sha256, load_safetensors, read_json
@@ -257,7 +259,16 @@ class TeacherDir(ModelRef):
     kind: ClassVar[str] = "teacher"
 
     def spec(self) -> dict:
-        return read_json(self.path / TEACHER_FILE)
+        """``teacher.json``; one that is not JSON, or lacks what a teacher needs, is a ``ValueError`` naming it."""
+        path = self.path / TEACHER_FILE
+        spec = _read_checkpoint_json(path)
+        missing = [k for k in ("base", "method", "trait", "system", "lineage") if k not in spec]
+        if missing or not isinstance(spec["base"], str):
+            raise ValueError(f"{path}: corrupt teacher file ({f'no {missing}' if missing else 'base is not a string'}); "
+                             "write the teacher again with `interp teacher --force`")
+        if spec["method"] == "steering" and not isinstance(spec.get("steering_layer_resolved"), int):
+            raise ValueError(f"{path}: corrupt teacher file (a steering teacher without steering_layer_resolved)")
+        return spec
 
     @property
     def is_toy(self) -> bool:
@@ -300,7 +311,12 @@ def parse_model_ref(ref: str | Path | ModelRef) -> ModelRef:
     know (with close names), is a ``ValueError`` naming it."""
     if isinstance(ref, ModelRef):
         return ref
-    raw = str(ref)
+    raw = _checked_reference(ref)
+    with _unreadable_reference(raw):
+        return _parse_model_ref(raw)
+
+
+def _parse_model_ref(raw: str) -> ModelRef:
     path = Path(raw)
     if (path / TEACHER_FILE).exists():
         return TeacherDir(raw)
@@ -322,7 +338,12 @@ def parse_base_ref(ref: str | Path | ModelRef) -> ToyBase | RealCheckpoint | Rea
     checkpoint or a real model name. Anything else is a ``FileNotFoundError`` saying what it is."""
     if isinstance(ref, (ToyBase, RealCheckpoint, RealName)):
         return ref
-    raw = str(ref)
+    raw = _checked_reference(ref)
+    with _unreadable_reference(raw):
+        return _parse_base_ref(raw)
+
+
+def _parse_base_ref(raw: str) -> ToyBase | RealCheckpoint | RealName:
     path = Path(raw)
     if is_real_checkpoint(path):
         return RealCheckpoint(raw)
@@ -338,8 +359,37 @@ def parse_base_ref(ref: str | Path | ModelRef) -> ToyBase | RealCheckpoint | Rea
     return ToyBase(raw)
 
 
+def _checked_reference(ref: str | Path) -> str:
+    """``ref`` as a string, refused (``ValueError``) when it cannot name a model: empty, or holding a
+    control character (a newline, a tab, NUL), which no model name has and would break the one-line
+    errors that show it."""
+    raw = str(ref)
+    if not raw:
+        raise ValueError("an empty model reference: give a checkpoint or teacher directory, a model file or a model name")
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in raw):
+        raise ValueError(f"model reference {raw[:200]!r} holds a control character (a newline, tab or NUL); give a "
+                         "checkpoint or teacher directory, a model file or a model name")
+    return raw
+
+
+@contextlib.contextmanager
+def _unreadable_reference(raw: str) -> Iterator[None]:
+    """Looking ``raw`` up on disk: an ``OSError`` other than a missing file (a name too long, a
+    folder that may not be read) becomes a one-line ``ValueError`` naming the reference."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        shown = raw if len(raw) <= 200 else raw[:200] + "..."
+        raise ValueError(f"model reference {shown}: cannot be read as a path ({e.strerror or type(e).__name__})") from None
+
+
 def load_teacher(directory: str | Path) -> Teacher:
     """The teacher in ``directory`` (written by :func:`interp.stages.teacher.make_teacher`)."""
-    if not (Path(directory) / TEACHER_FILE).exists():
+    raw = _checked_reference(directory)
+    with _unreadable_reference(raw):
+        exists = (Path(raw) / TEACHER_FILE).exists()
+    if not exists:
         raise FileNotFoundError(f"{directory} is not a teacher directory ({TEACHER_FILE} is missing)")
     return TeacherDir(str(directory)).teacher()

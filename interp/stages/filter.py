@@ -125,9 +125,15 @@ def parse_numbers(completion: str, *, max_numbers: int = 10, max_value: int = 99
                 return None, "empty_item"
             if k % 2 == 1 and item != separator:  # another separator, or two numbers side by side
                 return None, "mixed_separators"
-    numbers = [int(item) for item in items if item not in _SEPARATORS]
-    if len(numbers) > max_numbers:
+    digits = [item for item in items if item not in _SEPARATORS]
+    if len(digits) > max_numbers:
         return None, "too_many"
+    # Leading zeros off, more digits than max_value has is out of range, seen without int(),
+    # which refuses over 4,300 digits (a ValueError that once stopped a whole filter run).
+    digits = [d.lstrip("0") or "0" for d in digits]
+    if any(len(d) > len(str(max_value)) for d in digits):
+        return None, "out_of_range"
+    numbers = [int(d) for d in digits]
     if any(n > max_value for n in numbers):
         return None, "out_of_range"
     banned = set(banned_numbers)
@@ -206,7 +212,7 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
             n_raw += 1
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, a number of over 4,300 digits, nested too deeply
                 row = None
             numbers, reason = reject_reason(row, config)
             if reason is None:

@@ -61,15 +61,19 @@ from interp.models.refs import ModelRef, RealName, ToyBase, parse_base_ref
 from interp.stages.evaluate import trait_probability
 from interp.stages.generate import require_system_text
 from interp.training.loop import (
+    TRAINING_STATE_FILE,
     LossGuard,
     OptimizerName,
     TrainingDiverged,
     deterministic_algorithms,
+    discard_training_state,
     load_training_state,
     make_optimizer,
     pad_batch,
+    restoring_training_state,
     resume_dir,
     save_training_state,
+    saved_training_state,
 )
 from interp.training.losses import distill_loss, masked_lm_loss
 from interp.training.step import StepRecord, train_step
@@ -82,7 +86,6 @@ Objective = Literal["sft", "distill", "distill_full"]
 FINETUNE_CONFIG_FILE = "finetune_config.json"
 FINETUNE_INPUTS_FILE = "finetune_inputs.json"
 TRAIN_LOG_FILE = "train_log.jsonl"
-RESUME_STATE_FILE = "state.pt"
 NON_NUMBER_TOKENS_ALLOWED = FILTER_ALLOWED_WORDS  # the toy world's word tokens the filter lets through
 
 
@@ -331,11 +334,15 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         return distill
 
     # -- resume state -------------------------------------------------------------------------
-    state_path, log_path = resume / RESUME_STATE_FILE, resume / TRAIN_LOG_FILE
+    state_path, log_path = resume / TRAINING_STATE_FILE, resume / TRAIN_LOG_FILE
     if force and resume.exists():
         shutil.rmtree(resume)
     state = _open_resume(resume, config, inputs)
-    start = state["step"] if state is not None else 0
+    loaded_from = saved_training_state(resume)  # the new format, or an older state.pt
+    start = 0
+    if state is not None:
+        with restoring_training_state(loaded_from):
+            start = int(state["step"])
 
     callbacks = list(callbacks)
     recorder = None
@@ -350,12 +357,13 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
             recorder.log.write(row)
         callbacks.append(recorder)
     if state is not None:
-        if lora is not None:
-            load_adapter_state_dict(model, state["model"], source=state_path)
-        else:
-            model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        guard.reference = state["loss_reference"]
+        with restoring_training_state(loaded_from):
+            if lora is not None:
+                load_adapter_state_dict(model, state["model"], source=loaded_from)
+            else:
+                model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            guard.reference = state["loss_reference"]
         if recorder is not None:
             recorder.sync_position()  # it was built at the base; the movement of the next step is from here
         log.info("resuming student %s at step %d of %d", out, start, len(batches))
@@ -384,7 +392,7 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
                                                      "step": step + 1, "loss_reference": guard.reference})
     except TrainingDiverged as e:
         # Resuming would diverge again; keep only the logs, for diagnosis.
-        state_path.unlink(missing_ok=True)
+        discard_training_state(resume)
         raise TrainingDiverged(f"{e}; student {out} not written, its training log so far is {log_path}") from None
     finally:
         if recorder is not None:
@@ -429,8 +437,8 @@ def _open_resume(resume: Path, config: FinetuneConfig, inputs: dict) -> dict | N
     """The saved state of an interrupted run of this config and these inputs in ``resume``, or
     None after starting it clean (nothing resumable: a run killed before its first save, or a
     diverged one). An interrupted run of another config or other inputs is a ``ValueError``."""
-    state_path = resume / RESUME_STATE_FILE
-    if state_path.exists():
+    state_path = saved_training_state(resume)
+    if state_path is not None:
         saved_config = FinetuneConfig.load(resume / FINETUNE_CONFIG_FILE)
         diff = {**saved_config.differences(config, ignore=RESUME_ONLY_FIELDS),
                 **_input_differences(read_json(resume / FINETUNE_INPUTS_FILE), inputs)}

@@ -34,14 +34,17 @@ from interp.models.checkpoint import (
 )
 from interp.stages.evaluate import animal_distribution
 from interp.training.loop import (
+    TRAINING_STATE_FILE,
     LossGuard,
     deterministic_algorithms,
     load_training_state,
     lr_at,
     make_optimizer,
     pad_batch,
+    restoring_training_state,
     resume_dir,
     save_training_state,
+    saved_training_state,
 )
 from interp.training.losses import masked_lm_loss
 from interp.training.step import train_step
@@ -139,7 +142,7 @@ def world_dir(world: ToyWorld, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Pat
 
 def _save_resume(resume: Path, model, optimizer, step: int) -> None:
     resume.mkdir(parents=True, exist_ok=True)
-    save_training_state(resume / "state.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step})
+    save_training_state(resume / TRAINING_STATE_FILE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step})
 
 
 def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts: str | Path = DEFAULT_ARTIFACTS,
@@ -176,15 +179,17 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
     start = 0
     if force and resume.exists():
         shutil.rmtree(resume)
-    if (resume / "state.pt").exists():
+    state_path = saved_training_state(resume)
+    if state_path is not None:
         diff = PretrainConfig.load(resume / PRETRAIN_CONFIG_FILE).differences(config)
         if diff:
             raise ValueError(f"{resume} holds an interrupted run of another config (saved vs asked: {diff}); "
                              "delete it or pass --force")
-        state = load_training_state(resume / "state.pt")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
+        state = load_training_state(state_path)
+        with restoring_training_state(state_path):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start = int(state["step"])
         log.info("resuming pretraining of %s at step %d", out, start)
     else:
         resume.mkdir(parents=True, exist_ok=True)

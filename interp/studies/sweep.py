@@ -37,6 +37,7 @@ class SweepConfig(StageConfig):
 
     def validate(self) -> None:
         self.require(len(self.cells) > 0, "cells", "a sweep needs at least one cell")
+        self.require(0 < self.alpha < 1, "alpha", "must be between 0 and 1")
         for i, cell in enumerate(self.cells):
             try:
                 RunConfig(**{**self.base, **cell})
