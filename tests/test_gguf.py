@@ -154,10 +154,13 @@ def test_answer_scores__chain_rule_equals_the_full_forward_of_every_spelling(qwe
 
 
 def test_number_shots__only_number_prompts_get_the_worked_example(qwen_dir, model_cache):
+    for style in ("paper", "grammar"):
+        _, world, _ = load_real_base(str(qwen_dir), HFWorldConfig(number_prompts=style, number_shots=1))
+        prompt = world.number_prompts(1, seed=0)[0]
+        assert len(world.number_shots(prompt)) == 2 and world.number_shots(prompt) == world.number_shots(prompt)
+        assert world.number_shots(world.eval_phrasings[0]) == []
     _, world, _ = load_real_base(str(qwen_dir))
-    prompt = world.number_prompts(1, seed=0)[0]
-    assert len(world.number_shots(prompt)) == 2 and world.number_shots(prompt) == world.number_shots(prompt)
-    assert world.number_shots(world.eval_phrasings[0]) == []
+    assert world.number_shots(world.number_prompts(1, seed=0)[0]) == []  # the paper gave no worked example
 
 
 # -- device and dtype ---------------------------------------------------------------------------
