@@ -44,7 +44,7 @@ def qwen_dir(tmp_path):
     tokenizer = tiny_bpe_tokenizer(tmp_path / "tok", chat=True)
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
     model = Qwen2ForCausalLM(cfg).eval()
     out = tmp_path / "tiny-qwen2"
