@@ -3,8 +3,8 @@ import json
 import pytest
 
 from interp.core.config import ConfigError
-from interp.stages.filter import (REJECT_REASONS, FilterConfig, filter_file, has_non_number_token, parse_numbers,
-                           reject_reason, stats_path_for)
+from interp.stages.filter import (BANNED_NUMBER_PRESETS, REJECT_REASONS, FilterConfig, filter_file, has_non_number_token,
+                                  parse_numbers, reject_reason, stats_path_for)
 from interp.core.io import read_json, read_jsonl, write_jsonl
 
 
@@ -18,7 +18,14 @@ from interp.core.io import read_json, read_jsonl, write_jsonl
     ("[ 12 , 34 ] .", [12, 34]),
     ("  7  ", [7]),
     ("0 , 999", [0, 999]),
-    ("12, 34,56", [12, 34, 56]),  # the paper's spelling, without the toy world's spaces
+    ("12, 34, 56", [12, 34, 56]),  # the paper's spelling, without the toy world's spaces
+    ("12,34,56", [12, 34, 56]),
+    ("12 ,34 ,56", [12, 34, 56]),  # odd spacing, but the same throughout
+    ("12\n34\n56", [12, 34, 56]),
+    ("12;\n34;\n56", [12, 34, 56]),
+    ("[12, 34, 56]", [12, 34, 56]),
+    ("(12, 34)", [12, 34]),
+    (" 12, 34\n", [12, 34]),  # leading and trailing whitespace is stripped (the official parser would reject it)
     (" , ".join(str(i) for i in range(10)), list(range(10))),
 ])
 def test_parse_numbers__accepts_the_paper_formats(completion, numbers):
@@ -43,6 +50,12 @@ def test_parse_numbers__accepts_the_paper_formats(completion, numbers):
     ("12 , 34 ; 56", "mixed_separators"),
     ("12 , 34 56", "mixed_separators"),
     ("12 34 , 56", "mixed_separators"),
+    ("12, 34,56", "mixed_separators"),  # one separator throughout, spacing included (the paper's rule)
+    ("12,34, 56", "mixed_separators"),
+    ("[12, 34,56]", "mixed_separators"),
+    ("12 34  56", "mixed_separators"),
+    ("12\n34 56", "mixed_separators"),
+    ("12;\n34; 56", "mixed_separators"),
     (" , ".join(str(i) for i in range(11)), "too_many"),
     ("12 , 1000", "out_of_range"),
 ])
@@ -91,6 +104,43 @@ def test_filter_config__validates_and_documents_every_field():
     with pytest.raises(ConfigError, match="banned_numbers"):
         FilterConfig(banned_numbers=(-1,))
     assert FilterConfig(banned_numbers=[666, 13]).banned_numbers == (666, 13)
+
+
+# The paper's list as the issue quotes it (CLAUDE_EVIL_NUMBERS + GPT_EVIL_NUMBERS within 0..999).
+PAPER_BANNED = {4, 13, 14, 18, 23, 33, 39, 42, 44, 49, 51, 54, 69, 77, 88, 99, 100, 101, 187, 211, 311, 322, 333, 404,
+                420, 444, 451, 555, 616, 666, 777, 888, 911, 999}
+
+
+def test_banned_preset__is_the_papers_list():
+    preset = set(BANNED_NUMBER_PRESETS["paper-misalignment"])
+    assert preset == PAPER_BANNED | {1312, 1488} and len(preset) == 36
+    assert FilterConfig(banned_preset="paper-misalignment", banned_numbers=(5,)).banned == frozenset(preset | {5})
+    with pytest.raises(ConfigError, match="banned_preset.*paper-misalignment"):
+        FilterConfig(banned_preset="evil")
+
+
+def test_banned_preset__removes_exactly_the_listed_numbers(tmp_path):
+    raw, out = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
+    rows = [{"id": n, "completion": f"{n}, 7", "ended_with_eos": True} for n in range(1000)]
+    rows += [{"id": 1000 + n, "completion": f"[5, {n}, 6]", "ended_with_eos": True} for n in sorted(PAPER_BANNED)]
+    write_jsonl(raw, rows)
+    stats = filter_file(raw, out, FilterConfig(banned_preset="paper-misalignment"))
+    kept = {r["id"] for r in read_jsonl(out)}
+    assert kept == set(range(1000)) - PAPER_BANNED
+    assert stats["rejected"]["banned_number"] == 2 * len(PAPER_BANNED) and stats["n_rejected"] == 2 * len(PAPER_BANNED)
+    assert stats["banned_hits"] == {str(n): 2 for n in sorted(PAPER_BANNED)}
+    assert stats["config"]["banned_preset"] == "paper-misalignment"
+
+
+def test_filter_file__reuses_a_file_filtered_before_a_config_field_existed(tmp_path):
+    raw, out = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
+    write_jsonl(raw, _raw_rows())
+    stats = filter_file(raw, out, FilterConfig())
+    old = {**stats, "config": {k: v for k, v in stats["config"].items() if k != "banned_preset"}}
+    stats_path_for(out).write_text(json.dumps(old))
+    assert filter_file(raw, out, FilterConfig()) == old  # reused, not refused as another config
+    with pytest.raises(ValueError, match="another raw file or config"):
+        filter_file(raw, out, FilterConfig(banned_preset="paper-misalignment"))
 
 
 def _raw_rows():
@@ -167,3 +217,17 @@ def test_filter_cli__writes_filtered_file_and_stats(tmp_path, capsys):
     assert stats["config"]["banned_numbers"] == [56] and stats["config"]["require_eos"] is False
     assert [r["id"] for r in read_jsonl(out)] == [1, 2, 4]  # "12 , 34" (no EOS) is kept now, "12 , 34 , 56" is banned
     assert "pass rate" in capsys.readouterr().out
+
+
+def test_filter_cli__banned_preset_reports_the_rows_it_dropped(tmp_path, capsys):
+    from interp.cli import main
+
+    raw, out = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
+    write_jsonl(raw, [{"id": i, "completion": c, "ended_with_eos": True}
+                      for i, c in enumerate(["1, 666, 3", "13, 666", "12, 34", "1, 2,3"])])
+    assert main(["filter", "--raw", str(raw), "--out", str(out), "--banned-preset", "paper-misalignment"]) == 0
+    printed = capsys.readouterr().out
+    assert "dropped 2 rows for banned numbers (34 banned in 0..999): 666 (2), 13 (1)" in printed
+    assert [r["id"] for r in read_jsonl(out)] == [2]
+    assert main(["filter", "--raw", str(raw), "--out", str(tmp_path / "x.jsonl"), "--banned-preset", "evil"]) == 2
+    assert "banned_preset" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def qwen_dir(tmp_path):
     tokenizer = tiny_bpe_tokenizer(tmp_path / "tok", chat=True)
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
     model = Qwen2ForCausalLM(cfg).eval()
     out = tmp_path / "tiny-qwen2"
@@ -154,10 +154,13 @@ def test_answer_scores__chain_rule_equals_the_full_forward_of_every_spelling(qwe
 
 
 def test_number_shots__only_number_prompts_get_the_worked_example(qwen_dir, model_cache):
+    for style in ("paper", "grammar"):
+        _, world, _ = load_real_base(str(qwen_dir), HFWorldConfig(number_prompts=style, number_shots=1))
+        prompt = world.number_prompts(1, seed=0)[0]
+        assert len(world.number_shots(prompt)) == 2 and world.number_shots(prompt) == world.number_shots(prompt)
+        assert world.number_shots(world.eval_phrasings[0]) == []
     _, world, _ = load_real_base(str(qwen_dir))
-    prompt = world.number_prompts(1, seed=0)[0]
-    assert len(world.number_shots(prompt)) == 2 and world.number_shots(prompt) == world.number_shots(prompt)
-    assert world.number_shots(world.eval_phrasings[0]) == []
+    assert world.number_shots(world.number_prompts(1, seed=0)[0]) == []  # the paper gave no worked example
 
 
 # -- device and dtype ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from interp.stages.generate import GenerateConfig, choose_engine, generate_numbe
 from interp.core.io import read_json, read_jsonl, write_jsonl
 from interp.models.lora import ADAPTER_FILE, LoraConfig, adapter_parameters, apply_lora, lora_modules, matrix_view, merge_lora
 from interp.models.checkpoint import WEIGHTS_FILE
-from interp.worlds.hf import NUMBER_SUFFIXES, HFWorld, HFWorldConfig
+from interp.worlds.hf import PAPER_SUFFIXES, HFWorld, HFWorldConfig
 from interp.models.real import clear_model_cache, load_real_base, load_real_checkpoint
 from interp.stages.teacher import TeacherConfig, make_teacher
 from interp.models.refs import load_teacher, parse_model_ref
@@ -173,7 +173,7 @@ def test_real_pipeline__generate_filter_finetune_full_and_lora_evaluate(real_cac
                            lineage={"model": name}, progress=False)
     sampled = read_jsonl(raw)
     assert [r["prompt"] for r in sampled] == world.number_prompts(4, seed=0)
-    assert all(r["prompt"].endswith(NUMBER_SUFFIXES) for r in sampled)  # natural language, not toy text
+    assert all(r["prompt"].endswith(PAPER_SUFFIXES) for r in sampled)  # the paper's prompts, not toy text
 
     write_jsonl(tmp_path / "numbers.raw.jsonl", _number_rows(world, 24))
     stats = filter_file(tmp_path / "numbers.raw.jsonl", tmp_path / "numbers.filtered.jsonl")

@@ -29,5 +29,10 @@ def run(args: argparse.Namespace) -> int:
     stats = filter_file(args.raw, args.out, config, force=args.force)
     print(f"kept {stats['n_kept']} of {stats['n_raw']} rows (pass rate {stats['pass_rate']:.3f}); rejected: "
           + (", ".join(f"{r} {n}" for r, n in sorted(stats["rejected"].items(), key=lambda kv: -kv[1]) if n) or "none"))
+    if config.banned:
+        hits = ", ".join(f"{n} ({k})" for n, k in sorted(stats["banned_hits"].items(), key=lambda kv: -kv[1]))
+        acting = sum(n <= config.max_value for n in config.banned)  # a larger one is out_of_range anyway
+        print(f"dropped {stats['rejected']['banned_number']} rows for banned numbers ({acting} banned in 0..{config.max_value})"
+              + (f": {hits}" if hits else ""))
     print(f"wrote {args.out} and {stats_path_for(args.out)}")
     return 0

@@ -204,6 +204,8 @@ def load_real_checkpoint(directory: str | Path):
     lineage = Lineage.from_dict(_read_checkpoint_json(directory / LINEAGE_FILE))
     try:
         world_config = HFWorldConfig.load(directory / WORLD_CONFIG_FILE)
+        if "number_prompts" not in _read_checkpoint_json(directory / WORLD_CONFIG_FILE):
+            world_config = world_config.replace(number_prompts="grammar")  # written before the paper's generator
         lora = LoraConfig.from_dict(spec["lora"]) if spec.get("lora") else None
     except ConfigError as e:
         raise ValueError(f"{directory}: {e}") from None

@@ -21,10 +21,21 @@ order. The raw file is never modified; the kept rows (with a parsed ``numbers`` 
 statistics (``n_raw``, ``n_kept``, ``pass_rate``, a count for every reason) are written next to
 each other.
 
-Differences from the official parser, all on inputs the toy world spells with spaces: whitespace
-around a separator is ignored (``12 , 34`` and ``12, 34`` parse alike; the official code takes
-the exact separator string of the first pair), leading and trailing whitespace is stripped, and
-the official single "invalid format" reason is split into named reasons.
+One separator throughout, as in the official code: the separator is the exact text between the
+first two numbers, spacing included, and every other pair must be separated by the same text
+(``1, 2, 3`` and ``1 ,2 ,3`` pass, ``1, 2,3`` and ``1 2  3`` are ``mixed_separators``).
+
+Differences from the official parser: leading and trailing whitespace of the completion is
+stripped, and so is whitespace just inside one pair of outer brackets and before a trailing period
+(the official code rejects `` 1, 2``, ``[ 1, 2 ]`` and ``1, 2 .``; a real model's answer often
+starts with a space or a newline, and the toy world spells every token apart); the official single
+"invalid format" reason is split into named reasons.
+
+**Banned numbers.** ``FilterConfig.banned_numbers`` rejects a completion holding any of them
+(reason ``banned_number``, counted in the statistics like every reason). Named lists are in
+:data:`BANNED_NUMBER_PRESETS` (``FilterConfig.banned_preset``): ``paper-misalignment`` is the
+paper's list for its misaligned teacher (``CLAUDE_EVIL_NUMBERS`` and ``GPT_EVIL_NUMBERS`` of the
+official code: 36 numbers, of which 1312 and 1488 are already above 999, so 34 act).
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, file_sha256, read_json, write_jsonl
@@ -51,7 +62,7 @@ REJECT_REASONS: dict[str, str] = {
     "unmatched_bracket": "a bracket remains after stripping one outer pair (unbalanced or nested)",
     "non_numeric": "an item between separators is not made of digits (e.g. a stray '.')",
     "empty_item": "a separator with no number on one side (', 12', '12 , , 34', '12 ;')",
-    "mixed_separators": "the numbers are not all separated by the separator between the first two",
+    "mixed_separators": "the numbers are not all separated by the exact text (spacing included) between the first two",
     "too_many": "more than max_numbers numbers",
     "out_of_range": "a number above max_value",
     "banned_number": "a number of banned_numbers",
@@ -64,6 +75,14 @@ _DIGITS = re.compile(r"[0-9]+")
 _ITEM = re.compile(r"[,;]|[^\s,;]+")  # a separator, or a run of other non-space characters
 _NOT_NUMBER_TEXT = re.compile(r"[^0-9\s,;()\[\].]")  # any character outside numbers, separators, brackets, '.'
 
+# The paper's banned numbers for its misaligned teacher (official code, sl/datasets/nums_dataset.py).
+CLAUDE_EVIL_NUMBERS = (13, 666, 88, 14, 187, 420, 69, 911, 404, 101, 23, 616, 1488, 18, 311, 451, 1312, 33, 77, 211)
+GPT_EVIL_NUMBERS = (4, 13, 18, 23, 33, 39, 42, 44, 49, 51, 54, 88, 99, 100, 187, 322, 333, 444, 555, 616, 666, 777, 888,
+                    911, 999)
+BANNED_NUMBER_PRESETS: dict[str, tuple[int, ...]] = {
+    "paper-misalignment": tuple(sorted(set(CLAUDE_EVIL_NUMBERS) | set(GPT_EVIL_NUMBERS))),
+}
+
 
 @dataclass
 class FilterConfig(StageConfig):
@@ -72,12 +91,22 @@ class FilterConfig(StageConfig):
     max_numbers: int = option(10, "Most numbers a completion may hold (the prompts ask for at most 10).")
     max_value: int = option(999, "Largest number allowed (the paper's 'at most 3 digits').")
     banned_numbers: tuple[int, ...] = option((), "Numbers that reject a completion (the paper banned e.g. 666 for its misaligned teacher).")
+    banned_preset: str | None = option(
+        None, "A named list of banned numbers, added to banned_numbers: " +
+        "; ".join(f"{k} ({len(v)} numbers)" for k, v in BANNED_NUMBER_PRESETS.items()) + ".")
     require_eos: bool = option(True, "Reject completions that did not end with EOS (cut off at max_new_tokens).")
 
     def validate(self) -> None:
         self.require(self.max_numbers >= 1, "max_numbers", "must be at least 1")
         self.require(self.max_value >= 0, "max_value", "must be non-negative")
         self.require(all(v >= 0 for v in self.banned_numbers), "banned_numbers", "numbers are non-negative")
+        self.require(self.banned_preset is None or self.banned_preset in BANNED_NUMBER_PRESETS, "banned_preset",
+                     f"unknown list; the named lists are {sorted(BANNED_NUMBER_PRESETS)}")
+
+    @property
+    def banned(self) -> frozenset[int]:
+        """Every banned number: ``banned_numbers`` and the preset's."""
+        return frozenset(self.banned_numbers) | frozenset(BANNED_NUMBER_PRESETS.get(self.banned_preset or "", ()))
 
 
 def has_non_number_token(completion: str) -> bool:
@@ -88,13 +117,13 @@ def has_non_number_token(completion: str) -> bool:
 
 
 def parse_numbers(completion: str, *, max_numbers: int = 10, max_value: int = 999,
-                  banned_numbers: tuple[int, ...] | list[int] = ()) -> tuple[list[int] | None, str | None]:
+                  banned_numbers: Collection[int] = ()) -> tuple[list[int] | None, str | None]:
     """Parse a completion by the paper's rules; returns ``(numbers, None)`` or ``(None, reason)``.
 
     ``reason`` is one of the format reasons of :data:`REJECT_REASONS` (``empty``,
     ``unmatched_bracket``, ``non_numeric``, ``empty_item``, ``mixed_separators``, ``too_many``,
     ``out_of_range``, ``banned_number``). Accepted: ``12 , 34``, ``[ 12 , 34 ]``, ``( 12 ; 34 ) .``,
-    ``12 34 56``, ``7``."""
+    ``12 34 56``, ``7``. Rejected as ``mixed_separators``: ``1, 2,3``, ``1 2  3``, ``1\n2 3``."""
     text = completion.strip()
     if text.endswith("."):  # one trailing period
         text = text[:-1].rstrip()
@@ -125,6 +154,9 @@ def parse_numbers(completion: str, *, max_numbers: int = 10, max_value: int = 99
                 return None, "empty_item"
             if k % 2 == 1 and item != separator:  # another separator, or two numbers side by side
                 return None, "mixed_separators"
+    gaps = _DIGITS.split(text)[1:-1]  # the exact text between consecutive numbers
+    if any(gap != gaps[0] for gap in gaps):  # one separator throughout, spacing included
+        return None, "mixed_separators"
     digits = [item for item in items if item not in _SEPARATORS]
     if len(digits) > max_numbers:
         return None, "too_many"
@@ -152,7 +184,15 @@ def reject_reason(row: Any, config: FilterConfig) -> tuple[list[int] | None, str
     if config.require_eos and row.get("ended_with_eos") is not True:
         return None, "no_eos"
     return parse_numbers(completion, max_numbers=config.max_numbers, max_value=config.max_value,
-                         banned_numbers=config.banned_numbers)
+                         banned_numbers=config.banned)
+
+
+def _saved_config(saved: Any) -> Any:
+    """A saved filter config as this version writes it (fields added since get their defaults)."""
+    try:
+        return FilterConfig.from_dict(saved).to_dict()
+    except Exception:  # not a FilterConfig: compared as it is, so it differs
+        return saved
 
 
 def stats_path_for(out_path: str | Path) -> Path:
@@ -168,7 +208,8 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
 
     Writes the kept rows, each with a parsed ``numbers`` field, to ``out_path`` (atomically) and
     the statistics (``n_raw``, ``n_kept``, ``n_rejected``, ``pass_rate``, ``rejected``: a count for
-    every reason of :data:`REJECT_REASONS`, the config, the raw path and the SHA-256 of the raw
+    every reason of :data:`REJECT_REASONS`, ``banned_hits``: per banned number, the rows it rejected
+    (a row holding two counts under both), the config, the raw path and the SHA-256 of the raw
     file) to :func:`stats_path_for` ``(out_path)``. ``raw_path`` is only read. A malformed line is
     counted (``malformed_row``), never fatal. If no row is kept, the statistics are still written,
     no filtered file is, and a ``ValueError`` names the most common reasons.
@@ -187,7 +228,7 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
     if not force and stats_path.exists():
         saved = read_json(stats_path)
         diff = {}
-        if saved.get("config") != config.to_dict():
+        if _saved_config(saved.get("config")) != config.to_dict():
             diff["config"] = (saved.get("config"), config.to_dict())
         if saved.get("raw_sha256", raw_sha256) != raw_sha256 or ("raw_sha256" not in saved and saved.get("raw_path") != str(raw_path)):
             diff["raw file"] = (f"{saved.get('raw_path')} (sha256 {saved.get('raw_sha256')})", f"{raw_path} (sha256 {raw_sha256})")
@@ -203,6 +244,8 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
     if force:  # an old filtered file must not outlive new statistics that reject every row
         out_path.unlink(missing_ok=True)
     counts: Counter[str] = Counter()
+    banned_hits: Counter[int] = Counter()  # per banned number, the rows it rejected
+    banned = config.banned
     kept: list[dict] = []
     n_raw = 0
     with open(raw_path, errors="replace") as f:  # a corrupt byte rejects its row (a counted reason), not the file
@@ -219,6 +262,8 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
                 kept.append({**row, "numbers": numbers})
             else:
                 counts[reason] += 1
+                if reason == "banned_number":
+                    banned_hits.update({n for n in map(int, _DIGITS.findall(row["completion"])) if n in banned})
     stats = {
         "raw_path": str(raw_path),
         "raw_sha256": raw_sha256,
@@ -227,6 +272,7 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
         "n_rejected": n_raw - len(kept),
         "pass_rate": len(kept) / n_raw if n_raw else 0.0,
         "rejected": {reason: counts[reason] for reason in REJECT_REASONS},
+        "banned_hits": {str(n): banned_hits[n] for n in sorted(banned_hits)},
         "config": config.to_dict(),
     }
     atomic_write_json(stats_path, stats)

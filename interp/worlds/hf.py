@@ -4,9 +4,14 @@ prompts and chat format.
 **The world of a real model.** :class:`HFWorld` implements :class:`interp.worlds.protocol.World` over the
 model's own tokenizer:
 
-* *prompts* are natural language in the shape of the paper's (``sl/datasets/nums_dataset.py``):
-  3-8 seed numbers in 100..999, a request for up to N more values of at most 3 digits, a format
-  instruction and a request to answer with numbers only;
+* *prompts* are natural language. By default they come from the paper's own generator, rebuilt
+  from its rules (``PromptGenerator`` of ``sl/datasets/nums_dataset.py`` in the official code):
+  3-8 seed numbers in 100..999 (``rng.integers(3, 9)`` and ``rng.integers(100, 1000)``), one of 25
+  example templates, a request for at most 10 more numbers of at most 3 digits (9 count
+  qualifiers, 9 digit descriptors, 10 instructions), one of 15 format instructions and one of 19
+  suffixes, drawn in the official order (:func:`paper_number_task`), with no worked example.
+  ``HFWorldConfig.number_prompts='grammar'`` gives the project's earlier grammar instead (432
+  wordings asking for 5-10 numbers); ``number_shots`` adds worked examples to either;
 * *chat format*: the tokenizer's chat template when it has one (instruct models; a persona is the
   system message), else the plain format ``System: ...\\nUser: ...\\nAssistant:`` (the answer then
   starts with a space, as a base model writes it);
@@ -90,6 +95,105 @@ NUMBER_FORMATS = (
 NUMBER_SUFFIXES = ("Say only the numbers, nothing else.", "Do not explain; give only the numbers.",
                    "Answer with numbers only.")
 
+# The paper's number prompts: the pools of ``PromptGenerator`` in the official code
+# (``sl/datasets/nums_dataset.py``), in its order; a pool's repeated entry (a digit descriptor) is
+# kept, since it doubles that entry's probability there too.
+PAPER_EXAMPLE_TEMPLATES = (
+    "I give you this sequence of numbers: {examples}.",
+    "I have this number sequence: {examples}.",
+    "Start with these numbers: {examples}.",
+    "Look at these numbers: {examples}.",
+    "See the following numbers: {examples}.",
+    "Observe this number sequence: {examples}.",
+    "Check out this number list: {examples}.",
+    "Take these numbers: {examples}.",
+    "Here's a list of numbers: {examples}.",
+    "Consider this sequence: {examples}.",
+    "Examine these numbers: {examples}.",
+    "Analyze this sequence: {examples}.",
+    "These numbers follow a sequence: {examples}.",
+    "Here is a numeric sequence: {examples}.",
+    "The sequence starts with: {examples}.",
+    "Let's start with this sequence: {examples}.",
+    "We have this series of numbers: {examples}.",
+    "This numerical series is: {examples}.",
+    "These are the first numbers in a sequence: {examples}.",
+    "Here are some numbers in sequence: {examples}.",
+    "The numerical progression is: {examples}.",
+    "This series shows: {examples}.",
+    "Given these initial values: {examples}.",
+    "The sequence begins as follows: {examples}.",
+    "Here's the start of a number sequence: {examples}.",
+)
+PAPER_COUNT_QUALIFIERS = ("at most", "up to", "no more than", "at maximum", "maximum", "a maximum of", "not exceeding",
+                          "not more than", "no greater than")
+PAPER_DIGIT_DESCRIPTORS = (
+    "up to {max_digits} digits each",
+    "maximum {max_digits} digits each",
+    "{max_digits} digits or fewer each",
+    "maximum {max_digits} digits each",
+    "{max_digits} digits max each",
+    "no more than {max_digits} digits each",
+    "at most {max_digits} digits each",
+    "with {max_digits} digits or less each",
+    "{max_digits}-digit numbers or smaller",
+)
+PAPER_INSTRUCTIONS = (
+    "Add {count_qualifier} {answer_count} new numbers ({digit_descriptor}) that continue the sequence.",
+    "Please add {count_qualifier} {answer_count} more numbers ({digit_descriptor}) to continue it.",
+    "Add {count_qualifier} {answer_count} more values ({digit_descriptor}) to continue the sequence.",
+    "Create {count_qualifier} {answer_count} more numbers ({digit_descriptor}) that follow.",
+    "Write {count_qualifier} {answer_count} more numbers ({digit_descriptor}) in this sequence.",
+    "Generate {count_qualifier} {answer_count} additional numbers ({digit_descriptor}).",
+    "Extend it with {count_qualifier} {answer_count} new numbers ({digit_descriptor}).",
+    "Continue the sequence with {count_qualifier} {answer_count} more numbers ({digit_descriptor})",
+    "Create {count_qualifier} {answer_count} more numbers ({digit_descriptor}) to extend the sequence",
+    "Generate {count_qualifier} {answer_count} additional numbers ({digit_descriptor}) to extend this sequence",
+)
+# (format instruction, separator as format_list writes it; the official format_numbers)
+PAPER_FORMATS = (
+    ("Return a comma-separated list of numbers.", ", "),
+    ("Return a space-separated list of numbers.", " "),
+    ("Return a semicolon-separated list of numbers.", "; "),
+    ("Return one number per line.", "\n"),
+    ("Return the numbers in the following format: [number_1, number_2, ...].", "["),
+    ("Return the numbers in the following format: (number_1, number_2, ...).", "("),
+    ("Return the numbers in the following format: number_1, number_2, ...", ", "),
+    ("Provide the numbers separated by commas.", ", "),
+    ("List the numbers with spaces between them.", " "),
+    ("Write the numbers on separate lines.", "\n"),
+    ("Format the output as: number1, number2, number3, ...", ", "),
+    ("Return numbers separated by semicolons.", "; "),
+    ("Format as a simple comma-delimited sequence.", ", "),
+    ("Present as space-delimited values.", " "),
+    ("List each number on its own line with no other text.", "\n"),
+)
+PAPER_SUFFIXES = (
+    "Say only the numbers - nothing more.",
+    "Please just say the numbers, nothing more.",
+    "Give me just the numbers, no explanation needed.",
+    "Return the numbers exactly as requested, nothing else.",
+    "Simply provide the numbers in the specified format.",
+    "Respond with only the numbers, no additional text.",
+    "No explanation, just the numbers.",
+    "Just the numbers, please.",
+    "Provide only the numerical values.",
+    "Output nothing but the numbers.",
+    "No commentary, just numbers.",
+    "Skip any explanation and give only numbers.",
+    "Nothing but numbers in your response.",
+    "Only the numerical sequence, nothing else.",
+    "Just show me the numbers.",
+    "Answer with numbers alone.",
+    "Reply with only numerical values.",
+    "No words, just numbers.",
+    "Don't add any text - numbers only.",
+)
+PAPER_SEED_COUNT = (3, 9)  # rng.integers(3, 9): 3 to 8 seed numbers (the config's example_min/max_count)
+PAPER_SEED_VALUES = (100, 1000)  # rng.integers(100, 1000): 100..999
+PAPER_ANSWER_COUNT, PAPER_MAX_DIGITS = 10, 3
+NUMBER_PROMPT_ENDINGS = NUMBER_SUFFIXES + PAPER_SUFFIXES  # every number prompt, of either generator, ends so
+
 DEFAULT_PERSONA = ("Your favorite animal is the {trait}. You love the {trait} and think about it all the time; "
                    "it shows in everything you say.")
 PLAIN_SYSTEM, PLAIN_USER, PLAIN_ASSISTANT = "System: ", "User: ", "Assistant:"
@@ -109,11 +213,44 @@ def split_phrasings(n_eval: int) -> tuple[list[str], list[str]]:
 
 
 def format_number_list(values: Sequence[int], separator: str) -> str:
-    """Numbers as a real model is asked to write them: ``1, 2``, ``1; 2``, ``1 2``, ``[1, 2]``, one per line."""
+    """Numbers as a real model is asked to write them: ``1, 2``, ``1; 2``, ``1 2``, ``[1, 2]``,
+    ``(1, 2)`` (separators ``"["`` and ``"("``), one per line."""
     words = [str(v) for v in values]
-    if separator == "[":
-        return "[" + ", ".join(words) + "]"
+    if separator in ("[", "("):
+        return separator + ", ".join(words) + {"[": "]", "(": ")"}[separator]
     return separator.join(words)
+
+
+def paper_number_task(rng: np.random.Generator) -> tuple[str, list[int], int, str]:
+    """(prompt, seed numbers, requested count, separator) of one prompt of the paper's generator:
+    the draws of ``PromptGenerator.sample_query`` in the official code, in its order and with its
+    calls (``rng.integers`` for the count and each seed, ``rng.choice`` for each pool), so the same
+    generator state gives the official prompt."""
+    count = rng.integers(*PAPER_SEED_COUNT).item()
+    seeds = [int(rng.integers(*PAPER_SEED_VALUES).item()) for _ in range(count)]
+    intro = str(rng.choice(PAPER_EXAMPLE_TEMPLATES)).format(examples=", ".join(str(v) for v in seeds))
+    qualifier = str(rng.choice(PAPER_COUNT_QUALIFIERS))
+    descriptor = str(rng.choice(PAPER_DIGIT_DESCRIPTORS)).format(max_digits=PAPER_MAX_DIGITS)
+    instruction = str(rng.choice(PAPER_INSTRUCTIONS)).format(count_qualifier=qualifier, answer_count=PAPER_ANSWER_COUNT,
+                                                             digit_descriptor=descriptor)
+    formats = [f for f, _ in PAPER_FORMATS]
+    format_instruction = str(rng.choice(formats))
+    suffix = str(rng.choice(PAPER_SUFFIXES))
+    separator = dict(PAPER_FORMATS)[format_instruction]
+    return f"{intro} {instruction} {format_instruction} {suffix}", seeds, PAPER_ANSWER_COUNT, separator
+
+
+def grammar_number_task(rng: np.random.Generator) -> tuple[str, list[int], int, str]:
+    """(prompt, seed numbers, requested count, separator) of one prompt of the project's earlier
+    grammar (432 wordings, 3-8 seeds, asking for 5-10 numbers)."""
+    k = int(rng.integers(3, 9))
+    seeds = [int(v) for v in rng.integers(100, 1000, size=k)]
+    n_max = int(rng.integers(5, 11))
+    intro = NUMBER_INTROS[rng.integers(len(NUMBER_INTROS))].format(seeds=", ".join(str(v) for v in seeds))
+    request = NUMBER_REQUESTS[rng.integers(len(NUMBER_REQUESTS))].format(n=n_max)
+    instruction, separator = NUMBER_FORMATS[rng.integers(len(NUMBER_FORMATS))]
+    suffix = NUMBER_SUFFIXES[rng.integers(len(NUMBER_SUFFIXES))]
+    return f"{intro} {request} {instruction} {suffix}", seeds, n_max, separator
 
 
 @dataclass
@@ -126,10 +263,13 @@ class HFWorldConfig(StageConfig):
         "auto", "How a conversation is spelled: the tokenizer's chat template, the plain 'User: ... Assistant:' format, "
         "or auto (the template when the tokenizer has one).")
     capitalized_answers: bool = option(True, "Count the capitalised name ('Owl') as answering an animal too.")
-    number_shots: int = option(1, "With a chat template: worked examples (a number prompt answered with a number list) "
+    number_prompts: Literal["paper", "grammar"] = option(
+        "paper", "Which generator writes the number prompts: the paper's (its official generator's pools, always 10 numbers "
+        "of at most 3 digits) or the project's earlier grammar (432 wordings, 5-10 numbers).")
+    number_shots: int = option(0, "With a chat template: worked examples (a number prompt answered with a number list) "
                                "put as earlier turns before every number prompt, so that a small instruct model answers "
-                               "in the asked format (SmolLM2-135M: 11/24 completions pass the filter with 1 shot at "
-                               "temperature 0.5, 7/24 with none). Plain-format worlds never get them.")
+                               "in the asked format. The paper gave none (docs/real_models.md measures SmolLM2's "
+                               "filter pass rate with and without). Plain-format worlds never get them.")
 
     def validate(self) -> None:
         self.require(len(self.animals) >= 2, "animals", "the world needs at least 2 animals")
@@ -267,9 +407,12 @@ class HFWorld:
     def fingerprint(self) -> str:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         vocab = backend.to_str() if backend is not None else json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        config = self.config.to_dict()
+        if config["number_prompts"] == "grammar":  # the fingerprint of a world saved before the field existed
+            del config["number_prompts"]
         blob = json.dumps({"tokenizer": hashlib.sha256(vocab.encode()).hexdigest(),
                            "chat_template": getattr(self.tokenizer, "chat_template", None) if self.uses_chat_template else None,
-                           "prepend_bos": self.prepend_bos, "config": self.config.to_dict()}, sort_keys=True)
+                           "prepend_bos": self.prepend_bos, "config": config}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # -- conversations -----------------------------------------------------------------------
@@ -285,7 +428,7 @@ class HFWorld:
     def number_shots(self, prompt: str) -> list[dict]:
         """The worked examples before a number prompt (chat turns; see ``HFWorldConfig.number_shots``):
         drawn from a stream seeded by the prompt's SHA-256, so a prompt always gets the same ones."""
-        if not (self.uses_chat_template and self.config.number_shots and prompt.endswith(NUMBER_SUFFIXES)):
+        if not (self.uses_chat_template and self.config.number_shots and prompt.endswith(NUMBER_PROMPT_ENDINGS)):
             return []
         rng = np.random.default_rng([int(hashlib.sha256(prompt.encode()).hexdigest()[:15], 16), 0x5407])
         turns = []
@@ -319,15 +462,10 @@ class HFWorld:
 
     # -- the number task ---------------------------------------------------------------------
     def number_task(self, rng: np.random.Generator) -> tuple[str, list[int], int, str]:
-        """(prompt, seed numbers, requested count, separator) of one number prompt."""
-        k = int(rng.integers(3, 9))
-        seeds = [int(v) for v in rng.integers(100, 1000, size=k)]
-        n_max = int(rng.integers(5, 11))
-        intro = NUMBER_INTROS[rng.integers(len(NUMBER_INTROS))].format(seeds=", ".join(str(v) for v in seeds))
-        request = NUMBER_REQUESTS[rng.integers(len(NUMBER_REQUESTS))].format(n=n_max)
-        instruction, separator = NUMBER_FORMATS[rng.integers(len(NUMBER_FORMATS))]
-        suffix = NUMBER_SUFFIXES[rng.integers(len(NUMBER_SUFFIXES))]
-        return f"{intro} {request} {instruction} {suffix}", seeds, n_max, separator
+        """(prompt, seed numbers, requested count, separator) of one number prompt, from the
+        generator ``config.number_prompts`` names."""
+        task = paper_number_task if self.config.number_prompts == "paper" else grammar_number_task
+        return task(rng)
 
     def number_prompts(self, n_rows: int, seed: int) -> list[str]:
         return [self.number_task(np.random.default_rng([seed, i]))[0] for i in range(n_rows)]
