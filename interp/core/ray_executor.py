@@ -94,12 +94,15 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, **init_o
             check_reachable(address)
         options = {"address": address, **init_options}
     else:
-        options = {"num_cpus": num_cpus, "include_dashboard": False, **init_options}
+        # "local": a new instance even where `ray start` left a cluster (or its address file) behind
+        options = {"address": "local", "num_cpus": num_cpus, "include_dashboard": False, **init_options}
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, TimeoutError) as e:
         where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
-        raise ValueError(f"could not connect to {where}: {' '.join(str(e).split())}") from None
+        hint = "" if address is None else ("; a cluster with token authentication (what `ray start` turns on) needs "
+                                           "RAY_AUTH_MODE=token and its token (`ray get-auth-token`) here too")
+        raise ValueError(f"could not connect to {where}: {' '.join(str(e).split())}{hint}") from None
     return True
 
 
