@@ -64,15 +64,30 @@ def _host_port(address: str) -> tuple[str, int]:
                          "or auto") from None
 
 
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+def _resolve_auto() -> str:
+    """The cluster ``--ray-address auto`` stands for: ``RAY_ADDRESS``, or the one ``ray start`` last
+    started on this machine (Ray's own lookup); a one-line ``ValueError`` where there is none."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    address = canonicalize_bootstrap_address("auto")
+    if address is None:
+        raise ValueError("--ray-address auto: no Ray cluster is known here (neither RAY_ADDRESS nor a cluster started "
+                         "with `ray start`); start one, give its address, or leave --ray-address out to start a local "
+                         "Ray instance")
+    return address
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S, *, shown: str | None = None) -> None:
     """A one-line ``ValueError`` unless something accepts a TCP connection at ``address`` within
-    ``timeout`` seconds (``ray.init`` itself would retry for minutes)."""
+    ``timeout`` seconds (``ray.init`` itself would retry for minutes, and `auto` may name a
+    cluster that has stopped). ``shown``: the address as the user gave it."""
     host, port = _host_port(address)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as e:
-        raise ValueError(f"--ray-address {address}: no Ray cluster answers at {host}:{port} within {timeout:.0f} s "
+        given = address if shown is None or shown == address else f"{shown} ({address})"
+        raise ValueError(f"--ray-address {given}: no Ray cluster answers at {host}:{port} within {timeout:.0f} s "
                          f"({e.strerror or e}); start one with `ray start --head`, or leave --ray-address out to start "
                          "a local Ray instance") from None
 
@@ -90,8 +105,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, **init_o
         if num_cpus is not None:
             raise ValueError(f"--workers sets the CPUs of a local Ray instance; the cluster at {address} has its own "
                              "(`ray start --num-cpus`): leave --workers out")
-        if address != "auto":
-            check_reachable(address)
+        check_reachable(_resolve_auto() if address == "auto" else address, shown=address)
         options = {"address": address, **init_options}
     else:
         # "local": a new instance even where `ray start` left a cluster (or its address file) behind
