@@ -240,7 +240,7 @@ def test_bench_executors__ray_against_the_pool_on_the_same_quick_run(tmp_path, m
     made, calls = [], []
     monkeypatch.setattr(run_mod, "_bases", lambda config, artifacts, **kw: made.append((config.quick, artifacts)))
 
-    def fake_run_command(argv, *, cwd, log_path, threads=None):
+    def fake_run_command(argv, *, cwd, log_path, threads=None, env_extra=None):
         calls.append(argv[argv.index("--executor") + 1])
         assert argv[argv.index("--artifacts") + 1] == str(tmp_path / "artifacts") and "--quick" in argv
         return {"exit_code": 0, "wall_seconds": 30.0 if calls[-1] == "ray" else 20.0, "log": str(log_path)}

@@ -37,11 +37,17 @@ TESTS = Path(__file__).parent
 RUN_ARGS = ["--quick", "--seeds", "2", "--n-rows", "48", "--pretrain-steps", "100", "--teacher-steps", "4",
             "--objectives", "sft", "--conditions", "control", "shared_init", "mismatched_init", "--eval-every", "0",
             "--no-record-alignment", "--in-context-examples", "1"]
-SWEEP = {"base": {"seeds": 2, "n_rows": 48, "pretrain_steps": 100, "teacher_steps": 4, "eval_every": 0,
+# A sweep whose first cell is that run (the same RunConfig), the second cell's students trained
+# at another learning rate on the first's teacher and data.
+SWEEP = {"base": {"quick": True, "seeds": 2, "n_rows": 48, "pretrain_steps": 100, "teacher_steps": 4, "eval_every": 0,
                   "record_alignment": False, "in_context_examples": 1},
-         "cells": [{}, {"lr": 0.002}]}  # the second cell reuses the first's teacher and data
+         "cells": [{}, {"lr": 0.002}]}
 # The environment of every Ray worker: this checkout and the tests importable, one thread.
 WORKER_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+# Ray starts its workers at niceness 15: on a machine shared with other work they wait behind it
+# (observed: tasks that had not started after minutes at a load average of 15 on 2 cores). The
+# Ray processes the tests start run their workers at the tests' own priority.
+RAY_NICENESS = {"RAY_worker_niceness": "0"}
 
 
 @pytest.fixture
@@ -51,15 +57,16 @@ def tiny_presets(monkeypatch):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The shrunk quick run and the sweep on the local executor, in this process (one thread, as
-    each Ray task has): ``ROOT/run``, ``ROOT/sweep``, their bases in ``ROOT/artifacts``."""
+    """The sweep on the local executor, in this process (one thread, as each Ray task has):
+    ``ROOT/sweep``, its bases in ``ROOT/artifacts``. Its first cell is also the reference of the
+    shrunk quick run (``ROOT/run``, a link to it): one local run fewer."""
     root = tmp_path_factory.mktemp("local")
     (root / "sweep.json").write_text(json.dumps(SWEEP))
     with pytest.MonkeyPatch.context() as mp, one_torch_thread():
         use_tiny_presets(mp.setitem, mp.setattr)
-        for argv in (["run", *RUN_ARGS, "--out", str(root / "run")],
-                     ["sweep", "--config", str(root / "sweep.json"), "--out", str(root / "sweep")]):
-            assert main(in_one_process([*argv, "--artifacts", str(root / "artifacts")])) == 0
+        assert main(in_one_process(["sweep", "--config", str(root / "sweep.json"), "--out", str(root / "sweep"),
+                                    "--artifacts", str(root / "artifacts")])) == 0
+    (root / "run").symlink_to(root / "sweep" / "cell00", target_is_directory=True)
     return root
 
 
@@ -76,8 +83,11 @@ def local_ray(_ray_module):
     from interp.core.ray_executor import connect
 
     if not _ray_module.is_initialized():
-        connect(None, num_cpus=2, object_store_memory=100 * 2**20, log_to_driver=False,
-                runtime_env={"worker_process_setup_hook": "tiny_interp.use_tiny_presets", "env_vars": WORKER_ENV})
+        with pytest.MonkeyPatch.context() as mp:  # read by the Ray processes ray.init starts
+            for name, value in RAY_NICENESS.items():
+                mp.setenv(name, value)
+            connect(None, num_cpus=2, object_store_memory=100 * 2**20, log_to_driver=False,
+                    runtime_env={"worker_process_setup_hook": "tiny_interp.use_tiny_presets", "env_vars": WORKER_ENV})
     return _ray_module
 
 
@@ -244,7 +254,7 @@ def ray_head(_ray_module, tmp_path, monkeypatch):
         head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}",
                                  f"--ray-client-server-port={_free_port()}", "--num-cpus=2",
                                  f"--object-store-memory={100 * 2**20}", "--include-dashboard=false",
-                                 "--disable-usage-stats"], env={**os.environ, **WORKER_ENV}, stdout=log,
+                                 "--disable-usage-stats"], env={**os.environ, **WORKER_ENV, **RAY_NICENESS}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180

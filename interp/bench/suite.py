@@ -628,11 +628,12 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run_command(argv: Sequence[str], *, cwd: Path, log_path: Path, threads: int | None = None) -> dict[str, Any]:
+def run_command(argv: Sequence[str], *, cwd: Path, log_path: Path, threads: int | None = None,
+                env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``argv`` as a child process: its exit code, wall time and peak resident memory
     (``ru_maxrss``, measured by a small wrapper process so that the bench's own memory does not
     count; the wrapper's ~10 MiB is the floor). Output goes to ``log_path``; ``threads`` sets the
-    child's ``OMP_NUM_THREADS`` (torch's thread count)."""
+    child's ``OMP_NUM_THREADS`` (torch's thread count); ``env_extra``: more environment variables."""
     import signal
 
     import interp
@@ -641,6 +642,7 @@ def run_command(argv: Sequence[str], *, cwd: Path, log_path: Path, threads: int 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
+    env.update(env_extra or {})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     usage_path = log_path.with_name(log_path.name + ".rusage.json")
     load_before = os.getloadavg()
@@ -755,7 +757,9 @@ def bench_executors(run_artifacts: Path, scratch: Path, *, repeats: int, threads
             run_dir = scratch / f"run-quick-{executor}-{i}"
             argv = [sys.executable, "-m", "interp", "run", "--quick", "--out", str(run_dir), "--artifacts",
                     str(run_artifacts), "--executor", executor]
-            measured = run_command(argv, cwd=Path.cwd(), log_path=scratch / f"run_quick_{executor}_{i}.log", threads=threads)
+            # Ray runs its workers at niceness 15 by default; the pool's run at the bench's own priority
+            measured = run_command(argv, cwd=Path.cwd(), log_path=scratch / f"run_quick_{executor}_{i}.log", threads=threads,
+                                   env_extra={"RAY_worker_niceness": "0"} if executor == "ray" else None)
             if measured["exit_code"] != 0:
                 tail = Path(measured["log"]).read_text()[-2000:]
                 raise RuntimeError(f"{' '.join(argv)} exited with {measured['exit_code']}; end of its log:\n{tail}")
@@ -766,8 +770,8 @@ def bench_executors(run_artifacts: Path, scratch: Path, *, repeats: int, threads
     return [comparison(
         "run_quick_ray", "`interp run --quick`: Ray executor vs local process pool",
         "wall time of `interp run --quick` with its bases already pretrained: --executor ray (a local Ray instance "
-        "started by the command, its start-up included; one CPU per task) vs --executor local (one worker process per "
-        "core)", measure="s", subject=("Ray tasks", ours), baseline=("process pool", theirs), ratio="Ray / pool",
+        "started by the command, its start-up included; one CPU per task, workers at the pool's priority) vs "
+        "--executor local (one worker process per core)", measure="s", subject=("Ray tasks", ours), baseline=("process pool", theirs), ratio="Ray / pool",
         higher_is_better=False, details={"bases_pretrained_before": True, "threads": threads})]
 
 
