@@ -166,6 +166,41 @@ def test_run_graph__dependencies_order_jobs_and_a_failure_keeps_the_others(local
         run_graph([Job("c", write_marker, (d, 2), after=("a",))], progress=False)
 
 
+def test_run_on_ray__the_graph_of_two_runs_sharing_data(monkeypatch, tmp_path):
+    """The jobs and dependencies run_on_ray gives Ray (captured, not run): bases shared, a seed's
+    students after its data, its collection after its students, and a second run on the same
+    teacher and data after the first's data job, or after all of the first's jobs on that seed
+    where its audit differs (both write the audit there)."""
+    import interp.core.ray_executor as ray_executor
+    import interp.studies.run as run_mod
+
+    graphs = []
+    monkeypatch.setattr(ray_executor, "connect", lambda *a, **kw: True)
+    monkeypatch.setattr(ray_executor, "run_graph", lambda jobs, **kw: graphs.append(jobs) or {j.key: {} for j in jobs})
+    monkeypatch.setattr(run_mod, "_finish_run", lambda config, out, per_seed, *a: {"out": out, "seeds": len(per_seed)})
+    base = run_mod.RunConfig(seeds=2, n_rows=48, objectives=("sft",), conditions=("control", "shared_init"))
+    for second, waits_for in ((base.replace(lr=0.002), "data"), (base.replace(lora_rank=4), "collect")):
+        graphs.clear()
+        runs = [(base, tmp_path / f"{waits_for}-a", tmp_path / f"{waits_for}-shared"),
+                (second, tmp_path / f"{waits_for}-b", tmp_path / f"{waits_for}-shared")]
+        summaries = run_mod.run_on_ray(runs, artifacts=tmp_path / "artifacts", progress=False)
+        assert [s["seeds"] for s in summaries] == [2, 2]
+        (jobs,) = graphs
+        after = {j.key: j.after for j in jobs}
+        pretrain = [k for k in after if k.startswith("pretrain")]
+        assert len(pretrain) == 2  # shared and mismatched bases, once for both runs
+        for run_dir in (runs[0][1], runs[1][1]):
+            for s in (0, 1):
+                seed = run_dir / f"seed{s}"
+                students = [f"student {seed} sft/{c}" for c in ("control", "shared_init")]
+                assert all(after[k] == (f"data {seed}",) for k in students)
+                assert after[f"collect {seed}"] == tuple(students)
+        for s in (0, 1):
+            first, second_seed = runs[0][1] / f"seed{s}", runs[1][1] / f"seed{s}"
+            assert after[f"data {first}"] == tuple(pretrain)
+            assert after[f"data {second_seed}"] == (*pretrain, f"{waits_for} {first}")
+
+
 # -- whole runs -----------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -597,6 +597,17 @@ def _finish_run(config: RunConfig, out: Path, per_seed: list[dict], bases: dict[
     return results
 
 
+def _audit_settings(config: RunConfig, seed: int, bases: dict[str, ModelRef]) -> tuple:
+    """What replicate ``seed``'s audit (see :func:`run_seed`) depends on besides its data. Runs
+    sharing a data directory with equal settings reuse one audit there; with other settings a run
+    audits again into the same directory, so it must not overlap the earlier run's jobs."""
+    if not config.audit_rows or config.real:
+        return ()
+    lora = config.student_lora(seed)
+    return (config.audit_rows, config.freeze_unembed, lora.to_dict() if lora is not None else None,
+            sorted((k, str(v)) for k, v in bases.items()))
+
+
 def run_on_ray(runs: Sequence[tuple[RunConfig, str | Path, str | Path | None]], *, artifacts: str | Path = "artifacts",
                force: bool = False, progress: bool = True, workers: int = 0, ray_address: str | None = None) -> list[dict]:
     """Run several loops, each ``(config, out, data_cache)`` as :func:`run` takes them, as one graph
@@ -605,8 +616,10 @@ def run_on_ray(runs: Sequence[tuple[RunConfig, str | Path, str | Path | None]], 
     The jobs are those of the local executor: one per missing base (shared by the runs that need
     it), one per replicate for the teacher and data (after the run's missing bases; after the
     previous run's job for the same shared data directory, so that runs sharing a teacher make it
-    once), one per student (after its replicate's data), and one per replicate that collects its
-    results (after its students). Independent runs (a sweep's cells) run side by side. Every path
+    once; after all of that run's jobs for the replicate where the two runs' audits differ, since
+    both write the audit there), one per student (after its replicate's data), and one per
+    replicate that collects its results (after its students). Independent runs (a sweep's cells)
+    run side by side. Every path
     is made absolute: on a cluster, ``out``, ``data_cache`` and ``artifacts`` must be on a
     filesystem every node mounts at the same path. ``ray_address`` None starts a local Ray
     instance with ``workers`` CPUs (0: all); otherwise see :func:`interp.core.ray_executor.connect`.
@@ -618,7 +631,8 @@ def run_on_ray(runs: Sequence[tuple[RunConfig, str | Path, str | Path | None]], 
     artifacts = Path(artifacts).absolute()
     start = time.time()
     jobs: dict[str, Job] = {}
-    last_data: dict[Path, str] = {}  # shared seed directory -> the last data job that writes it
+    # shared seed directory -> (the last run's data job there, its collection job, its audit settings)
+    last_data: dict[Path, tuple[str, str, tuple]] = {}
     planned = []
     for config, out, data_cache in runs:
         out = Path(out).absolute()
@@ -642,11 +656,14 @@ def run_on_ray(runs: Sequence[tuple[RunConfig, str | Path, str | Path | None]], 
         data_keys = {}
         for job in seed_jobs:
             seed_out, shared_seed = job[3], job[5]
-            key = f"data {seed_out}"
-            after = after_bases + ((last_data[shared_seed],) if shared_seed in last_data else ())
+            key, audit = f"data {seed_out}", _audit_settings(config, job[1], bases)
+            after = after_bases
+            if shared_seed in last_data:  # made by an earlier run: wait for it, and for all of that run's
+                previous_data, previous_collect, previous_audit = last_data[shared_seed]  # jobs there where
+                after += (previous_data if audit == previous_audit else previous_collect,)  # this run re-audits
             jobs[key] = Job(key, run_seed, (*job, ()), after, name=f"teacher and data {seed_out}")
             if shared_seed is not None:
-                last_data[shared_seed] = key
+                last_data[shared_seed] = (key, f"collect {seed_out}", audit)
             data_keys[seed_out] = key
         students: dict[Path, list[str]] = {job[3]: [] for job in seed_jobs}
         for (objective, condition), job in _student_parts(config, seed_jobs):
@@ -661,8 +678,6 @@ def run_on_ray(runs: Sequence[tuple[RunConfig, str | Path, str | Path | None]], 
                             name=f"collect {job[3]}")
             collect.append(key)
         planned.append((config, out, bases, collect))
-    # Data jobs first, then students, then collection: Ray starts what is ready, in this order.
-    ordered = sorted(jobs.values(), key=lambda j: ("pretrain", "data", "student", "collect").index(j.key.split()[0]))
-    results = run_graph(ordered, device=current().to_dict(), desc="jobs", progress=progress)
+    results = run_graph(list(jobs.values()), device=current().to_dict(), desc="jobs", progress=progress)
     return [_finish_run(config, out, [results[k] for k in collect], bases, start, artifacts, progress)
             for config, out, bases, collect in planned]
