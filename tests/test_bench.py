@@ -229,3 +229,38 @@ def test_bench_update__keeps_other_benchmarks_rows(tmp_path):
     assert "MNIST teacher" in text and "| 15.0 min | 8.5 min (OMP_NUM_THREADS=1) | 400 MiB |" in text
     assert "Added later by `interp bench --update`" in text
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def test_bench_executors__ray_against_the_pool_on_the_same_quick_run(tmp_path, monkeypatch):
+    """The row times whole `interp run --quick` commands, one per executor and repeat, alternating
+    which runs first, after the bases were made (both sides reuse them)."""
+    import interp.bench.suite as suite
+    import interp.studies.run as run_mod
+
+    made, calls = [], []
+    monkeypatch.setattr(run_mod, "_bases", lambda config, artifacts, **kw: made.append((config.quick, artifacts)))
+
+    def fake_run_command(argv, *, cwd, log_path, threads=None, env_extra=None):
+        calls.append(argv[argv.index("--executor") + 1])
+        assert argv[argv.index("--artifacts") + 1] == str(tmp_path / "artifacts") and "--quick" in argv
+        return {"exit_code": 0, "wall_seconds": 30.0 if calls[-1] == "ray" else 20.0, "log": str(log_path)}
+
+    monkeypatch.setattr(suite, "run_command", fake_run_command)
+    (row,) = suite.bench_executors(tmp_path / "artifacts", tmp_path, repeats=2)
+    assert made == [(True, tmp_path / "artifacts")]
+    assert calls == ["ray", "local", "local", "ray"]
+    assert row["key"] == "run_quick_ray" and row["ratio"]["median"] == pytest.approx(1.5)
+    assert not row["higher_is_better"] and row["subject"]["label"] == "Ray tasks"
+
+
+def test_run_bench__ray_benchmark_skipped_without_ray(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    bench = run_bench(BenchConfig(only=("mnist", "run_quick_ray"), repeats=1, mnist_models=2, mnist_steps=2,
+                                  mnist_hidden=(8,), threads=1), tmp_path / "b", progress=False)
+    assert "pip install -e '.[ray]'" in bench["skipped"]["run_quick_ray"]
+    assert [r["benchmark"] for r in bench["rows"]] == ["mnist", "mnist"]
+    assert "`run_quick_ray` not measured: Ray is not installed" in (tmp_path / "b" / "benchmarks.md").read_text()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))  # the bench changed this process's torch threads

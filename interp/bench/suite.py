@@ -16,6 +16,8 @@ benchmark                 ours                                         against
 ``sae``                   SAETrainer on cached activations (route B)   sae-lens's LanguageModelSAETrainingRunner
 ``mnist_teacher/student`` N MLPs trained as one batched program        a Python loop over N single models
 ``run_quick``             ``interp run --quick`` (wall time, peak RSS)  -
+``run_quick_ray``         ``interp run --quick --executor ray`` (a     the same run on the local process pool
+                          local Ray instance), wall time               (``--executor local``)
 ``run_default``           ``interp run`` (wall time, peak RSS)          target: about 20 minutes on 2 cores
 ``real_generation_hf/_tl`` the sampler on a real model (``--real-model``) transformers ``generate`` /
                           (:mod:`interp.bench.real`)                    ``HookedTransformer.generate``
@@ -37,6 +39,7 @@ with and without ``alignment_reference``; sae-lens's ``SAETrainer`` and
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import json
 import logging
 import os
@@ -78,8 +81,8 @@ SCRATCH_DIR = "scratch"  # OUT/scratch: emptied by every bench run, holds nothin
 RUN_PROCESS_FILE = "bench_process.json"  # wall time and peak memory of a run the bench ran, kept in its run dir
 DOCS_BEGIN = "<!-- interp bench: generated table begins (rewritten by `interp bench`) -->"
 DOCS_END = "<!-- interp bench: generated table ends -->"
-BENCHMARKS: tuple[str, ...] = ("generation", "finetune", "audit", "sae", "mnist", "run_quick", "run_default",
-                               "real_generation")
+BENCHMARKS: tuple[str, ...] = ("generation", "finetune", "audit", "sae", "mnist", "run_quick", "run_quick_ray",
+                               "run_default", "real_generation")
 GENERATION_TARGET = 2.0  # sampler tokens/s over HookedTransformer.generate's, at the loop's batch size
 RECORDING_TARGET = 0.10  # most relative overhead of alignment recording on a student step
 DEFAULT_RUN_TARGET_SECONDS = 20 * 60
@@ -120,6 +123,8 @@ class BenchConfig(StageConfig):
     real_prompts: int = option(32, "real_generation: chat-formatted number prompts decoded per repeat.")
     real_batch_size: int = option(16, "real_generation: prompts per left-padded batch.")
     real_max_new_tokens: int = option(24, "real_generation: most new tokens per prompt.")
+    executor_repeats: int = option(2, "run_quick_ray: quick runs on each executor (a few minutes each), alternating "
+                                   "which runs first.")
     run_artifacts: str | None = option(None, "Artifacts directory of the timed interp runs (None: a fresh one "
                                        "under OUT/scratch, so their wall time includes pretraining the bases).")
 
@@ -129,7 +134,7 @@ class BenchConfig(StageConfig):
         self.require(self.repeats >= 1, "repeats", "must be at least 1")
         self.require(self.threads is None or self.threads >= 1, "threads", "must be at least 1 or None")
         for name in ("generation_prompts", "batch_size", "max_new_tokens", "finetune_steps", "finetune_batch_size",
-                     "audit_rows", "sae_tokens", "sae_expansion", "sae_k", "sae_batch_tokens", "mnist_models", "mnist_steps"):
+                     "executor_repeats", "audit_rows", "sae_tokens", "sae_expansion", "sae_k", "sae_batch_tokens", "mnist_models", "mnist_steps"):
             self.require(getattr(self, name) >= 1, name, "must be at least 1")
         self.require(self.finetune_steps >= 3, "finetune_steps", "must be at least 3 (the first step is not timed)")
         self.require(self.sae_tokens >= 2 * self.sae_batch_tokens, "sae_tokens",
@@ -141,7 +146,7 @@ class BenchConfig(StageConfig):
     def quick_defaults(cls) -> dict[str, Any]:
         return {"quick": True, "repeats": 3, "generation_prompts": 384, "finetune_steps": 12, "audit_rows": 600,
                 "sae_tokens": 40_000,
-                "mnist_models": 8, "mnist_steps": 15, "mnist_hidden": (64, 64)}
+                "mnist_models": 8, "mnist_steps": 15, "mnist_hidden": (64, 64), "executor_repeats": 1}
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -623,11 +628,12 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run_command(argv: Sequence[str], *, cwd: Path, log_path: Path, threads: int | None = None) -> dict[str, Any]:
+def run_command(argv: Sequence[str], *, cwd: Path, log_path: Path, threads: int | None = None,
+                env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``argv`` as a child process: its exit code, wall time and peak resident memory
     (``ru_maxrss``, measured by a small wrapper process so that the bench's own memory does not
     count; the wrapper's ~10 MiB is the floor). Output goes to ``log_path``; ``threads`` sets the
-    child's ``OMP_NUM_THREADS`` (torch's thread count)."""
+    child's ``OMP_NUM_THREADS`` (torch's thread count); ``env_extra``: more environment variables."""
     import signal
 
     import interp
@@ -636,6 +642,7 @@ def run_command(argv: Sequence[str], *, cwd: Path, log_path: Path, threads: int 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
+    env.update(env_extra or {})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     usage_path = log_path.with_name(log_path.name + ".rusage.json")
     load_before = os.getloadavg()
@@ -732,6 +739,42 @@ def whole_run_row(key: str, title: str, argv: list[str] | None, run_dir: Path, *
     return row
 
 
+def bench_executors(run_artifacts: Path, scratch: Path, *, repeats: int, threads: int | None = None) -> list[dict[str, Any]]:
+    """``interp run --quick`` with ``--executor ray`` (a local Ray instance the command starts, one
+    CPU per task) against ``--executor local`` (the process pool, one worker per core): wall time
+    of the whole command, the bases pretrained beforehand (untimed) so that both sides do the same
+    jobs. The ratio is the Ray executor's overhead on one machine: its start-up, scheduling and
+    per-task process set-up."""
+    from interp.studies.run import _bases
+
+    config = RunConfig(**RunConfig.quick_defaults())
+    _bases(config, run_artifacts, progress=False, workers=0)  # untimed: both sides reuse them
+    runs = iter(range(2 * repeats))
+
+    def side(executor: str) -> Callable[[], float]:
+        def run() -> float:
+            i = next(runs)
+            run_dir = scratch / f"run-quick-{executor}-{i}"
+            argv = [sys.executable, "-m", "interp", "run", "--quick", "--out", str(run_dir), "--artifacts",
+                    str(run_artifacts), "--executor", executor]
+            # Ray runs its workers at niceness 15 by default; the pool's run at the bench's own priority
+            measured = run_command(argv, cwd=Path.cwd(), log_path=scratch / f"run_quick_{executor}_{i}.log", threads=threads,
+                                   env_extra={"RAY_worker_niceness": "0"} if executor == "ray" else None)
+            if measured["exit_code"] != 0:
+                tail = Path(measured["log"]).read_text()[-2000:]
+                raise RuntimeError(f"{' '.join(argv)} exited with {measured['exit_code']}; end of its log:\n{tail}")
+            return measured["wall_seconds"]
+        return run
+
+    ours, theirs = alternating(side("ray"), side("local"), repeats, warmup=False)
+    return [comparison(
+        "run_quick_ray", "`interp run --quick`: Ray executor vs local process pool",
+        "wall time of `interp run --quick` with its bases already pretrained: --executor ray (a local Ray instance "
+        "started by the command, its start-up included; one CPU per task, workers at the pool's priority) vs "
+        "--executor local (one worker process per core)", measure="s", subject=("Ray tasks", ours), baseline=("process pool", theirs), ratio="Ray / pool",
+        higher_is_better=False, details={"bases_pretrained_before": True, "threads": threads})]
+
+
 # -- the machine -----------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
     import importlib.metadata as md
@@ -809,6 +852,8 @@ def why(row: dict[str, Any]) -> str:
                 f"backward pass over the recorder's trait questions), {_fmt(d['recording_step_seconds_other'])} s otherwise, vs "
                 f"{_fmt(d['sft_step_seconds'])} s unrecorded")
         return text
+    if key == "run_quick_ray":
+        return "the Ray side includes starting its local Ray instance"
     if key in ("distill", "distill_full"):
         return "includes the teacher's forward pass on the same batch"
     if key == "audit":
@@ -938,6 +983,9 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
         (bench["updates"][-1] if "updates" in bench else bench).update(finished)
         atomic_write_json(out / BENCH_FILE, bench)
 
+    if "run_quick_ray" in selected and importlib.util.find_spec("ray") is None:
+        selected.remove("run_quick_ray")
+        bench["skipped"]["run_quick_ray"] = "Ray is not installed (pip install -e '.[ray]')"
     if "real_generation" in selected and config.real_model is None:
         selected.remove("real_generation")
         bench["skipped"]["real_generation"] = "give --real-model (e.g. the file of `interp fetch-model smollm2`)"
@@ -992,6 +1040,8 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
         "mnist": lambda: bench_mnist(n_models=config.mnist_models, steps=config.mnist_steps,
                                      hidden=config.mnist_hidden, repeats=config.repeats),
         "run_quick": lambda: whole("run_quick"),
+        "run_quick_ray": lambda: bench_executors(run_artifacts, scratch, repeats=config.executor_repeats,
+                                                 threads=config.threads),
         "run_default": lambda: whole("run_default"),
         "real_generation": lambda: _bench_real_generation(config),
     }

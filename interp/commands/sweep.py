@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from interp.core.ray_executor import add_executor_arguments
 from interp.report.outputs import finish_run
 from interp.studies.sweep import cell_dir, load_sweep, run_sweep, sweep_objectives, sweep_report
 
@@ -24,14 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "cells of any sweep using it reuse what matches their teacher and data settings")
     p.add_argument("--workers", type=int, default=0,
                    help="processes that run a cell's seeds in parallel, one torch thread each "
-                   "(0: one per CPU core; 1: all in this process) (default: %(default)s)")
+                   "(0: one per CPU core; 1: all in this process); with --executor ray and no --ray-address, the CPUs "
+                   "of the local Ray instance (0: all), which runs the cells side by side (default: %(default)s)")
+    add_executor_arguments(p)
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     config = load_sweep(args.config)
     rows = run_sweep(config, Path(args.out), artifacts=args.artifacts, force=args.force,
-                     workers=args.workers, data_cache=args.data_cache)
+                     workers=args.workers, data_cache=args.data_cache, executor=args.executor,
+                     ray_address=args.ray_address)
     for i in range(len(config.cells)):  # every cell is a run directory: its results.md, results.png, report.html
         finish_run(cell_dir(args.out, i))
     print(sweep_report(rows, [args.objective] if args.objective else sweep_objectives(rows)))

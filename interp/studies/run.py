@@ -48,6 +48,7 @@ import numpy as np
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, json_sha256, read_json, read_jsonl, write_jsonl
 from interp.core.parallel import resolve_workers, run_jobs
+from interp.core.ray_executor import check_executor
 from interp.core.stats import diff_ci, mean_ci, welch_p
 from interp.instruments.features.pipeline import FeaturesConfig, run_features
 from interp.models.checkpoint import is_checkpoint
@@ -245,16 +246,26 @@ def _pretrain_job(cfg: PretrainConfig, artifacts: Path, progress: bool) -> Path:
     return pretrain(cfg, artifacts / "bases" / cfg.name, artifacts=artifacts, progress=progress)
 
 
+def _real_bases(config: RunConfig) -> dict[str, ModelRef]:
+    """A real-model run's bases: the models it names."""
+    names = {"shared": config.model, "mismatched": config.mismatched_model, "cross": config.cross_model}
+    return {key: parse_base_ref(name) for key, name in names.items() if name is not None}
+
+
+def _base_configs(config: RunConfig) -> dict[str, PretrainConfig]:
+    """A toy run's bases (shared, mismatched and, with cross_architecture, cross) as pretraining configs."""
+    specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
+    if "cross_architecture" in config.conditions:
+        specs["cross"] = (config.shared_base_seed, config.cross_arch)
+    return {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus) for key, (seed, arch) in specs.items()}
+
+
 def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1) -> dict[str, ModelRef]:
     """The bases the run needs: real models as given, or toy bases pretrained (in parallel, on
     ``workers`` processes) where missing."""
     if config.real:
-        names = {"shared": config.model, "mismatched": config.mismatched_model, "cross": config.cross_model}
-        return {key: parse_base_ref(name) for key, name in names.items() if name is not None}
-    specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
-    if "cross_architecture" in config.conditions:
-        specs["cross"] = (config.shared_base_seed, config.cross_arch)
-    cfgs = {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus) for key, (seed, arch) in specs.items()}
+        return _real_bases(config)
+    cfgs = _base_configs(config)
     missing = [key for key, cfg in cfgs.items() if not is_checkpoint(artifacts / "bases" / cfg.name)]
     n = resolve_workers(workers, len(missing))
     jobs = [(cfgs[key], artifacts, progress and n == 1) for key in missing]
@@ -511,13 +522,39 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
 
 
 def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
-        progress: bool = True, data_cache: str | Path | None = None, workers: int = 1) -> dict:
+        progress: bool = True, data_cache: str | Path | None = None, workers: int = 1, executor: str = "local",
+        ray_address: str | None = None) -> dict:
     """Run the loop into ``out`` (see the module docstring); returns the summary also written to
     ``out/results.json``. ``data_cache``: a directory where teachers and generated data are kept
     under :func:`data_key` and shared between runs (sweeps use it). ``workers``: processes that
     pretrain missing bases and run seeds in parallel, one torch thread each (0: one per CPU core;
-    1: everything in this process); see :mod:`interp.core.parallel`."""
+    1: everything in this process); see :mod:`interp.core.parallel`. ``executor="ray"`` runs the
+    same jobs as Ray tasks instead (:func:`run_on_ray`; ``ray_address`` None starts a local Ray
+    instance with ``workers`` CPUs)."""
+    check_executor(executor, ray_address)
+    if executor == "ray":
+        return run_on_ray([(config, out, data_cache)], artifacts=artifacts, force=force, progress=progress,
+                          workers=workers, ray_address=ray_address)[0]
     out, artifacts = Path(out), Path(artifacts)
+    _start_run_dir(config, out, force)
+    start = time.time()
+    bases = _bases(config, artifacts, progress, workers)
+    shared = Path(data_cache) / data_key(config) if data_cache is not None else None
+    jobs = _seed_jobs(config, out, bases, shared)
+    if resolve_workers(workers, len(jobs) * len(config.objectives) * len(config.conditions)) > 1:
+        # Teachers and data first (one job per seed), then every student as its own job, the
+        # costliest objectives first, so that the workers stay busy to the end.
+        run_jobs(run_seed, [(*job, ()) for job in jobs], workers=workers, desc="teachers and data", progress=progress)
+        run_jobs(run_seed, [(*job, (student,)) for student, job in _student_parts(config, jobs)], workers=workers,
+                 desc="students", progress=progress)
+    # Collect in this process (and run the in-context control): every student above is reused.
+    per_seed = [run_seed(*job[:4], progress, job[5]) for job in jobs]
+    return _finish_run(config, out, per_seed, bases, start, artifacts, progress)
+
+
+def _start_run_dir(config: RunConfig, out: Path, force: bool) -> None:
+    """Refuse a directory that holds another run (or is not a run directory) unless ``force``;
+    then save the config there."""
     if (out / RUN_CONFIG_FILE).exists() and not force:
         diff = RunConfig.load(out / RUN_CONFIG_FILE).differences(config, ignore=RESUME_ONLY_RUN_FIELDS)
         if diff:
@@ -531,20 +568,24 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
         ToyWorld().check_animal(config.trait)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / RUN_CONFIG_FILE)
-    start = time.time()
-    bases = _bases(config, artifacts, progress, workers)
-    shared = Path(data_cache) / data_key(config) if data_cache is not None else None
+
+
+def _seed_jobs(config: RunConfig, out: Path, bases: dict[str, ModelRef], shared: Path | None) -> list[tuple]:
+    """The arguments of :func:`run_seed` for every replicate (``students`` left out)."""
     seeds = range(config.first_seed, config.first_seed + config.seeds)
-    jobs = [(config, s, bases, out / f"seed{s}", False, shared / f"seed{s}" if shared is not None else None)
+    return [(config, s, bases, out / f"seed{s}", False, shared / f"seed{s}" if shared is not None else None)
             for s in seeds]
-    if resolve_workers(workers, len(seeds) * len(config.objectives) * len(config.conditions)) > 1:
-        # Teachers and data first (one job per seed), then every student as its own job, the
-        # costliest objectives first, so that the workers stay busy to the end.
-        run_jobs(run_seed, [(*job, ()) for job in jobs], workers=workers, desc="teachers and data", progress=progress)
-        run_jobs(run_seed, [(*job, ((o, c),)) for o in reversed(config.objectives) for job in jobs
-                            for c in config.conditions], workers=workers, desc="students", progress=progress)
-    # Collect in this process (and run the in-context control): every student above is reused.
-    per_seed = [run_seed(*job[:4], progress, job[5]) for job in jobs]
+
+
+def _student_parts(config: RunConfig, jobs: list[tuple]) -> list[tuple[tuple[str, str], tuple]]:
+    """Every student as ``((objective, condition), seed job)``, the costliest objectives first."""
+    return [((o, c), job) for o in reversed(config.objectives) for job in jobs for c in config.conditions]
+
+
+def _finish_run(config: RunConfig, out: Path, per_seed: list[dict], bases: dict[str, ModelRef], start: float,
+                artifacts: Path, progress: bool) -> dict:
+    """Summarize the replicates into ``out/results.json`` (and the audit summary); run the features
+    stage if asked."""
     results = summarize(config, per_seed)
     results["bases"] = {k: str(v) for k, v in bases.items()}
     results["wall_seconds"] = time.time() - start
@@ -554,3 +595,89 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
         run_features(FeaturesConfig(**(FeaturesConfig.quick_defaults() if config.quick else {})), out / "features",
                      artifacts=artifacts, run_dir=out, progress=progress)
     return results
+
+
+def _audit_settings(config: RunConfig, seed: int, bases: dict[str, ModelRef]) -> tuple:
+    """What replicate ``seed``'s audit (see :func:`run_seed`) depends on besides its data. Runs
+    sharing a data directory with equal settings reuse one audit there; with other settings a run
+    audits again into the same directory, so it must not overlap the earlier run's jobs."""
+    if not config.audit_rows or config.real:
+        return ()
+    lora = config.student_lora(seed)
+    return (config.audit_rows, config.freeze_unembed, lora.to_dict() if lora is not None else None,
+            sorted((k, str(v)) for k, v in bases.items()))
+
+
+def run_on_ray(runs: Sequence[tuple[RunConfig, str | Path, str | Path | None]], *, artifacts: str | Path = "artifacts",
+               force: bool = False, progress: bool = True, workers: int = 0, ray_address: str | None = None) -> list[dict]:
+    """Run several loops, each ``(config, out, data_cache)`` as :func:`run` takes them, as one graph
+    of Ray tasks (:mod:`interp.core.ray_executor`); returns their summaries in order.
+
+    The jobs are those of the local executor: one per missing base (shared by the runs that need
+    it), one per replicate for the teacher and data (after the run's missing bases; after the
+    previous run's job for the same shared data directory, so that runs sharing a teacher make it
+    once; after all of that run's jobs for the replicate where the two runs' audits differ, since
+    both write the audit there), one per student (after its replicate's data), and one per
+    replicate that collects its results (after its students). Independent runs (a sweep's cells)
+    run side by side. Every path
+    is made absolute: on a cluster, ``out``, ``data_cache`` and ``artifacts`` must be on a
+    filesystem every node mounts at the same path. ``ray_address`` None starts a local Ray
+    instance with ``workers`` CPUs (0: all); otherwise see :func:`interp.core.ray_executor.connect`.
+    Each summary's ``wall_seconds`` is the time of the whole graph (the runs overlap)."""
+    from interp.core.device import current
+    from interp.core.ray_executor import Job, connect, run_graph
+
+    connect(ray_address, num_cpus=workers or None)
+    artifacts = Path(artifacts).absolute()
+    start = time.time()
+    jobs: dict[str, Job] = {}
+    # shared seed directory -> (the last run's data job there, its collection job, its audit settings)
+    last_data: dict[Path, tuple[str, str, tuple]] = {}
+    planned = []
+    for config, out, data_cache in runs:
+        out = Path(out).absolute()
+        _start_run_dir(config, out, force)
+        if config.real:
+            bases, after_bases = _real_bases(config), ()
+        else:
+            bases, after_bases = {}, []
+            for key, cfg in _base_configs(config).items():
+                path = artifacts / "bases" / cfg.name
+                if is_checkpoint(path):
+                    _pretrain_job(cfg, artifacts, False)  # a finished base is checked against its config
+                else:
+                    job = jobs.setdefault(f"pretrain {path}", Job(f"pretrain {path}", _pretrain_job,
+                                                                  (cfg, artifacts, False), name=f"pretrain {cfg.name}"))
+                    after_bases.append(job.key)
+                bases[key] = ToyBase(str(path))
+            after_bases = tuple(dict.fromkeys(after_bases))
+        shared = Path(data_cache).absolute() / data_key(config) if data_cache is not None else None
+        seed_jobs = _seed_jobs(config, out, bases, shared)
+        data_keys = {}
+        for job in seed_jobs:
+            seed_out, shared_seed = job[3], job[5]
+            key, audit = f"data {seed_out}", _audit_settings(config, job[1], bases)
+            after = after_bases
+            if shared_seed in last_data:  # made by an earlier run: wait for it, and for all of that run's
+                previous_data, previous_collect, previous_audit = last_data[shared_seed]  # jobs there where
+                after += (previous_data if audit == previous_audit else previous_collect,)  # this run re-audits
+            jobs[key] = Job(key, run_seed, (*job, ()), after, name=f"teacher and data {seed_out}")
+            if shared_seed is not None:
+                last_data[shared_seed] = (key, f"collect {seed_out}", audit)
+            data_keys[seed_out] = key
+        students: dict[Path, list[str]] = {job[3]: [] for job in seed_jobs}
+        for (objective, condition), job in _student_parts(config, seed_jobs):
+            key = f"student {job[3]} {objective}/{condition}"
+            jobs[key] = Job(key, run_seed, (*job, ((objective, condition),)), (data_keys[job[3]],),
+                            name=f"student {job[3]} {objective}/{condition}")
+            students[job[3]].append(key)
+        collect = []
+        for job in seed_jobs:
+            key = f"collect {job[3]}"
+            jobs[key] = Job(key, run_seed, job, tuple(students[job[3]]) or (data_keys[job[3]],),
+                            name=f"collect {job[3]}")
+            collect.append(key)
+        planned.append((config, out, bases, collect))
+    results = run_graph(list(jobs.values()), device=current().to_dict(), desc="jobs", progress=progress)
+    return [_finish_run(config, out, [results[k] for k in collect], bases, start, artifacts, progress)
+            for config, out, bases, collect in planned]

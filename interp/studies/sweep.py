@@ -24,7 +24,8 @@ import numpy as np
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text
 from interp.core.stats import holm
-from interp.studies.run import RunConfig, run
+from interp.core.ray_executor import check_executor
+from interp.studies.run import RunConfig, run, run_on_ray
 
 
 @dataclass
@@ -60,12 +61,15 @@ def _comparison(results: dict, a: str, b: str, objective: str = "sft") -> dict |
 
 
 def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "artifacts", progress: bool = True,
-              force: bool = False, workers: int = 1, data_cache: str | Path | None = None) -> list[dict]:
+              force: bool = False, workers: int = 1, data_cache: str | Path | None = None, executor: str = "local",
+              ray_address: str | None = None) -> list[dict]:
     """Run every cell into ``out/cell{i:02d}`` (finished cells are reused, an interrupted one
     continues), each cell's seeds on ``workers`` processes (see :func:`interp.studies.run.run`). Teachers
     and generated data live in ``data_cache`` (default ``out/shared``): sweeps given the same one
     share them wherever their teacher and data settings agree. A directory holding a sweep of
-    another config is an error unless ``force``."""
+    another config is an error unless ``force``. ``executor="ray"`` runs every cell's jobs as one
+    graph of Ray tasks, the cells side by side (:func:`interp.studies.run.run_on_ray`)."""
+    check_executor(executor, ray_address)
     out = Path(out)
     saved_path = out / SWEEP_CONFIG_FILE
     if saved_path.exists() and not force:
@@ -74,13 +78,17 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
             raise ValueError(f"{out} holds another sweep (saved vs asked: {diff}); choose another --out or pass --force")
     out.mkdir(parents=True, exist_ok=True)
     config.save(saved_path)
+    run_cfgs = [RunConfig(**{"conditions": ("control", "shared_init", "mismatched_init"), "objectives": ("sft",),
+                             **config.base, **cell}) for cell in config.cells]
+    cache = Path(data_cache) if data_cache is not None else out / "shared"
+    on_ray = None
+    if executor == "ray":
+        on_ray = run_on_ray([(run_cfg, cell_dir(out, i), cache) for i, run_cfg in enumerate(run_cfgs)],
+                            artifacts=artifacts, progress=progress, workers=workers, ray_address=ray_address)
     rows = []
-    for i, cell in enumerate(config.cells):
-        run_cfg = RunConfig(**{"conditions": ("control", "shared_init", "mismatched_init"), "objectives": ("sft",),
-                               **config.base, **cell})
-        res = run(run_cfg, cell_dir(out, i), artifacts=artifacts, progress=progress,
-                  data_cache=Path(data_cache) if data_cache is not None else out / "shared",
-                  workers=workers)
+    for i, (cell, run_cfg) in enumerate(zip(config.cells, run_cfgs)):
+        res = on_ray[i] if on_ray is not None else run(run_cfg, cell_dir(out, i), artifacts=artifacts,
+                                                       progress=progress, data_cache=cache, workers=workers)
         by_name = {(c["name"], c["objective"]): c for c in res["conditions"]}
         row = {"cell": cell_name(cell), "overrides": cell, "teacher": by_name[("teacher", None)]["trait_prob"],
                "base": by_name[("base", None)]["trait_prob"]}
