@@ -38,7 +38,6 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -73,7 +72,7 @@ from interp.training.loop import (
     save_training_state,
 )
 from interp.training.losses import distill_loss, kl_loss, masked_lm_loss
-from interp.training.packed import pack_rows, packed_logits, packed_unsupported_reason, padded_logits
+from interp.training.packed import pack_rows, packed_lm_loss, packed_logits, packed_unsupported_reason, padded_logits
 from interp.training.step import StepRecord, train_step
 from interp.worlds.protocol import World
 from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
@@ -355,8 +354,7 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         rows = pack_rows([seqs[i] for i in idx], [(starts[i] - 1, len(seqs[i]) - 1) for i in idx],
                          max_len=model.cfg.n_ctx)
         if config.objective == "sft":
-            targets = rows.tokens[rows.pred_index + 1]
-            return lambda m: F.cross_entropy(packed_logits(m, rows), targets.to(m.W_E.device))
+            return lambda m: packed_lm_loss(m, rows)
 
         def distill(m):
             logits = packed_logits(m, rows)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +45,7 @@ from interp.training.loop import (
     save_training_state,
 )
 from interp.training.losses import masked_lm_loss
+from interp.training.packed import pack_rows, packed_lm_loss, packed_unsupported_reason
 from interp.training.step import train_step
 from interp.worlds.toy.corpus import CorpusConfig, CorpusGenerator
 from interp.worlds.toy.templates import EOS, PAD
@@ -143,8 +145,13 @@ def _save_resume(resume: Path, model, optimizer, step: int) -> None:
 
 
 def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts: str | Path = DEFAULT_ARTIFACTS,
-             force: bool = False, progress: bool = True) -> Path:
+             force: bool = False, progress: bool = True, engine: Literal["packed", "padded"] = "packed") -> Path:
     """Pretrain a base into ``out`` (default ``artifacts/bases/{arch}-seed{seed}``); returns its path.
+
+    ``engine``: ``packed`` (the default) computes each step on the documents' real tokens only
+    (:func:`interp.training.packed.packed_lm_loss`), ``padded`` runs ``model(tokens)`` on the
+    right-padded batch as before; both take the same steps to float rounding
+    (``tests/test_pretrain.py``).
 
     A finished base with the same config is reused; one with another config is an error unless
     ``force``."""
@@ -193,6 +200,9 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
     log_path = resume / PRETRAIN_LOG_FILE
     kept = [r for r in read_jsonl(log_path) if r["step"] < start] if log_path.exists() else []
     guard = LossGuard()
+    if engine not in ("packed", "padded"):
+        raise ValueError(f"engine={engine!r}: choose packed or padded")
+    packed = engine == "packed" and packed_unsupported_reason(model) is None
     with deterministic_algorithms(), JsonlAppender(log_path, truncate=True) as log_file:
         for row in kept:
             log_file.write(row)
@@ -201,8 +211,13 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
         for step in bar:
             texts = corpus.batch_texts(config.seed, step, config.batch_size)
             ids = [world.encode(t) + [eos_id] for t in texts]
-            tokens, mask = pad_batch(ids, pad_id, max_len=config.model.n_ctx)
-            loss = train_step(model, optimizer, lambda m: masked_lm_loss(m(tokens), tokens, mask), step=step,
+            if packed:  # every token predicts the next, on the real tokens only
+                rows = pack_rows(ids, [(0, len(i) - 1) for i in ids], max_len=config.model.n_ctx)
+                batch_loss = partial(packed_lm_loss, rows=rows)
+            else:
+                tokens, mask = pad_batch(ids, pad_id, max_len=config.model.n_ctx)
+                batch_loss = partial(_padded_lm_loss, tokens=tokens, mask=mask)
+            loss = train_step(model, optimizer, batch_loss, step=step,
                               lr=config.lr * lr_at(step, config.steps, config.warmup_steps), clip_grad_norm=1.0,
                               guard=guard).loss
             log_file.write({"step": step, "loss": loss})
@@ -226,6 +241,10 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
     shutil.rmtree(resume)
     log.info("pretrained %s: final loss %.3f", out, summary["final_loss"])
     return out
+
+
+def _padded_lm_loss(model, tokens, mask):
+    return masked_lm_loss(model(tokens), tokens, mask)
 
 
 def summarize_base(model, world: ToyWorld, log_rows: list[dict]) -> dict:

@@ -153,3 +153,11 @@ def padded_logits(model, rows: PackedRows, pad_id: int, fwd_hooks: Sequence[tupl
     tokens, _ = pad_batch(seqs, pad_id)
     logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks)) if fwd_hooks else model(tokens)
     return logits.reshape(rows.batch * rows.width, -1)[rows.pred_flat.to(logits.device)]
+
+
+def packed_lm_loss(model, rows: PackedRows) -> Float[Tensor, ""]:
+    """Mean next-token cross-entropy of the tokens that the positions ``rows.pred_index`` predict
+    (each position's next token): :func:`interp.training.losses.masked_lm_loss` on the padded
+    batch, whose mask marks those next tokens, to float rounding."""
+    logits = packed_logits(model, rows)
+    return F.cross_entropy(logits, rows.tokens[rows.pred_index + 1].to(logits.device))
