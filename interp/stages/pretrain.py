@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -209,14 +209,8 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
         bar = tqdm(range(start, config.steps), desc=f"pretrain {config.name}", disable=not progress,
                    initial=start, total=config.steps, mininterval=2.0)
         for step in bar:
-            texts = corpus.batch_texts(config.seed, step, config.batch_size)
-            ids = [world.encode(t) + [eos_id] for t in texts]
-            if packed:  # every token predicts the next, on the real tokens only
-                rows = pack_rows(ids, [(0, len(i) - 1) for i in ids], max_len=config.model.n_ctx)
-                batch_loss = partial(packed_lm_loss, rows=rows)
-            else:
-                tokens, mask = pad_batch(ids, pad_id, max_len=config.model.n_ctx)
-                batch_loss = partial(_padded_lm_loss, tokens=tokens, mask=mask)
+            ids = [world.encode(t) + [eos_id] for t in corpus.batch_texts(config.seed, step, config.batch_size)]
+            batch_loss = lm_batch_loss(ids, pad_id, config.model.n_ctx, packed=packed)
             loss = train_step(model, optimizer, batch_loss, step=step,
                               lr=config.lr * lr_at(step, config.steps, config.warmup_steps), clip_grad_norm=1.0,
                               guard=guard).loss
@@ -245,6 +239,16 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
 
 def _padded_lm_loss(model, tokens, mask):
     return masked_lm_loss(model(tokens), tokens, mask)
+
+
+def lm_batch_loss(ids: list[list[int]], pad_id: int, n_ctx: int, *, packed: bool = True) -> Callable:
+    """The pretraining objective on the documents ``ids`` (every token predicts the next) as a
+    loss of the model: on the real tokens only (``packed``), or ``model(tokens)`` on the
+    right-padded batch."""
+    if packed:
+        return partial(packed_lm_loss, rows=pack_rows(ids, [(0, len(i) - 1) for i in ids], max_len=n_ctx))
+    tokens, mask = pad_batch(ids, pad_id, max_len=n_ctx)
+    return partial(_padded_lm_loss, tokens=tokens, mask=mask)
 
 
 def summarize_base(model, world: ToyWorld, log_rows: list[dict]) -> dict:
