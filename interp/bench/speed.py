@@ -16,6 +16,13 @@
   the teacher's targets computed once and read by both distillation students, their cost
   included).
 
+Every time here is this process's CPU time (``time.process_time``), run with ``--threads 1``: on
+a machine shared with other jobs, wall time mostly measures the wait for a core (the first
+measurement, at load average 14-17 on 2 cores, put every path at 1-6% of a peak timed in short
+calls that rarely wait).
+Students per hour are per hour of one core's CPU time, which is their wall time on a core of
+their own.
+
 The audit's FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` as executed (its
 batches are padded), so its row is an upper bound of the useful rate.
 """
@@ -106,17 +113,18 @@ def sampling_flops(cfg, prompt_lengths: Sequence[int], n_new: Sequence[int]) -> 
 
 # -- the limit -----------------------------------------------------------------------------------
 def matmul_gflops(m: int, k: int, n: int, *, seconds: float = 0.3) -> float:
-    """GFLOP/s of ``[m, k] @ [k, n]`` float32 products (the median of repeated calls over about
-    ``seconds``), at torch's current thread count."""
+    """GFLOP/s of ``[m, k] @ [k, n]`` float32 products per second of this process's CPU time (the
+    median of repeated calls over about ``seconds`` of wall time), at torch's current thread count
+    (with several threads CPU time adds theirs: run the bench with ``--threads 1``)."""
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
     out = torch.empty(m, n)
     torch.mm(a, b, out=out)  # warm-up
     times, start = [], time.perf_counter()
     while time.perf_counter() - start < seconds or len(times) < 3:
-        t = time.perf_counter()
+        t = time.process_time()  # CPU time: a call preempted by another process is not charged its wait
         torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - t)
+        times.append(time.process_time() - t)
     return 2.0 * m * k * n / float(np.median(times)) / 1e9
 
 
@@ -196,7 +204,7 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
         def go() -> float:
             work = Path(tempfile.mkdtemp(prefix=f"students-{engine}.", dir=scratch))
             try:
-                start = time.perf_counter()
+                start = time.process_time()
                 targets = (shared_teacher_targets(work / "targets.pt", teacher, rows)
                            if engine == "packed" else None)
                 for objective in ("sft", "distill", "distill_full"):
@@ -204,7 +212,7 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
                                      teacher=teacher, trait=trait, progress=False, engine=engine,
                                      alignment_reference=(teacher.model, base_model) if run.record_alignment else None,
                                      teacher_targets=targets if objective != "sft" else None)
-                return 3 * 3600 / (time.perf_counter() - start)
+                return 3 * 3600 / (time.process_time() - start)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         return go
@@ -219,7 +227,7 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
     new, old = alternating(measured(students("packed")), measured(students("padded")), repeats, warmup=False)
     out.append(comparison(
         "students_per_hour", "Students per hour: new code vs today's, at equal rows",
-        f"students per hour training one data set's three students ({len(rows)} rows each; SFT, distill, "
+        f"students per hour of CPU time training one data set's three students ({len(rows)} rows each; SFT, distill, "
         f"distill_full; interp run's settings: LoRA rank {run.lora_rank}, frozen unembedding, P(trait) every "
         f"{run.eval_every} steps, alignment recording {'on' if run.record_alignment else 'off'}): the packed engine "
         "with the teacher's targets computed once for both distillation students (included) vs the padded engine "
@@ -236,7 +244,7 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
 
     def student_steps(engine: str) -> Callable[[], float]:
         def go() -> float:
-            timer = StepTimer()
+            timer = StepTimer(clock=time.process_time)
             work = Path(tempfile.mkdtemp(prefix=f"steps-{engine}.", dir=scratch))
             try:
                 config = student_config("sft", run).replace(eval_every=0, checkpoint_every=0)
@@ -282,10 +290,10 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
             times = []
             with deterministic_algorithms():
                 for step, ids in enumerate(docs):
-                    t = time.perf_counter()
+                    t = time.process_time()
                     train_step(model, optimizer, lm_batch_loss(ids, world.pad_id, cfg.n_ctx, packed=packed), step=step,
                                clip_grad_norm=1.0)
-                    times.append(time.perf_counter() - t)
+                    times.append(time.process_time() - t)
             seconds = float(np.mean(times[1:]))
             pre_times["packed" if packed else "padded"].append(seconds)
             return seconds
@@ -305,7 +313,8 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
 
     def sample() -> float:
         seconds, completions = _timed(lambda: sample_completions(base_model, prompts, eos_id=eos, max_new_tokens=24,
-                                                                 temperature=1.0, seed=len(sampled), progress=False))
+                                                                 temperature=1.0, seed=len(sampled), progress=False),
+                                      clock=time.process_time)
         sampled.append((seconds, completions))
         peak.measure()
         return seconds
@@ -327,7 +336,7 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
 
     def audit() -> float:
         seconds = _timed(lambda: audit_data(base_model, world, audit_rows_, teacher=Source(teacher.model),
-                                            reference_rows=reference, config=audit_config))[0]
+                                            reference_rows=reference, config=audit_config), clock=time.process_time)[0]
         peak.measure()
         return seconds
 
@@ -364,8 +373,9 @@ def limits_table(rows: list[dict[str, Any]]) -> list[str]:
     if not limit:
         return []
     lines = ["", "Achieved FLOP/s of each hot path on its real tokens, against the matmul peak measured between "
-             "them (same process, same threads); each cell: median [interquartile range] over repeats.", "",
-             "| hot path | s per call | GFLOP/s | matmul peak GFLOP/s | fraction of peak | target | met |",
+             "them (same process, same threads), both per second of the process's CPU time; each cell: median "
+             "[interquartile range] over repeats.", "",
+             "| hot path | CPU s per call | GFLOP/s | matmul peak GFLOP/s | fraction of peak | target | met |",
              "|---|---|---|---|---|---|---|"]
     for r in limit:
         s, a, f, t = r["seconds"], r["achieved_gflops"], r["fraction_of_peak"], r["target"]

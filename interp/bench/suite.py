@@ -994,6 +994,11 @@ def summary_lines(bench: dict[str, Any]) -> list[str]:
             t = row["target"]
             target = "" if t is None else f"  target {t['text']}: {'met' if t['met'] else 'MISSED'}"
             lines.append(f"{row['key']}: ratio {row['ratio']['median']:.3g} ({row['ratio']['definition']}){target}")
+        elif "fraction_of_peak" in row:
+            t = row["target"]
+            target = "" if t is None else f"  target {t['text']}: {'met' if t['met'] else 'MISSED'}"
+            lines.append(f"{row['key']}: {row['achieved_gflops']['median']:.3g} GFLOP/s, "
+                         f"{row['fraction_of_peak']['median']:.0%} of the matmul peak{target}")
         else:
             t = row["target"]
             target = "" if t is None else f"  target {t['text']}: {'met' if t['met'] else 'MISSED'}"

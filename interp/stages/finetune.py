@@ -541,8 +541,8 @@ class TeacherTargets:
         check_rows(rows)
         world = teacher.world
         seqs, starts = _encode_checked(world, rows, system=teacher.system)
-        blocks = [teacher_row_logits(teacher, seqs[i:i + batch_size], starts[i:i + batch_size], world.pad_id)
-                  for i in range(0, len(seqs), batch_size)]
+        blocks = [teacher_row_logits(teacher, seqs[i:i + batch_size], starts[i:i + batch_size], world.pad_id).cpu()
+                  for i in range(0, len(seqs), batch_size)]  # kept in host memory (and the file) on any device
         offsets = np.concatenate([[0], np.cumsum([len(q) - s for q, s in zip(seqs, starts)])]).tolist()
         return cls(torch.cat(blocks).contiguous(), offsets, cls.identity_of(teacher, rows))
 
@@ -571,7 +571,7 @@ class TeacherTargets:
     @classmethod
     def load(cls, path: str | Path) -> "TeacherTargets":
         """Read a saved file memory-mapped: processes that share it share its pages."""
-        state = torch.load(path, mmap=True, weights_only=True)
+        state = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
         return cls(state["logits"], state["offsets"], state["identity"])
 
 
