@@ -257,7 +257,7 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
             return seconds
         return go
 
-    alternating(measured(student_steps("packed")), measured(student_steps("padded")), repeats)
+    alternating(measured(student_steps("packed")), measured(student_steps("padded")), repeats, warmup=False)
     step_seqs, step_starts = encode_rows(world, step_rows)
     batches = _batches(len(step_rows), batch_size, seed=0)[1:]  # the first step is not timed
     lengths = [[len(step_seqs[i]) for i in b] for b in batches]
@@ -299,7 +299,7 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
             return seconds
         return go
 
-    alternating(measured(pretrain_steps(True)), measured(pretrain_steps(False)), repeats)
+    alternating(measured(pretrain_steps(True)), measured(pretrain_steps(False)), repeats, warmup=False)
     flops = float(np.mean([training_flops(cfg, [len(d) for d in ids], sum(len(d) - 1 for d in ids),
                                           train_unembed=True, train_embed=True) for ids in docs[1:]]))
     for engine, label in (("packed", "packed engine (default)"), ("padded", "padded engine (today's)")):
