@@ -208,7 +208,8 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
                 targets = (shared_teacher_targets(work / "targets.pt", teacher, rows)
                            if engine == "packed" else None)
                 for objective in ("sft", "distill", "distill_full"):
-                    finetune_student(base_path, rows, student_config(objective, run), work / objective,
+                    finetune_student(base_path, rows, student_config(objective, run).replace(batch_size=batch_size),
+                                     work / objective,
                                      teacher=teacher, trait=trait, progress=False, engine=engine,
                                      alignment_reference=(teacher.model, base_model) if run.record_alignment else None,
                                      teacher_targets=targets if objective != "sft" else None)
@@ -247,7 +248,7 @@ def bench_speed(base_path: Path, scratch: Path, *, student_rows: int, steps: int
             timer = StepTimer(clock=time.process_time)
             work = Path(tempfile.mkdtemp(prefix=f"steps-{engine}.", dir=scratch))
             try:
-                config = student_config("sft", run).replace(eval_every=0, checkpoint_every=0)
+                config = student_config("sft", run).replace(eval_every=0, checkpoint_every=0, batch_size=batch_size)
                 finetune_student(base_path, step_rows, config, work / "s", progress=False, engine=engine,
                                  callbacks=[timer])
             finally:
