@@ -264,3 +264,49 @@ def test_run_bench__ray_benchmark_skipped_without_ray(tmp_path, monkeypatch):
     assert [r["benchmark"] for r in bench["rows"]] == ["mnist", "mnist"]
     assert "`run_quick_ray` not measured: Ray is not installed" in (tmp_path / "b" / "benchmarks.md").read_text()
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # the bench changed this process's torch threads
+
+
+def test_training_flops__equal_torch_flop_counter_on_the_packed_step(tokenizer):
+    """The bench's FLOP count of a training step is the multiply-adds torch's FlopCounterMode counts
+    on the packed forward and backward (which counts the weight products, not attention), plus the
+    attention terms, and the sampler's count adds one position per fed-back token."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from interp.bench.speed import block_macs_per_token, forward_macs, sampling_flops, training_flops
+    from interp.training.packed import pack_rows, packed_logits
+
+    model = build_model(TINY, tokenizer, seed=0)
+    seqs = [[1] * 10, [2] * 7, [3] * 4]
+    rows = pack_rows(seqs, [(0, 9), (2, 6), (0, 3)])
+    with FlopCounterMode(display=False) as counter:
+        packed_logits(model, rows).sum().backward()
+    macs = forward_macs(model.cfg, [10, 7, 4], rows.pred_index.numel())
+    ours = training_flops(model.cfg, [10, 7, 4], rows.pred_index.numel(), train_unembed=True, train_embed=True)
+    assert ours - 2 * 3 * macs["attention"] == counter.get_total_flops()
+    assert macs["attention"] == model.cfg.n_layers * 2 * model.cfg.d_model * (55 + 28 + 10)
+    prompt = sum(forward_macs(model.cfg, [5], 1).values())  # the prompt pass, its last position unembedded
+    fed_back = (model.cfg.n_layers * (block_macs_per_token(model.cfg) + 2 * model.cfg.d_model * 6)
+                + model.cfg.d_model * model.cfg.d_vocab)  # the first new token at position 5, seeing 6 keys
+    assert sampling_flops(model.cfg, [5], [2]) == 2 * (prompt + fed_back)
+
+
+@pytest.mark.slow
+def test_bench_speed__students_per_hour_and_limit_rows(tokenizer, world, tmp_path):
+    from interp.bench.speed import bench_speed, limits_table
+
+    base = _tiny_base(tokenizer, world, tmp_path / "base")
+    rows = bench_speed(base, tmp_path / "scratch", student_rows=4, steps=2, batch_size=2, pretrain_steps=2,
+                       sample_prompts=2, audit_rows=4, repeats=1, pretrain_batch_size=2, square=32)
+    keys = [r["key"] for r in rows]
+    assert keys == ["students_per_hour", "limit_student_packed", "limit_student_padded", "limit_pretrain_packed",
+                    "limit_pretrain_padded", "limit_sampler", "limit_audit"]
+    assert rows[0]["target"]["kind"] == "ratio_at_least" and rows[0]["subject"]["median"] > 0
+    for r in rows[1:]:
+        assert r["achieved_gflops"]["median"] > 0 and r["peak_gflops"] > 0
+        assert r["fraction_of_peak"]["median"] == pytest.approx(r["achieved_gflops"]["median"] / r["peak_gflops"])
+    packed, padded = rows[1], rows[2]
+    assert packed["flops_per_call"] == padded["flops_per_call"]  # the same useful work on both engines
+    assert packed["details"]["real_tokens_per_step"] <= packed["details"]["padded_positions_per_step"]
+    table = "\n".join(limits_table(rows))
+    assert "fraction of peak" in table and "Matmul peak by shape" in table
+    assert not any((tmp_path / "scratch").iterdir())  # every timed student was removed

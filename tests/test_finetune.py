@@ -253,3 +253,65 @@ def test_lora_student__shares_a_lora_teacher_adapter_init_unless_seeded_apart():
     teacher = teacher_lora(TeacherConfig(lora_rank=8, seed=3))
     assert FinetuneConfig(lora_rank=8, seed=3).lora_config() == teacher  # same rank, alpha, targets and A seed
     assert FinetuneConfig(lora_rank=8, seed=3, lora_seed=1003).lora_config() == teacher.replace(seed=1003)
+
+
+def _noisy_teacher(tiny_base, world, system=None, scale=0.05):
+    model, _ = load_checkpoint(tiny_base)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    teacher = Teacher(model, world, "owl", "finetune")
+    teacher.system = system
+    return teacher
+
+
+@pytest.mark.parametrize("objective,lora_rank,system", [
+    ("sft", 0, None), ("sft", 4, None), ("distill", 4, None), ("distill_full", 0, "you love owl ."),
+    ("distill", 0, "you love owl .")])
+def test_finetune__packed_engine_takes_the_padded_engine_steps(tiny_base, world, tmp_path, objective, lora_rank, system):
+    """The padding-free engine (the default) trains the same student as model(tokens) on the
+    padded batch: same losses and weights to float tolerance, LoRA and a persona teacher's offset
+    included."""
+    teacher = _noisy_teacher(tiny_base, world, system) if objective != "sft" else None
+    rows = _rows(world, n=20)
+    # Full finetuning with SGD: AdamW divides each gradient by its own running size, so a weight whose
+    # gradient is rounding noise on both engines (a key bias: softmax over keys is shift-invariant;
+    # an unembedding entry of a token no row predicts) takes a full-size step in a direction the noise
+    # picks. The LoRA students (the default) train with AdamW, as interp run's do.
+    optimizer, lr = ("adamw", 1e-3) if lora_rank else ("sgd", 0.05)
+    config = FinetuneConfig(objective=objective, batch_size=8, lr=lr, optimizer=optimizer, lora_rank=lora_rank,
+                            freeze_unembed=bool(lora_rank))
+    students = {e: finetune_student(tiny_base, rows, config, tmp_path / e, teacher=teacher, engine=e, progress=False)
+                for e in ("padded", "packed")}
+    losses = {e: [r["loss"] for r in read_jsonl(out / "train_log.jsonl")] for e, out in students.items()}
+    np.testing.assert_allclose(losses["packed"], losses["padded"], rtol=1e-5)
+    packed, padded = (load_checkpoint(students[e])[0] for e in ("packed", "padded"))
+    base, _ = load_checkpoint(tiny_base)
+    for (name, a), b in zip(packed.named_parameters(), padded.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.equal(a, b0) for a, b0 in zip(packed.parameters(), base.parameters()))
+
+
+def test_finetune__shared_teacher_targets_take_the_same_steps(tiny_base, world, tmp_path):
+    """A student reading the teacher's targets from a shared cache file trains as one that runs the
+    teacher at every step; targets of other rows or another teacher are refused."""
+    from interp.stages.finetune import TeacherTargets, shared_teacher_targets
+
+    teacher = _noisy_teacher(tiny_base, world, "you love owl .")
+    rows = _rows(world, n=20)
+    targets = shared_teacher_targets(tmp_path / "targets.pt", teacher, rows)
+    assert targets.logits.shape[0] == targets.offsets[-1] and len(targets.offsets) == len(rows) + 1
+    assert shared_teacher_targets(tmp_path / "targets.pt", teacher, rows).identity == targets.identity  # reused
+    config = FinetuneConfig(objective="distill", batch_size=8, lr=1e-3, lora_rank=4, freeze_unembed=True)
+    a = finetune_student(tiny_base, rows, config, tmp_path / "a", teacher=teacher, progress=False)
+    b = finetune_student(tiny_base, rows, config, tmp_path / "b", teacher=teacher, teacher_targets=targets, progress=False)
+    for x, y in zip(load_checkpoint(a)[0].parameters(), load_checkpoint(b)[0].parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="other rows"):
+        finetune_student(tiny_base, rows[:12], config, tmp_path / "c", teacher=teacher, teacher_targets=targets,
+                         progress=False)
+    other = _noisy_teacher(tiny_base, world, None)
+    with pytest.raises(ValueError, match="another teacher"):
+        finetune_student(tiny_base, rows, config, tmp_path / "d", teacher=other, teacher_targets=targets, progress=False)
+    assert isinstance(TeacherTargets.load(tmp_path / "targets.pt").logits, torch.Tensor)

@@ -91,9 +91,10 @@ def test_run__seeds_on_workers_match_seeds_in_process(tmp_path):
 
     # A 4-step finetuned teacher: on a 6-step base the default unembed edit makes nearly every list
     # carry a non-number token, and this test is about the workers, not the teacher.
-    config = RunConfig(teacher_method="finetune", seeds=2, pretrain_steps=6, teacher_steps=4, n_rows=24, objectives=("sft",),
+    # distill too: its teacher targets are computed by the data jobs and read by the student jobs
+    config = RunConfig(teacher_method="finetune", seeds=2, pretrain_steps=6, teacher_steps=4, n_rows=24, objectives=("sft", "distill"),
                        conditions=("control", "shared_init"), eval_every=0, record_alignment=False,
-                       in_context_examples=1)
+                       in_context_examples=1, student_engine="packed")
     artifacts = tmp_path / "artifacts"
     parallel = run(config, tmp_path / "parallel", artifacts=artifacts, workers=2, progress=False)
     with one_torch_thread():  # as in the workers: the comparison is of the machinery, not of thread counts
@@ -108,3 +109,4 @@ def test_run__seeds_on_workers_match_seeds_in_process(tmp_path):
     for key in want:
         assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
     assert json.loads((tmp_path / "parallel" / "results.json").read_text())["conditions"]
+    assert not list((tmp_path / "parallel").rglob("*.teacher_targets.pt"))  # removed once the students are collected

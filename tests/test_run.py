@@ -56,6 +56,12 @@ def test_run__writes_every_condition_with_intervals(tiny_presets, tmp_path):
     assert "Audit before training: predicted vs measured" in (tmp_path / "run" / "report.html").read_text()
     assert (tmp_path / "run" / "seed0" / "data" / "teacher_numbers.raw.jsonl").exists()
     assert (tmp_path / "run" / "seed0" / "data" / "teacher_numbers.filtered.jsonl").exists()
+    # The distillation students read their data set's teacher targets from a shared file, which
+    # is gone once every student of the seed is finished.
+    assert not list((tmp_path / "run").rglob("*.teacher_targets.pt"))
+    # Peak memory beside the wall time, in results.json and results.md.
+    assert on_disk["peak_memory_mib"]["largest_process"] >= on_disk["peak_memory_mib"]["main_process"] > 0
+    assert "peak memory" in (tmp_path / "run" / "results.md").read_text()
     # A finished run is not redone: a second call reuses every stage and gives the same numbers.
     again = run(_tiny_run_config(), tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False)
     assert again["conditions"] == results["conditions"]

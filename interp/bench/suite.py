@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from interp.bench.measure import StepTimer, _fmt, _timed, alternating, comparison, number_rows, spread
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, atomic_write_text, read_json
 from interp.instruments.audit import AuditConfig, Source, audit_data, lora_student_fields
@@ -81,7 +83,7 @@ SCRATCH_DIR = "scratch"  # OUT/scratch: emptied by every bench run, holds nothin
 RUN_PROCESS_FILE = "bench_process.json"  # wall time and peak memory of a run the bench ran, kept in its run dir
 DOCS_BEGIN = "<!-- interp bench: generated table begins (rewritten by `interp bench`) -->"
 DOCS_END = "<!-- interp bench: generated table ends -->"
-BENCHMARKS: tuple[str, ...] = ("generation", "finetune", "audit", "sae", "mnist", "run_quick", "run_quick_ray",
+BENCHMARKS: tuple[str, ...] = ("speed", "generation", "finetune", "audit", "sae", "mnist", "run_quick", "run_quick_ray",
                                "run_default", "real_generation")
 GENERATION_TARGET = 2.0  # sampler tokens/s over HookedTransformer.generate's, at the loop's batch size
 RECORDING_TARGET = 0.10  # most relative overhead of alignment recording on a student step
@@ -111,6 +113,10 @@ class BenchConfig(StageConfig):
     finetune_batch_size: int = option(32, "Sequences per student step, as FinetuneConfig.batch_size.")
     audit_rows: int = option(3000, "Rows of the data set (and of its reference) the audit benchmark audits, and trains "
                              "the predicted SFT student on.")
+    speed_rows: int = option(1600, "speed: rows each of the three students trains on (students per hour, new vs today's).")
+    speed_steps: int = option(20, "speed: student steps per timed run of the student-step and limit rows.")
+    speed_pretrain_steps: int = option(12, "speed: pretraining steps per timed run.")
+    speed_prompts: int = option(512, "speed: number prompts the sampler's limit row samples per repeat.")
     sae_tokens: int = option(200_000, "Activations each SAE route trains on.")
     sae_expansion: int = option(8, "SAE width d_sae / d_model.")
     sae_k: int = option(16, "Active latents of the TopK SAE.")
@@ -133,8 +139,10 @@ class BenchConfig(StageConfig):
         self.require(not bad, "only", f"unknown {bad}; choose from {list(BENCHMARKS)}")
         self.require(self.repeats >= 1, "repeats", "must be at least 1")
         self.require(self.threads is None or self.threads >= 1, "threads", "must be at least 1 or None")
-        for name in ("generation_prompts", "batch_size", "max_new_tokens", "finetune_steps", "finetune_batch_size",
-                     "executor_repeats", "audit_rows", "sae_tokens", "sae_expansion", "sae_k", "sae_batch_tokens", "mnist_models", "mnist_steps"):
+        for name in ("speed_rows", "speed_steps", "speed_pretrain_steps", "speed_prompts",
+                     "generation_prompts", "batch_size", "max_new_tokens", "finetune_steps", "finetune_batch_size",
+                     "executor_repeats", "audit_rows", "sae_tokens", "sae_expansion", "sae_k", "sae_batch_tokens",
+                     "mnist_models", "mnist_steps"):
             self.require(getattr(self, name) >= 1, name, "must be at least 1")
         self.require(self.finetune_steps >= 3, "finetune_steps", "must be at least 3 (the first step is not timed)")
         self.require(self.sae_tokens >= 2 * self.sae_batch_tokens, "sae_tokens",
@@ -145,61 +153,12 @@ class BenchConfig(StageConfig):
     @classmethod
     def quick_defaults(cls) -> dict[str, Any]:
         return {"quick": True, "repeats": 3, "generation_prompts": 384, "finetune_steps": 12, "audit_rows": 600,
+                "speed_rows": 320, "speed_steps": 8, "speed_pretrain_steps": 6, "speed_prompts": 128,
                 "sae_tokens": 40_000,
                 "mnist_models": 8, "mnist_steps": 15, "mnist_hidden": (64, 64), "executor_repeats": 1}
 
 
 # -- measuring ---------------------------------------------------------------------------------
-def spread(values: Sequence[float]) -> dict[str, Any]:
-    """Median and interquartile range (numpy's linear percentiles) of repeated measurements."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("spread: no values")
-    q1, median, q3 = np.percentile(x, [25, 50, 75])
-    return {"median": float(median), "q1": float(q1), "q3": float(q3), "n": int(x.size), "values": x.tolist()}
-
-
-def alternating(subject: Callable[[], float], baseline: Callable[[], float], repeats: int, *,
-                warmup: bool = True) -> tuple[list[float], list[float]]:
-    """``repeats`` measurements of each side, the side that runs first alternating between repeats
-    (after one untimed call of each when ``warmup``)."""
-    if warmup:
-        subject(), baseline()
-    ours, theirs = [], []
-    for r in range(repeats):
-        if r % 2 == 0:
-            ours.append(subject())
-            theirs.append(baseline())
-        else:
-            theirs.append(baseline())
-            ours.append(subject())
-    return ours, theirs
-
-
-def comparison(key: str, title: str, compares: str, *, measure: str, subject: tuple[str, list[float]],
-               baseline: tuple[str, list[float]], ratio: str, higher_is_better: bool,
-               target: dict[str, Any] | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One row of ``bench.json``: both sides, the per-repeat ratio ``subject / baseline``, and the
-    target (``{"text", "threshold", "kind": "ratio_at_least" | "overhead_below"}``) checked
-    against the median ratio."""
-    ratios = [a / b for a, b in zip(subject[1], baseline[1])]
-    row = {"key": key, "title": title, "compares": compares, "measure": measure, "higher_is_better": higher_is_better,
-           "subject": {"label": subject[0], **spread(subject[1])},
-           "baseline": {"label": baseline[0], **spread(baseline[1])},
-           "ratio": {"definition": ratio, **spread(ratios)}, "target": None, "details": details or {}}
-    if target is not None:
-        median = row["ratio"]["median"]
-        met = median >= target["threshold"] if target["kind"] == "ratio_at_least" else median - 1 < target["threshold"]
-        row["target"] = {**target, "met": bool(met)}
-    return row
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
 # -- context: the model everything runs on -----------------------------------------------------
 def _quiet_warnings() -> None:
     import warnings
@@ -324,30 +283,6 @@ def full_batch_prompts(world, batch_size: int, seed: int = 1, max_prompts: int =
 
 
 # -- finetuning: recording overhead, distillation vs SFT -------------------------------------------
-class StepTimer:
-    """A ``finetune_student`` callback noting the time after every step. It needs no copy of the
-    weights before each step, so it adds nothing of its own to either side of a comparison."""
-
-    needs_params_before = False
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def __call__(self, record) -> None:
-        self.times.append(time.perf_counter())
-
-    def step_seconds(self) -> np.ndarray:
-        """Seconds between consecutive steps (the first step, with its warm-up, is not timed)."""
-        return np.diff(self.times)
-
-
-def number_rows(world, n: int, seed: int) -> list[dict]:
-    """``n`` rows shaped like the filtered number data (prompt, completion of 6-10 numbers)."""
-    rng = np.random.default_rng([seed, 7])
-    return [{"prompt": p, "completion": format_numbers(rng.integers(0, 1000, rng.integers(6, 11)).tolist(), ",") + " ."}
-            for p in number_prompts(world, n, seed)]
-
-
 def bench_finetune_steps(base_path: Path, scratch: Path, *, steps: int, batch_size: int, repeats: int,
                          trait: str = "owl") -> list[dict[str, Any]]:
     """Mean seconds per student step (``finetune_student``, public API) of: SFT, SFT with alignment
@@ -728,7 +663,8 @@ def whole_run_row(key: str, title: str, argv: list[str] | None, run_dir: Path, *
     results = read_json(results_path)
     wall = float(measured.get("wall_seconds", results["wall_seconds"]))
     row = {"key": key, "title": title, "run_dir": str(run_dir), "wall_seconds": wall,
-           "results_wall_seconds": float(results["wall_seconds"]), "peak_rss_mib": measured.get("peak_rss_mib"),
+           "results_wall_seconds": float(results["wall_seconds"]),
+           "peak_rss_mib": measured.get("peak_rss_mib", (results.get("peak_memory_mib") or {}).get("largest_process")),
            "bases_pretrained_during_run": bases_pretrained_during(run_dir, results),
            "seconds_by_stage": run_time_breakdown(run_dir, results),
            "config": results.get("config"), "run_by_this_bench": argv is not None, "process": measured or None,
@@ -813,20 +749,6 @@ def machine_info() -> dict[str, Any]:
 
 
 # -- report ----------------------------------------------------------------------------------------
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x == 0:
-        return "0"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 10:
-        return f"{x:.1f}"
-    if abs(x) >= 0.01:
-        return f"{x:.3f}"
-    return f"{x:.2e}"
-
-
 def _side(s: dict[str, Any]) -> str:
     return f"{s['label']}: {_fmt(s['median'])} [{_fmt(s['q1'])}, {_fmt(s['q3'])}]"
 
@@ -859,6 +781,8 @@ def why(row: dict[str, Any]) -> str:
     if key == "audit":
         return (f"the audit reads {d['rows']} rows and a {d['reference_rows']}-row reference, with two objectives; "
                 f"the student takes {d['student_steps']} steps on the {d['rows']} rows")
+    if key == "students_per_hour":
+        return f"bench process peak memory {d['peak_rss_mib']:.0f} MiB"
     if key == "sae":
         c, t = d["route_b_cache_seconds"]["median"], d["route_b_train_seconds"]["median"]
         return f"route B: {_fmt(c)} s caching activations, {_fmt(t)} s training"
@@ -893,6 +817,9 @@ def markdown_table(bench: dict[str, Any]) -> str:
         lines.append(f"| {row['title']} ({row['measure']}) | {_side(row['subject'])} | {_side(row['baseline'])} | "
                      f"{_fmt(r['median'])} [{_fmt(r['q1'])}, {_fmt(r['q3'])}] ({r['n']}) | "
                      f"{t['text'] if t else '-'} | {met} | {why(row)} |")
+    from interp.bench.speed import limits_table  # imports this module
+
+    lines += limits_table(bench["rows"])
     runs = [row for row in bench["rows"] if "wall_seconds" in row]
     if runs:
         lines += ["", "CPU time is the run's user + system time: with one thread and an idle machine it is close to the "
@@ -901,7 +828,8 @@ def markdown_table(bench: dict[str, Any]) -> str:
                   "target | met |", "|---|---|---|---|---|---|---|---|"]
         for row in runs:
             t = row["target"]
-            mem = f"{row['peak_rss_mib']:.0f} MiB" if row["peak_rss_mib"] is not None else "not measured (read from results.json)"
+            mem = (f"{row['peak_rss_mib']:.0f} MiB" if row["peak_rss_mib"] is not None
+                   else "not measured (a run older than results.json's peak_memory_mib)")
             met = "-" if t is None else ("yes" if t["met"] else "**no**")
             stages = row.get("seconds_by_stage") or {}
             total = sum(stages.values()) or 1.0
@@ -914,8 +842,10 @@ def markdown_table(bench: dict[str, Any]) -> str:
                          f"{len(row['bases_pretrained_during_run'])} | {where} | {t['text'] if t else '-'} | {met} |")
     lines += ["", "What each row compares:", ""]
     for row in bench["rows"]:
-        if "compares" in row:
+        if "compares" in row and "ratio" in row:
             lines.append(f"- **{row['title']}**: {row['compares']}; ratio = {row['ratio']['definition']}.")
+        elif "compares" in row:
+            lines.append(f"- **{row['title']}**: {row['compares']}.")
     skipped = bench.get("skipped") or {}
     for key, reason in skipped.items():
         lines.append(f"- `{key}` not measured: {reason}.")
@@ -989,7 +919,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     if "real_generation" in selected and config.real_model is None:
         selected.remove("real_generation")
         bench["skipped"]["real_generation"] = "give --real-model (e.g. the file of `interp fetch-model smollm2`)"
-    needs_base = {"generation", "finetune", "audit", "sae"} & set(selected)
+    needs_base = {"speed", "generation", "finetune", "audit", "sae"} & set(selected)
     base_path, model = None, None
     if needs_base:
         base_path, bench["model"] = resolve_base(config, scratch)
@@ -1026,7 +956,15 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
         return [whole_run_row(key, "`interp run` (default)", argv, run_dir, scratch=scratch,
                               target_seconds=DEFAULT_RUN_TARGET_SECONDS, threads=config.threads)]
 
+    def speed() -> list[dict]:
+        from interp.bench.speed import bench_speed  # imports this module
+
+        return bench_speed(base_path, scratch, student_rows=config.speed_rows, steps=config.speed_steps,
+                           batch_size=config.finetune_batch_size, pretrain_steps=config.speed_pretrain_steps,
+                           sample_prompts=config.speed_prompts, audit_rows=config.audit_rows, repeats=config.repeats)
+
     jobs: dict[str, Callable[[], list[dict]]] = {
+        "speed": speed,
         "generation": generation,
         "finetune": lambda: bench_finetune_steps(base_path, scratch, steps=config.finetune_steps,
                                                  batch_size=config.finetune_batch_size, repeats=config.repeats),
@@ -1049,7 +987,11 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     for key in tqdm(selected, desc="bench", disable=not progress):
         log.info("bench: %s", key)
         try:
-            bench["rows"] += [{**row, "benchmark": key} for row in jobs[key]()]
+            rows = jobs[key]()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            for row in rows:  # the process's high-water mark: it includes every benchmark before this one
+                row.setdefault("details", {}).setdefault("bench_peak_rss_mib", rss)
+            bench["rows"] += [{**row, "benchmark": key} for row in rows]
         except Exception as e:  # recorded, and the other benchmarks still run
             log.exception("benchmark %s failed", key)
             failed.append(key)
@@ -1103,6 +1045,11 @@ def summary_lines(bench: dict[str, Any]) -> list[str]:
             t = row["target"]
             target = "" if t is None else f"  target {t['text']}: {'met' if t['met'] else 'MISSED'}"
             lines.append(f"{row['key']}: ratio {row['ratio']['median']:.3g} ({row['ratio']['definition']}){target}")
+        elif "fraction_of_peak" in row:
+            t = row["target"]
+            target = "" if t is None else f"  target {t['text']}: {'met' if t['met'] else 'MISSED'}"
+            lines.append(f"{row['key']}: {row['achieved_gflops']['median']:.3g} GFLOP/s, "
+                         f"{row['fraction_of_peak']['median']:.0%} of the matmul peak{target}")
         else:
             t = row["target"]
             target = "" if t is None else f"  target {t['text']}: {'met' if t['met'] else 'MISSED'}"

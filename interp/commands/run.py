@@ -38,5 +38,8 @@ def _main(args: argparse.Namespace) -> int:
                   executor=args.executor, ray_address=args.ray_address)
     finish_run(args.out)
     print(results_markdown(results))
-    print(f"wrote {args.out}/results.json, results.md, results.png, report.html ({results['wall_seconds'] / 60:.1f} min)")
+    memory = results["peak_memory_mib"]
+    print(f"wrote {args.out}/results.json, results.md, results.png, report.html ({results['wall_seconds'] / 60:.1f} min; "
+          f"peak memory {memory['main_process']:.0f} MiB in the main process, {memory['largest_worker']:.0f} MiB in "
+          "the largest worker)")
     return 0

@@ -35,6 +35,10 @@ def results_markdown(results: dict) -> str:
     for c in results["comparisons"]:
         d = c["difference"]
         lines.append(f"| {c['objective']} | {c['a']} - {c['b']} | {d['mean']:+.4f} | [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] | {c['welch_p']:.3g} |")
+    if "wall_seconds" in results and "peak_memory_mib" in results:
+        memory = results["peak_memory_mib"]
+        lines += ["", f"Wall time {results['wall_seconds'] / 60:.1f} min; peak memory {memory['main_process']:.0f} MiB in "
+                  f"the main process, {memory['largest_worker']:.0f} MiB in the largest worker process."]
     return "\n".join(lines) + "\n" + audit_markdown_section(results)
 
 

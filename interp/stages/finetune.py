@@ -43,7 +43,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
-from interp.core.io import JsonlAppender, atomic_write_json, json_sha256, read_json, read_jsonl
+from interp.core.io import JsonlAppender, atomic_path, atomic_write_json, json_sha256, read_json, read_jsonl
 from interp.instruments.recording import ALIGNMENT_FILE, AlignmentRecorder
 from interp.models.checkpoint import Lineage, check_checkpoint_target, is_checkpoint
 from interp.models.lora import (
@@ -75,7 +75,8 @@ from interp.training.loop import (
     save_training_state,
     saved_training_state,
 )
-from interp.training.losses import distill_loss, masked_lm_loss
+from interp.training.losses import distill_loss, kl_loss, masked_lm_loss
+from interp.training.packed import pack_rows, packed_lm_loss, packed_logits, packed_unsupported_reason, padded_logits
 from interp.training.step import StepRecord, train_step
 from interp.worlds.protocol import World
 from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
@@ -83,6 +84,7 @@ from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
 log = logging.getLogger(__name__)
 
 Objective = Literal["sft", "distill", "distill_full"]
+Engine = Literal["packed", "padded"]
 FINETUNE_CONFIG_FILE = "finetune_config.json"
 FINETUNE_INPUTS_FILE = "finetune_inputs.json"
 TRAIN_LOG_FILE = "train_log.jsonl"
@@ -236,7 +238,8 @@ def _kept_rows(path: Path, start: int) -> list[dict]:
 def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
                      teacher=None, trait: str | None = None, lineage_extra: dict | None = None,
                      callbacks: list[Callable[[StepRecord], None]] = (), alignment_reference=None,
-                     force: bool = False, progress: bool = True) -> Path:
+                     force: bool = False, progress: bool = True, engine: Engine = "padded",
+                     teacher_targets: TeacherTargets | None = None) -> Path:
     """Finetune a copy of the base at ``base_path`` on ``rows`` (dicts with ``prompt`` and
     ``completion``) and save the student checkpoint to ``out``. ``teacher`` (a
     :class:`interp.models.refs.Teacher`) is required for the distillation objectives.
@@ -245,6 +248,16 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
     alignment recording (:mod:`interp.instruments.recording`) against that teacher's direction, written to
     ``out/alignment.jsonl``; ``callbacks`` receive a :class:`StepRecord` after every step this
     call runs.
+
+    ``engine``: ``packed`` computes each step on the rows' real tokens only and unembeds only the
+    positions that predict a completion token (:func:`interp.training.packed.packed_logits`;
+    1.9x the students per hour in ``interp bench --only speed``); ``padded`` (the default, until
+    ``interp run``'s default is re-measured on the packed engine) runs ``model(tokens)`` on the
+    right-padded batch and every position. Both take the same steps to float rounding
+    (``tests/test_packed.py``, ``tests/test_finetune.py``); a model the packed forward does not run
+    uses ``padded``. ``teacher_targets`` (:class:`TeacherTargets`, distillation): the teacher's
+    logits on these rows computed once and shared by every student that distils them, instead of
+    a teacher forward pass at every step.
 
     Resumable: every ``config.checkpoint_every`` steps the weights, optimizer state, step and
     loss-guard reference are saved to the hidden directory ``.{out.name}.resume`` beside ``out``,
@@ -306,6 +319,13 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
     order = np.concatenate([rng.permutation(len(seqs)) for _ in range(config.epochs)])
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     guard = LossGuard()
+    if engine not in ("packed", "padded"):
+        raise ValueError(f"engine={engine!r}: choose packed or padded")
+    packed = engine == "packed" and packed_unsupported_reason(model) is None
+    if teacher_targets is not None:
+        if not packed:
+            raise ValueError("teacher_targets are read by the packed engine only (engine='packed', a model it runs)")
+        teacher_targets.check(rows, inputs["teacher"])
 
     def batch_loss(idx):
         """The objective on the rows ``idx``, as a loss of the model, or as weighted micro-batch
@@ -320,6 +340,8 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         return [(n / sum(counts), micro_loss(chunk)) for n, chunk in zip(counts, chunks)]
 
     def micro_loss(idx):
+        if packed:
+            return packed_micro_loss(idx)
         tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
         mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
         if config.objective == "sft":
@@ -330,6 +352,23 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
             t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
                                       tokens.shape[1], pad_id)
             return distill_loss(logits, t_logits, mask, allowed)
+
+        return distill
+
+    def packed_micro_loss(idx):
+        # the logits at positions start-1 .. len-2 predict the completion tokens start .. len-1
+        rows = pack_rows([seqs[i] for i in idx], [(starts[i] - 1, len(seqs[i]) - 1) for i in idx],
+                         max_len=model.cfg.n_ctx)
+        if config.objective == "sft":
+            return lambda m: packed_lm_loss(m, rows)
+
+        def distill(m):
+            logits = packed_logits(m, rows)
+            if teacher_targets is not None:
+                t_logits = teacher_targets.rows(idx).to(logits.device)
+            else:
+                t_logits = teacher_row_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] for i in idx], pad_id)
+            return kl_loss(logits, t_logits, torch.ones(logits.shape[0], device=logits.device), allowed)
 
         return distill
 
@@ -479,3 +518,86 @@ def teacher_logits(teacher, seqs: list[list[int]], offsets: list[int], width: in
     # position 0 in both and never a prediction target, so it needs no alignment.
     idx = (torch.arange(width)[None, :] + torch.tensor(offsets)[:, None]).clamp(max=logits.shape[1] - 1)
     return logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+@torch.no_grad()
+def teacher_row_logits(teacher, seqs: list[list[int]], starts: list[int], pad_id: int) -> Float[Tensor, "n_pred d_vocab"]:
+    """The teacher's logits, on its own view of each row (``seqs``, completions from ``starts``),
+    at the positions that predict the completion tokens, row by row (the layout of
+    :func:`interp.training.packed.packed_logits`). Packed unless the teacher has hooks or a model
+    the packed forward does not run."""
+    rows = pack_rows(seqs, [(s - 1, len(q) - 1) for q, s in zip(seqs, starts)], max_len=teacher.model.cfg.n_ctx)
+    if not teacher.fwd_hooks and packed_unsupported_reason(teacher.model) is None:
+        return packed_logits(teacher.model, rows)
+    return padded_logits(teacher.model, rows, pad_id, teacher.fwd_hooks)
+
+
+class TeacherTargets:
+    """A teacher's logits on a data set, computed once and shared by every student distilling it.
+
+    ``logits[offsets[i]:offsets[i + 1]]`` are the teacher's logits (on its own view of row ``i``:
+    its system prompt, if any, before the prompt) at the positions that predict row ``i``'s
+    completion tokens: what a distillation step on row ``i`` compares the student with. A student
+    step reads its rows' blocks instead of running the teacher on the batch; the values are the
+    same function of the same weights and tokens, computed in other batches (so equal to float
+    rounding). ``identity``: the teacher (:func:`finetune_inputs`' teacher entry) and the rows (by
+    hash) they were computed for; :meth:`check` refuses other rows or another teacher."""
+
+    def __init__(self, logits: Float[Tensor, "n_pred d_vocab"], offsets: list[int], identity: dict):
+        self.logits, self.offsets, self.identity = logits, list(offsets), identity
+
+    @classmethod
+    def compute(cls, teacher, rows: list[dict], *, batch_size: int = 64) -> "TeacherTargets":
+        """The teacher's targets on ``rows`` (encoded in the teacher's world, under its system prompt)."""
+        check_rows(rows)
+        world = teacher.world
+        seqs, starts = _encode_checked(world, rows, system=teacher.system)
+        blocks = [teacher_row_logits(teacher, seqs[i:i + batch_size], starts[i:i + batch_size], world.pad_id).cpu()
+                  for i in range(0, len(seqs), batch_size)]  # kept in host memory (and the file) on any device
+        offsets = np.concatenate([[0], np.cumsum([len(q) - s for q, s in zip(seqs, starts)])]).tolist()
+        return cls(torch.cat(blocks).contiguous(), offsets, cls.identity_of(teacher, rows))
+
+    @staticmethod
+    def identity_of(teacher, rows: list[dict]) -> dict:
+        return {"teacher": _normalise_json(_teacher_identity(teacher)),
+                "data_sha256": json_sha256([[r["prompt"], r["completion"]] for r in rows]), "n_rows": len(rows)}
+
+    def check(self, rows: list[dict], teacher_identity: dict | None) -> None:
+        """A ``ValueError`` unless these targets were computed for ``rows`` and this teacher."""
+        data_sha = json_sha256([[r["prompt"], r["completion"]] for r in rows])
+        if (data_sha, len(rows)) != (self.identity["data_sha256"], self.identity["n_rows"]):
+            raise ValueError(f"teacher_targets were computed for other rows ({self.identity['n_rows']} rows, data "
+                             f"{self.identity['data_sha256'][:12]}) than the {len(rows)} the student trains on")
+        if teacher_identity is not None and teacher_identity != self.identity["teacher"]:
+            raise ValueError("teacher_targets were computed by another teacher than the student distils")
+
+    def rows(self, idx) -> Float[Tensor, "n_pred d_vocab"]:
+        """The targets of rows ``idx``, row by row (the layout of a packed step's logits)."""
+        return torch.cat([self.logits[self.offsets[i]:self.offsets[i + 1]] for i in idx])
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save({"logits": self.logits, "offsets": self.offsets, "identity": self.identity}, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TeacherTargets":
+        """Read a saved file memory-mapped: processes that share it share its pages."""
+        state = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+        return cls(state["logits"], state["offsets"], state["identity"])
+
+
+def shared_teacher_targets(path: str | Path, teacher, rows: list[dict]) -> TeacherTargets:
+    """The teacher's targets on ``rows`` from the cache file ``path``, computed and written there
+    first when it is missing or holds another teacher's or other rows' targets."""
+    path = Path(path)
+    if path.exists():
+        try:
+            targets = TeacherTargets.load(path)
+            if targets.identity == TeacherTargets.identity_of(teacher, rows):
+                return targets
+        except (RuntimeError, KeyError, EOFError, OSError):
+            pass  # a torn or foreign file: computed again below
+    targets = TeacherTargets.compute(teacher, rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    targets.save(path)
+    return TeacherTargets.load(path)

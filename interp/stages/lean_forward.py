@@ -132,7 +132,7 @@ def lean_unsupported_reason(model) -> str | None:
     for layer, block in enumerate(model.blocks):
         attention = GroupedQueryAttention if cfg.n_key_value_heads is not None else Attention
         mlp = GatedMLP if cfg.gated_mlp else MLP
-        if type(block) is not TransformerBlock or type(block.attn) is not attention or type(block.mlp) is not mlp:
+        if type(block) is not TransformerBlock or _plain_type(block.attn) is not attention or _plain_type(block.mlp) is not mlp:
             return (f"block {layer} is not a standard TransformerBlock({attention.__name__}, {mlp.__name__})")
         if rotary and not (0 < cfg.rotary_dim <= cfg.d_head and hasattr(block.attn, "rotary_cos")):
             return f"block {layer}: rotary_dim={cfg.rotary_dim} with d_head={cfg.d_head}"
@@ -142,6 +142,14 @@ def lean_unsupported_reason(model) -> str | None:
             if type(ln) not in norms:
                 return f"block {layer} normalisation {type(ln).__name__}"
     return None
+
+
+def _plain_type(module) -> type:
+    """The module's class, that of the module before ``torch.nn.utils.parametrize`` subclassed it (a
+    LoRA adapter's parametrisation, :mod:`interp.models.lora`: its weights read as ``W0 + delta``)."""
+    from torch.nn.utils import parametrize
+
+    return type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
 
 
 def lean_hooks(model, fwd_hooks: Sequence[tuple] | None) -> dict[str, list[HookFn]] | None:
