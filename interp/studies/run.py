@@ -236,6 +236,12 @@ class RunConfig(StageConfig):
         return self.model is not None
 
     @classmethod
+    def quick(cls, **overrides) -> "RunConfig":
+        """The config of ``interp run --quick`` (a smoke run: small bases, few rows), with
+        ``overrides`` on top."""
+        return cls(**{**cls.quick_defaults(), **overrides})
+
+    @classmethod
     def quick_defaults(cls) -> dict:
         return {"quick": True, "seeds": 2, "n_rows": 400, "pretrain_steps": 300, "in_context_examples": 4,
                 "teacher_steps": 60}
@@ -510,10 +516,61 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
             "n_rows": [r["n_rows"] for r in per_seed], "audit": summarize_audits(per_seed, config.trait)}
 
 
+class RunResults(dict):
+    """What :func:`run` returns: the content of ``results.json`` (a ``dict``, so it can be saved
+    and indexed as before) with typed accessors for what is read most.
+
+    Example::
+
+        results = run(RunConfig.quick(), "runs/quick")
+        results.condition("shared_init", "sft")["trait_prob"]["mean"]
+        results.comparison("shared_init", "control", "sft")["difference"]
+    """
+
+    @property
+    def trait(self) -> str:
+        """The trait the run measured."""
+        return self["trait"]
+
+    @property
+    def conditions(self) -> list[dict]:
+        """One entry per condition and objective (and the base, the teacher and the in-context
+        control): ``name``, ``objective``, ``trait_prob`` (mean and 95% interval over seeds, with n)."""
+        return self["conditions"]
+
+    @property
+    def comparisons(self) -> list[dict]:
+        """shared_init against control, mismatched_init and shuffled_across, per objective: the
+        difference of P(trait) shifts with its 95% Welch interval and p-value."""
+        return self["comparisons"]
+
+    @property
+    def n_rows(self) -> list[dict]:
+        """Per seed: the rows kept after filtering of each data set."""
+        return self["n_rows"]
+
+    def condition(self, name: str, objective: str | None = None) -> dict:
+        """The entry of condition ``name`` (``objective`` None for base, teacher and in_context)."""
+        for c in self.conditions:
+            if c["name"] == name and c["objective"] == objective:
+                return c
+        raise KeyError(f"no condition {name!r} with objective {objective!r} in this run; it has "
+                       f"{[(c['name'], c['objective']) for c in self.conditions]}")
+
+    def comparison(self, a: str, b: str, objective: str = "sft") -> dict | None:
+        """The comparison ``a - b`` for ``objective``, or None if the run did not make it."""
+        return next((c for c in self.comparisons if (c["a"], c["b"], c["objective"]) == (a, b, objective)), None)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "RunResults":
+        """The results of a finished run directory (its ``results.json``)."""
+        return cls(read_json(Path(directory) / RESULTS_FILE))
+
+
 def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
-        progress: bool = True, data_cache: str | Path | None = None, workers: int = 1) -> dict:
+        progress: bool = True, data_cache: str | Path | None = None, workers: int = 1) -> RunResults:
     """Run the loop into ``out`` (see the module docstring); returns the summary also written to
-    ``out/results.json``. ``data_cache``: a directory where teachers and generated data are kept
+    ``out/results.json`` (:class:`RunResults`). ``data_cache``: a directory where teachers and generated data are kept
     under :func:`data_key` and shared between runs (sweeps use it). ``workers``: processes that
     pretrain missing bases and run seeds in parallel, one torch thread each (0: one per CPU core;
     1: everything in this process); see :mod:`interp.core.parallel`."""
@@ -553,4 +610,4 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     if config.features:
         run_features(FeaturesConfig(**(FeaturesConfig.quick_defaults() if config.quick else {})), out / "features",
                      artifacts=artifacts, run_dir=out, progress=progress)
-    return results
+    return RunResults(results)
