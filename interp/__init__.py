@@ -5,7 +5,7 @@ with its config dataclass, importable from the package itself::
 
     from interp import RunConfig, run
 
-    results = run(RunConfig.quick(), "runs/quick", artifacts="artifacts")
+    results = run(RunConfig.quick_config(), "runs/quick", artifacts="artifacts")
     results.comparison("shared_init", "control", "sft")["difference"]
 
 The instruments take models in memory (any ``HookedTransformer``) and a trait given as target

@@ -236,7 +236,7 @@ class RunConfig(StageConfig):
         return self.model is not None
 
     @classmethod
-    def quick(cls, **overrides) -> "RunConfig":
+    def quick_config(cls, **overrides) -> "RunConfig":
         """The config of ``interp run --quick`` (a smoke run: small bases, few rows), with
         ``overrides`` on top."""
         return cls(**{**cls.quick_defaults(), **overrides})
@@ -522,7 +522,7 @@ class RunResults(dict):
 
     Example::
 
-        results = run(RunConfig.quick(), "runs/quick")
+        results = run(RunConfig.quick_config(), "runs/quick")
         results.condition("shared_init", "sft")["trait_prob"]["mean"]
         results.comparison("shared_init", "control", "sft")["difference"]
     """
