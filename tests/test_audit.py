@@ -219,7 +219,11 @@ def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path, capsy
     assert set(audit["predicted_shift"]) == set(s["world"].animals) and audit["top_animal"] in s["world"].animals
     assert len(read_jsonl(out / AUDIT_ROWS_FILE)) == 64 and not (out / AUDIT_PLOT_FILE).exists()  # data only
     text = audit_markdown(audit)
-    assert text.startswith("**validated for this student** (a full student: the unigram readout against the reference)")
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    # the unfiltered teacher rows name animals: flagged first, then the score validated for a full student
+    assert len(warnings) == len(audit["animal_word_rows"]) and warnings == text.splitlines()[:len(warnings)]
+    assert text.splitlines()[len(warnings)].startswith(
+        "**validated for this student** (a full student: the unigram readout against the reference)")
     assert "data - reference" in text and "n=2 batches" in text and "n=64 rows" in text
     data, ref = tmp_path / "data.jsonl", tmp_path / "ref.jsonl"
     write_jsonl(data, s["rows"]["base_a"][:64])

@@ -80,7 +80,9 @@ REAL_MICRO_BATCH = 8  # students of real models: sequences per forward/backward 
 
 @dataclass
 class RunConfig(StageConfig):
-    """The main job."""
+    """The main job: the whole loop (bases, teacher, numbers, students under every condition and
+    objective, evaluation, audit) over seeds; see :func:`run` and the module docstring.
+    :meth:`quick_config` is the smoke run of ``interp run --quick``."""
 
     trait: str = option("owl", "The trait animal.")
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
