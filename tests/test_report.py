@@ -109,7 +109,7 @@ def test_make_report__run_directory_leads_with_the_answer(rendered_run):
 def test_make_report__a_tiny_run_is_warned_too_small_for_its_curves(tmp_path):
     _fake_run(tmp_path, seeds=(0,), n_steps=4)
     page = make_report(tmp_path).read_text()
-    assert "warning: this run is too small for its curves</b>: students trained 4 steps or more over 1 seed(s)" in page
+    assert "warning: this run is too small for its curves</b>: students trained 4 steps or more over 1 seed;" in page
 
 
 def _answer(directory) -> str:

@@ -408,8 +408,10 @@ def training_size_html(size: dict) -> str:
                       for (objective, condition), s in sorted(size["steps"].items()))
     text = f"<p>Steps each student trained (range over seeds): {cells}.</p>"
     if size["min_steps"] < MIN_CURVE_STEPS or size["n_seeds"] < MIN_CURVE_SEEDS:
+        steps, seeds = size["min_steps"], size["n_seeds"]
         text += (f"<p class='warning'><b>warning: this run is too small for its curves</b>: students trained "
-                 f"{size['min_steps']} steps or more over {size['n_seeds']} seed(s); the per-step panels below need "
+                 f"{steps} step{'s' if steps != 1 else ''} or more over {seeds} seed{'s' if seeds != 1 else ''}; "
+                 "the per-step panels below need "
                  f"at least {MIN_CURVE_STEPS} steps and {MIN_CURVE_SEEDS} seeds (for an interval band) and may be "
                  "empty or show a single point. A smoke run (--quick) checks that the loop runs, not what it "
                  "finds.</p>")
