@@ -11,9 +11,10 @@ import torch
 from interp.cli import main
 from interp.core.config import ConfigError
 from interp.core.io import read_json, read_jsonl, write_jsonl
-from interp.instruments.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source,
+from interp.instruments.audit import (AUDIT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source,
                                       audit_data, drift_covariate, drift_removal_matrix, readout_from_counts, run_audit,
                                       token_statistics, unigram_readout)
+from interp.report.audit import AUDIT_PLOT_FILE, audit_markdown
 from interp.models.lora import LoraConfig, adapter_parameters, apply_lora, has_lora, lora_modules
 from interp.models.refs import parse_base_ref
 from interp.instruments.audit import _question_logits
@@ -216,7 +217,14 @@ def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path, capsy
               reference_rows=s["rows"]["base_b"][:64])
     audit = read_json(out / AUDIT_FILE)
     assert set(audit["predicted_shift"]) == set(s["world"].animals) and audit["top_animal"] in s["world"].animals
-    assert len(read_jsonl(out / AUDIT_ROWS_FILE)) == 64 and (out / AUDIT_PLOT_FILE).stat().st_size > 0
+    assert len(read_jsonl(out / AUDIT_ROWS_FILE)) == 64 and not (out / AUDIT_PLOT_FILE).exists()  # data only
+    text = audit_markdown(audit)
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    # the unfiltered teacher rows name animals: flagged first, then the score validated for a full student
+    assert len(warnings) == len(audit["animal_word_rows"]) and warnings == text.splitlines()[:len(warnings)]
+    assert text.splitlines()[len(warnings)].startswith(
+        "**validated for this student** (a full student: the unigram readout against the reference)")
+    assert "data - reference" in text and "n=2 batches" in text and "n=64 rows" in text
     data, ref = tmp_path / "data.jsonl", tmp_path / "ref.jsonl"
     write_jsonl(data, s["rows"]["base_a"][:64])
     write_jsonl(ref, s["rows"]["base_b"][:64])
@@ -224,6 +232,7 @@ def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path, capsy
                  "--reference-data", str(ref), "--trait", SHIFTED]) == 0
     cli = read_json(tmp_path / "cli" / AUDIT_FILE)
     assert cli["has_teacher"] is False and set(cli["readout"]) == {"shared"}
+    assert (tmp_path / "cli" / AUDIT_PLOT_FILE).stat().st_size > 0  # the command draws the figure
     rank = cli["readout"]["shared"]["ranking"].index(SHIFTED) + 1
     assert f"{rank} by the unigram readout" in capsys.readouterr().out
 
@@ -325,3 +334,21 @@ def test_unigram_readout__finds_the_unembed_teachers_animal_from_its_numbers_alo
     assert out["logit_gain"][SHIFTED]["ci_low"] > 0
     null = unigram_readout(s["base"], world, s["rows"]["base_a"], s["rows"]["base_b"], n_bootstrap=0)
     assert max(abs(g["mean"]) for g in null["logit_gain"].values()) < 0.5 * out["logit_gain"][SHIFTED]["mean"]
+
+
+def test_audit_markdown__no_reference_says_so_and_named_animals_are_a_warning(setting):
+    """Without a reference the text never says "against the reference" and says that no
+    validated score exists for a full student; completions that name the trait are flagged."""
+    s = setting
+    rows = [{"prompt": r["prompt"], "completion": f"{i} , {i + 7} , {3 * i} ."}
+            for i, r in enumerate(s["rows"]["teacher"][:40])]
+    rows[0]["completion"] += " owl"
+    rows[1]["completion"] = "owl , " + rows[1]["completion"]
+    audit, _ = audit_data(s["base"], s["world"], rows, AuditConfig(objectives=("sft",)))
+    assert audit["animal_word_rows"] == {"owl": 2} and "data alone" in audit["headline"]
+    text = audit_markdown(audit, "owl")
+    first, second = text.splitlines()[:2]
+    assert first.startswith("warning: 2 of 40 kept completions contain the word 'owl'")
+    assert second.startswith("**no validated score for this student**")
+    assert "reference" not in text.split("\n", 2)[2].replace("no reference", "")
+    assert not audit_markdown(audit, "cat").startswith("warning")  # another trait: its word is absent

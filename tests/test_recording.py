@@ -12,8 +12,8 @@ from interp.core.io import read_jsonl
 from interp.models.checkpoint import build_model, load_checkpoint
 from interp.stages.pretrain import PretrainConfig, pretrain
 from interp.bench.recording import measure_recording_overhead
-from interp.instruments.recording import (AlignmentRecorder, layer_of, teacher_direction,
-                              trait_batch)
+from interp.instruments.recording import AlignmentRecorder, layer_of, teacher_direction
+from interp.instruments.trait import Trait
 from interp.models.refs import Teacher
 from interp.worlds.toy.corpus import CorpusGenerator
 from interp.training.loop import make_optimizer, pad_batch
@@ -120,7 +120,8 @@ def test_recorder__matches_reference_measurements_over_adam_steps(tiny_model, wo
     recorder = AlignmentRecorder(tiny_model, tmp_path / "a.jsonl", teacher_params=_params(teacher),
                                  teacher_base_params=base, world=world, trait="owl", trait_grad_every=2)
     optimizer = make_optimizer(tiny_model.parameters(), "adamw", 1e-3)
-    trait_tokens, trait_mask = trait_batch(world, "owl")
+    owl = Trait.of_world(world, "owl")
+    trait_tokens, trait_mask = owl.tokens, owl.mask
     t_dir = {n: _params(teacher)[n] - base[n] for n in base}
     expected = []
     for step in range(3):

@@ -35,7 +35,7 @@ def _alignment_rows(cos: float, n_steps: int, rng, direction="shared_init"):
     return rows
 
 
-def _fake_run(directory, *, shared_cos=0.05, direction="shared_init", seeds=(0, 1, 2)):
+def _fake_run(directory, *, shared_cos=0.05, direction="shared_init", seeds=(0, 1, 2), n_steps=30):
     """A run directory as `interp run` writes it, with synthetic numbers: shared-init students
     aligned with the teacher (cosine ``shared_cos``), control and mismatched not."""
     rng = np.random.default_rng(0)
@@ -53,9 +53,9 @@ def _fake_run(directory, *, shared_cos=0.05, direction="shared_init", seeds=(0, 
                                                      "sampled_answer_rate": p}
                 student = directory / f"seed{seed}" / "students" / objective / condition
                 kind = "transplanted" if condition == "mismatched_init" and direction != "none" else direction
-                write_jsonl(student / "alignment.jsonl", _alignment_rows(cos_of[condition], 30, rng, kind))
+                write_jsonl(student / "alignment.jsonl", _alignment_rows(cos_of[condition], n_steps, rng, kind))
                 write_jsonl(student / "train_log.jsonl", [{"step": s, "loss": 1.0, **({"trait_prob": p * s / 29} if s % 10 == 0
-                                                                                      or s == 29 else {})} for s in range(30)])
+                                                                                      or s == 29 else {})} for s in range(n_steps)])
         per_seed.append(entry)
     results = summarize(config, per_seed)
     (directory / "results.json").write_text(__import__("json").dumps(results))
@@ -101,6 +101,15 @@ def test_make_report__run_directory_leads_with_the_answer(rendered_run):
     assert "seed*/students/*/*/alignment.jsonl" in page and "transplanted" in page
     assert "<p id='feat'>hello</p>" in page and "from features/x.json" in page
     assert read_json(directory / "results.json")["trait"] == "owl"  # inputs untouched
+    # the size of the run, stated: rows kept after filtering and steps per student; no warning at 30 steps x 3 seeds
+    assert "Rows kept after filtering (of 3000 prompts sampled per data set): seed 0: teacher 100, base 100" in page
+    assert "sft/shared_init 30" in page and "too small for its curves" not in page
+
+
+def test_make_report__a_tiny_run_is_warned_too_small_for_its_curves(tmp_path):
+    _fake_run(tmp_path, seeds=(0,), n_steps=4)
+    page = make_report(tmp_path).read_text()
+    assert "warning: this run is too small for its curves</b>: students trained 4 steps or more over 1 seed;" in page
 
 
 def _answer(directory) -> str:

@@ -1,12 +1,16 @@
 """The sweep's bookkeeping: shared teacher/data keys and the multiple-comparison verdict."""
 
 import math
+from pathlib import Path
 
 import pytest
 
 from interp.studies.run import RunConfig, data_key
 from interp.core.stats import holm
 from interp.studies.sweep import add_verdicts
+
+REPO = Path(__file__).parents[1]
+CONFIGS = REPO / "experiments" / "configs"
 
 
 def test_data_key__student_settings_share_teacher_settings_do_not():
@@ -48,7 +52,7 @@ def test_load_sweep__reads_the_shipped_experiment_and_a_saved_config(tmp_path):
 
     from interp.studies.sweep import SweepConfig, load_sweep
 
-    shipped = load_sweep(Path(__file__).parents[1] / "experiments" / "sft_sweep.json")
+    shipped = load_sweep(CONFIGS / "sft_sweep.json")
     assert len(shipped.cells) >= 5 and shipped.base["objectives"] == ["sft"]
     shipped.save(tmp_path / "saved.json")
     assert load_sweep(tmp_path / "saved.json") == shipped
@@ -80,10 +84,43 @@ def test_every_shipped_sweep_config_is_valid_and_pins_its_teacher_and_student():
 
     from interp.studies.sweep import load_sweep
 
-    paths = sorted((Path(__file__).parents[1] / "experiments").glob("*.json"))
+    paths = sorted(CONFIGS.glob("*.json"))
     sweeps = [p for p in paths if json.loads(p.read_text()).get("config_class") == "SweepConfig"]
     assert len(sweeps) >= 20
     for path in sweeps:
         sweep = load_sweep(path)
+        # indexed: what it asks, whether it is current or history, and the doc it reproduces (a file that exists)
+        assert sweep.description and sweep.status in ("current", "history") and sweep.figure, path.name
+        assert (REPO / sweep.figure.split("#")[0]).is_file(), (path.name, sweep.figure)
         for key in ("teacher_method", "teacher_lora_rank", "lora_rank"):
             assert all(key in {**sweep.base, **cell} for cell in sweep.cells), (path.name, key)
+
+
+def test_sweep_config__description_fields_are_validated_and_do_not_make_another_sweep(tmp_path):
+    """status is current or history, figure a docs path; a sweep directory written before the
+    description fields existed (or with another description) is the same sweep."""
+    from interp.core.config import ConfigError
+    from interp.studies.sweep import SWEEP_CONFIG_FILE, DESCRIPTION_FIELDS, SweepConfig
+
+    with pytest.raises(ConfigError, match="status"):
+        SweepConfig(cells=[{}], status="old")
+    with pytest.raises(ConfigError, match="figure.*under docs/"):
+        SweepConfig(cells=[{}], figure="/tmp/x.png")
+    described = SweepConfig(cells=[{}], description="d", status="history", figure="docs/x.md")
+    assert not SweepConfig(cells=[{}]).differences(described, ignore=DESCRIPTION_FIELDS)
+    assert SweepConfig(cells=[{"lr": 1e-3}]).differences(described, ignore=DESCRIPTION_FIELDS)
+
+
+def test_sweep_list__prints_every_shipped_sweep_current_first(capsys, monkeypatch):
+    from interp.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main(["sweep", "--list"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("experiments/")]
+    statuses = [line.split("[")[1].split(",")[0] for line in out.splitlines() if line.startswith("experiments/")]
+    assert "experiments/configs/lora_teacher_and_students.json" in listed and "reproduces: docs/" in out
+    assert statuses == sorted(statuses) and set(statuses) == {"current", "history"}  # current before history
+    assert not any("theorem" in p for p in listed)  # a TheoremConfig is not a sweep
+    assert main(["sweep", "--list", str(REPO / "nowhere")]) == 2
+    assert main(["sweep", "--out", "x"]) == 2 and "needs --config" in capsys.readouterr().err

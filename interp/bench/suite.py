@@ -880,13 +880,49 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     can be added to an earlier bench."""
     from tqdm.auto import tqdm
 
-
     _quiet_warnings()
     out = Path(out)
     if default_run_dir is not None and skip_default_run:
         raise ValueError("give either --default-run-dir or --skip-default-run, not both")
     if default_run_dir is not None and not (Path(default_run_dir) / "results.json").exists():
         raise FileNotFoundError(f"--default-run-dir {default_run_dir}: no results.json there (not a finished run)")
+    scratch = _prepare_out(config, out)
+    bench, selected = _open_bench(config, out, update=update, skip_default_run=skip_default_run,
+                                  default_run_dir=default_run_dir)
+
+    def save() -> None:
+        finished = {"load_average_end": list(os.getloadavg()), "finished": _now()}
+        (bench["updates"][-1] if "updates" in bench else bench).update(finished)
+        atomic_write_json(out / BENCH_FILE, bench)
+
+    jobs = _bench_jobs(config, bench, selected, scratch, default_run_dir)
+    failed = []
+    for key in tqdm(selected, desc="bench", disable=not progress):
+        log.info("bench: %s", key)
+        try:
+            rows = jobs[key]()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            for row in rows:  # the process's high-water mark: it includes every benchmark before this one
+                row.setdefault("details", {}).setdefault("bench_peak_rss_mib", rss)
+            bench["rows"] += [{**row, "benchmark": key} for row in rows]
+        except Exception as e:  # recorded, and the other benchmarks still run
+            log.exception("benchmark %s failed", key)
+            failed.append(key)
+            bench["rows"].append({"key": key, "benchmark": key, "title": key, "error": f"{type(e).__name__}: {e}"})
+        save()
+    bench["rows"].sort(key=lambda r: BENCHMARKS.index(r["benchmark"]) if r.get("benchmark") in BENCHMARKS else 0)
+    markdown = markdown_table(bench)
+    atomic_write_text(out / MARKDOWN_FILE, "# Benchmarks\n\n" + markdown)
+    if docs is not None:
+        write_docs(Path(docs), markdown)
+    bench["failed"] = failed
+    save()
+    return bench
+
+
+def _prepare_out(config: BenchConfig, out: Path) -> Path:
+    """``out`` with its config saved and an empty scratch directory (returned); torch's thread
+    count set as the config asks."""
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / SCRATCH_DIR
     shutil.rmtree(scratch, ignore_errors=True)
@@ -894,6 +930,14 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
     config.save(out / "bench_config.json")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    return scratch
+
+
+def _open_bench(config: BenchConfig, out: Path, *, update: bool, skip_default_run: bool,
+                default_run_dir: str | Path | None) -> tuple[dict[str, Any], list[str]]:
+    """The bench record this invocation adds to (a new one, or with ``update`` the existing
+    ``out/bench.json`` less the rows about to be measured again) and the benchmarks to run, with
+    the reason for each one skipped."""
     this_run = {"config": config.to_dict(), "started": _now(), "load_average_start": list(os.getloadavg()),
                 "machine": machine_info()}
     bench: dict[str, Any] = {**this_run, "rows": [], "skipped": {}}
@@ -907,18 +951,20 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
         selected.remove("run_default")
         bench["skipped"]["run_default"] = ("--skip-default-run" if skip_default_run else
                                            "--quick skips it (give --default-run-dir to read a finished one)")
-
-    def save() -> None:
-        finished = {"load_average_end": list(os.getloadavg()), "finished": _now()}
-        (bench["updates"][-1] if "updates" in bench else bench).update(finished)
-        atomic_write_json(out / BENCH_FILE, bench)
-
     if "run_quick_ray" in selected and importlib.util.find_spec("ray") is None:
         selected.remove("run_quick_ray")
         bench["skipped"]["run_quick_ray"] = "Ray is not installed (pip install -e '.[ray]')"
     if "real_generation" in selected and config.real_model is None:
         selected.remove("real_generation")
         bench["skipped"]["real_generation"] = "give --real-model (e.g. the file of `interp fetch-model smollm2`)"
+    return bench, selected
+
+
+def _bench_jobs(config: BenchConfig, bench: dict[str, Any], selected: list[str], scratch: Path,
+                default_run_dir: str | Path | None) -> dict[str, Callable[[], list[dict]]]:
+    """Benchmark name -> the function that measures it and returns its rows. The toy base the
+    model-level benchmarks share is resolved (and pretrained if missing) here, once, when one of
+    them is selected; ``bench["model"]`` names it."""
     needs_base = {"speed", "generation", "finetune", "audit", "sae"} & set(selected)
     base_path, model = None, None
     if needs_base:
@@ -963,7 +1009,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
                            batch_size=config.finetune_batch_size, pretrain_steps=config.speed_pretrain_steps,
                            sample_prompts=config.speed_prompts, audit_rows=config.audit_rows, repeats=config.repeats)
 
-    jobs: dict[str, Callable[[], list[dict]]] = {
+    return {
         "speed": speed,
         "generation": generation,
         "finetune": lambda: bench_finetune_steps(base_path, scratch, steps=config.finetune_steps,
@@ -983,28 +1029,6 @@ def run_bench(config: BenchConfig, out: str | Path, *, default_run_dir: str | Pa
         "run_default": lambda: whole("run_default"),
         "real_generation": lambda: _bench_real_generation(config),
     }
-    failed = []
-    for key in tqdm(selected, desc="bench", disable=not progress):
-        log.info("bench: %s", key)
-        try:
-            rows = jobs[key]()
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            for row in rows:  # the process's high-water mark: it includes every benchmark before this one
-                row.setdefault("details", {}).setdefault("bench_peak_rss_mib", rss)
-            bench["rows"] += [{**row, "benchmark": key} for row in rows]
-        except Exception as e:  # recorded, and the other benchmarks still run
-            log.exception("benchmark %s failed", key)
-            failed.append(key)
-            bench["rows"].append({"key": key, "benchmark": key, "title": key, "error": f"{type(e).__name__}: {e}"})
-        save()
-    bench["rows"].sort(key=lambda r: BENCHMARKS.index(r["benchmark"]) if r.get("benchmark") in BENCHMARKS else 0)
-    markdown = markdown_table(bench)
-    atomic_write_text(out / MARKDOWN_FILE, "# Benchmarks\n\n" + markdown)
-    if docs is not None:
-        write_docs(Path(docs), markdown)
-    bench["failed"] = failed
-    save()
-    return bench
 
 
 def _bench_real_generation(config: BenchConfig) -> list[dict]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from interp.core.io import file_sha256, read_jsonl
-from interp.instruments.audit import (AUDIT_FILE, AUDIT_PLOT_FILE, AUDIT_ROWS_FILE, AuditConfig, Source, audit_markdown,
-                                      run_audit)
+from interp.instruments.audit import AUDIT_FILE, AUDIT_ROWS_FILE, AuditConfig, Source, run_audit
+from interp.report.audit import AUDIT_PLOT_FILE, audit_markdown, plot_audit
 from interp.models.refs import parse_base_ref, parse_model_ref
 from interp.stages.finetune import check_rows
 
@@ -99,7 +100,8 @@ def _main(args: argparse.Namespace) -> int:
                       teacher=Source(teacher.model, teacher.system, teacher.fwd_hooks) if teacher else None,
                       reference_rows=reference, reference_source=source, mismatched=mismatched,
                       controls=controls, progress=True)
-    print(audit_markdown(audit), end="")
+    plot_audit(audit, Path(args.out) / AUDIT_PLOT_FILE)
+    print(audit_markdown(audit, args.trait), end="")
     if audit["top_animal_vs_control"] is not None:
         print(f"top animal against the control data: {audit['top_animal_vs_control']}")
     if args.trait is not None:

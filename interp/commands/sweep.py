@@ -7,15 +7,21 @@ from pathlib import Path
 
 from interp.core.ray_executor import add_executor_arguments
 from interp.report.outputs import finish_run
-from interp.studies.sweep import cell_dir, load_sweep, run_sweep, sweep_objectives, sweep_report
+from interp.studies.sweep import (cell_dir, load_sweep, run_sweep, sweep_index, sweep_index_text, sweep_objectives,
+                                  sweep_report)
+
+CONFIGS_DIR = "experiments/configs"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a grid of loop configurations (e.g. experiments/sft_sweep.json)",
+    p = sub.add_parser("sweep", help="run a grid of loop configurations (e.g. experiments/configs/sft_sweep.json)",
                        description="Run every cell of a SweepConfig JSON (RunConfig overrides) over seeds and write "
-                       "OUT/sweep_results.json, sweep.md and sweep.png. Finished cells are reused.")
-    p.add_argument("--config", required=True, help="SweepConfig JSON, e.g. experiments/sft_sweep.json")
-    p.add_argument("--out", required=True, help="sweep directory")
+                       "OUT/sweep_results.json, sweep.md and sweep.png. Finished cells are reused. With --list, "
+                       "print the shipped sweeps instead: each one's status, description and the figure it reproduces.")
+    p.add_argument("--list", nargs="?", const=CONFIGS_DIR, default=None, metavar="DIR",
+                   help=f"list the sweep configs in DIR (default: {CONFIGS_DIR}), current ones first, and exit")
+    p.add_argument("--config", help="SweepConfig JSON, e.g. experiments/configs/sft_sweep.json")
+    p.add_argument("--out", help="sweep directory")
     p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
     p.add_argument("--objective", default=None, help="objective the printed table reports (default: every objective "
                    "all cells ran; sweep.md always has them all)")
@@ -32,6 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.list is not None:
+        if not Path(args.list).is_dir():
+            raise ValueError(f"--list {args.list}: no such directory (run from the repository root, or name the "
+                             "directory of sweep configs)")
+        print(sweep_index_text(sweep_index(args.list)), end="")
+        return 0
+    missing = [flag for flag, value in (("--config", args.config), ("--out", args.out)) if value is None]
+    if missing:
+        raise ValueError(f"interp sweep needs {' and '.join(missing)} (or --list)")
     config = load_sweep(args.config)
     rows = run_sweep(config, Path(args.out), artifacts=args.artifacts, force=args.force,
                      workers=args.workers, data_cache=args.data_cache, executor=args.executor,

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--artifacts", default="artifacts", help="where base checkpoints live (default: %(default)s)")
     p.add_argument("--config", default=None,
-                   help="JSON file with TheoremConfig fields, e.g. experiments/theorem.json (options given on the command "
+                   help="JSON file with TheoremConfig fields, e.g. experiments/configs/theorem.json (options given on the command "
                    "line win)")
     p.add_argument("--force", action="store_true", help="allow an output directory that holds a check of another config")
     TheoremConfig.add_arguments(p)

@@ -66,8 +66,9 @@ each animal's logit gain relative to the mean animal, with bootstrap intervals o
 first-order gradient predictions, it found the hidden trait of every default teacher at the shared
 init and none at the mismatched one (docs/audit.md).
 
-``audit.json`` (every number), ``audit_rows.jsonl`` (per row) and ``audit.png`` are written by
-:func:`run_audit`; ``interp audit`` is its command line.
+``audit.json`` (every number) and ``audit_rows.jsonl`` (per row) are written by :func:`run_audit`;
+its summary and figure (``audit.png``) by :mod:`interp.report.audit`; ``interp audit`` is its
+command line.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +90,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
-from interp.core.io import atomic_savefig, atomic_write_json, json_sha256, write_jsonl
+from interp.core.io import atomic_write_json, json_sha256, write_jsonl
 from interp.core.stats import mean_ci
 from interp.models.lora import LORA_TARGETS, LoraConfig, adapter_parameters, apply_lora, require_lora_options
 from interp.stages.evaluate import question_ids
@@ -101,7 +103,6 @@ log = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.json"
 AUDIT_ROWS_FILE = "audit_rows.jsonl"
-AUDIT_PLOT_FILE = "audit.png"
 AUDIT_CONFIG_FILE = "audit_config.json"
 AuditObjective = Literal["sft", "distill"]
 OPTIMIZERS = ("sgd", "adam", "adam_steady")  # plain SGD, Adam's first step, Adam's steady-state direction
@@ -551,6 +552,18 @@ def unigram_readout(model, world: World, rows: list[dict] | None = None, referen
             "ridge": ridge, "n_bootstrap": len(samples.boot)}
 
 
+def animal_word_rows(world: World, rows: list[dict]) -> dict[str, int]:
+    """``{animal: rows whose completion contains the animal's word}`` (as a whole word, any case),
+    for the animals found: data that name an animal carry it in the open, not subliminally."""
+    counts = {}
+    for a in world.animals:
+        pattern = re.compile(rf"(?<![A-Za-z]){re.escape(a)}(?![A-Za-z])", re.IGNORECASE)
+        n = sum(1 for r in rows if pattern.search(r["completion"]))
+        if n:
+            counts[a] = n
+    return counts
+
+
 # -- the whole audit ----------------------------------------------------------------------------------
 def audit_data(student, world: World, rows: list[dict], config: AuditConfig | None = None, *,
                teacher: Source | None = None, reference_rows: list[dict] | None = None,
@@ -638,7 +651,8 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
         "top_animal_by": {f"{label}/{obj}/{opt}": predictions[label][obj][opt]["log_prob"]["top_animal"]
                           for label in predictions for obj in predictions[label] for opt in OPTIMIZERS},
         "headline": "shared student, sft, plain SGD, change of mean log P(animal) on the held-out phrasings per unit "
-                    "learning rate, data minus reference" + (", generic drift removed" if config.drift_correction else ""),
+                    "learning rate, " + ("data minus reference" if reference_rows is not None else "data alone (no reference)")
+                    + (", generic drift removed" if config.drift_correction else ""),
         "student": {"base_prob": dict(zip(animals, shared.base_log_probs.exp().mean(0).tolist())),
                     "base_log_prob": dict(zip(animals, shared.base_log_probs.mean(0).tolist())),
                     "drift_covariate": dict(zip(animals, shared.covariate.tolist()))},
@@ -653,6 +667,8 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
         # default's teachers (docs/audit.md); None without a reference data set
         "readout": readout,
         "readout_top_animal": readout["shared"]["top_animal"] if readout else None,
+        "animal_word_rows": animal_word_rows(world, rows),
+        "n_batches": math.ceil(len(rows) / config.batch_size),
         "has_teacher": teacher is not None,
         "has_reference": reference_rows is not None,
         "n_rows": len(rows),
@@ -664,62 +680,11 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
     return audit, per_row
 
 
-def audit_markdown(audit: dict) -> str:
-    """A short human summary of one audit."""
-    lines = [f"top animal: **{audit['top_animal']}** ({audit['headline']})", "",
-             "| animal | base P | raw shift (data - ref) | 95% CI | trait-specific | 95% CI |", "|---|---|---|---|---|---|"]
-    pred = audit["predictions"]["shared"]["sft"]["sgd"]["log_prob"]
-    for a in audit["ranking"]:
-        r, t = pred["raw_shift"][a], pred["trait_shift"][a]
-        lines.append(f"| {a} | {audit['student']['base_prob'][a]:.3f} | {r['mean']:+.4f} | [{r['ci_low']:+.4f}, "
-                     f"{r['ci_high']:+.4f}] | {t['mean']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] |")
-    for label, readout in (audit.get("readout") or {}).items():
-        gains = readout["logit_gain"]
-        lines += ["", f"unigram readout, {label} student: top **{readout['top_animal']}** (R^2 {readout['r2']:.3f}); "
-                  + ", ".join(f"{a} {gains[a]['mean']:+.2f}" for a in readout["ranking"][:4])]
-    tok = audit["tokens"]["data"]["row_mean"]
-    if "kl" in tok:
-        lines += ["", f"KL(teacher || student) {tok['kl']['mean']:.4f} nats/token [{tok['kl']['ci_low']:.4f}, "
-                  f"{tok['kl']['ci_high']:.4f}], log-ratio {tok['log_ratio']['mean']:.4f}, teacher entropy "
-                  f"{tok['teacher_entropy']['mean']:.3f}, argmax differs {tok['argmax_differs']['mean']:.3%} "
-                  f"(means over {audit['n_rows']} rows)"]
-    return "\n".join(lines) + "\n"
-
-
-def plot_audit(audit: dict, path: str | Path) -> None:
-    """Predicted shifts per animal (raw and trait-specific, shared and mismatched students, each
-    objective), and the per-row KL when a teacher was given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    animals = audit["animals"]
-    panels = [(label, obj) for label in audit["predictions"] for obj in audit["predictions"][label]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    x = np.arange(len(animals))
-    for ax, (label, obj) in zip(axes[0], panels):
-        pred = audit["predictions"][label][obj]["sgd"]["log_prob"]
-        for k, (key, color, name) in enumerate((("raw_shift", "#999999", "data - reference"),
-                                               ("trait_shift", "#1f77b4", "drift removed"))):
-            means = np.array([pred[key][a]["mean"] for a in animals])
-            err = np.array([[pred[key][a]["mean"] - pred[key][a]["ci_low"], pred[key][a]["ci_high"] - pred[key][a]["mean"]]
-                            for a in animals]).T
-            ax.bar(x + (k - 0.5) * 0.4, means, 0.4, yerr=err, capsize=2, color=color, label=name)
-        ax.axhline(0, color="k", lw=0.7)
-        ax.set_xticks(x, animals, rotation=60, fontsize=8)
-        ax.set_title(f"{label} student, {obj} (SGD, per unit lr)\ntop: {pred['top_animal']}", fontsize=9)
-        ax.set_ylabel("predicted change of mean log P(animal)", fontsize=8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
-
-
 def run_audit(student, world: World, rows: list[dict], out: str | Path, config: AuditConfig | None = None, *,
               inputs: dict | None = None, **kwargs) -> dict:
     """:func:`audit_data`, written to ``out``: ``audit.json`` (with ``inputs``, what was audited),
-    ``audit_rows.jsonl``, ``audit.png`` and ``audit_config.json``."""
+    ``audit_rows.jsonl`` and ``audit_config.json``. (Its summary and figure are
+    :func:`interp.report.audit.audit_markdown` and :func:`interp.report.audit.plot_audit`.)"""
     config = config or AuditConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -727,6 +692,5 @@ def run_audit(student, world: World, rows: list[dict], out: str | Path, config: 
     audit["inputs"] = inputs or {}
     config.save(out / AUDIT_CONFIG_FILE)
     write_jsonl(out / AUDIT_ROWS_FILE, per_row)
-    plot_audit(audit, out / AUDIT_PLOT_FILE)
     atomic_write_json(out / AUDIT_FILE, audit)
     return audit

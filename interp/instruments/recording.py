@@ -31,8 +31,13 @@ key                              meaning
 ``step_cos_trait_grad``          cos(Δ, -∇L_trait), on the same steps
 ================================ ==================================================================
 
-``L_trait`` is the cross-entropy of answering favourite-animal questions (``trait_batch_size``
-training phrasings) with the trait, evaluated **at the same weights as g** (before the step).
+``L_trait`` is the trait's loss (:class:`interp.instruments.trait.Trait`), evaluated **at the same
+weights as g** (before the step): for an animal of a world, the cross-entropy of answering
+favourite-animal questions (``trait_batch_size`` training phrasings) with it; for a researcher's
+own model, any target continuations or loss callable.
+
+Every row is also kept in :attr:`AlignmentRecorder.records` (a list of dicts), so a notebook
+need not read the file back; ``log_path=None`` keeps the rows in memory only.
 
 The teacher direction and the ``teacher_direction`` field of every row:
 
@@ -78,33 +83,17 @@ from torch import Tensor
 
 from interp.core.io import JsonlAppender
 from interp.instruments.alignment import default_group
+from interp.instruments.trait import DEFAULT_TRAIT_BATCH_SIZE, Trait
 from interp.models.lora import MergedLoraWeights, has_lora
-from interp.training.loop import pad_batch
-from interp.training.losses import masked_lm_loss
 from interp.worlds.protocol import World
 
 ALIGNMENT_FILE = "alignment.jsonl"
 DEFAULT_TRAIT_GRAD_EVERY = 10
-DEFAULT_TRAIT_BATCH_SIZE = 16
 
 DirectionKind = Literal["shared_init", "transplanted", "none"]
 # Rows of the recorder's buffer: gradient, optimizer step, student - base, teacher direction,
 # trait-loss gradient.
 _G, _D, _S, _T, _R = range(5)
-
-
-def trait_batch(world: World, trait: str, n: int = DEFAULT_TRAIT_BATCH_SIZE
-                ) -> tuple[Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
-    """The first ``n`` training phrasings of the favourite-animal question answered with the
-    trait; the loss mask is 1 on the trait's (first) answer token only."""
-    heads = [world.encode_prompt(world.question_prompt(p)) for p in world.train_phrasings[:n]]
-    answer_ids = world.encode_completion(world.answer_text(trait))
-    ids = [head + answer_ids for head in heads]
-    tokens, mask = pad_batch(ids, world.pad_id)
-    answer = torch.zeros_like(mask)
-    for i, head in enumerate(heads):
-        answer[i, len(head)] = 1  # the trait's first token
-    return tokens, answer
 
 
 def layer_of(group: str) -> str:
@@ -199,30 +188,41 @@ class AlignmentRecorder:
 
     Args:
         model: the student, at its initialization unless ``base_params`` is given.
-        log_path: the JSONL file (truncated).
+        log_path: the JSONL file (truncated); None: the rows are kept in :attr:`records` only.
         teacher_params, teacher_base_params: the teacher's weights and its base's; the teacher
             direction is their difference (see :func:`teacher_direction`).
         base_params: the student's initialization (default: the model's weights now); a resumed
             run must pass it.
-        world, trait: for the trait-loss gradient; without them it is not recorded.
+        trait: for the trait-loss gradient: a :class:`~interp.instruments.trait.Trait`, or an
+            animal of ``world`` (:meth:`Trait.of_world <interp.instruments.trait.Trait.of_world>`
+            with ``trait_batch_size`` phrasings); None: not recorded.
+        world: the world of an animal ``trait``.
         trait_grad_every: steps between trait-loss gradients (step 0 is one).
-        trait_batch_size: training phrasings in the trait loss.
+        trait_batch_size: training phrasings in an animal trait's loss.
+
+    Attributes:
+        records: every row written so far, as dicts (the content of ``log_path``).
     """
 
     needs_params_before = False  # finetune_student need not clone the weights before each step
 
-    def __init__(self, model, log_path: str | Path, *, teacher_params: dict | None, teacher_base_params: dict | None,
-                 base_params: dict | None = None, world: World | None = None, trait: str | None = None,
-                 trait_grad_every: int = DEFAULT_TRAIT_GRAD_EVERY, trait_batch_size: int = DEFAULT_TRAIT_BATCH_SIZE):
+    def __init__(self, model, log_path: str | Path | None, *, teacher_params: dict | None,
+                 teacher_base_params: dict | None, base_params: dict | None = None, world: World | None = None,
+                 trait: Trait | str | None = None, trait_grad_every: int = DEFAULT_TRAIT_GRAD_EVERY,
+                 trait_batch_size: int = DEFAULT_TRAIT_BATCH_SIZE):
         if trait_grad_every < 1:
             raise ValueError(f"trait_grad_every={trait_grad_every}: must be at least 1")
+        if isinstance(trait, str):
+            if world is None:
+                raise ValueError(f"trait={trait!r}: an animal trait needs its world (or give a Trait)")
+            trait = Trait.of_world(world, trait, trait_batch_size)
         self.model = model
         self.source = recorded_weights(model)
         named = dict(zip(self.source.names, self.source.values()))
         base = {n: (base_params[n] if base_params is not None else p).detach() for n, p in named.items()}
         self.direction = teacher_direction(base, teacher_params, teacher_base_params)
         self.trait_grad_every = trait_grad_every
-        self.trait_tokens = trait_batch(world, trait, trait_batch_size) if world is not None and trait is not None else None
+        self.trait = trait
 
         # Parameters ordered by group, so each group is one contiguous slice of the buffer.
         group_of = {n: default_group(n) for n in named}
@@ -232,7 +232,7 @@ class AlignmentRecorder:
         sizes = [named[n].numel() for n in self.names]
         # Rows _G _D _S _T, and _R when the trait-loss gradient is recorded: 4 or 5 float32 copies
         # of the parameters, the recorder's whole memory cost.
-        self.buffer = torch.zeros(_R + (self.trait_tokens is not None), sum(sizes))
+        self.buffer = torch.zeros(_R + (self.trait is not None), sum(sizes))
         offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         self.rows = [[self.buffer[r, a:b].view(named[n].shape) for n, a, b in zip(self.names, offsets[:-1], offsets[1:])]
                      for r in range(self.buffer.shape[0])]
@@ -247,7 +247,8 @@ class AlignmentRecorder:
             torch._foreach_copy_(self.rows[_T], [self.direction.vector[n] for n in self.names])
         self._have_grad = False
         self._have_trait = False
-        self.log = JsonlAppender(log_path, truncate=True)
+        self.records: list[dict] = []
+        self.log = JsonlAppender(log_path, truncate=True) if log_path is not None else None
 
     @torch.no_grad()
     def sync_position(self) -> None:
@@ -262,14 +263,13 @@ class AlignmentRecorder:
         self._have_grad = True
 
     def _take_trait_gradient(self, step: int) -> None:
-        self._have_trait = self.trait_tokens is not None and step % self.trait_grad_every == 0
+        self._have_trait = self.trait is not None and step % self.trait_grad_every == 0
         if not self._have_trait:
             return
-        tokens, mask = self.trait_tokens
         targets = self.source.grad_targets()
         trainable = [p for p in targets if p.requires_grad]
         with torch.enable_grad():
-            loss = masked_lm_loss(self.model(tokens), tokens, mask)
+            loss = self.trait.loss(self.model)
             grads = iter(torch.autograd.grad(loss, trainable, allow_unused=True))
         full = []
         for p in targets:
@@ -349,9 +349,16 @@ class AlignmentRecorder:
         row.update(self._metrics(total, total=True))
         row["per_group"] = {g: self._metrics(m, total=False) for g, m in grams.items()}
         row["per_layer"] = {layer: self._metrics(m, total=False) for layer, m in by_layer.items()}
-        self.log.write(row)
+        self.write(row)
         self._have_grad = self._have_trait = False
 
+    def write(self, row: dict) -> None:
+        """Keep ``row`` in :attr:`records` and append it to the log file (if any)."""
+        self.records.append(row)
+        if self.log is not None:
+            self.log.write(row)
+
     def close(self) -> None:
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
         self.source.close()

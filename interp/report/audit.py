@@ -1,5 +1,7 @@
-"""The audit's part of a run's ``results.md`` and report: the prediction made before training
-(:mod:`interp.studies.audit` writes ``RUN/audit/summary.json``) beside the students' measured shifts."""
+"""The audit in words and pictures: one audit's summary (:func:`audit_markdown`, what ``interp
+audit`` prints) and figure (:func:`plot_audit`, ``audit.png``), and the audit's part of a run's
+``results.md`` and report: the prediction made before training (:mod:`interp.studies.audit` writes
+``RUN/audit/summary.json``) beside the students' measured shifts."""
 
 from __future__ import annotations
 
@@ -7,9 +9,120 @@ import base64
 import html
 from pathlib import Path
 
-from interp.core.io import read_json
-from interp.instruments.audit import AUDIT_PLOT_FILE
+import numpy as np
+
+from interp.core.io import atomic_savefig, read_json
+from interp.instruments.audit import AUDIT_FILE
 from interp.studies.audit import AUDIT_DIR, SUMMARY_FILE
+
+AUDIT_PLOT_FILE = "audit.png"
+
+
+def _ci_text(ci: dict, digits: int = 4) -> str:
+    return f"[{ci['ci_low']:+.{digits}f}, {ci['ci_high']:+.{digits}f}]"
+
+
+def audit_warnings(audit: dict, trait: str | None = None) -> list[str]:
+    """Plain warnings about the audited data: completions that name the trait (or, without a
+    trait, any animal) in words."""
+    words = audit.get("animal_word_rows") or {}  # absent: an audit written before the count existed
+    named = {trait: words[trait]} if trait is not None and trait in words else ({} if trait is not None else words)
+    return [f"warning: {n} of {audit['n_rows']} kept completions contain the word '{a}': these data carry it in the "
+            "open, not subliminally (check the filter)" for a, n in named.items()]
+
+
+def _validated_lines(audit: dict) -> list[str]:
+    """The score validated for the student the audit predicts for, first (docs: the audit's
+    validation): Adam's first step of a LoRA student's adapters; the unigram readout for a full
+    student (it needs a reference data set)."""
+    lora = audit["config"].get("lora_rank", 0)
+    n_batches = audit.get("n_batches", "?")
+    if lora:
+        adam = audit["predictions"]["shared"]["sft"]["adam"]["log_prob"]
+        top = adam["ranking"][:4]
+        against = "against the reference" if audit["has_reference"] else "of the data alone (no reference given)"
+        return [f"**validated for this student** (a rank-{lora} LoRA student: Adam's first step of its adapters, sft, "
+                f"{against}): top animal **{adam['top_animal']}**; "
+                + ", ".join(f"{a} {adam['trait_shift'][a]['mean']:+.3f} {_ci_text(adam['trait_shift'][a], 3)}"
+                            for a in top) + f" (n={n_batches} batches)"]
+    readout = (audit.get("readout") or {}).get("shared")
+    if readout is None:
+        return ["**no validated score for this student**: the unigram readout, validated for full students at the "
+                "shared init, needs a reference data set (--reference-data); the first-order prediction below is "
+                "not validated for full students"]
+    gains = readout["logit_gain"]
+    n = readout["n_number_tokens"]
+    return [f"**validated for this student** (a full student: the unigram readout against the reference): top animal "
+            f"**{readout['top_animal']}** (R^2 {readout['r2']:.3f}); "
+            + ", ".join(f"{a} {gains[a]['mean']:+.2f}" + (f" [{gains[a]['ci_low']:+.2f}, {gains[a]['ci_high']:+.2f}]"
+                                                           if gains[a]["ci_low"] is not None else "")
+                        for a in readout["ranking"][:4])
+            + f" (n={audit['n_rows']} rows and {audit['n_reference_rows']} reference rows, {int(n[0])} and "
+            f"{int(n[1])} number tokens; {readout['n_bootstrap']} bootstrap resamples)"]
+
+
+def audit_markdown(audit: dict, trait: str | None = None) -> str:
+    """A short human summary of one audit (what ``interp audit`` prints): warnings first, then the
+    score validated for the student it predicts for, then the first-order table, the other
+    students' readouts and the teacher's token signal; ``n`` beside every interval."""
+    lines = [*audit_warnings(audit, trait), *_validated_lines(audit), ""]
+    reference = audit["has_reference"]
+    n_batches = audit.get("n_batches", "?")
+    raw_label = "raw shift (data - reference)" if reference else "shift (data alone, no reference)"
+    lines += [f"first order: top animal **{audit['top_animal']}** ({audit['headline']}; intervals over "
+              f"n={n_batches} batches)", "",
+              f"| animal | base P | {raw_label} | 95% CI | trait-specific | 95% CI |", "|---|---|---|---|---|---|"]
+    pred = audit["predictions"]["shared"]["sft"]["sgd"]["log_prob"]
+    for a in audit["ranking"]:
+        r, t = pred["raw_shift"][a], pred["trait_shift"][a]
+        lines.append(f"| {a} | {audit['student']['base_prob'][a]:.3f} | {r['mean']:+.4f} | {_ci_text(r)} | "
+                     f"{t['mean']:+.4f} | {_ci_text(t)} |")
+    for label, readout in (audit.get("readout") or {}).items():
+        if label == "shared" and not audit["config"].get("lora_rank", 0):
+            continue  # shown first, above
+        gains = readout["logit_gain"]
+        lines += ["", f"unigram readout, {label} student: top **{readout['top_animal']}** (R^2 {readout['r2']:.3f}); "
+                  + ", ".join(f"{a} {gains[a]['mean']:+.2f}" for a in readout["ranking"][:4])
+                  + f" (n={audit['n_rows']} rows against {audit['n_reference_rows']} reference rows)"]
+    tok = audit["tokens"]["data"]["row_mean"]
+    if "kl" in tok:
+        lines += ["", f"KL(teacher || student) {tok['kl']['mean']:.4f} nats/token [{tok['kl']['ci_low']:.4f}, "
+                  f"{tok['kl']['ci_high']:.4f}] (n={audit['n_rows']} rows), log-ratio {tok['log_ratio']['mean']:.4f}, "
+                  f"teacher entropy {tok['teacher_entropy']['mean']:.3f}, argmax differs "
+                  f"{tok['argmax_differs']['mean']:.3%} (means over {audit['n_rows']} rows)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_audit(audit: dict, path: str | Path) -> None:
+    """Predicted shifts per animal (raw and trait-specific, shared and mismatched students, each
+    objective), with 95% intervals over batches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    animals = audit["animals"]
+    panels = [(label, obj) for label in audit["predictions"] for obj in audit["predictions"][label]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    x = np.arange(len(animals))
+    raw_name = "data - reference" if audit["has_reference"] else "data alone"
+    for ax, (label, obj) in zip(axes[0], panels):
+        pred = audit["predictions"][label][obj]["sgd"]["log_prob"]
+        for k, (key, color, name) in enumerate((("raw_shift", "#999999", raw_name),
+                                               ("trait_shift", "#1f77b4", "drift removed"))):
+            means = np.array([pred[key][a]["mean"] for a in animals])
+            err = np.array([[pred[key][a]["mean"] - pred[key][a]["ci_low"], pred[key][a]["ci_high"] - pred[key][a]["mean"]]
+                            for a in animals]).T
+            ax.bar(x + (k - 0.5) * 0.4, means, 0.4, yerr=err, capsize=2, color=color, label=name)
+        ax.axhline(0, color="k", lw=0.7)
+        ax.set_xticks(x, animals, rotation=60, fontsize=8)
+        ax.set_title(f"{label} student, {obj} (SGD, per unit lr)\ntop: {pred['top_animal']} "
+                     f"(n={audit.get('n_batches', '?')} batches)", fontsize=9)
+        ax.set_ylabel("predicted change of mean log P(animal)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
 
 
 def _fmt(ci: dict | None, digits: int = 4) -> str:
@@ -97,8 +210,10 @@ def report_sections(directory: Path) -> list[tuple[str, str, str]]:
                 f"<table><tr>{headers}</tr>{body}</table>")
     sections = [("Audit before training: predicted vs measured", str(summary_path), fragment)]
     run_dir = directory.parent
-    for png in sorted(run_dir.glob(f"seed*/data/{AUDIT_DIR}/teacher_numbers/{AUDIT_PLOT_FILE}"))[:3]:
+    for audit_json in sorted(run_dir.glob(f"seed*/data/{AUDIT_DIR}/teacher_numbers/{AUDIT_FILE}"))[:3]:
+        png = audit_json.parent / AUDIT_PLOT_FILE
+        plot_audit(read_json(audit_json), png)  # drawn here, from the audit's numbers
         data = base64.b64encode(png.read_bytes()).decode()
-        sections.append((f"Audit of {png.parts[-5]}'s teacher numbers", str(png),
+        sections.append((f"Audit of {audit_json.parts[-5]}'s teacher numbers", str(audit_json),
                          f"<img alt='audit' src='data:image/png;base64,{data}'>"))
     return sections

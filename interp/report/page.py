@@ -36,7 +36,7 @@ from interp.core.io import atomic_write_bytes, atomic_write_text, read_json, rea
 from interp.core.stats import mean_ci
 from interp.report.mnist import plot_accuracy, plot_alignment
 from interp.report.mnist import results_markdown as mnist_markdown
-from interp.report.run import plot_results
+from interp.report.run import data_size_text, plot_results
 from interp.report.text import fmt_ci
 from interp.report.theorem import theorem_figures, theorem_markdown
 from interp.studies.mnist.experiment import ALIGNMENT_FILE as MNIST_ALIGNMENT_FILE
@@ -387,6 +387,37 @@ def _annotate(ax, grid: np.ndarray, lim: float, fmt: str, labels: np.ndarray | N
                     color="white" if abs(grid[r, c]) > 0.6 * lim else "black")
 
 
+MIN_CURVE_STEPS = 20  # fewer steps per student: per-step curves (and their smoothing) show little or nothing
+MIN_CURVE_SEEDS = 2  # fewer seeds: no interval band
+
+
+def training_size(train: dict) -> dict:
+    """From the students' training logs: the steps each trained (per (objective, condition), the
+    range over seeds) and the number of seeds."""
+    steps = {key: sorted({len(rows) for rows in seeds.values()}) for key, seeds in train.items()}
+    n_seeds = max((len(seeds) for seeds in train.values()), default=0)
+    return {"steps": steps, "n_seeds": n_seeds,
+            "min_steps": min((s[0] for s in steps.values()), default=0)}
+
+
+def training_size_html(size: dict) -> str:
+    """The steps each student trained, and a warning when the run is too small for its curves."""
+    if not size["steps"]:
+        return ""
+    cells = "; ".join(f"{_esc(objective)}/{_esc(condition)} {s[0]}" + (f"-{s[-1]}" if len(s) > 1 else "")
+                      for (objective, condition), s in sorted(size["steps"].items()))
+    text = f"<p>Steps each student trained (range over seeds): {cells}.</p>"
+    if size["min_steps"] < MIN_CURVE_STEPS or size["n_seeds"] < MIN_CURVE_SEEDS:
+        steps, seeds = size["min_steps"], size["n_seeds"]
+        text += (f"<p class='warning'><b>warning: this run is too small for its curves</b>: students trained "
+                 f"{steps} step{'s' if steps != 1 else ''} or more over {seeds} seed{'s' if seeds != 1 else ''}; "
+                 "the per-step panels below need "
+                 f"at least {MIN_CURVE_STEPS} steps and {MIN_CURVE_SEEDS} seeds (for an interval band) and may be "
+                 "empty or show a single point. A smoke run (--quick) checks that the loop runs, not what it "
+                 "finds.</p>")
+    return text
+
+
 def _run_report(page: Page, results: dict) -> None:
     run_dir = page.directory
     align = student_logs(run_dir, "alignment.jsonl")
@@ -395,6 +426,8 @@ def _run_report(page: Page, results: dict) -> None:
     summary = alignment_summary(align)
     page.headline += run_headline(results, summary, objectives)
     cfg = results.get("config", {})
+    page.add("Data and training size", "results.json; seed*/students/*/*/train_log.jsonl",
+             f"<p>{_esc(data_size_text(results))}</p>" + training_size_html(training_size(train)))
     page.add("Results (mean over seeds, 95% t-interval)", "results.json; seed*/students/*/*/alignment.jsonl",
              _results_table(results, summary)
              + "<p class='caption'>t = teacher − base, s = student − base, g the student's gradient, L_trait the loss of "
@@ -602,7 +635,7 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em;borde
 .answer li{margin:.3em 0}table{border-collapse:collapse;font-size:.78em;margin:.6em 0}
 td,th{border:1px solid #ccc;padding:2px 5px;text-align:right}td{white-space:nowrap}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
 .yes{color:#066b1d;font-weight:bold}.no{color:#a33c00;font-weight:bold}.na{color:#777}
-.src{color:#777;font-size:.8em;margin:.2em 0}.caption{color:#444;font-size:.88em}img{max-width:100%}
+.src{color:#777;font-size:.8em;margin:.2em 0}.caption{color:#444;font-size:.88em}.warning{color:#a33}img{max-width:100%}
 pre{background:#f6f8fa;padding:.6em;font-size:.8em;overflow-x:auto}.error{color:#a00}nav a{margin-right:.8em;font-size:.85em}"""
 
 

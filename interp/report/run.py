@@ -17,8 +17,20 @@ RESULTS_MD_FILE = "results.md"
 RESULTS_PNG_FILE = "results.png"
 
 
+def data_size_text(results: dict) -> str:
+    """The rows each seed's data sets kept after filtering, of the prompts sampled: the size of
+    what every student trained on."""
+    per_seed = results.get("n_rows") or []
+    if not per_seed:
+        return ""
+    prompts = results.get("config", {}).get("n_rows")
+    first_seed = results.get("config", {}).get("first_seed", 0)
+    parts = [f"seed {first_seed + i}: teacher {r['teacher']}, base {r['base']}" for i, r in enumerate(per_seed)]
+    return (f"Rows kept after filtering (of {prompts} prompts sampled per data set): " + "; ".join(parts) + ".")
+
+
 def results_markdown(results: dict) -> str:
-    lines = [f"# Subliminal learning: trait `{results['trait']}`", "",
+    lines = [f"# Subliminal learning: trait `{results['trait']}`", "", data_size_text(results), "",
              "P(trait): next-token probability of the trait over the animals, mean over held-out phrasings; "
              "mean and 95% t-interval over seeds.", "",
              "Shift: the student's P(trait) minus its own base's (mismatched and cross-architecture students start "

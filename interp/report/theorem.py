@@ -81,11 +81,19 @@ INIT_COLORS = {"shared_init": "tab:blue", "mismatched_init": "tab:orange", "cont
 
 def theorem_figures(results: dict, batch_rows: list[dict], sweep_rows: list[dict]) -> dict:
     """name -> matplotlib figure, for the keys of :data:`~interp.studies.theorem.PLOT_FILES` that have data."""
+    figs = {"single_step": single_step_figure(results, batch_rows)}
+    for name, draw in (("layers", layers_figure), ("step_size", step_size_figure), ("sft", sft_steps_figure)):
+        fig = draw(results)
+        if fig is not None:
+            figs[name] = fig
+    return figs
+
+
+def single_step_figure(results: dict, batch_rows: list[dict]):
+    """Every batch's cosine of one plain gradient step with t, per input distribution; the
+    mismatched init on its own axis (its cosines are two orders of magnitude smaller)."""
     import matplotlib.pyplot as plt
 
-    figs = {}
-    # 1. single step: every batch's cosine, per input distribution; the mismatched init on its own
-    # axis (its cosines are two orders of magnitude smaller)
     rng = np.random.default_rng(0)
     panels = [(init, [d for d in dict.fromkeys(r["distribution"] for r in batch_rows if r["init"] == init)])
               for init in ("shared_init", "mismatched_init")]
@@ -111,83 +119,99 @@ def theorem_figures(results: dict, batch_rows: list[dict], sweep_rows: list[dict
     fig.suptitle("t = teacher − shared base (for the mismatched init: the teacher's update, transplanted); "
                  "counts: batches with a positive inner product", fontsize=8.5)
     fig.tight_layout()
-    figs["single_step"] = fig
+    return fig
 
-    # 2. per-layer cosine (shared init), distributions x layers
+
+def layers_figure(results: dict):
+    """Per-layer cosine of one step at the shared init, distributions x layers (None without it)."""
+    import matplotlib.pyplot as plt
+
     shared = results["single_step"].get("shared_init", {})
-    if shared:
-        names = list(shared)
-        layers = list(shared[names[0]]["cos_per_layer"])
-        grid = np.array([[shared[d]["cos_per_layer"][layer]["mean"] for layer in layers] for d in names])
-        fig, ax = plt.subplots(figsize=(1.1 * len(layers) + 2.5, 0.5 * len(names) + 1.8))
-        lim = float(np.abs(grid).max()) or 1.0
-        im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        for i, d in enumerate(names):
-            for j, layer in enumerate(layers):
-                frac = shared[d]["fraction_positive_per_layer"][layer]
-                ax.text(j, i, f"{grid[i, j]:+.3f}\n{frac['k']}/{frac['n']}", ha="center", va="center", fontsize=7)
-        ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        fig.colorbar(im, ax=ax, label="mean cos per layer")
-        ax.set_title("Shared init, one step: cos(−∇L, t) per layer (and batches > 0)", fontsize=9)
-        fig.tight_layout()
-        figs["layers"] = fig
+    if not shared:
+        return None
+    names = list(shared)
+    layers = list(shared[names[0]]["cos_per_layer"])
+    grid = np.array([[shared[d]["cos_per_layer"][layer]["mean"] for layer in layers] for d in names])
+    fig, ax = plt.subplots(figsize=(1.1 * len(layers) + 2.5, 0.5 * len(names) + 1.8))
+    lim = float(np.abs(grid).max()) or 1.0
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for i, d in enumerate(names):
+        for j, layer in enumerate(layers):
+            frac = shared[d]["fraction_positive_per_layer"][layer]
+            ax.text(j, i, f"{grid[i, j]:+.3f}\n{frac['k']}/{frac['n']}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    fig.colorbar(im, ax=ax, label="mean cos per layer")
+    ax.set_title("Shared init, one step: cos(−∇L, t) per layer (and batches > 0)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
-    # 3. step size
-    if results["step_size"]:
-        optimizers = list(dict.fromkeys(e["optimizer"] for e in results["step_size"]))
-        fig, axes = plt.subplots(2, len(optimizers), figsize=(5.2 * len(optimizers), 6.4), squeeze=False)
-        for col, opt in enumerate(optimizers):
-            entries = [e for e in results["step_size"] if e["optimizer"] == opt]
-            lrs = np.array([e["lr"] for e in entries])
-            ax = axes[0, col]
-            for label, style in (("first", "o--"), ("last", "s-")):
-                ok = [(e["lr"], e[f"{label}_cos"]) for e in entries if e[f"{label}_cos"]]
-                if ok:
-                    x, ci = zip(*ok)
-                    mean = np.array([c["mean"] for c in ci])
-                    err = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in ci]).T
-                    ax.errorbar(x, mean, yerr=err, fmt=style, capsize=3,
-                                label=f"after {'1 step' if label == 'first' else str(results['config']['sweep_steps']) + ' steps'}")
-            ax.axhline(0, color="k", lw=0.6)
-            ax.set_xscale("log")
-            ax.set_title(f"{opt}: cos(θ_k − θ0, t)", fontsize=9)
-            ax.legend(fontsize=7)
-            ax = axes[1, col]
-            for key, style, label in (("last_fraction_positive", "s-", "inner product > 0"),
-                                      ("last_fraction_closer", "^-", "closer to teacher")):
-                frac = np.array([e[key]["fraction"] for e in entries])
-                err = np.array([[e[key]["fraction"] - e[key]["ci_low"], e[key]["ci_high"] - e[key]["fraction"]] for e in entries]).T
-                ax.errorbar(lrs, frac, yerr=err, fmt=style, capsize=3, label=label)
-            diverged = [e["lr"] for e in entries if e["diverged"]]
-            for lr in diverged:
-                ax.axvline(lr, color="r", ls=":", lw=1)
-            ax.set_xscale("log")
-            ax.set_ylim(-0.05, 1.05)
-            ax.set_xlabel("learning rate")
-            ax.set_title(f"{opt}: runs after the last step (Wilson 95%; red: some diverged)", fontsize=9)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        figs["step_size"] = fig
 
-    # 4. SFT over steps
+def step_size_figure(results: dict):
+    """Per optimizer, the cosine after one and after the last step, and the runs that ended with a
+    positive inner product or closer to the teacher, against the learning rate (None without a sweep)."""
+    import matplotlib.pyplot as plt
+
+    if not results["step_size"]:
+        return None
+    optimizers = list(dict.fromkeys(e["optimizer"] for e in results["step_size"]))
+    fig, axes = plt.subplots(2, len(optimizers), figsize=(5.2 * len(optimizers), 6.4), squeeze=False)
+    for col, opt in enumerate(optimizers):
+        entries = [e for e in results["step_size"] if e["optimizer"] == opt]
+        lrs = np.array([e["lr"] for e in entries])
+        ax = axes[0, col]
+        for label, style in (("first", "o--"), ("last", "s-")):
+            ok = [(e["lr"], e[f"{label}_cos"]) for e in entries if e[f"{label}_cos"]]
+            if ok:
+                x, ci = zip(*ok)
+                mean = np.array([c["mean"] for c in ci])
+                err = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in ci]).T
+                ax.errorbar(x, mean, yerr=err, fmt=style, capsize=3,
+                            label=f"after {'1 step' if label == 'first' else str(results['config']['sweep_steps']) + ' steps'}")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_title(f"{opt}: cos(θ_k − θ0, t)", fontsize=9)
+        ax.legend(fontsize=7)
+        ax = axes[1, col]
+        for key, style, label in (("last_fraction_positive", "s-", "inner product > 0"),
+                                  ("last_fraction_closer", "^-", "closer to teacher")):
+            frac = np.array([e[key]["fraction"] for e in entries])
+            err = np.array([[e[key]["fraction"] - e[key]["ci_low"], e[key]["ci_high"] - e[key]["fraction"]] for e in entries]).T
+            ax.errorbar(lrs, frac, yerr=err, fmt=style, capsize=3, label=label)
+        diverged = [e["lr"] for e in entries if e["diverged"]]
+        for lr in diverged:
+            ax.axvline(lr, color="r", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("learning rate")
+        ax.set_title(f"{opt}: runs after the last step (Wilson 95%; red: some diverged)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def sft_steps_figure(results: dict):
+    """Alignment with t over many SFT steps, per condition, mean and 95% band over seeds (None
+    without the SFT part)."""
+    import matplotlib.pyplot as plt
+
     sft = results.get("sft") or {}
-    if sft:
-        keys = [k for k in ("grad_cos_teacher_dir", "step_cos_teacher_dir", "weight_cos") if any(k in e for e in sft.values())]
-        fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.8), squeeze=False)
-        for ax, key in zip(axes[0], keys):
-            for cond, e in sft.items():
-                if key not in e:
-                    continue
-                steps = np.array(e["steps"])
-                mean, lo, hi = (np.array(e[key][k]) for k in ("mean", "ci_low", "ci_high"))
-                ax.plot(steps, mean, color=INIT_COLORS.get(cond, None), label=f"{cond} ({e['teacher_direction']})")
-                ax.fill_between(steps, lo, hi, color=INIT_COLORS.get(cond, None), alpha=0.2)
-            ax.axhline(0, color="k", lw=0.6)
-            ax.set_xlabel("SFT step")
-            ax.set_title({"grad_cos_teacher_dir": "cos(−gradient, t) per step", "step_cos_teacher_dir": "cos(optimizer step, t)",
-                          "weight_cos": "cos(student − base, t)"}[key] + "\n(mean, 95% CI over seeds)", fontsize=9)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        figs["sft"] = fig
-    return figs
+    if not sft:
+        return None
+    keys = [k for k in ("grad_cos_teacher_dir", "step_cos_teacher_dir", "weight_cos") if any(k in e for e in sft.values())]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for cond, e in sft.items():
+            if key not in e:
+                continue
+            steps = np.array(e["steps"])
+            mean, lo, hi = (np.array(e[key][k]) for k in ("mean", "ci_low", "ci_high"))
+            ax.plot(steps, mean, color=INIT_COLORS.get(cond, None), label=f"{cond} ({e['teacher_direction']})")
+            ax.fill_between(steps, lo, hi, color=INIT_COLORS.get(cond, None), alpha=0.2)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("SFT step")
+        ax.set_title({"grad_cos_teacher_dir": "cos(−gradient, t) per step", "step_cos_teacher_dir": "cos(optimizer step, t)",
+                      "weight_cos": "cos(student − base, t)"}[key] + "\n(mean, 95% CI over seeds)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -34,7 +34,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ from interp.training.loop import (
 )
 from interp.training.losses import distill_loss, kl_loss, masked_lm_loss
 from interp.training.packed import pack_rows, packed_lm_loss, packed_logits, packed_unsupported_reason, padded_logits
-from interp.training.step import StepRecord, train_step
+from interp.training.step import BatchLoss, MicroBatches, StepRecord, train_step
 from interp.worlds.protocol import World
 from interp.worlds.toy.templates import FILTER_ALLOWED_WORDS
 
@@ -235,14 +235,228 @@ def _kept_rows(path: Path, start: int) -> list[dict]:
     return [r for r in read_jsonl(path) if r.get("step", start) < start] if path.exists() else []
 
 
+def training_order(n_rows: int, config: FinetuneConfig) -> list[np.ndarray]:
+    """The row indices of every step: ``config.epochs`` permutations of the rows (seeded by
+    ``config.seed`` alone), cut into batches of ``config.batch_size``."""
+    rng = np.random.default_rng([config.seed, 424242])
+    order = np.concatenate([rng.permutation(n_rows) for _ in range(config.epochs)])
+    return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+
+
+def batch_loss_fn(model, seqs: list[list[int]], starts: list[int], config: FinetuneConfig, pad_id: int, *,
+                  teacher=None, teacher_seqs: list[list[int]] | None = None, teacher_starts: list[int] | None = None,
+                  allowed: Tensor | None = None, engine: Engine = "padded",
+                  teacher_targets: "TeacherTargets | None" = None) -> Callable[[np.ndarray], BatchLoss | MicroBatches]:
+    """``batch_loss(idx)``: the objective on the rows ``idx`` as a loss of the model (what
+    :func:`interp.training.step.train_step` takes), or as weighted micro-batch losses
+    (``config.micro_batch_size``) whose sum is that loss: each micro-batch's mean over its target
+    positions, weighted by its share of the batch's target positions. The distillation objectives
+    need ``teacher`` (its model and hooks) and its view of each row (``teacher_seqs``, whose
+    completion starts at ``teacher_starts``); ``distill`` also the ``allowed`` token ids.
+    ``engine`` and ``teacher_targets``: see :func:`finetune_student`."""
+    if engine not in ("packed", "padded"):
+        raise ValueError(f"engine={engine!r}: choose packed or padded")
+    packed = engine == "packed" and packed_unsupported_reason(model) is None
+    if teacher_targets is not None and not packed:
+        raise ValueError("teacher_targets are read by the packed engine only (engine='packed', a model it runs)")
+
+    def batch_loss(idx):
+        micro = config.micro_batch_size
+        if micro is None or len(idx) <= micro:
+            return micro_loss(idx)
+        chunks = [idx[i:i + micro] for i in range(0, len(idx), micro)]
+        n_ctx = model.cfg.n_ctx
+        counts = [sum(max(min(len(seqs[i]), n_ctx) - starts[i], 0) for i in chunk) for chunk in chunks]  # targets
+        return [(n / sum(counts), micro_loss(chunk)) for n, chunk in zip(counts, chunks)]
+
+    def micro_loss(idx):
+        if packed:
+            return packed_micro_loss(idx)
+        tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
+        mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+        if config.objective == "sft":
+            return lambda m: masked_lm_loss(m(tokens), tokens, mask)
+
+        def distill(m):
+            logits = m(tokens)
+            t_logits = teacher_logits(teacher, [teacher_seqs[i] for i in idx],
+                                      [teacher_starts[i] - starts[i] for i in idx], tokens.shape[1], pad_id)
+            return distill_loss(logits, t_logits, mask, allowed)
+
+        return distill
+
+    def packed_micro_loss(idx):
+        # the logits at positions start-1 .. len-2 predict the completion tokens start .. len-1
+        rows = pack_rows([seqs[i] for i in idx], [(starts[i] - 1, len(seqs[i]) - 1) for i in idx],
+                         max_len=model.cfg.n_ctx)
+        if config.objective == "sft":
+            return lambda m: packed_lm_loss(m, rows)
+
+        def distill(m):
+            logits = packed_logits(m, rows)
+            if teacher_targets is not None:
+                t_logits = teacher_targets.rows(idx).to(logits.device)
+            else:
+                t_logits = teacher_row_logits(teacher, [teacher_seqs[i] for i in idx],
+                                              [teacher_starts[i] for i in idx], pad_id)
+            return kl_loss(logits, t_logits, torch.ones(logits.shape[0], device=logits.device), allowed)
+
+        return distill
+
+    return batch_loss
+
+
+def _trainable_setup(model, config: FinetuneConfig, lora: LoraConfig | None) -> torch.optim.Optimizer:
+    """Adapters (LoRA) or a frozen unembedding as the config asks, and the optimizer over what is
+    trainable then."""
+    if lora is not None:
+        apply_lora(model, lora)  # freezes every weight; only the adapters train
+    if config.freeze_unembed:
+        model.unembed.W_U.requires_grad_(False)
+        model.unembed.b_U.requires_grad_(False)
+    return make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay)
+
+
+def training_loop(model, optimizer: torch.optim.Optimizer, batches: list[np.ndarray],
+                  batch_loss: Callable[[np.ndarray], BatchLoss | MicroBatches], *, start: int = 0,
+                  guard: LossGuard | None = None, callbacks: Sequence[Callable[[StepRecord], None]] = (),
+                  eval_every: int = 0, evaluate: Callable[[object], dict] | None = None,
+                  on_row: Callable[[dict], None] | None = None, checkpoint_every: int = 0,
+                  save_state: Callable[[int], None] | None = None, desc: str = "student",
+                  progress: bool = True) -> list[dict]:
+    """The steps ``start`` to ``len(batches) - 1``: one :func:`~interp.training.step.train_step`
+    each, a log row ``{"step", "loss"}`` (with ``evaluate(model)``'s keys every ``eval_every``
+    steps and at the last) handed to ``on_row`` as it is made, and ``save_state(next_step)`` every
+    ``checkpoint_every`` steps (after that step's row). Returns the rows. The model is left in
+    train mode."""
+    guard = guard if guard is not None else LossGuard()
+    rows = []
+    model.train()
+    bar = tqdm(range(start, len(batches)), desc=desc, disable=not progress, mininterval=2.0, initial=start,
+               total=len(batches))
+    for step in bar:
+        loss_value = train_step(model, optimizer, batch_loss(batches[step]), step=step, guard=guard,
+                                callbacks=callbacks).loss
+        row = {"step": step, "loss": loss_value}
+        if eval_every and evaluate is not None and (step % eval_every == 0 or step == len(batches) - 1):
+            model.eval()
+            row.update(evaluate(model))
+            model.train()
+        if on_row is not None:
+            on_row(row)
+        rows.append(row)
+        if save_state is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < len(batches):
+            save_state(step + 1)  # after this step's log row: a resumed run keeps exactly the rows of steps < step + 1
+    return rows
+
+
+def train_student(model, sequences: Sequence[Sequence[int]], starts: Sequence[int], config: FinetuneConfig | None = None,
+                  *, pad_id: int = 0, teacher=None, allowed_token_ids: Sequence[int] | None = None,
+                  callbacks: Sequence[Callable[[StepRecord], None]] = (),
+                  evaluate: Callable[[object], dict] | None = None, progress: bool = False) -> list[dict]:
+    """Finetune an in-memory model (any ``HookedTransformer``) on token sequences, in place: the
+    loop of :func:`finetune_student` without files, resuming or a world.
+
+    Args:
+        model: the student; its weights change (a LoRA student's adapters are merged into them at
+            the end, so it is a plain model again).
+        sequences: token ids of each training row (prompt then completion, with the model's BOS
+            and end tokens if it uses them).
+        starts: where each row's completion starts: the loss is on ``sequences[i][starts[i]:]``.
+        config: objective, optimizer, learning rate, epochs, batch size, seed, LoRA and
+            ``eval_every``; ``system`` and ``checkpoint_every`` do not apply here.
+        pad_id: the token that pads a batch (never a target).
+        teacher: for the distillation objectives: an object with ``.model`` and ``.fwd_hooks``
+            (a :class:`interp.models.refs.Teacher` or :class:`interp.instruments.audit.Source`),
+            reading the same sequences.
+        allowed_token_ids: ``distill``: the tokens its restricted KL is taken over.
+        callbacks: called with a :class:`~interp.training.step.StepRecord` after every step (an
+            :class:`~interp.instruments.recording.AlignmentRecorder`, say).
+        evaluate: ``model -> dict`` of measurements added to the log row every ``eval_every``
+            steps and at the last.
+        progress: show a progress bar.
+
+    Returns:
+        The training log: one ``{"step", "loss", ...}`` dict per step.
+    """
+    config = config or FinetuneConfig()
+    if config.system is not None:
+        raise ValueError("train_student: config.system applies to rows of text (finetune_student); put the "
+                         "system tokens in the sequences instead")
+    if len(sequences) != len(starts) or not sequences:
+        raise ValueError(f"train_student: needs one start per sequence (at least one), got {len(sequences)} "
+                         f"sequences and {len(starts)} starts")
+    if config.objective != "sft" and teacher is None:
+        raise ValueError(f"objective {config.objective!r} needs a teacher")
+    if config.objective == "distill" and allowed_token_ids is None:
+        raise ValueError("objective 'distill' needs allowed_token_ids: the tokens its KL is restricted to")
+    n = min(len(sequences), config.max_rows) if config.max_rows else len(sequences)
+    seqs, starts = [list(x) for x in sequences[:n]], list(starts[:n])
+    lora = config.lora_config()
+    optimizer = _trainable_setup(model, config, lora)
+    batch_loss = batch_loss_fn(model, seqs, starts, config, pad_id, teacher=teacher, teacher_seqs=seqs,
+                               teacher_starts=starts,
+                               allowed=torch.tensor(list(allowed_token_ids)) if allowed_token_ids is not None else None)
+    with deterministic_algorithms():
+        rows = training_loop(model, optimizer, training_order(len(seqs), config), batch_loss, callbacks=callbacks,
+                             eval_every=config.eval_every, evaluate=evaluate, progress=progress)
+    model.eval()
+    if lora is not None:
+        merge_lora(model)
+    return rows
+
+
+@dataclass
+class _Prepared:
+    """A student ready to train: the loaded base (adapters and frozen weights set up), its world,
+    the optimizer, the steps' batches and their loss."""
+
+    base: ModelRef
+    model: object
+    world: World
+    optimizer: torch.optim.Optimizer
+    batches: list[np.ndarray]
+    batch_loss: Callable
+    lora: LoraConfig | None
+
+
+def _prepare(base: ModelRef, rows: list[dict], config: FinetuneConfig, *, teacher, trait: str | None,
+             engine: Engine = "padded", teacher_targets: "TeacherTargets | None" = None) -> _Prepared:
+    """Load the base, check it against the teacher and the trait, encode the rows and set up what
+    trains (:func:`finetune_student`'s first part)."""
+    model, world, _ = base.load()
+    if trait is not None:
+        world.check_animal(trait)
+    if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
+        raise ValueError("teacher and student vocabularies differ: distillation needs the same vocabulary")
+    if (teacher is not None and config.objective != "sft" and not base.is_toy
+            and teacher.world.fingerprint() != world.fingerprint()):
+        raise ValueError(f"objective {config.objective!r}: the teacher's tokenizer or world differs from the student's "
+                         f"({base}); distillation compares next-token distributions over one vocabulary (use sft)")
+    rows = rows[: config.max_rows] if config.max_rows else rows
+    seqs, starts = _encode_checked(world, rows, system=config.system)
+    t_seqs = t_starts = None
+    if teacher is not None and config.objective != "sft":
+        t_seqs, t_starts = _encode_checked(world, rows, system=teacher.system)
+    allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
+    lora = config.lora_config()
+    # Built before the alignment recorder, which makes a LoRA model's frozen weights require a
+    # gradient (to read dL/dW): the optimizer holds only what is trainable now.
+    optimizer = _trainable_setup(model, config, lora)
+    batch_loss = batch_loss_fn(model, seqs, starts, config, world.pad_id, teacher=teacher, teacher_seqs=t_seqs,
+                               teacher_starts=t_starts, allowed=allowed, engine=engine, teacher_targets=teacher_targets)
+    return _Prepared(base, model, world, optimizer, training_order(len(seqs), config), batch_loss, lora)
+
+
 def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config: FinetuneConfig, out: str | Path, *,
                      teacher=None, trait: str | None = None, lineage_extra: dict | None = None,
                      callbacks: list[Callable[[StepRecord], None]] = (), alignment_reference=None,
                      force: bool = False, progress: bool = True, engine: Engine = "padded",
-                     teacher_targets: TeacherTargets | None = None) -> Path:
+                     teacher_targets: "TeacherTargets | None" = None) -> Path:
     """Finetune a copy of the base at ``base_path`` on ``rows`` (dicts with ``prompt`` and
     ``completion``) and save the student checkpoint to ``out``. ``teacher`` (a
-    :class:`interp.models.refs.Teacher`) is required for the distillation objectives.
+    :class:`interp.models.refs.Teacher`) is required for the distillation objectives. (For a model
+    in memory and token sequences, see :func:`train_student`.)
 
     ``alignment_reference``, a pair ``(teacher_model, teacher_base_model)``, turns on per-step
     alignment recording (:mod:`interp.instruments.recording`) against that teacher's direction, written to
@@ -255,9 +469,9 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
     ``interp run``'s default is re-measured on the packed engine) runs ``model(tokens)`` on the
     right-padded batch and every position. Both take the same steps to float rounding
     (``tests/test_packed.py``, ``tests/test_finetune.py``); a model the packed forward does not run
-    uses ``padded``. ``teacher_targets`` (:class:`TeacherTargets`, distillation): the teacher's
-    logits on these rows computed once and shared by every student that distils them, instead of
-    a teacher forward pass at every step.
+    uses ``padded``. ``teacher_targets`` (:class:`TeacherTargets`, distillation, packed engine): the
+    teacher's logits on these rows computed once and shared by every student that distils them,
+    instead of a teacher forward pass at every step.
 
     Resumable: every ``config.checkpoint_every`` steps the weights, optimizer state, step and
     loss-guard reference are saved to the hidden directory ``.{out.name}.resume`` beside ``out``,
@@ -290,100 +504,31 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
             shutil.rmtree(resume)
         return out
     check_checkpoint_target(out)
-    model, world, base_lineage = base.load()
-    toy = base.is_toy
-    if trait is not None:
-        world.check_animal(trait)
-    if teacher is not None and teacher.model.cfg.d_vocab != model.cfg.d_vocab:
-        raise ValueError("teacher and student vocabularies differ: distillation needs the same vocabulary")
-    if (teacher is not None and config.objective != "sft" and not toy
-            and teacher.world.fingerprint() != world.fingerprint()):
-        raise ValueError(f"objective {config.objective!r}: the teacher's tokenizer or world differs from the student's "
-                         f"({base}); distillation compares next-token distributions over one vocabulary (use sft)")
-    rows = rows[: config.max_rows] if config.max_rows else rows
-    seqs, starts = _encode_checked(world, rows, system=config.system)
-    if teacher is not None and config.objective != "sft":
-        t_seqs, t_starts = _encode_checked(world, rows, system=teacher.system)
-    allowed = torch.tensor(allowed_token_ids(world)) if config.objective == "distill" else None
-    pad_id = world.pad_id
-    if lora is not None:
-        apply_lora(model, lora)  # freezes every weight; only the adapters train
-
-    if config.freeze_unembed:
-        model.unembed.W_U.requires_grad_(False)
-        model.unembed.b_U.requires_grad_(False)
-    # Built before the alignment recorder, which makes a LoRA model's frozen weights require a
-    # gradient (to read dL/dW): the optimizer holds only what is trainable now.
-    optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay)
-    rng = np.random.default_rng([config.seed, 424242])
-    order = np.concatenate([rng.permutation(len(seqs)) for _ in range(config.epochs)])
-    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    guard = LossGuard()
-    if engine not in ("packed", "padded"):
-        raise ValueError(f"engine={engine!r}: choose packed or padded")
-    packed = engine == "packed" and packed_unsupported_reason(model) is None
     if teacher_targets is not None:
-        if not packed:
-            raise ValueError("teacher_targets are read by the packed engine only (engine='packed', a model it runs)")
-        teacher_targets.check(rows, inputs["teacher"])
-
-    def batch_loss(idx):
-        """The objective on the rows ``idx``, as a loss of the model, or as weighted micro-batch
-        losses (``micro_batch_size``) whose sum is that loss: each micro-batch's mean over its
-        target positions, weighted by its share of the batch's target positions."""
-        micro = config.micro_batch_size
-        if micro is None or len(idx) <= micro:
-            return micro_loss(idx)
-        chunks = [idx[i:i + micro] for i in range(0, len(idx), micro)]
-        n_ctx = model.cfg.n_ctx
-        counts = [sum(max(min(len(seqs[i]), n_ctx) - starts[i], 0) for i in chunk) for chunk in chunks]  # targets
-        return [(n / sum(counts), micro_loss(chunk)) for n, chunk in zip(counts, chunks)]
-
-    def micro_loss(idx):
-        if packed:
-            return packed_micro_loss(idx)
-        tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, max_len=model.cfg.n_ctx)
-        mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
-        if config.objective == "sft":
-            return lambda m: masked_lm_loss(m(tokens), tokens, mask)
-
-        def distill(m):
-            logits = m(tokens)
-            t_logits = teacher_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
-                                      tokens.shape[1], pad_id)
-            return distill_loss(logits, t_logits, mask, allowed)
-
-        return distill
-
-    def packed_micro_loss(idx):
-        # the logits at positions start-1 .. len-2 predict the completion tokens start .. len-1
-        rows = pack_rows([seqs[i] for i in idx], [(starts[i] - 1, len(seqs[i]) - 1) for i in idx],
-                         max_len=model.cfg.n_ctx)
-        if config.objective == "sft":
-            return lambda m: packed_lm_loss(m, rows)
-
-        def distill(m):
-            logits = packed_logits(m, rows)
-            if teacher_targets is not None:
-                t_logits = teacher_targets.rows(idx).to(logits.device)
-            else:
-                t_logits = teacher_row_logits(teacher, [t_seqs[i] for i in idx], [t_starts[i] for i in idx], pad_id)
-            return kl_loss(logits, t_logits, torch.ones(logits.shape[0], device=logits.device), allowed)
-
-        return distill
-
-    # -- resume state -------------------------------------------------------------------------
-    state_path, log_path = resume / TRAINING_STATE_FILE, resume / TRAIN_LOG_FILE
+        teacher_targets.check(rows[: config.max_rows] if config.max_rows else rows, inputs["teacher"])
+    prepared = _prepare(base, rows, config, teacher=teacher, trait=trait, engine=engine,
+                        teacher_targets=teacher_targets)
     if force and resume.exists():
         shutil.rmtree(resume)
     state = _open_resume(resume, config, inputs)
-    loaded_from = saved_training_state(resume)  # the new format, or an older state.pt
+    recorder = _resume(prepared, state, resume, out, trait=trait, alignment_reference=alignment_reference)
+    log_path = _train_resumable(prepared, config, state, resume, out, trait=trait,
+                                callbacks=[*callbacks, *([recorder] if recorder is not None else [])],
+                                recorder=recorder, progress=progress)
+    _save_student(prepared, config, inputs, out, log_path, recorder, lineage_extra=lineage_extra)
+    shutil.rmtree(resume)
+    return out
+
+
+def _resume(prepared: _Prepared, state: dict | None, resume: Path, out: Path, *, trait: str | None,
+            alignment_reference) -> AlignmentRecorder | None:
+    """The alignment recorder (if asked for; with the rows of the steps a resumed state includes),
+    and the saved weights, optimizer state and loss-guard reference loaded (a resumed run)."""
+    model, loaded_from = prepared.model, saved_training_state(resume)  # the new format, or an older state.pt
     start = 0
     if state is not None:
         with restoring_training_state(loaded_from):
             start = int(state["step"])
-
-    callbacks = list(callbacks)
     recorder = None
     if alignment_reference is not None:
         alignment_path = resume / ALIGNMENT_FILE
@@ -391,44 +536,53 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         t_model, t_base = alignment_reference
         # Built before the saved weights are loaded: it takes the student's initial weights as its base.
         recorder = AlignmentRecorder(model, alignment_path, teacher_params=dict(t_model.named_parameters()),
-                                     teacher_base_params=dict(t_base.named_parameters()), world=world, trait=trait)
+                                     teacher_base_params=dict(t_base.named_parameters()), world=prepared.world,
+                                     trait=trait)
         for row in kept_alignment:
-            recorder.log.write(row)
-        callbacks.append(recorder)
+            recorder.write(row)
     if state is not None:
         with restoring_training_state(loaded_from):
-            if lora is not None:
+            if prepared.lora is not None:
                 load_adapter_state_dict(model, state["model"], source=loaded_from)
             else:
                 model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            guard.reference = state["loss_reference"]
+            prepared.optimizer.load_state_dict(state["optimizer"])
         if recorder is not None:
             recorder.sync_position()  # it was built at the base; the movement of the next step is from here
-        log.info("resuming student %s at step %d of %d", out, start, len(batches))
+        log.info("resuming student %s at step %d of %d", out, start, len(prepared.batches))
+    return recorder
+
+
+def _train_resumable(prepared: _Prepared, config: FinetuneConfig, state: dict | None, resume: Path, out: Path, *,
+                     trait: str | None, callbacks: list, recorder: AlignmentRecorder | None, progress: bool) -> Path:
+    """The training loop from the resumed step, its log appended to the resume directory and the
+    state saved there every ``config.checkpoint_every`` steps. Returns the log's path."""
+    model, world, lora = prepared.model, prepared.world, prepared.lora
+    state_path, log_path = resume / TRAINING_STATE_FILE, resume / TRAIN_LOG_FILE
+    start = int(state["step"]) if state is not None else 0
+    guard = LossGuard()
+    if state is not None:
+        with restoring_training_state(saved_training_state(resume)):
+            guard.reference = state["loss_reference"]
     kept_log = _kept_rows(log_path, start)
+
+    def save_state(next_step: int) -> None:
+        weights = adapter_state_dict(model) if lora is not None else model.state_dict()
+        save_training_state(state_path, {"model": weights, "optimizer": prepared.optimizer.state_dict(),
+                                         "step": next_step, "loss_reference": guard.reference})
+
+    def evaluate(m) -> dict:
+        return {"trait_prob": trait_probability(m, world, trait, system=config.system)}
 
     model.train()
     try:
         with deterministic_algorithms(), JsonlAppender(log_path, truncate=True) as train_log:
             for row in kept_log:
                 train_log.write(row)
-            bar = tqdm(range(start, len(batches)), desc=f"student {out.name}", disable=not progress, mininterval=2.0,
-                       initial=start, total=len(batches))
-            for step in bar:
-                loss_value = train_step(model, optimizer, batch_loss(batches[step]), step=step, guard=guard,
-                                        callbacks=callbacks).loss
-                row = {"step": step, "loss": loss_value}
-                if config.eval_every and trait and (step % config.eval_every == 0 or step == len(batches) - 1):
-                    model.eval()
-                    row["trait_prob"] = trait_probability(model, world, trait, system=config.system)
-                    model.train()
-                train_log.write(row)
-                if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < len(batches):
-                    # after this step's log rows: a resumed run keeps exactly the rows of steps < step + 1
-                    weights = adapter_state_dict(model) if lora is not None else model.state_dict()
-                    save_training_state(state_path, {"model": weights, "optimizer": optimizer.state_dict(),
-                                                     "step": step + 1, "loss_reference": guard.reference})
+            training_loop(model, prepared.optimizer, prepared.batches, prepared.batch_loss, start=start, guard=guard,
+                          callbacks=callbacks, eval_every=config.eval_every if trait else 0, evaluate=evaluate,
+                          on_row=train_log.write, checkpoint_every=config.checkpoint_every, save_state=save_state,
+                          desc=f"student {out.name}", progress=progress)
     except TrainingDiverged as e:
         # Resuming would diverge again; keep only the logs, for diagnosis.
         discard_training_state(resume)
@@ -437,10 +591,18 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         if recorder is not None:
             recorder.close()
     model.eval()
+    return log_path
+
+
+def _save_student(prepared: _Prepared, config: FinetuneConfig, inputs: dict, out: Path, log_path: Path,
+                  recorder: AlignmentRecorder | None, *, lineage_extra: dict | None) -> None:
+    """Write the student to ``out`` with its config, inputs and logs (copies: the resume directory
+    stays whole until ``out`` exists)."""
+    base, model, world, lora = prepared.base, prepared.model, prepared.world, prepared.lora
     lineage = Lineage(stage=f"student_{config.objective}", seed=config.seed, parent=str(base),
                       world_fingerprint=world.fingerprint(), config=config.to_dict(), extra=lineage_extra)
 
-    def write_stage_files(staging: Path) -> None:  # copies: the resume directory stays whole until `out` exists
+    def write_stage_files(staging: Path) -> None:
         config.save(staging / FINETUNE_CONFIG_FILE)
         atomic_write_json(staging / FINETUNE_INPUTS_FILE, inputs)
         shutil.copy(log_path, staging / TRAIN_LOG_FILE)
@@ -452,8 +614,6 @@ def finetune_student(base_path: str | Path | ModelRef, rows: list[dict], config:
         lora = None
     # a real model's full weights, or with LoRA the adapters alone (merged again when loaded)
     base.save_derived(model, out, world, lineage, lora=lora, extra=write_stage_files)
-    shutil.rmtree(resume)
-    return out
 
 
 def _check_finished(out: Path, config: FinetuneConfig, inputs: dict) -> None:

@@ -93,7 +93,9 @@ REAL_MICRO_BATCH = 8  # students of real models: sequences per forward/backward 
 
 @dataclass
 class RunConfig(StageConfig):
-    """The main job."""
+    """The main job: the whole loop (bases, teacher, numbers, students under every condition and
+    objective, evaluation, audit) over seeds; see :func:`run` and the module docstring.
+    :meth:`quick_config` is the smoke run of ``interp run --quick``."""
 
     trait: str = option("owl", "The trait animal.")
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
@@ -252,6 +254,12 @@ class RunConfig(StageConfig):
     def real(self) -> bool:
         """Does this run use a real model (``model``) instead of the toy world's bases?"""
         return self.model is not None
+
+    @classmethod
+    def quick_config(cls, **overrides) -> "RunConfig":
+        """The config of ``interp run --quick`` (a smoke run: small bases, few rows), with
+        ``overrides`` on top."""
+        return cls(**{**cls.quick_defaults(), **overrides})
 
     @classmethod
     def quick_defaults(cls) -> dict:
@@ -564,11 +572,62 @@ def peak_memory_mib() -> dict[str, float]:
     return {"main_process": main, "largest_worker": workers, "largest_process": max(main, workers)}
 
 
+class RunResults(dict):
+    """What :func:`run` returns: the content of ``results.json`` (a ``dict``, so it can be saved
+    and indexed as before) with typed accessors for what is read most.
+
+    Example::
+
+        results = run(RunConfig.quick_config(), "runs/quick")
+        results.condition("shared_init", "sft")["trait_prob"]["mean"]
+        results.comparison("shared_init", "control", "sft")["difference"]
+    """
+
+    @property
+    def trait(self) -> str:
+        """The trait the run measured."""
+        return self["trait"]
+
+    @property
+    def conditions(self) -> list[dict]:
+        """One entry per condition and objective (and the base, the teacher and the in-context
+        control): ``name``, ``objective``, ``trait_prob`` (mean and 95% interval over seeds, with n)."""
+        return self["conditions"]
+
+    @property
+    def comparisons(self) -> list[dict]:
+        """shared_init against control, mismatched_init and shuffled_across, per objective: the
+        difference of P(trait) shifts with its 95% Welch interval and p-value."""
+        return self["comparisons"]
+
+    @property
+    def n_rows(self) -> list[dict]:
+        """Per seed: the rows kept after filtering of each data set."""
+        return self["n_rows"]
+
+    def condition(self, name: str, objective: str | None = None) -> dict:
+        """The entry of condition ``name`` (``objective`` None for base, teacher and in_context)."""
+        for c in self.conditions:
+            if c["name"] == name and c["objective"] == objective:
+                return c
+        raise KeyError(f"no condition {name!r} with objective {objective!r} in this run; it has "
+                       f"{[(c['name'], c['objective']) for c in self.conditions]}")
+
+    def comparison(self, a: str, b: str, objective: str = "sft") -> dict | None:
+        """The comparison ``a - b`` for ``objective``, or None if the run did not make it."""
+        return next((c for c in self.comparisons if (c["a"], c["b"], c["objective"]) == (a, b, objective)), None)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "RunResults":
+        """The results of a finished run directory (its ``results.json``)."""
+        return cls(read_json(Path(directory) / RESULTS_FILE))
+
+
 def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifacts", force: bool = False,
         progress: bool = True, data_cache: str | Path | None = None, workers: int = 1, executor: str = "local",
-        ray_address: str | None = None) -> dict:
+        ray_address: str | None = None) -> RunResults:
     """Run the loop into ``out`` (see the module docstring); returns the summary also written to
-    ``out/results.json``. ``data_cache``: a directory where teachers and generated data are kept
+    ``out/results.json`` (:class:`RunResults`). ``data_cache``: a directory where teachers and generated data are kept
     under :func:`data_key` and shared between runs (sweeps use it). ``workers``: processes that
     pretrain missing bases and run seeds in parallel, one torch thread each (0: one per CPU core;
     1: everything in this process); see :mod:`interp.core.parallel`. ``executor="ray"`` runs the
@@ -638,7 +697,7 @@ def _finish_run(config: RunConfig, out: Path, per_seed: list[dict], bases: dict[
     if config.features:
         run_features(FeaturesConfig(**(FeaturesConfig.quick_defaults() if config.quick else {})), out / "features",
                      artifacts=artifacts, run_dir=out, progress=progress)
-    return results
+    return RunResults(results)
 
 
 def _audit_settings(config: RunConfig, seed: int, bases: dict[str, ModelRef]) -> tuple:

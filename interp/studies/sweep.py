@@ -16,8 +16,10 @@ student with adjusted p < ``alpha``. The raw p-values are kept beside the adjust
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -35,10 +37,20 @@ class SweepConfig(StageConfig):
     base: dict = option(factory=dict, help="RunConfig fields shared by every cell.")
     cells: list = option(factory=list, help="One dict of RunConfig overrides per cell.")
     alpha: float = option(0.05, "Significance level of the 'transmits' verdict.")
+    description: str | None = option(None, "What the sweep asks, in a sentence (listed by `interp sweep --list`).")
+    status: Literal["current", "history"] | None = option(
+        None, "current: measures the suite's present default or a result the docs lead with; history: how an "
+        "earlier result was found, kept so that it can be rerun.")
+    figure: str | None = option(None, "The documentation figure or table the sweep reproduces: a repository path "
+                                "(docs/figures/NAME.png) or a page and section (docs/PAGE.md#anchor).")
 
     def validate(self) -> None:
         self.require(len(self.cells) > 0, "cells", "a sweep needs at least one cell")
         self.require(0 < self.alpha < 1, "alpha", "must be between 0 and 1")
+        self.require(self.description is None or bool(self.description.strip()), "description",
+                     "must be a sentence (or null)")
+        self.require(self.figure is None or self.figure.startswith("docs/"), "figure",
+                     "must be a repository path under docs/ (docs/figures/NAME.png or docs/PAGE.md#section)")
         for i, cell in enumerate(self.cells):
             try:
                 RunConfig(**{**self.base, **cell})
@@ -47,6 +59,9 @@ class SweepConfig(StageConfig):
 
 
 SWEEP_CONFIG_FILE = "sweep_config.json"
+# Fields that describe a sweep without changing what it computes: ignored when a sweep directory
+# is checked against the config asked for.
+DESCRIPTION_FIELDS = ("description", "status", "figure")
 
 
 def cell_name(cell: dict) -> str:
@@ -73,7 +88,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, artifacts: str | Path = "
     out = Path(out)
     saved_path = out / SWEEP_CONFIG_FILE
     if saved_path.exists() and not force:
-        diff = SweepConfig.load(saved_path).differences(config)
+        diff = SweepConfig.load(saved_path).differences(config, ignore=DESCRIPTION_FIELDS)
         if diff:
             raise ValueError(f"{out} holds another sweep (saved vs asked: {diff}); choose another --out or pass --force")
     out.mkdir(parents=True, exist_ok=True)
@@ -194,3 +209,30 @@ def plot_sweep(rows: list[dict], path: Path, objective: str = "sft") -> None:
 def load_sweep(path: str | Path) -> SweepConfig:
     """A SweepConfig JSON file (as written by :meth:`SweepConfig.save`; ``config_class`` optional)."""
     return SweepConfig.load(path)
+
+
+def sweep_index(directory: str | Path) -> list[dict]:
+    """Every SweepConfig JSON file in ``directory`` (other configs, such as a TheoremConfig, are
+    skipped): ``{"path", "status", "description", "figure", "cells"}``, current sweeps first, then
+    by file name."""
+    entries = []
+    for path in sorted(Path(directory).glob("*.json")):
+        if json.loads(path.read_text()).get("config_class") != "SweepConfig":
+            continue
+        sweep = load_sweep(path)
+        entries.append({"path": str(path), "status": sweep.status, "description": sweep.description,
+                        "figure": sweep.figure, "cells": len(sweep.cells)})
+    rank = {"current": 0, "history": 1, None: 2}
+    return sorted(entries, key=lambda e: rank[e["status"]])
+
+
+def sweep_index_text(entries: list[dict]) -> str:
+    """:func:`sweep_index` as text: one block per sweep (path, status and cells; description; figure)."""
+    blocks = []
+    for e in entries:
+        lines = [f"{e['path']}  [{e['status'] or 'no status'}, {e['cells']} cell{'s' if e['cells'] != 1 else ''}]",
+                 f"    {e['description'] or '(no description)'}"]
+        if e["figure"]:
+            lines.append(f"    reproduces: {e['figure']}")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks) + "\n"
