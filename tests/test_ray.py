@@ -310,7 +310,7 @@ def ray_head(_ray_module, tmp_path, monkeypatch):
         _ray_module.shutdown()
         os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started, and only those
         try:
-            head.wait(timeout=20)
+            head.wait(timeout=5)  # `ray start --block` drains for up to 30 s: not needed here
         except subprocess.TimeoutExpired:
             pass
         try:
