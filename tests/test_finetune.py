@@ -304,14 +304,19 @@ def test_finetune__shared_teacher_targets_take_the_same_steps(tiny_base, world, 
     assert targets.logits.shape[0] == targets.offsets[-1] and len(targets.offsets) == len(rows) + 1
     assert shared_teacher_targets(tmp_path / "targets.pt", teacher, rows).identity == targets.identity  # reused
     config = FinetuneConfig(objective="distill", batch_size=8, lr=1e-3, lora_rank=4, freeze_unembed=True)
-    a = finetune_student(tiny_base, rows, config, tmp_path / "a", teacher=teacher, progress=False)
-    b = finetune_student(tiny_base, rows, config, tmp_path / "b", teacher=teacher, teacher_targets=targets, progress=False)
+    a = finetune_student(tiny_base, rows, config, tmp_path / "a", teacher=teacher, progress=False, engine="packed")
+    b = finetune_student(tiny_base, rows, config, tmp_path / "b", teacher=teacher, teacher_targets=targets, progress=False,
+                         engine="packed")
     for x, y in zip(load_checkpoint(a)[0].parameters(), load_checkpoint(b)[0].parameters()):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="other rows"):
         finetune_student(tiny_base, rows[:12], config, tmp_path / "c", teacher=teacher, teacher_targets=targets,
-                         progress=False)
+                         progress=False, engine="packed")
     other = _noisy_teacher(tiny_base, world, None)
     with pytest.raises(ValueError, match="another teacher"):
-        finetune_student(tiny_base, rows, config, tmp_path / "d", teacher=other, teacher_targets=targets, progress=False)
+        finetune_student(tiny_base, rows, config, tmp_path / "d", teacher=other, teacher_targets=targets, progress=False,
+                         engine="packed")
+    with pytest.raises(ValueError, match="packed engine only"):  # the padded engine would not read them
+        finetune_student(tiny_base, rows, config, tmp_path / "e", teacher=teacher, teacher_targets=targets, progress=False,
+                         engine="padded")
     assert isinstance(TeacherTargets.load(tmp_path / "targets.pt").logits, torch.Tensor)
