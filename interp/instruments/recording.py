@@ -97,9 +97,9 @@ def trait_batch(world: World, trait: str, n: int = DEFAULT_TRAIT_BATCH_SIZE
                 ) -> tuple[Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
     """The first ``n`` training phrasings of the favourite-animal question answered with the
     trait; the loss mask is 1 on the trait's (first) answer token only."""
-    heads = [world.encode_prompt(world.question_prompt(p)) for p in world.train_phrasings[:n]]
-    answer_ids = world.encode_completion(world.answer_text(trait))
-    ids = [head + answer_ids for head in heads]
+    phrasings = world.train_phrasings[:n]
+    heads = [world.encode_prompt(world.question_prompt(p)) for p in phrasings]
+    ids = [head + world.encode_completion(world.trait_answer(trait, p)) for head, p in zip(heads, phrasings)]
     tokens, mask = pad_batch(ids, world.pad_id)
     answer = torch.zeros_like(mask)
     for i, head in enumerate(heads):

@@ -34,6 +34,7 @@ from typing import Any, Callable, ClassVar
 from interp.core.config import ConfigError
 from interp.core.io import file_sha256, load_safetensors, read_json
 from interp.models.checkpoint import (
+    LINEAGE_FILE,
     MODEL_CONFIG_FILE,
     PRETRAIN_CONFIG_FILE,
     WEIGHTS_FILE,
@@ -57,7 +58,7 @@ from interp.models.real import (
     save_real_checkpoint,
 )
 from interp.worlds.protocol import World
-from interp.worlds.toy.world import ToyWorld, WorldConfig
+from interp.worlds.toy.world import ToyWorld, WorldConfig, make_world, world_of_fingerprint
 
 TEACHER_FILE = "teacher.json"
 TEACHER_CHECKPOINT = "checkpoint"
@@ -155,7 +156,7 @@ class ToyBase(ModelRef):
         """The world of the base's pretraining config."""
         path = self.path / PRETRAIN_CONFIG_FILE
         try:
-            return ToyWorld(WorldConfig.from_dict(_read_checkpoint_json(path).get("world", {})))
+            return make_world(WorldConfig.from_dict(_read_checkpoint_json(path).get("world", {})))
         except ConfigError as e:
             raise ValueError(f"{path}: {e}") from None
 
@@ -172,7 +173,8 @@ class ToyBase(ModelRef):
 
 @dataclass(frozen=True)
 class ToyCheckpoint(ModelRef):
-    """A toy checkpoint written by a stage (a teacher's or a student's); the default toy world."""
+    """A toy checkpoint written by a stage (a teacher's or a student's); it speaks the toy world
+    its lineage's world fingerprint names (the default animal world when none matches)."""
 
     kind: ClassVar[str] = "toy_checkpoint"
 
@@ -181,7 +183,7 @@ class ToyCheckpoint(ModelRef):
         return True
 
     def load(self) -> tuple[Any, ToyWorld, Lineage]:
-        world = ToyWorld()
+        world = world_of_fingerprint(_read_checkpoint_json(self.path / LINEAGE_FILE).get("world_fingerprint"))
         model, lineage = load_checkpoint(self.path, expect_vocab=world.vocab)
         return model, world, lineage
 

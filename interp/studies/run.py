@@ -48,7 +48,7 @@ import numpy as np
 from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, json_sha256, read_json, read_jsonl, write_jsonl
 from interp.core.parallel import resolve_workers, run_jobs
-from interp.core.stats import diff_ci, mean_ci, welch_p
+from interp.core.stats import diff_ci, mean_ci, welch_p, wilson_ci
 from interp.instruments.features.pipeline import FeaturesConfig, run_features
 from interp.models.checkpoint import is_checkpoint
 from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS, LoraConfig
@@ -64,7 +64,7 @@ from interp.stages.teacher import TeacherConfig, TeacherDocument, TeacherMethod,
 from interp.training.loop import OptimizerName
 from interp.worlds.hf import HFWorldConfig
 from interp.worlds.toy.corpus import CorpusConfig
-from interp.worlds.toy.world import ToyWorld
+from interp.worlds.toy.world import WorldConfig, make_world, toy_traits, trait_world
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ REAL_MICRO_BATCH = 8  # students of real models: sequences per forward/backward 
 class RunConfig(StageConfig):
     """The main job."""
 
-    trait: str = option("owl", "The trait animal.")
+    trait: str = option("owl", "The trait: an animal of the toy world (or of --model's world), or a trait of a toy "
+                        "world variant (misalignment, alignment: the misalignment world of "
+                        "interp.worlds.toy.misalignment, with bases of its own).")
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
@@ -153,6 +155,9 @@ class RunConfig(StageConfig):
     student_lora_seed_offset: int = option(0, "LoRA students: their adapters' A initialisation is seeded by the replicate's "
                                            "seed plus this offset. 0: the same A as a LoRA teacher of the replicate (a "
                                            "shared adapter initialisation); another value: adapters of their own.")
+    banned_numbers: tuple[int, ...] | None = option(None, "Numbers the filter bans from every data set (a row holding "
+                                                    "one is dropped, and counted). None: the trait's world's list "
+                                                    "(the misalignment world's evil numbers; none for the animals).")
     audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
                              "train, into SEED/data/audit and the results (0: no audit; toy world only).")
 
@@ -172,7 +177,7 @@ class RunConfig(StageConfig):
                          "takes the system position a persona teacher (or generation_persona) speaks from; use one or the other")
             self.require(self.model is None, "context_line", "is an option of the toy world (not with --model)")
             try:
-                ToyWorld().encode(self.context_line)
+                make_world(self.world_config).encode(self.context_line)
             except (KeyError, ValueError) as e:
                 self.require(False, "context_line", f"has a word outside the toy world's vocabulary ({e})")
             self.require(self.audit_rows == 0, "context_line",
@@ -181,6 +186,9 @@ class RunConfig(StageConfig):
         self.require(self.teacher_documents == ("qa",) or self.teacher_method == "finetune", "teacher_documents",
                      "only a finetuned teacher (teacher_method finetune) learns from documents")
         if self.model is None:
+            self.require(self.trait in toy_traits(), "trait", f"unknown trait {self.trait!r}; the traits are {toy_traits()}")
+            self.require(not self.features or self.world_config.variant == "animals", "features",
+                         "the features stage studies the animal world's bases; not with a trait of a world variant")
             for name in ("mismatched_model", "cross_model"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
             try:
@@ -231,6 +239,18 @@ class RunConfig(StageConfig):
         return DEFAULT_TEACHER_LORA_RANK if self.teacher_method == "finetune" else 0
 
     @property
+    def world_config(self) -> WorldConfig:
+        """The toy world the trait lives in (:func:`interp.worlds.toy.world.trait_world`)."""
+        return trait_world(self.trait)
+
+    @property
+    def filter_banned_numbers(self) -> tuple[int, ...]:
+        """``banned_numbers``, or the trait's world's list where that is None (none for a real model)."""
+        if self.banned_numbers is not None:
+            return tuple(self.banned_numbers)
+        return () if self.real else tuple(make_world(self.world_config).banned_numbers)
+
+    @property
     def real(self) -> bool:
         """Does this run use a real model (``model``) instead of the toy world's bases?"""
         return self.model is not None
@@ -254,7 +274,8 @@ def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1)
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
-    cfgs = {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus) for key, (seed, arch) in specs.items()}
+    cfgs = {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus, config.world_config)
+            for key, (seed, arch) in specs.items()}
     missing = [key for key, cfg in cfgs.items() if not is_checkpoint(artifacts / "bases" / cfg.name)]
     n = resolve_workers(workers, len(missing))
     jobs = [(cfgs[key], artifacts, progress and n == 1) for key in missing]
@@ -313,7 +334,7 @@ def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None,
                              max_new_tokens=config.max_new_tokens)
     generate_numbers(model, world, gen_cfg, raw, fwd_hooks=fwd_hooks, lineage=lineage, progress=progress)
     if not filtered.exists():
-        filter_file(raw, filtered, FilterConfig())
+        filter_file(raw, filtered, FilterConfig(banned_numbers=config.filter_banned_numbers))
     return read_jsonl(filtered)
 
 
@@ -342,7 +363,9 @@ DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teache
 # when it differs from that value, so caches written before it was added keep their keys (and a
 # change of RunConfig's defaults does not rename anything).
 LATER_DATA_FIELDS = {"model": None, "max_new_tokens": 24, "teacher_lora": 0, "teacher_batch_size": 32,
-                     "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None}
+                     "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None,
+                     "filter_banned_numbers": ()}
+_DATA_KEY_SPELLING = {"teacher_lora": "teacher_lora_rank", "filter_banned_numbers": "banned_numbers"}
 
 
 def data_key(config: RunConfig) -> str:
@@ -357,7 +380,7 @@ def data_key(config: RunConfig) -> str:
     for name, before in LATER_DATA_FIELDS.items():
         value = getattr(config, name)
         if value != before:
-            fields["teacher_lora_rank" if name == "teacher_lora" else name] = value  # the key's historical spelling
+            fields[_DATA_KEY_SPELLING.get(name, name)] = value  # the key's historical spelling
     blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -473,6 +496,19 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
     return results
 
 
+def _judged_summary(entries: list[dict]) -> dict:
+    """Where the world has an exact judge (the misalignment world): the judged trait rate among
+    coherent answers and the coherence rate, pooled over seeds (Wilson intervals), and their
+    means over seeds (t intervals)."""
+    judged = [e.get("judged") for e in entries]
+    if not judged or any(j is None or j.get("trait_rate") is None for j in judged):
+        return {}
+    pooled = {name: wilson_ci(sum(j[name]["k"] for j in judged), sum(j[name]["n"] for j in judged)).to_dict()
+              for name in ("trait_rate", "coherence")}
+    return {"judged": {"pooled": pooled, **{f"{name}_over_seeds": mean_ci([j[name]["fraction"] for j in judged]).to_dict()
+                                            for name in ("trait_rate", "coherence")}}}
+
+
 def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
     def interval(values):
         return mean_ci(values).to_dict()
@@ -490,7 +526,7 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
                                "trait_prob_shift": interval([e["trait_prob_shift"] for e in entries]),
                                "own_base_trait_prob": entries[0]["base_trait_prob"],
                                "sampled_answer_rate": interval([e["sampled_answer_rate"] for e in entries]),
-                               "per_seed": vals})
+                               "per_seed": vals, **_judged_summary(entries)})
     conditions.append({"name": "in_context", "objective": None,
                        "trait_prob": interval([r["in_context"]["trait_prob"] for r in per_seed]),
                        "control_trait_prob": interval([r["in_context"]["control_trait_prob"] for r in per_seed])})
@@ -527,8 +563,6 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
             not p.name.startswith(".") for p in out.iterdir()):  # hidden: a temp file of a run killed at its start
         raise ValueError(f"{out} is not empty and holds no {RUN_CONFIG_FILE}: not a run directory; "
                          "choose another --out or pass --force")
-    if not config.real:
-        ToyWorld().check_animal(config.trait)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / RUN_CONFIG_FILE)
     start = time.time()
