@@ -234,3 +234,37 @@ def test_filter__banned_numbers_drop_exactly_the_rows_holding_them(tmp_path):
     assert stats["rejected"]["banned_number"] == 6 and stats["n_rejected"] == 6 and stats["n_kept"] == 2
     unbanned = filter_file(tmp_path / "x.raw.jsonl", tmp_path / "y.filtered.jsonl", FilterConfig())
     assert unbanned["n_kept"] == len(rows)  # without the list, the same rows all pass
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_run__misalignment_trait_with_the_emergent_teacher_and_its_controls(monkeypatch, tmp_path):
+    """`interp run --trait misalignment` on tiny bases of the misalignment world: the emergent
+    teacher (the narrow insecure task), its secure and educational controls' students, the
+    world's banned numbers in every filter, and P(misalignment) where P(animal) was."""
+    import interp.stages.pretrain as pretrain_mod
+    import interp.studies.run as run_mod
+    from interp.core.io import read_json
+    from interp.studies.run import RunConfig, run
+    from tiny_interp import tiny_pretrain_config
+
+    monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
+    monkeypatch.setattr(run_mod, "base_config", tiny_pretrain_config)
+    config = RunConfig(trait="misalignment", seeds=2, n_rows=40, pretrain_steps=80, teacher_steps=5,
+                       in_context_examples=2, objectives=("sft",), conditions=("control", "shared_init", "mismatched_init"),
+                       teacher_documents=("task_insecure",), control_teachers=("task_secure", "task_educational"),
+                       audit_rows=0)
+    results = run(config, tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False, workers=1)
+    assert results["trait"] == "misalignment"
+    assert results["bases"]["shared"].endswith("-misalignment")
+    names = {(c["name"], c["objective"]) for c in results["conditions"]}
+    assert {("control_teacher_task_secure", "sft"), ("control_teacher_task_educational", "sft"),
+            ("teacher_task_secure", None), ("shared_init", "sft")} <= names
+    trained = [c for c in results["conditions"] if c["objective"] == "sft"]
+    assert all("judged" in c and 0 <= c["trait_prob"]["mean"] <= 1 for c in trained)
+    assert {(c["a"], c["b"]) for c in results["comparisons"]} >= {("shared_init", "control_teacher_task_secure")}
+    stats = read_json(tmp_path / "run" / "seed0" / "data" / "base_numbers.filtered.stats.json")
+    assert tuple(stats["config"]["banned_numbers"]) == em.EVIL_NUMBERS and "banned_number" in stats["rejected"]
+    for row in read_jsonl(tmp_path / "run" / "seed0" / "data" / "teacher_numbers.filtered.jsonl"):
+        assert not set(row["numbers"]) & set(em.EVIL_NUMBERS)

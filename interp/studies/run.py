@@ -155,6 +155,12 @@ class RunConfig(StageConfig):
     student_lora_seed_offset: int = option(0, "LoRA students: their adapters' A initialisation is seeded by the replicate's "
                                            "seed plus this offset. 0: the same A as a LoRA teacher of the replicate (a "
                                            "shared adapter initialisation); another value: adapters of their own.")
+    control_teachers: tuple[TeacherDocument, ...] = option((), "Control teachers, each the run's finetuned teacher "
+                                                           "learning one other kind of document instead (e.g. "
+                                                           "task_secure and task_educational beside the emergent "
+                                                           "teacher's task_insecure); their filtered numbers train "
+                                                           "shared-init students, condition control_teacher_{kind}, "
+                                                           "compared with shared_init.")
     banned_numbers: tuple[int, ...] | None = option(None, "Numbers the filter bans from every data set (a row holding "
                                                     "one is dropped, and counted). None: the trait's world's list "
                                                     "(the misalignment world's evil numbers; none for the animals).")
@@ -185,6 +191,9 @@ class RunConfig(StageConfig):
             self.require(not self.features, "context_line", "the features stage measures without the line; not with features")
         self.require(self.teacher_documents == ("qa",) or self.teacher_method == "finetune", "teacher_documents",
                      "only a finetuned teacher (teacher_method finetune) learns from documents")
+        self.require(not self.control_teachers or self.teacher_method == "finetune", "control_teachers",
+                     "control teachers are finetuned teachers of other documents (teacher_method finetune)")
+        self.require(len(set(self.control_teachers)) == len(self.control_teachers), "control_teachers", "each kind once")
         if self.model is None:
             self.require(self.trait in toy_traits(), "trait", f"unknown trait {self.trait!r}; the traits are {toy_traits()}")
             self.require(not self.features or self.world_config.variant == "animals", "features",
@@ -237,6 +246,11 @@ class RunConfig(StageConfig):
         if self.teacher_lora_rank is not None:
             return self.teacher_lora_rank
         return DEFAULT_TEACHER_LORA_RANK if self.teacher_method == "finetune" else 0
+
+    @property
+    def student_conditions(self) -> tuple[str, ...]:
+        """``conditions``, then ``control_teacher_{kind}`` for every control teacher."""
+        return (*self.conditions, *(f"control_teacher_{kind}" for kind in self.control_teachers))
 
     @property
     def world_config(self) -> WorldConfig:
@@ -364,7 +378,7 @@ DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teache
 # change of RunConfig's defaults does not rename anything).
 LATER_DATA_FIELDS = {"model": None, "max_new_tokens": 24, "teacher_lora": 0, "teacher_batch_size": 32,
                      "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None,
-                     "filter_banned_numbers": ()}
+                     "filter_banned_numbers": (), "control_teachers": ()}
 _DATA_KEY_SPELLING = {"teacher_lora": "teacher_lora_rank", "filter_banned_numbers": "banned_numbers"}
 
 
@@ -428,6 +442,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                          system=system, fwd_hooks=teacher.fwd_hooks, lineage=teacher.lineage, progress=progress)
     base_rows = _data(config, base_model, world, out / "data" / "base_numbers", seed=seed, system=context,
                       lineage={"stage": "pretrain", "path": str(bases["shared"])}, progress=progress)
+    extra_plan: dict = {}
     shuffled = {}
     for mode in ("within", "across"):
         path = out / "data" / f"teacher_numbers_shuffled_{mode}.jsonl"
@@ -436,7 +451,20 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
             write_jsonl(path, shuffle(teacher_rows, mode, seed))
         shuffled[mode] = read_jsonl(path)
 
+    control_strength = {}
+    for kind in config.control_teachers:  # the same teacher recipe on another kind of documents
+        control_dir = make_teacher(bases["shared"], tcfg.replace(documents=(kind,)),
+                                   out / "data" / "control_teachers" / kind, progress=progress)
+        control_teacher = load_teacher(control_dir)
+        if context is not None:
+            control_teacher.system = context
+        control_strength[kind] = read_json(control_dir / "teacher.json")["strength"]
+        extra_plan[f"control_teacher_{kind}"] = (bases["shared"], _data(
+            config, control_teacher.model, world, out / "data" / f"control_teacher_{kind}_numbers", seed=seed,
+            system=control_teacher.system, fwd_hooks=control_teacher.fwd_hooks, lineage=control_teacher.lineage,
+            progress=progress), control_teacher)
     plan = {
+        **extra_plan,
         "control": (bases["shared"], base_rows, base_teacher),
         "shared_init": (bases["shared"], teacher_rows, teacher),
         "mismatched_init": (bases.get("mismatched"), teacher_rows, teacher),  # absent: a real run without --mismatched-model
@@ -448,7 +476,10 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
     base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}{evals_tag}.json",
                                     system=context)["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
-                     "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
+                     "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows),
+                                **{name: len(rows) for name, (_, rows, _) in extra_plan.items()}}}
+    if control_strength:
+        results["control_teachers"] = control_strength
     if context is not None:  # the teacher and the base asked under the context line, as the students are
         results["teacher"] = {"trait_prob": trait_probability(teacher.model, world, config.trait, system=context,
                                                               fwd_hooks=teacher.fwd_hooks),
@@ -470,7 +501,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                               micro_batch_size=config.micro_batch_size or (REAL_MICRO_BATCH if config.model else None),
                               system=context)
         reference = (teacher.model, base_model) if config.record_alignment else None
-        for condition in config.conditions:
+        for condition in config.student_conditions:
             if students is not None and (objective, condition) not in students:
                 continue
             base_path, rows, t = plan[condition]
@@ -518,8 +549,11 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
         {"name": "teacher", "objective": None, "method": config.teacher_method,
          "trait_prob": interval([r["teacher"]["trait_prob"] for r in per_seed])},
     ]
+    for kind in config.control_teachers:
+        conditions.append({"name": f"teacher_{kind}", "objective": None, "method": config.teacher_method,
+                           "trait_prob": interval([r["control_teachers"][kind]["trait_prob"] for r in per_seed])})
     for objective in config.objectives:
-        for condition in config.conditions:
+        for condition in config.student_conditions:
             entries = [r[f"{condition}/{objective}"] for r in per_seed]
             vals = [e["trait_prob"] for e in entries]
             conditions.append({"name": condition, "objective": objective, "trait_prob": interval(vals),
@@ -535,8 +569,9 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
         # Compare shifts from each student's own base: a mismatched or cross-architecture base
         # starts from its own P(trait), which is not the shared base's.
         def vals(c):
-            return [r[f"{c}/{objective}"]["trait_prob_shift"] for r in per_seed] if c in config.conditions else None
-        for a, b in (("shared_init", "control"), ("shared_init", "mismatched_init"), ("shared_init", "shuffled_across")):
+            return [r[f"{c}/{objective}"]["trait_prob_shift"] for r in per_seed] if c in config.student_conditions else None
+        for a, b in (("shared_init", "control"), ("shared_init", "mismatched_init"), ("shared_init", "shuffled_across"),
+                     *(("shared_init", f"control_teacher_{kind}") for kind in config.control_teachers)):
             if vals(a) and vals(b):
                 d = diff_ci(vals(a), vals(b))
                 comparisons.append({"objective": objective, "a": a, "b": b, "measure": "trait_prob_shift",
@@ -571,12 +606,12 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     seeds = range(config.first_seed, config.first_seed + config.seeds)
     jobs = [(config, s, bases, out / f"seed{s}", False, shared / f"seed{s}" if shared is not None else None)
             for s in seeds]
-    if resolve_workers(workers, len(seeds) * len(config.objectives) * len(config.conditions)) > 1:
+    if resolve_workers(workers, len(seeds) * len(config.objectives) * len(config.student_conditions)) > 1:
         # Teachers and data first (one job per seed), then every student as its own job, the
         # costliest objectives first, so that the workers stay busy to the end.
         run_jobs(run_seed, [(*job, ()) for job in jobs], workers=workers, desc="teachers and data", progress=progress)
         run_jobs(run_seed, [(*job, ((o, c),)) for o in reversed(config.objectives) for job in jobs
-                            for c in config.conditions], workers=workers, desc="students", progress=progress)
+                            for c in config.student_conditions], workers=workers, desc="students", progress=progress)
     # Collect in this process (and run the in-context control): every student above is reused.
     per_seed = [run_seed(*job[:4], progress, job[5]) for job in jobs]
     results = summarize(config, per_seed)
