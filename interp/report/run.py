@@ -19,7 +19,8 @@ RESULTS_PNG_FILE = "results.png"
 
 def results_markdown(results: dict) -> str:
     lines = [f"# Subliminal learning: trait `{results['trait']}`", "",
-             "P(trait): next-token probability of the trait over the animals, mean over held-out phrasings; "
+             "P(trait): next-token probability of the trait renormalised over the animals (over the answer words, "
+             "for a trait of a world variant such as misalignment), mean over held-out phrasings; "
              "mean and 95% t-interval over seeds.", "",
              "Shift: the student's P(trait) minus its own base's (mismatched and cross-architecture students start "
              "from other bases). Comparisons are on shifts, Welch intervals over seeds.", "",
