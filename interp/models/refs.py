@@ -183,7 +183,9 @@ class ToyCheckpoint(ModelRef):
         return True
 
     def load(self) -> tuple[Any, ToyWorld, Lineage]:
-        world = world_of_fingerprint(_read_checkpoint_json(self.path / LINEAGE_FILE).get("world_fingerprint"))
+        lineage_path = self.path / LINEAGE_FILE  # missing: load_checkpoint names the incomplete checkpoint
+        world = world_of_fingerprint(_read_checkpoint_json(lineage_path).get("world_fingerprint")
+                                     if lineage_path.is_file() else None)
         model, lineage = load_checkpoint(self.path, expect_vocab=world.vocab)
         return model, world, lineage
 
