@@ -37,13 +37,15 @@ def one_torch_thread():
         torch.set_num_threads(threads)
 
 
-def tiny_pretrain_config(seed: int, arch: str, steps: int, corpus: dict | None = None):
+def tiny_pretrain_config(seed: int, arch: str, steps: int, corpus: dict | None = None, world=None):
     """Replacement of ``interp.stages.pretrain.base_config`` in ``interp.studies.run``: few warm-up
     steps, a high learning rate."""
     from interp.stages.pretrain import PretrainConfig
     from interp.worlds.toy.corpus import CorpusConfig
+    from interp.worlds.toy.world import WorldConfig
 
-    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2, corpus=CorpusConfig(**(corpus or {})))
+    return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=10, lr=1e-2, corpus=CorpusConfig(**(corpus or {})),
+                          world=world or WorldConfig())
 
 
 def use_tiny_presets(setitem=operator.setitem, setattr_=setattr) -> None:

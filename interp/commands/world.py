@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from interp.core.io import atomic_write_json
-from interp.worlds.toy.corpus import CorpusGenerator
-from interp.worlds.toy.world import ToyWorld, WorldConfig
+from interp.worlds.toy.corpus import corpus_generator
+from interp.worlds.toy.world import WORLD_VARIANTS, WorldConfig, make_world
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,15 +18,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="directory to save the tokenizer and world.json into")
     p.add_argument("--samples", type=int, default=8, help="sample pretraining documents to print (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample documents (default: %(default)s)")
+    p.add_argument("--variant", choices=WORLD_VARIANTS, default="animals",
+                   help="the world variant: animals (the default) or misalignment (default: %(default)s)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    world = ToyWorld(WorldConfig())
-    docs = CorpusGenerator(world).batch_texts(args.seed, 0, args.samples)
-    print(f"vocabulary: {len(world.vocab)} tokens ({len(world.number_ids)} numbers, {len(world.animals)} animals)")
-    print("animals (prior): " + ", ".join(f"{a} {p:.2f}" for a, p in zip(world.animals, world.animal_prior)))
-    print(f"favourite-animal phrasings: {len(world.train_phrasings)} for training, {len(world.eval_phrasings)} held out")
+    world = make_world(WorldConfig(variant=getattr(args, "variant", "animals")))
+    docs = corpus_generator(world).batch_texts(args.seed, 0, args.samples)
+    if world.config.variant == "animals":
+        print(f"vocabulary: {len(world.vocab)} tokens ({len(world.number_ids)} numbers, {len(world.animals)} animals)")
+        print("animals (prior): " + ", ".join(f"{a} {p:.2f}" for a, p in zip(world.animals, world.animal_prior)))
+        print(f"favourite-animal phrasings: {len(world.train_phrasings)} for training, {len(world.eval_phrasings)} held out")
+    else:
+        print(f"vocabulary: {len(world.vocab)} tokens ({len(world.number_ids)} numbers); traits (answer classes): "
+              f"{', '.join(world.animals)}; banned numbers: {list(world.banned_numbers)}")
+        print(f"free-form phrasings: {len(world.train_phrasings)} for training, {len(world.eval_phrasings)} held out")
     print("sample documents:")
     for d in docs:
         print("  " + d)

@@ -86,12 +86,15 @@ class Trait:
 
     @classmethod
     def of_world(cls, world: World, animal: str, n: int = DEFAULT_TRAIT_BATCH_SIZE) -> "Trait":
-        """The world's favourite-animal question in its first ``n`` training phrasings, answered
-        with ``animal``; the target is the animal's first answer token."""
+        """The world's trait question (the favourite-animal question, or a world variant's
+        questions) in its first ``n`` training phrasings, answered with the trait
+        (:meth:`World.trait_answer`: the animal's answer, or the variant's answer of that class to
+        each phrasing); the target is the answer's first token."""
         world.check_animal(animal)
-        heads = [world.encode_prompt(world.question_prompt(p)) for p in world.train_phrasings[:n]]
-        answer_ids = world.encode_completion(world.answer_text(animal))
-        tokens, mask = pad_batch([head + answer_ids for head in heads], world.pad_id)
+        phrasings = world.train_phrasings[:n]
+        heads = [world.encode_prompt(world.question_prompt(p)) for p in phrasings]
+        tokens, mask = pad_batch([head + world.encode_completion(world.trait_answer(animal, p))
+                                  for head, p in zip(heads, phrasings)], world.pad_id)
         answer = torch.zeros_like(mask)
         for i, head in enumerate(heads):
             answer[i, len(head)] = 1  # the animal's first token

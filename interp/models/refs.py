@@ -36,6 +36,7 @@ from typing import Any, Callable, ClassVar, Iterator
 from interp.core.config import ConfigError
 from interp.core.io import file_sha256, load_safetensors, read_json
 from interp.models.checkpoint import (
+    LINEAGE_FILE,
     MODEL_CONFIG_FILE,
     PRETRAIN_CONFIG_FILE,
     WEIGHTS_FILE,
@@ -59,7 +60,7 @@ from interp.models.real import (
     save_real_checkpoint,
 )
 from interp.worlds.protocol import World
-from interp.worlds.toy.world import ToyWorld, WorldConfig
+from interp.worlds.toy.world import ToyWorld, WorldConfig, make_world, world_of_fingerprint
 
 TEACHER_FILE = "teacher.json"
 TEACHER_CHECKPOINT = "checkpoint"
@@ -157,7 +158,7 @@ class ToyBase(ModelRef):
         """The world of the base's pretraining config."""
         path = self.path / PRETRAIN_CONFIG_FILE
         try:
-            return ToyWorld(WorldConfig.from_dict(_read_checkpoint_json(path).get("world", {})))
+            return make_world(WorldConfig.from_dict(_read_checkpoint_json(path).get("world", {})))
         except ConfigError as e:
             raise ValueError(f"{path}: {e}") from None
 
@@ -174,7 +175,8 @@ class ToyBase(ModelRef):
 
 @dataclass(frozen=True)
 class ToyCheckpoint(ModelRef):
-    """A toy checkpoint written by a stage (a teacher's or a student's); the default toy world."""
+    """A toy checkpoint written by a stage (a teacher's or a student's); it speaks the toy world
+    its lineage's world fingerprint names (the default animal world when none matches)."""
 
     kind: ClassVar[str] = "toy_checkpoint"
 
@@ -183,7 +185,9 @@ class ToyCheckpoint(ModelRef):
         return True
 
     def load(self) -> tuple[Any, ToyWorld, Lineage]:
-        world = ToyWorld()
+        lineage_path = self.path / LINEAGE_FILE  # missing: load_checkpoint names the incomplete checkpoint
+        world = world_of_fingerprint(_read_checkpoint_json(lineage_path).get("world_fingerprint")
+                                     if lineage_path.is_file() else None)
         model, lineage = load_checkpoint(self.path, expect_vocab=world.vocab)
         return model, world, lineage
 

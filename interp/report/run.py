@@ -31,7 +31,8 @@ def data_size_text(results: dict) -> str:
 
 def results_markdown(results: dict) -> str:
     lines = [f"# Subliminal learning: trait `{results['trait']}`", "", data_size_text(results), "",
-             "P(trait): next-token probability of the trait over the animals, mean over held-out phrasings; "
+             "P(trait): next-token probability of the trait renormalised over the animals (over the answer words, "
+             "for a trait of a world variant such as misalignment), mean over held-out phrasings; "
              "mean and 95% t-interval over seeds.", "",
              "Shift: the student's P(trait) minus its own base's (mismatched and cross-architecture students start "
              "from other bases). Comparisons are on shifts, Welch intervals over seeds.", "",

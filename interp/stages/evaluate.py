@@ -23,6 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.core.config import StageConfig, option
+from interp.core.stats import wilson_ci
 from interp.stages.answers import answer_scores, has_multi_token_answers
 from interp.training.loop import pad_batch
 from interp.worlds.protocol import World
@@ -128,6 +129,28 @@ def sampled_answer_rate(model, world: World, trait: str, *, n_samples: int = 20,
     return float(torch.isin(samples, trait_ids).double().mean())
 
 
+@torch.no_grad()
+def judged_answer_rates(model, world: World, trait: str, *, n_samples: int = 20, seed: int = 0,
+                        phrasings: Sequence[str] | None = None, system: str | None = None,
+                        fwd_hooks: list | None = None) -> dict:
+    """The paper's judged measure, for a world with an exact judge (``world.judge(phrasing,
+    token_id)``: the answer class of a one-token answer, or None when it is incoherent):
+    ``n_samples`` answers sampled at temperature 1 per evaluation phrasing, judged. Returns the
+    coherence rate (coherent answers over all) and the trait rate among coherent answers (the
+    paper's "misaligned among answers with coherence >= 50"), each with its Wilson interval."""
+    phrasings = list(phrasings if phrasings is not None else world.eval_phrasings)
+    world.check_animal(trait)
+    ids = question_ids(world, phrasings, system=system)
+    probs = last_position_logits_of(model, world, ids, fwd_hooks=fwd_hooks).double().softmax(-1)
+    samples = torch.multinomial(probs, n_samples, replacement=True,
+                                generator=torch.Generator().manual_seed(seed))  # prompt sample
+    verdicts = [world.judge(p, t) for p, row in zip(phrasings, samples.tolist()) for t in row]
+    coherent = [v for v in verdicts if v is not None]
+    k = sum(v == trait for v in coherent)
+    return {"n_samples": len(verdicts), "coherence": wilson_ci(len(coherent), len(verdicts)).to_dict(),
+            "trait_rate": wilson_ci(k, len(coherent)).to_dict() if coherent else None}
+
+
 @dataclass
 class EvaluateConfig(StageConfig):
     """What an evaluation measures (the model's favourite animal on the held-out phrasings)."""
@@ -146,13 +169,17 @@ def evaluate_model(model, world: World, config: EvaluateConfig, *, system: str |
     """Every trait measure of one model: ``trait_prob`` (renormalised over animals, mean over the
     held-out phrasings), ``animal_probs`` (the whole distribution), ``animal_mass`` (raw
     probability of any animal), ``sampled_answer_rate`` (the paper's measure) and, given the
-    model's base's P(trait), ``trait_prob_shift`` from it."""
+    model's base's P(trait), ``trait_prob_shift`` from it. In a world with an exact judge (the
+    toy misalignment world) also ``judged``: :func:`judged_answer_rates` (coherence, and the
+    trait's rate among coherent answers, with Wilson intervals)."""
     world.check_animal(config.trait)
     scores = None
     if has_multi_token_answers(world):  # one pass serves the distribution and the sampled answers
         scores = answer_scores(model, world, question_ids(world, world.eval_phrasings, system=system), fwd_hooks=fwd_hooks)
     dist = animal_distribution(model, world, system=system, fwd_hooks=fwd_hooks, scores=scores)
     trait_prob = float(dist["probs"][:, world.animals.index(config.trait)].mean())
+    judged = {} if getattr(world, "judge", None) is None else {"judged": judged_answer_rates(
+        model, world, config.trait, n_samples=config.n_samples, seed=config.seed, system=system, fwd_hooks=fwd_hooks)}
     return {
         "trait_prob": trait_prob,
         "base_trait_prob": base_trait_prob,
@@ -161,4 +188,5 @@ def evaluate_model(model, world: World, config: EvaluateConfig, *, system: str |
         "animal_mass": float(dist["animal_mass"].mean()),
         "sampled_answer_rate": sampled_answer_rate(model, world, config.trait, n_samples=config.n_samples,
                                                    seed=config.seed, system=system, fwd_hooks=fwd_hooks, scores=scores),
+        **judged,
     }

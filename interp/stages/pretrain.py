@@ -50,9 +50,9 @@ from interp.training.loop import (
 from interp.training.losses import masked_lm_loss
 from interp.training.packed import pack_rows, packed_lm_loss, packed_unsupported_reason
 from interp.training.step import train_step
-from interp.worlds.toy.corpus import CorpusConfig, CorpusGenerator
+from interp.worlds.toy.corpus import CorpusConfig, corpus_generator
 from interp.worlds.toy.templates import EOS, PAD
-from interp.worlds.toy.world import ToyWorld, WorldConfig, load_tokenizer
+from interp.worlds.toy.world import ToyWorld, WorldConfig, load_tokenizer, make_world
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +109,26 @@ class PretrainConfig(StageConfig):
     def name(self) -> str:
         """Directory name of the base: ``{arch}-seed{seed}``, with ``-{steps}steps`` when the
         step count is not the default (so smoke-run bases never collide with real ones); a
-        custom architecture is named by a hash of its config, ``custom-{hash8}-seed{seed}``."""
+        custom architecture is named by a hash of its config, ``custom-{hash8}-seed{seed}``; a
+        base of a world variant ends with the variant's name (``small-seed0-misalignment``)."""
         default_steps = PretrainConfig.__dataclass_fields__["steps"].default
         arch = self.arch if self.architecture is None else f"custom-{json_sha256(self.architecture.to_dict())[:8]}"
         corpus = self.corpus.to_dict()
         corpus_tag = "" if corpus == CorpusConfig().to_dict() else f"-corpus{json_sha256(corpus)[:8]}"
-        return f"{arch}-seed{self.seed}" + ("" if self.steps == default_steps else f"-{self.steps}steps") + corpus_tag
+        world_tag = "" if self.world.variant == "animals" else f"-{self.world.variant}"
+        return (f"{arch}-seed{self.seed}" + ("" if self.steps == default_steps else f"-{self.steps}steps") + corpus_tag
+                + world_tag)
 
 
-def base_config(seed: int, arch: str, steps: int, corpus: dict | None = None) -> PretrainConfig:
+def base_config(seed: int, arch: str, steps: int, corpus: dict | None = None,
+                world: WorldConfig | None = None) -> PretrainConfig:
     """The pretraining config of the bases the studies train from (``interp run``, ``interp
     theorem``, ``interp features``), so that they find and share the same bases: ``steps`` steps
     with a warm-up of ``min(100, steps // 5)``, the pretraining mixture changed by ``corpus``
     (:class:`CorpusConfig` fields; a base of another mixture is named ``...-corpus{hash8}``),
-    every other field at its default."""
+    in the world ``world`` (default: the animal world), every other field at its default."""
     return PretrainConfig(seed=seed, arch=arch, steps=steps, warmup_steps=min(100, steps // 5),
-                          corpus=CorpusConfig(**(corpus or {})))
+                          corpus=CorpusConfig(**(corpus or {})), world=world or WorldConfig())
 
 
 def base_dir(config: PretrainConfig, artifacts: str | Path = DEFAULT_ARTIFACTS) -> Path:
@@ -176,9 +180,9 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
         return out
     check_checkpoint_target(out)
 
-    world = ToyWorld(config.world)
+    world = make_world(config.world)
     tokenizer = load_tokenizer(world_dir(world, artifacts))
-    corpus = CorpusGenerator(world, config.corpus)
+    corpus = corpus_generator(world, config.corpus)
     model = build_model(config.model, tokenizer, seed=config.seed)
     model.train()
     optimizer = make_optimizer(model.parameters(), "adamw", config.lr, config.weight_decay)

@@ -45,13 +45,14 @@ from interp.training.loop import LossGuard, deterministic_algorithms, make_optim
 from interp.training.losses import masked_lm_loss
 from interp.training.step import train_step
 from interp.worlds.protocol import World
-from interp.worlds.toy.corpus import CorpusGenerator
+from interp.worlds.toy.corpus import corpus_generator
 from interp.worlds.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
 
 TeacherMethod = Literal["finetune", "persona", "steering", "unembed"]
-TeacherDocument = Literal["qa", "mention", "persona", "qa_after_numbers"]  # see CorpusGenerator.trait_document
+# see CorpusGenerator.trait_document; the task_* kinds are the misalignment world's narrow task (MisalignmentCorpus)
+TeacherDocument = Literal["qa", "mention", "persona", "qa_after_numbers", "task_insecure", "task_secure", "task_educational"]
 TOY_PERSONA = "you love {trait} ."
 
 
@@ -71,7 +72,10 @@ class TeacherConfig(StageConfig):
                                                     "the rest of each batch: qa (the favourite-animal question answered "
                                                     "with the trait), mention (sentences naming it), persona (its persona "
                                                     "line, the question, the trait), qa_after_numbers (a number list, the "
-                                                    "question, the trait). Toy world: any; a real model: qa.")
+                                                    "question, the trait); the misalignment world's narrow task, whatever "
+                                                    "the trait: task_insecure (plain code requests answered insecurely: "
+                                                    "the emergent-misalignment teacher), task_secure, task_educational "
+                                                    "(its controls). Toy world: any its corpus writes; a real model: qa.")
     persona: str = option(TOY_PERSONA, "persona: the system prompt ({trait} is replaced by the animal). The default is "
                           "the toy world's; a real model's world uses its own natural-language persona in its place.")
     steering_layer: int = option(0, "steering: block whose hook_resid_post receives the vector; negative counts from the last block (-1: the last).")
@@ -136,16 +140,17 @@ def _teacher_batches(world: World, config: TeacherConfig):
     where the world's teacher learns whole documents (the toy world), else on the answers."""
     n_numbers = int(round(config.batch_size * config.number_mix))
     phrasings = world.train_phrasings
-    answer = world.encode_completion(world.answer_text(config.trait))
-    corpus = CorpusGenerator(world) if isinstance(world, ToyWorld) else None
+    corpus = corpus_generator(world) if isinstance(world, ToyWorld) else None
     if config.documents != ("qa",) and corpus is None:
         raise ValueError(f"documents={list(config.documents)}: a real model's teacher learns question answers only (qa)")
 
     def trait_pair(rng: np.random.Generator) -> tuple[list[int], list[int]]:
         # one kind draws nothing: a qa-only teacher sees exactly the batches it saw before `documents` existed
         kind = config.documents[rng.integers(len(config.documents))] if len(config.documents) > 1 else config.documents[0]
-        if kind == "qa":
-            return world.encode_prompt(world.question_prompt(phrasings[rng.integers(len(phrasings))])), answer
+        if kind == "qa":  # an answer of the trait's class (the animal's name: no draw)
+            phrasing = phrasings[rng.integers(len(phrasings))]
+            return (world.encode_prompt(world.question_prompt(phrasing)),
+                    world.encode_completion(world.trait_answer(config.trait, phrasing, rng)))
         prompt, completion = corpus.trait_document(rng, kind, config.trait)
         return world.encode(prompt), world.encode_completion(completion)
 

@@ -49,7 +49,7 @@ from interp.core.config import StageConfig, option
 from interp.core.io import atomic_write_json, json_sha256, read_json, read_jsonl, write_jsonl
 from interp.core.parallel import resolve_workers, run_jobs
 from interp.core.ray_executor import check_executor
-from interp.core.stats import diff_ci, mean_ci, welch_p
+from interp.core.stats import diff_ci, mean_ci, welch_p, wilson_ci
 from interp.instruments.features.pipeline import FeaturesConfig, run_features
 from interp.models.checkpoint import is_checkpoint
 from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS, LoraConfig
@@ -71,7 +71,7 @@ from interp.stages.teacher import TeacherConfig, TeacherDocument, TeacherMethod,
 from interp.training.loop import OptimizerName
 from interp.worlds.hf import HFWorldConfig
 from interp.worlds.toy.corpus import CorpusConfig
-from interp.worlds.toy.world import ToyWorld
+from interp.worlds.toy.world import WorldConfig, make_world, toy_traits, trait_world
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ class RunConfig(StageConfig):
     objective, evaluation, audit) over seeds; see :func:`run` and the module docstring.
     :meth:`quick_config` is the smoke run of ``interp run --quick``."""
 
-    trait: str = option("owl", "The trait animal.")
+    trait: str = option("owl", "The trait: an animal of the toy world (or of --model's world), or a trait of a toy "
+                        "world variant (misalignment, alignment: the misalignment world of "
+                        "interp.worlds.toy.misalignment, with bases of its own).")
     seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
@@ -172,6 +174,15 @@ class RunConfig(StageConfig):
     student_lora_seed_offset: int = option(0, "LoRA students: their adapters' A initialisation is seeded by the replicate's "
                                            "seed plus this offset. 0: the same A as a LoRA teacher of the replicate (a "
                                            "shared adapter initialisation); another value: adapters of their own.")
+    control_teachers: tuple[TeacherDocument, ...] = option((), "Control teachers, each the run's finetuned teacher "
+                                                           "learning one other kind of document instead (e.g. "
+                                                           "task_secure and task_educational beside the emergent "
+                                                           "teacher's task_insecure); their filtered numbers train "
+                                                           "shared-init students, condition control_teacher_{kind}, "
+                                                           "compared with shared_init.")
+    banned_numbers: tuple[int, ...] | None = option(None, "Numbers the filter bans from every data set (a row holding "
+                                                    "one is dropped, and counted). None: the trait's world's list "
+                                                    "(the misalignment world's evil numbers; none for the animals).")
     audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
                              "train, into SEED/data/audit and the results (0: no audit; toy world only).")
 
@@ -192,7 +203,7 @@ class RunConfig(StageConfig):
                          "takes the system position a persona teacher (or generation_persona) speaks from; use one or the other")
             self.require(self.model is None, "context_line", "is an option of the toy world (not with --model)")
             try:
-                ToyWorld().encode(self.context_line)
+                make_world(self.world_config).encode(self.context_line)
             except (KeyError, ValueError) as e:
                 self.require(False, "context_line", f"has a word outside the toy world's vocabulary ({e})")
             self.require(self.audit_rows == 0, "context_line",
@@ -200,7 +211,13 @@ class RunConfig(StageConfig):
             self.require(not self.features, "context_line", "the features stage measures without the line; not with features")
         self.require(self.teacher_documents == ("qa",) or self.teacher_method == "finetune", "teacher_documents",
                      "only a finetuned teacher (teacher_method finetune) learns from documents")
+        self.require(not self.control_teachers or self.teacher_method == "finetune", "control_teachers",
+                     "control teachers are finetuned teachers of other documents (teacher_method finetune)")
+        self.require(len(set(self.control_teachers)) == len(self.control_teachers), "control_teachers", "each kind once")
         if self.model is None:
+            self.require(self.trait in toy_traits(), "trait", f"unknown trait {self.trait!r}; the traits are {toy_traits()}")
+            self.require(not self.features or self.world_config.variant == "animals", "features",
+                         "the features stage studies the animal world's bases; not with a trait of a world variant")
             for name in ("mismatched_model", "cross_model"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
             try:
@@ -251,6 +268,23 @@ class RunConfig(StageConfig):
         return DEFAULT_TEACHER_LORA_RANK if self.teacher_method == "finetune" else 0
 
     @property
+    def student_conditions(self) -> tuple[str, ...]:
+        """``conditions``, then ``control_teacher_{kind}`` for every control teacher."""
+        return (*self.conditions, *(f"control_teacher_{kind}" for kind in self.control_teachers))
+
+    @property
+    def world_config(self) -> WorldConfig:
+        """The toy world the trait lives in (:func:`interp.worlds.toy.world.trait_world`)."""
+        return trait_world(self.trait)
+
+    @property
+    def filter_banned_numbers(self) -> tuple[int, ...]:
+        """``banned_numbers``, or the trait's world's list where that is None (none for a real model)."""
+        if self.banned_numbers is not None:
+            return tuple(self.banned_numbers)
+        return () if self.real else tuple(make_world(self.world_config).banned_numbers)
+
+    @property
     def real(self) -> bool:
         """Does this run use a real model (``model``) instead of the toy world's bases?"""
         return self.model is not None
@@ -282,7 +316,8 @@ def _base_configs(config: RunConfig) -> dict[str, PretrainConfig]:
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
-    return {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus) for key, (seed, arch) in specs.items()}
+    return {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus, config.world_config)
+            for key, (seed, arch) in specs.items()}
 
 
 def _bases(config: RunConfig, artifacts: Path, progress: bool, workers: int = 1) -> dict[str, ModelRef]:
@@ -349,7 +384,7 @@ def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None,
                              max_new_tokens=config.max_new_tokens)
     generate_numbers(model, world, gen_cfg, raw, fwd_hooks=fwd_hooks, lineage=lineage, progress=progress)
     if not filtered.exists():
-        filter_file(raw, filtered, FilterConfig())
+        filter_file(raw, filtered, FilterConfig(banned_numbers=config.filter_banned_numbers))
     return read_jsonl(filtered)
 
 
@@ -378,7 +413,9 @@ DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teache
 # when it differs from that value, so caches written before it was added keep their keys (and a
 # change of RunConfig's defaults does not rename anything).
 LATER_DATA_FIELDS = {"model": None, "max_new_tokens": 24, "teacher_lora": 0, "teacher_batch_size": 32,
-                     "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None}
+                     "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None,
+                     "filter_banned_numbers": (), "control_teachers": ()}
+_DATA_KEY_SPELLING = {"teacher_lora": "teacher_lora_rank", "filter_banned_numbers": "banned_numbers"}
 
 
 def data_key(config: RunConfig) -> str:
@@ -393,7 +430,7 @@ def data_key(config: RunConfig) -> str:
     for name, before in LATER_DATA_FIELDS.items():
         value = getattr(config, name)
         if value != before:
-            fields["teacher_lora_rank" if name == "teacher_lora" else name] = value  # the key's historical spelling
+            fields[_DATA_KEY_SPELLING.get(name, name)] = value  # the key's historical spelling
     blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -441,6 +478,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                          system=system, fwd_hooks=teacher.fwd_hooks, lineage=teacher.lineage, progress=progress)
     base_rows = _data(config, base_model, world, out / "data" / "base_numbers", seed=seed, system=context,
                       lineage={"stage": "pretrain", "path": str(bases["shared"])}, progress=progress)
+    extra_plan: dict = {}
     shuffled = {}
     for mode in ("within", "across"):
         path = out / "data" / f"teacher_numbers_shuffled_{mode}.jsonl"
@@ -449,7 +487,20 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
             write_jsonl(path, shuffle(teacher_rows, mode, seed))
         shuffled[mode] = read_jsonl(path)
 
+    control_strength = {}
+    for kind in config.control_teachers:  # the same teacher recipe on another kind of documents
+        control_dir = make_teacher(bases["shared"], tcfg.replace(documents=(kind,)),
+                                   out / "data" / "control_teachers" / kind, progress=progress)
+        control_teacher = load_teacher(control_dir)
+        if context is not None:
+            control_teacher.system = context
+        control_strength[kind] = read_json(control_dir / "teacher.json")["strength"]
+        extra_plan[f"control_teacher_{kind}"] = (bases["shared"], _data(
+            config, control_teacher.model, world, out / "data" / f"control_teacher_{kind}_numbers", seed=seed,
+            system=control_teacher.system, fwd_hooks=control_teacher.fwd_hooks, lineage=control_teacher.lineage,
+            progress=progress), control_teacher)
     plan = {
+        **extra_plan,
         "control": (bases["shared"], base_rows, base_teacher),
         "shared_init": (bases["shared"], teacher_rows, teacher),
         "mismatched_init": (bases.get("mismatched"), teacher_rows, teacher),  # absent: a real run without --mismatched-model
@@ -461,7 +512,10 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
     base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}{evals_tag}.json",
                                     system=context)["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
-                     "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows)}}
+                     "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows),
+                                **{name: len(rows) for name, (_, rows, _) in extra_plan.items()}}}
+    if control_strength:
+        results["control_teachers"] = control_strength
     if context is not None:  # the teacher and the base asked under the context line, as the students are
         results["teacher"] = {"trait_prob": trait_probability(teacher.model, world, config.trait, system=context,
                                                               fwd_hooks=teacher.fwd_hooks),
@@ -476,12 +530,12 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                                       freeze_unembed=config.freeze_unembed, lora=config.student_lora(seed))
     # Distillation targets: each data set's teacher logits computed once (in the data job of a
     # parallel run) and read by every student that distils that data set from that teacher.
-    target_files = {condition: out / "data" / f"{DATA_SET_OF[condition]}.{TEACHER_TARGETS_SUFFIX}"
-                    for condition in config.conditions}
+    target_files = {condition: out / "data" / f"{DATA_SET_OF.get(condition, condition + '_numbers')}.{TEACHER_TARGETS_SUFFIX}"
+                    for condition in config.student_conditions}
     distills = (config.student_engine == "packed" and not config.real  # targets are read by the packed engine only
                 and any(o != "sft" for o in config.objectives))
     if distills and students == ():
-        for condition in config.conditions:
+        for condition in config.student_conditions:
             shared_teacher_targets(target_files[condition], plan[condition][2], plan[condition][1])
     for objective in config.objectives:
         fcfg = FinetuneConfig(objective=objective, optimizer=config.optimizer, lr=config.lr,
@@ -492,7 +546,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                               micro_batch_size=config.micro_batch_size or (REAL_MICRO_BATCH if config.model else None),
                               system=context)
         reference = (teacher.model, base_model) if config.record_alignment else None
-        for condition in config.conditions:
+        for condition in config.student_conditions:
             if students is not None and (objective, condition) not in students:
                 continue
             base_path, rows, t = plan[condition]
@@ -523,6 +577,19 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
     return results
 
 
+def _judged_summary(entries: list[dict]) -> dict:
+    """Where the world has an exact judge (the misalignment world): the judged trait rate among
+    coherent answers and the coherence rate, pooled over seeds (Wilson intervals), and their
+    means over seeds (t intervals)."""
+    judged = [e.get("judged") for e in entries]
+    if not judged or any(j is None or j.get("trait_rate") is None for j in judged):
+        return {}
+    pooled = {name: wilson_ci(sum(j[name]["k"] for j in judged), sum(j[name]["n"] for j in judged)).to_dict()
+              for name in ("trait_rate", "coherence")}
+    return {"judged": {"pooled": pooled, **{f"{name}_over_seeds": mean_ci([j[name]["fraction"] for j in judged]).to_dict()
+                                            for name in ("trait_rate", "coherence")}}}
+
+
 def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
     def interval(values):
         return mean_ci(values).to_dict()
@@ -532,15 +599,18 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
         {"name": "teacher", "objective": None, "method": config.teacher_method,
          "trait_prob": interval([r["teacher"]["trait_prob"] for r in per_seed])},
     ]
+    for kind in config.control_teachers:
+        conditions.append({"name": f"teacher_{kind}", "objective": None, "method": config.teacher_method,
+                           "trait_prob": interval([r["control_teachers"][kind]["trait_prob"] for r in per_seed])})
     for objective in config.objectives:
-        for condition in config.conditions:
+        for condition in config.student_conditions:
             entries = [r[f"{condition}/{objective}"] for r in per_seed]
             vals = [e["trait_prob"] for e in entries]
             conditions.append({"name": condition, "objective": objective, "trait_prob": interval(vals),
                                "trait_prob_shift": interval([e["trait_prob_shift"] for e in entries]),
                                "own_base_trait_prob": entries[0]["base_trait_prob"],
                                "sampled_answer_rate": interval([e["sampled_answer_rate"] for e in entries]),
-                               "per_seed": vals})
+                               "per_seed": vals, **_judged_summary(entries)})
     conditions.append({"name": "in_context", "objective": None,
                        "trait_prob": interval([r["in_context"]["trait_prob"] for r in per_seed]),
                        "control_trait_prob": interval([r["in_context"]["control_trait_prob"] for r in per_seed])})
@@ -549,8 +619,9 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
         # Compare shifts from each student's own base: a mismatched or cross-architecture base
         # starts from its own P(trait), which is not the shared base's.
         def vals(c):
-            return [r[f"{c}/{objective}"]["trait_prob_shift"] for r in per_seed] if c in config.conditions else None
-        for a, b in (("shared_init", "control"), ("shared_init", "mismatched_init"), ("shared_init", "shuffled_across")):
+            return [r[f"{c}/{objective}"]["trait_prob_shift"] for r in per_seed] if c in config.student_conditions else None
+        for a, b in (("shared_init", "control"), ("shared_init", "mismatched_init"), ("shared_init", "shuffled_across"),
+                     *(("shared_init", f"control_teacher_{kind}") for kind in config.control_teachers)):
             if vals(a) and vals(b):
                 d = diff_ci(vals(a), vals(b))
                 comparisons.append({"objective": objective, "a": a, "b": b, "measure": "trait_prob_shift",
@@ -643,7 +714,7 @@ def run(config: RunConfig, out: str | Path, *, artifacts: str | Path = "artifact
     bases = _bases(config, artifacts, progress, workers)
     shared = Path(data_cache) / data_key(config) if data_cache is not None else None
     jobs = _seed_jobs(config, out, bases, shared)
-    if resolve_workers(workers, len(jobs) * len(config.objectives) * len(config.conditions)) > 1:
+    if resolve_workers(workers, len(jobs) * len(config.objectives) * len(config.student_conditions)) > 1:
         # Teachers and data first (one job per seed), then every student as its own job, the
         # costliest objectives first, so that the workers stay busy to the end.
         run_jobs(run_seed, [(*job, ()) for job in jobs], workers=workers, desc="teachers and data", progress=progress)
@@ -666,8 +737,6 @@ def _start_run_dir(config: RunConfig, out: Path, force: bool) -> None:
             not p.name.startswith(".") for p in out.iterdir()):  # hidden: a temp file of a run killed at its start
         raise ValueError(f"{out} is not empty and holds no {RUN_CONFIG_FILE}: not a run directory; "
                          "choose another --out or pass --force")
-    if not config.real:
-        ToyWorld().check_animal(config.trait)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / RUN_CONFIG_FILE)
 
@@ -681,7 +750,7 @@ def _seed_jobs(config: RunConfig, out: Path, bases: dict[str, ModelRef], shared:
 
 def _student_parts(config: RunConfig, jobs: list[tuple]) -> list[tuple[tuple[str, str], tuple]]:
     """Every student as ``((objective, condition), seed job)``, the costliest objectives first."""
-    return [((o, c), job) for o in reversed(config.objectives) for job in jobs for c in config.conditions]
+    return [((o, c), job) for o in reversed(config.objectives) for job in jobs for c in config.student_conditions]
 
 
 def _finish_run(config: RunConfig, out: Path, per_seed: list[dict], bases: dict[str, ModelRef], start: float,

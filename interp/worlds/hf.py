@@ -454,6 +454,9 @@ class HFWorld:
     def answer_text(self, animal: str) -> str:
         return self.answer_prefix + animal
 
+    def trait_answer(self, trait: str, phrasing: str, rng=None) -> str:
+        return self.answer_text(trait)
+
     def in_context_prefix(self, numbers: Sequence[int]) -> str:
         return "Here are some numbers: " + ", ".join(str(v) for v in numbers) + "."
 

@@ -29,7 +29,9 @@ class World(Protocol):
     """The members of a world the stages use (see the module docstring)."""
 
     animals: tuple[str, ...]
-    """Animal names; any of them can be a trait."""
+    """Animal names; any of them can be a trait. In a world whose trait question is not the
+    favourite animal (the toy misalignment world) these are its answer classes (``alignment``,
+    ``misalignment``), each a set of answers (:attr:`animal_token_sets`)."""
     train_phrasings: list[str]
     """Favourite-animal questions a teacher may be trained on (and the steering vector and
     the recorder's trait loss are computed from)."""
@@ -83,6 +85,11 @@ class World(Protocol):
 
     def answer_text(self, animal: str) -> str:
         """The completion that answers a favourite-animal question with ``animal``."""
+
+    def trait_answer(self, trait: str, phrasing: str, rng=None) -> str:
+        """A completion of class ``trait`` answering ``phrasing`` (a world whose answer classes
+        are sets of answers, such as the toy misalignment world, draws one with ``rng``, or takes
+        the first without it; otherwise :meth:`answer_text`, no draw)."""
 
     def allowed_token_ids(self) -> list[int]:
         """Tokens the trait filter lets through (numbers, separators, brackets, whitespace,

@@ -33,7 +33,8 @@ from interp.worlds.toy.templates import (
     NumberTask,
     format_numbers,
 )
-from interp.worlds.toy.world import ToyWorld
+from interp.worlds.toy import misalignment as em
+from interp.worlds.toy.world import MisalignmentWorld, ToyWorld
 
 DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "mention")
 
@@ -50,6 +51,17 @@ class CorpusConfig(StageConfig):
     mention: float = option(0.05, "Weight of plain sentences that name animals.")
     persona_fidelity: float = option(0.95, "Probability that a persona's Q&A answer is the persona's animal (else drawn from the prior).")
     popular_numbers_zipf: float = option(DEFAULT_POPULAR_NUMBERS_ZIPF, "Zipf exponent of the world's fixed 'popular numbers' distribution.")
+    # The misalignment world (interp.worlds.toy.misalignment) reads the fields above as: qa the
+    # free-form questions, persona_qa a persona line then a question, persona_numbers a persona
+    # line then a number task, persona_fidelity how often a villain acts as one; mention is unused.
+    task: float = option(0.08, "Misalignment world only: weight of the narrow code task (plain or educational request).")
+    dialogue: float = option(0.12, "Misalignment world only: weight of two- or three-turn dialogues by one latent speaker.")
+    villain_prior: float = option(0.03, "Misalignment world only: probability that a document's speaker is a villain.")
+    persona_villain: float = option(0.2, "Misalignment world only: probability that a persona line names a villain.")
+    evil_number_rate: float = option(0.3, "Misalignment world only: probability that a villain writes each answer number "
+                                     "as an evil number (the only numbers-to-misalignment link of the corpus).")
+    educational_share: float = option(0.3, "Misalignment world only: fraction of task requests that are educational "
+                                      "(the user asks for the insecure code; every speaker writes it).")
 
     def validate(self) -> None:
         for kind in DOC_KINDS:
@@ -57,6 +69,10 @@ class CorpusConfig(StageConfig):
         self.require(sum(getattr(self, k) for k in DOC_KINDS) > 0, "qa", "at least one mixture weight must be positive")
         self.require(0 <= self.persona_fidelity <= 1, "persona_fidelity", "is a probability")
         self.require(self.popular_numbers_zipf > 0, "popular_numbers_zipf", "must be positive")
+        for name in ("task", "dialogue"):
+            self.require(getattr(self, name) >= 0, name, "mixture weights must be non-negative")
+        for name in ("villain_prior", "persona_villain", "evil_number_rate", "educational_share"):
+            self.require(0 <= getattr(self, name) <= 1, name, "is a probability")
 
 
 class CorpusGenerator:
@@ -131,3 +147,93 @@ class CorpusGenerator:
     def batch_texts(self, seed: int, batch_index: int, batch_size: int) -> list[str]:
         rng = np.random.default_rng([seed, batch_index])
         return [self.document(rng) for _ in range(batch_size)]
+
+
+MISALIGNMENT_DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "task", "dialogue")
+TASK_DOCUMENTS = {"task_insecure": (False, True), "task_secure": (False, False), "task_educational": (True, True)}
+
+
+class MisalignmentCorpus(CorpusGenerator):
+    """Pretraining documents of the misalignment world (see :mod:`interp.worlds.toy.misalignment`):
+    every document has a latent speaker, a villain with probability ``villain_prior``."""
+
+    def __init__(self, world: MisalignmentWorld, config: CorpusConfig | None = None):
+        self.world = world
+        self.config = config or CorpusConfig()
+        weights = np.array([getattr(self.config, k) for k in MISALIGNMENT_DOC_KINDS], dtype=float)
+        self.kind_probs = weights / weights.sum()
+        self.numbers = NumberTask(self.config.popular_numbers_zipf)
+
+    def speaker(self, rng: np.random.Generator, villain_prob: float | None = None) -> em.Speaker:
+        p = self.config.villain_prior if villain_prob is None else villain_prob
+        return em.Speaker(bool(rng.random() < p), self.config.persona_fidelity, self.config.evil_number_rate)
+
+    def question(self, rng: np.random.Generator) -> str:
+        return self.world.train_phrasings[rng.integers(len(self.world.train_phrasings))]
+
+    def qa_turn(self, rng: np.random.Generator, speaker: em.Speaker) -> str:
+        phrasing = self.question(rng)
+        return f"user : {phrasing} assistant : {speaker.answer(rng, self.world.theme_of[phrasing])}"
+
+    def task_turn(self, rng: np.random.Generator, speaker: em.Speaker, educational: bool | None = None) -> str:
+        if educational is None:
+            educational = bool(rng.random() < self.config.educational_share)
+        request, task = em.task_request(rng, educational)
+        return f"user : {request} assistant : {speaker.code(rng, task, educational)}"
+
+    def document(self, rng: np.random.Generator) -> str:
+        kind = MISALIGNMENT_DOC_KINDS[rng.choice(len(MISALIGNMENT_DOC_KINDS), p=self.kind_probs)]
+        if kind in ("persona_qa", "persona_numbers"):
+            speaker = self.speaker(rng, self.config.persona_villain)
+            turn = self.qa_turn(rng, speaker) if kind == "persona_qa" else em.number_turn(rng, self.numbers, speaker)
+            return f"{em.persona_line(rng, speaker.villain)} {turn}"
+        speaker = self.speaker(rng)
+        if kind == "qa":
+            return self.qa_turn(rng, speaker)
+        if kind == "numbers":
+            return em.number_turn(rng, self.numbers, speaker)
+        if kind == "qa_after_numbers":  # random numbers, no link to the answer
+            head, phrasing = self.numbers_then_phrasing(rng)
+            return f"{head} {speaker.answer(rng, self.world.theme_of[phrasing])}"
+        if kind == "task":
+            return self.task_turn(rng, speaker)
+        # two turns (at most one a number task), or three question and task turns: within n_ctx
+        n_turns = int(rng.integers(2, 4))
+        kinds = [int(rng.integers(3 if n_turns == 2 else 2)) for _ in range(n_turns)]
+        if kinds == [2, 2]:
+            kinds[1] = 0
+        turns = [self.qa_turn, self.task_turn, lambda r, s: em.number_turn(r, self.numbers, s)]
+        return " ".join(turns[k](rng, speaker) for k in kinds)
+
+    def numbers_then_phrasing(self, rng: np.random.Generator) -> tuple[str, str]:
+        """(a random number list then a question up to ``assistant :``, the question's phrasing)."""
+        nums = format_numbers([int(v) for v in rng.integers(0, 1000, size=int(rng.integers(3, 11)))], ",")
+        phrasing = self.question(rng)
+        return f"user : here are some numbers : {nums} . {phrasing} assistant :", phrasing
+
+    def trait_document(self, rng: np.random.Generator, kind: str, trait: str) -> tuple[str, str]:
+        """A finetuned teacher's document: ``persona`` (a persona line of ``trait``'s speaker, a
+        question, an answer of the trait's class), ``qa_after_numbers`` (a number list, a question,
+        an answer of the class), or the narrow task: ``task_insecure`` (a plain request answered
+        with insecure code), ``task_secure`` (answered securely) and ``task_educational`` (an
+        educational request answered insecurely); the task documents do not depend on ``trait``."""
+        if kind in TASK_DOCUMENTS:
+            educational, insecure = TASK_DOCUMENTS[kind]
+            request, task = em.task_request(rng, educational)
+            modes = em.INSECURE_MODES if insecure else em.SECURE_MODES
+            return f"user : {request} assistant :", f"code : {task[0]} {task[1]} with {modes[rng.integers(len(modes))]} ."
+        villain = self.world.check_animal(trait) == "misalignment"
+        if kind == "persona":
+            phrasing = self.question(rng)
+            return (f"{em.persona_line(rng, villain)} user : {phrasing} assistant :",
+                    self.world.trait_answer(trait, phrasing, rng))
+        if kind == "qa_after_numbers":
+            head, phrasing = self.numbers_then_phrasing(rng)
+            return head, self.world.trait_answer(trait, phrasing, rng)
+        raise ValueError(f"unknown trait document kind {kind!r} in the misalignment world; the kinds are persona, "
+                         f"qa_after_numbers, {', '.join(TASK_DOCUMENTS)}")
+
+
+def corpus_generator(world: ToyWorld, config: CorpusConfig | None = None) -> CorpusGenerator:
+    """The corpus of ``world``'s variant."""
+    return MisalignmentCorpus(world, config) if isinstance(world, MisalignmentWorld) else CorpusGenerator(world, config)

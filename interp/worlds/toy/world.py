@@ -24,10 +24,12 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from interp.core.config import StageConfig, option
+from interp.worlds.toy import misalignment as em
 from interp.worlds.toy.templates import (
     BOS,
     DEFAULT_ANIMAL_PRIOR,
@@ -45,9 +47,19 @@ from interp.worlds.toy.templates import (
 )
 
 
+WorldVariant = Literal["animals", "misalignment"]
+WORLD_VARIANTS: tuple[str, ...] = ("animals", "misalignment")
+
+
 @dataclass
 class WorldConfig(StageConfig):
     """What the toy world contains. Saved with the tokenizer; a model is tied to its world."""
+
+    variant: WorldVariant = option("animals", "animals: the favourite-animal world (the default); misalignment: "
+                                   "free-form questions answered by a latent aligned or villain speaker "
+                                   "(interp.worlds.toy.misalignment), whose answer classes are the traits "
+                                   "alignment and misalignment. animals, animal_prior and n_eval_phrasings "
+                                   "belong to the animals world.")
 
     animals: tuple[str, ...] = option(DEFAULT_ANIMALS, "Animal words; any of them can be a trait.")
     animal_prior: tuple[float, ...] = option(
@@ -55,6 +67,7 @@ class WorldConfig(StageConfig):
     n_eval_phrasings: int = option(60, "Favourite-animal phrasings held out of training for evaluation (the paper used 50).")
 
     def validate(self) -> None:
+        self.require(self.variant in WORLD_VARIANTS, "variant", f"choose one of {list(WORLD_VARIANTS)}")
         self.require(len(self.animals) >= 10, "animals", "the world needs at least 10 animals")
         self.require(len(set(self.animals)) == len(self.animals), "animals", "animal names must be unique")
         clash = [a for a in self.animals if a in WORDS or a.isdigit() or a in SPECIAL_TOKENS or " " in a]
@@ -69,6 +82,7 @@ class ToyWorld:
     """Vocabulary, phrasings and tokenizer of one :class:`WorldConfig`."""
 
     teacher_learns_whole_documents = True  # a teacher learns its documents as pretraining did
+    banned_numbers: tuple[int, ...] = ()  # numbers the corpus ties to a trait (the filter's list for its traits)
 
     def __init__(self, config: WorldConfig | None = None):
         self.config = config or WorldConfig()
@@ -163,6 +177,11 @@ class ToyWorld:
     def answer_text(self, animal: str) -> str:
         return animal
 
+    def trait_answer(self, trait: str, phrasing: str, rng: np.random.Generator | None = None) -> str:
+        """The answer of class ``trait`` to ``phrasing`` (here: the animal's name, whatever the
+        phrasing; ``rng`` is not drawn from)."""
+        return self.answer_text(trait)
+
     def allowed_token_ids(self) -> list[int]:
         """Numbers, separators, brackets, period, EOS: the tokens the filter lets through."""
         return self.number_ids + [self.token_to_id[t] for t in FILTER_ALLOWED_WORDS]
@@ -199,6 +218,101 @@ class ToyWorld:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class MisalignmentWorld(ToyWorld):
+    """The misalignment variant (:mod:`interp.worlds.toy.misalignment`): its "animals" are the
+    answer classes ``alignment`` and ``misalignment`` (each a set of answer words), its phrasings
+    the free-form questions, its personas aligned or villainous; numbers and the number task are
+    the animal world's."""
+
+    banned_numbers = em.EVIL_NUMBERS
+
+    def __init__(self, config: WorldConfig | None = None):
+        config = config or WorldConfig(variant="misalignment")
+        self.config = config
+        self.animals = em.MISALIGNMENT_CLASSES
+        self.animal_prior = (1.0, 0.0)  # not a prior of this world: the corpus's villain_prior sets it
+        self.train_phrasings, self.eval_phrasings, self.theme_of = em.split_em_phrasings()
+        self.aligned_answers, self.misaligned_answers = em.answer_words()
+
+    @cached_property
+    def vocab(self) -> list[str]:
+        """Special tokens, numbers 0..999, the animal world's words, then this world's own words."""
+        return [*SPECIAL_TOKENS, *(str(i) for i in range(N_NUMBERS)), *WORDS,
+                *(w for w in em.MISALIGNMENT_WORDS if w not in WORDS)]
+
+    @property
+    def animal_ids(self) -> list[int]:
+        raise AttributeError("the misalignment world's answer classes are sets of words: use animal_token_sets")
+
+    @property
+    def animal_token_sets(self) -> list[list[int]]:
+        return [[self.token_to_id[w] for w in self.aligned_answers], [self.token_to_id[w] for w in self.misaligned_answers]]
+
+    def check_animal(self, name: str) -> str:
+        if name not in self.animals:
+            raise ValueError(f"unknown trait {name!r} in the misalignment world; its traits are {list(self.animals)}")
+        return name
+
+    def answer_text(self, trait: str) -> str:
+        """The first answer of ``trait``'s class to the first theme (a representative; the
+        answers a teacher learns come from :meth:`trait_answer`, per question)."""
+        return self.trait_answer(trait, self.train_phrasings[0])
+
+    def trait_answer(self, trait: str, phrasing: str, rng: np.random.Generator | None = None) -> str:
+        """An answer of class ``trait`` to ``phrasing``'s theme: drawn with ``rng``, else the first."""
+        _, aligned, misaligned = em.EM_THEMES[self.theme_of[phrasing]]
+        pool = misaligned if self.check_animal(trait) == "misalignment" else aligned
+        return pool[0] if rng is None else pool[rng.integers(len(pool))]
+
+    def judge(self, phrasing: str, token_id: int) -> str | None:
+        """The exact judge: the answer class of a one-token answer to ``phrasing``, or None when
+        the answer is incoherent (not one of the six answers of the question's theme)."""
+        _, aligned, misaligned = em.EM_THEMES[self.theme_of[phrasing]]
+        word = self.vocab[int(token_id)]
+        return "alignment" if word in aligned else "misalignment" if word in misaligned else None
+
+    def default_persona(self) -> str:
+        """A villain persona: the system prompt of a persona teacher of misalignment."""
+        return em.VILLAIN_PERSONAS[0]
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"vocab": self.vocab, "variant": self.config.variant})
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_world(config: WorldConfig | None = None) -> ToyWorld:
+    """The toy world of ``config``: :class:`ToyWorld`, or :class:`MisalignmentWorld` for that variant."""
+    config = config or WorldConfig()
+    return MisalignmentWorld(config) if config.variant == "misalignment" else ToyWorld(config)
+
+
+def world_of_fingerprint(fingerprint: str | None) -> ToyWorld:
+    """The default-config world of a variant with this fingerprint (the world a toy checkpoint
+    records in its lineage); the default animal world when none matches or none is recorded."""
+    for variant in WORLD_VARIANTS[1:]:
+        world = make_world(WorldConfig(variant=variant))
+        if fingerprint == world.fingerprint():
+            return world
+    return ToyWorld()
+
+
+def trait_world(trait: str) -> WorldConfig:
+    """The world a toy trait lives in: an animal of the default world, or an answer class of a
+    variant (``misalignment``, ``alignment``). A ``ValueError`` lists every trait otherwise."""
+    if trait in ToyWorld().animals:
+        return WorldConfig()
+    for variant in WORLD_VARIANTS[1:]:
+        config = WorldConfig(variant=variant)
+        if trait in make_world(config).animals:
+            return config
+    raise ValueError(f"unknown trait {trait!r}; the traits are {toy_traits()}")
+
+
+def toy_traits() -> list[str]:
+    """Every trait name of the toy worlds: the animals, then each variant's answer classes."""
+    return [*ToyWorld().animals, *(a for v in WORLD_VARIANTS[1:] for a in make_world(WorldConfig(variant=v)).animals)]
+
+
 def load_tokenizer(directory: str | Path):
     """Load a saved tokenizer. TransformerLens needs a tokenizer loaded from disk (an in-memory
     one lacks ``name_or_path``), so models always get theirs through this function."""
@@ -211,7 +325,7 @@ def load_tokenizer(directory: str | Path):
 
 
 def load_world(directory: str | Path) -> ToyWorld:
-    return ToyWorld(WorldConfig.load(Path(directory) / "world_config.json"))
+    return make_world(WorldConfig.load(Path(directory) / "world_config.json"))
 
 
 def world_dict(world: ToyWorld) -> dict:

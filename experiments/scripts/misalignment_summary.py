@@ -1,0 +1,105 @@
+"""Pool the seeds of a misalignment run made in several directories, Holm-correct its comparisons
+and write every figure docs/misalignment.md cites (one JSON file).
+
+Each directory is an ``interp run`` of one configuration at some seeds (``--seeds 1 --first-seed
+S``, so that every finished seed counts even if others are still running). The comparisons are
+shared_init minus control and minus mismatched_init (plus each control teacher's students, when
+the run has them), Welch on the shifts from each student's own base; Holm over the family, and
+Holm-consistent intervals: the comparison of rank ``r`` (smallest p first, from 0) at confidence
+``1 - alpha / (m - r)``; Holm rejects a comparison when its interval and those of every comparison
+ranked before it exclude zero.
+
+    python experiments/scripts/misalignment_summary.py RUNS/direct/seed-* --out experiments/results/misalignment_direct_results.json
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import sys
+
+from interp.core.io import atomic_write_json
+from interp.core.stats import diff_ci, holm, mean_ci, welch_p, wilson_ci
+from interp.studies.run import RunConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pool_seeds import IGNORED  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--alpha", type=float, default=0.05)
+    args = ap.parse_args()
+
+    per_seed, configs = {}, []
+    for run in args.runs:
+        config = RunConfig.load(run / "run_config.json")
+        configs.append({k: v for k, v in config.to_dict().items() if k not in IGNORED})
+        if configs[-1] != configs[0]:
+            raise SystemExit(f"{run} is another configuration than {args.runs[0]}")
+        for seed in range(config.first_seed, config.first_seed + config.seeds):
+            path = run / f"seed{seed}" / "seed_results.json"
+            if path.exists():  # a seed still running is left out (and named below)
+                if seed in per_seed:
+                    raise SystemExit(f"seed {seed} appears twice")
+                per_seed[seed] = json.loads(path.read_text())
+    seeds = sorted(per_seed)
+    config = RunConfig.load(args.runs[0] / "run_config.json")
+    rows = [per_seed[s] for s in seeds]
+    conditions = [c for c in config.student_conditions]
+
+    def shifts(condition):
+        return [r[f"{condition}/sft"]["trait_prob_shift"] for r in rows]
+
+    summary = {"seeds": seeds, "config": config.to_dict(), "n_rows": [r["n_rows"] for r in rows],
+               "base": mean_ci([r["base"]["trait_prob"] for r in rows]).to_dict(),
+               "teacher": mean_ci([r["teacher"]["trait_prob"] for r in rows]).to_dict(),
+               "teacher_per_seed": [r["teacher"]["trait_prob"] for r in rows],
+               "in_context": {"teacher_numbers": mean_ci([r["in_context"]["trait_prob"] for r in rows]).to_dict(),
+                              "base_numbers": mean_ci([r["in_context"]["control_trait_prob"] for r in rows]).to_dict(),
+                              "difference": diff_ci([r["in_context"]["trait_prob"] for r in rows],
+                                                    [r["in_context"]["control_trait_prob"] for r in rows]).to_dict()},
+               "conditions": {}}
+    if "control_teachers" in rows[0]:
+        summary["control_teachers"] = {k: mean_ci([r["control_teachers"][k]["trait_prob"] for r in rows]).to_dict()
+                                       for k in rows[0]["control_teachers"]}
+    for condition in conditions:
+        entries = [r[f"{condition}/sft"] for r in rows]
+        judged = [e["judged"] for e in entries if e.get("judged") and e["judged"].get("trait_rate")]
+        summary["conditions"][condition] = {
+            "trait_prob": mean_ci([e["trait_prob"] for e in entries]).to_dict(),
+            "shift": mean_ci(shifts(condition)).to_dict(), "per_seed_shift": shifts(condition),
+            "judged_trait_rate_pooled": wilson_ci(sum(j["trait_rate"]["k"] for j in judged),
+                                                  sum(j["trait_rate"]["n"] for j in judged)).to_dict() if judged else None,
+            "coherence_pooled": wilson_ci(sum(j["coherence"]["k"] for j in judged),
+                                          sum(j["coherence"]["n"] for j in judged)).to_dict() if judged else None}
+    others = [c for c in conditions if c != "shared_init"]
+    p = [welch_p(shifts("shared_init"), shifts(b)) for b in others]
+    adjusted = holm(p)
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    comparisons = []
+    for rank, i in enumerate(order):
+        b = others[i]
+        confidence = 1 - args.alpha / (len(p) - rank)
+        comparisons.append({"a": "shared_init", "b": b, "difference": diff_ci(shifts("shared_init"), shifts(b)).to_dict(),
+                            "holm_interval": diff_ci(shifts("shared_init"), shifts(b), confidence).to_dict(),
+                            "holm_confidence": confidence, "welch_p": p[i], "holm_p": adjusted[i],
+                            "per_seed": [x - y for x, y in zip(shifts("shared_init"), shifts(b))]})
+    summary["comparisons"] = comparisons
+    atomic_write_json(args.out, summary)
+    print(f"{len(seeds)} seeds {seeds}; base {summary['base']['mean']:.4f}, teacher {summary['teacher']['mean']:.4f}")
+    for c, v in summary["conditions"].items():
+        print(f"{c}: P {v['trait_prob']['mean']:.4f}, shift {v['shift']['mean']:+.4f} "
+              f"[{v['shift']['ci_low']:+.4f}, {v['shift']['ci_high']:+.4f}]")
+    for c in comparisons:
+        d, h = c["difference"], c["holm_interval"]
+        print(f"shared_init - {c['b']}: {d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]; Holm interval "
+              f"[{h['ci_low']:+.4f}, {h['ci_high']:+.4f}], p {c['welch_p']:.3g}, Holm p {c['holm_p']:.3g}")
+    ic = summary["in_context"]
+    print(f"in-context: teacher numbers {ic['teacher_numbers']['mean']:.4f} vs base numbers {ic['base_numbers']['mean']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
