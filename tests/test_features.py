@@ -566,3 +566,35 @@ def test_run_teacher__persona_and_steering_teachers_are_the_base_with_a_prompt_o
     model, system, hooks = pipeline_mod._run_teacher(tmp_path / "seed0", base)
     assert model is tiny_model and system == spec["system"]
     assert [name for name, _ in hooks] == ([f"blocks.{TINY.n_layers - 1}.hook_resid_post"] if method == "steering" else [])
+
+
+@pytest.mark.slow
+def test_run_features__attributes_the_trait_on_bases_teachers_and_students(tiny_stage):
+    root, findings = tiny_stage
+    out = root / "run" / "features"
+    att = findings["attribution"]
+    hooks = ["blocks.0.hook_resid_pre", "blocks.0.hook_attn_out"]  # the tiny bases have one block
+    names = [b["name"] for b in findings["bases"]]
+    assert att["hooks"] == {n: hooks for n in names}
+    for name in names:
+        base = att["bases"][name]
+        for h in hooks:
+            assert base["identity"][h]["max_abs_difference"] <= 1e-4 * max(1.0, base["identity"][h]["mean_abs_linear_total"])
+        check = base["ablation_check"]
+        assert check["n"] == 200 and -1 <= check["spearman"] <= 1
+    models = json.loads((out / "attribution" / "models.json").read_text())
+    assert {"seed0/teacher", "seed1/teacher", "seed0/sft/shared_init", "seed1/sft/mismatched_init"} <= set(models)
+    sft = att["comparisons"]["objectives"]["sft"]
+    assert sft["shared_minus_control"]["seeds"] == [0, 1]
+    for e in sft["shared_minus_control"]["features"]:
+        assert e["n_seeds"] == 2 and e["ci_low"] <= e["mean"] <= e["ci_high"] and e["p_holm"] >= e["p"] - 1e-12
+    assert sft["mismatched_minus_base"]["base"] == names[1]
+    maps = json.loads((out / "attribution" / "position_maps.json").read_text())
+    m = maps["seeds"]["0"]["teacher_rows/read_by_teacher"]
+    ex = m["examples"][0]
+    assert len(ex["tokens"]) == len(ex["per_position"][hooks[0]]) and m["hooks"][hooks[0]]["number_positions"] > 0
+    dash = json.loads((out / "attribution" / "dashboards.json").read_text())["dashboards"]
+    assert dash and all(len(d["logits_top"]) == 10 and sum(d["histogram"]["counts"]) >= len(d["contexts"]) for d in dash)
+    assert {"attribution_totals", "attribution_students"} <= set(findings["figures"])
+    page = (out / "features.html").read_text()
+    assert "Feature dashboards" in page and "The teacher's numbers, position by position" in page
