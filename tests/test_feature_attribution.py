@@ -176,3 +176,35 @@ def test_trait_target__names_bad_input():
         TraitTarget("x", ())
     with pytest.raises(ValueError, match="both a target and a contrast"):
         TraitTarget("x", ((1,),), ((1,),))
+
+
+def _summary(score: float, feats: dict[str, np.ndarray]) -> dict:
+    return {"score": score, "hooks": {h: {"features": v} for h, v in feats.items()}}
+
+
+def test_compare_conditions__finds_the_feature_the_shared_students_raise_over_control():
+    from interp.instruments.features.trait_attribution import compare_conditions
+
+    rng = np.random.default_rng(0)
+    d = 12
+    base = {"A": _summary(-2.0, {"h": rng.normal(size=d)}), "B": _summary(-2.1, {"h": rng.normal(size=d)})}
+    teachers = {s: _summary(-1.0, {"h": base["A"]["hooks"]["h"]["features"] + np.eye(d)[3] * 2}) for s in range(4)}
+    students = []
+    for s in range(4):
+        noise = lambda: rng.normal(scale=0.01, size=d)  # noqa: E731
+        students += [
+            {"seed": s, "objective": "sft", "condition": "control", "base": "A",
+             "summary": _summary(-2.0, {"h": base["A"]["hooks"]["h"]["features"] + noise()})},
+            {"seed": s, "objective": "sft", "condition": "shared_init", "base": "A",
+             "summary": _summary(-1.5, {"h": base["A"]["hooks"]["h"]["features"] + np.eye(d)[3] + noise()})},
+            {"seed": s, "objective": "sft", "condition": "mismatched_init", "base": "B",
+             "summary": _summary(-2.1, {"h": base["B"]["hooks"]["h"]["features"] + noise()})}]
+    out = compare_conditions(base, teachers, students, "A", {"A": {"h": [0]}, "B": {"h": [1]}}, n_top=2, n_exploratory=3)
+    sft = out["objectives"]["sft"]
+    smc = sft["shared_minus_control"]
+    assert [e["feature"] for e in smc["rising"]] == [3] and smc["rising"][0]["mean"] == pytest.approx(1, abs=0.05)
+    assert 0 in {e["feature"] for e in smc["features"]}  # the trait feature is always tested
+    assert sft["mismatched_minus_base"]["rising"] == [] and sft["mismatched_minus_base"]["base"] == "B"
+    assert smc["exploratory"][0]["feature"] == 3
+    assert sft["score_change"]["shared_init"]["mean"] == pytest.approx(0.5)
+    assert out["teacher"]["top_features"][0]["feature"] == 3

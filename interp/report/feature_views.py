@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 VIEW_CSS = (".tokens{font-family:ui-monospace,monospace;font-size:13px;line-height:1.9;white-space:normal;"
-            "overflow-wrap:anywhere}.tok{padding:1px 2px;margin:0 1px;border-radius:2px;border:1px solid #eee}"
+            "overflow-wrap:anywhere}.tok{display:inline-block;white-space:pre;padding:0 2px;margin:1px;border-radius:2px;border:1px solid #eee}"
             ".tok.hl{outline:2px solid #222}.dash{border:1px solid #ccc;border-radius:6px;padding:8px 12px;margin:12px 0;"
             "display:grid;grid-template-columns:minmax(220px,1fr) minmax(320px,2fr);gap:12px}"
             ".dash h4{margin:0 0 6px 0;grid-column:1/-1}.logits td{font-family:ui-monospace,monospace;font-size:12px}"
@@ -41,7 +41,8 @@ def token_heatmap(tokens: Sequence[str], values: Sequence[float], *, scale: floa
     for i, (t, v) in enumerate(zip(tokens, values)):
         tip = f"{v:+.4g}" + (f" | {titles[i]}" if titles else "")
         cls = "tok hl" if i == highlight else "tok"
-        spans.append(f"<span class='{cls}' style='background:{_color(v, scale)}' title='{html.escape(tip)}'>{html.escape(t)}</span>")
+        ink = ";color:#fff" if scale > 0 and abs(v) / scale > 0.6 else ""  # light text on the darkest colours
+        spans.append(f"<span class='{cls}' style='background:{_color(v, scale)}{ink}' title='{html.escape(tip)}'>{html.escape(t)}</span>")
     return f"<div class='tokens'>{''.join(spans)}</div>"
 
 
