@@ -598,3 +598,21 @@ def test_run_features__attributes_the_trait_on_bases_teachers_and_students(tiny_
     assert {"attribution_totals", "attribution_students"} <= set(findings["figures"])
     page = (out / "features.html").read_text()
     assert "Feature dashboards" in page and "The teacher's numbers, position by position" in page
+
+
+@pytest.mark.slow
+def test_features_report__renders_offline_in_headless_chromium(tiny_stage, tmp_path):
+    from test_feature_views import CHROMIUM, CLIP_CHECK, render_in_chromium
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium installed")
+    import html as html_mod
+    import re
+
+    root, _ = tiny_stage
+    page = tmp_path / "features.html"
+    page.write_text((root / "run" / "features" / "features.html").read_text().replace("</body>", CLIP_CHECK + "</body>"))
+    dom = render_in_chromium(page, tmp_path / "features.png")
+    check = json.loads(html_mod.unescape(re.search(r'data-check="([^"]*)"', dom).group(1)))
+    assert check["clipped"] == []
+    assert check["circuitsvis"] >= 1 and check["rendered"] == check["circuitsvis"]

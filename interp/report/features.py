@@ -508,9 +508,11 @@ def _forest(ax, entries: list[dict], title: str) -> None:
         ax.set_title(title + ": nothing tested", fontsize=8)
         return
     ys = np.arange(len(entries))
-    colors = ["tab:blue" if e.get("p_holm", 1) < 0.05 else "tab:gray" for e in entries]
-    ax.errorbar([e["mean"] for e in entries], ys, xerr=_err(entries), fmt="none", ecolor=colors, capsize=2)
-    ax.scatter([e["mean"] for e in entries], ys, c=colors, s=12, zorder=3)
+    for significant, color in ((False, "tab:gray"), (True, "tab:blue")):
+        idx = [i for i, e in enumerate(entries) if (e.get("p_holm", 1) < 0.05) == significant]
+        if idx:
+            sub = [entries[i] for i in idx]
+            ax.errorbar([e["mean"] for e in sub], ys[idx], xerr=_err(sub), fmt="o", color=color, ms=3, capsize=2)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(ys, [f"{_short(e['hook'])} f{e['feature']}" for e in entries], fontsize=7)
     ax.set_title(title, fontsize=8)

@@ -805,6 +805,8 @@ def run_features(config: FeaturesConfig, out: str | Path, *, artifacts: str | Pa
     findings["attribution"] = (attribution_study(config, world, bases, trait, animals, out, run_dir, progress)
                                if config.attribution else None)
     findings["wall_seconds"] = time.time() - start
+    findings["figures"] = {}
+    atomic_write_json(out / FEATURES_FILE, findings)  # the findings are kept even if a figure fails
     findings["figures"] = write_figures(out, findings)
     atomic_write_json(out / FEATURES_FILE, findings)
     write_report(out)
