@@ -68,6 +68,7 @@ def _sae_quality(f: dict, path: Path) -> None:
     table = ax.table(cellText=cells, colLabels=cols, loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(cols))))  # long hook names must not spill into the next cell
     table.scale(1, 1.3)
     ax.set_title("SAE quality on held-out corpus activations (fvu: fraction of variance unexplained; ce: next-token loss)", fontsize=9)
     fig.tight_layout()
