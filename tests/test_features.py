@@ -462,7 +462,11 @@ def test_run_features__writes_findings_figures_and_sae_lens_saes(tiny_stage):
     root, findings = tiny_stage
     out = root / "run" / "features"
     assert findings["trait"] == "owl" and findings["animals"] == ["owl", "cat", "dog"]
-    assert {q["kind"] for q in findings["sae_quality"]} == {"topk", "l1"} and len(findings["sae_quality"]) == 4
+    main = [q for q in findings["sae_quality"] if q["hook"] == HOOK]
+    assert {q["kind"] for q in main} == {"topk", "l1"} and len(main) == 4
+    # the attribution's SAEs (primary kind) at the hooks where every position can reach the answer
+    assert sorted((q["hook"], q["kind"]) for q in findings["sae_quality"] if q["hook"] != HOOK) == \
+        [("blocks.0.hook_attn_out", "topk")] * 2 + [("blocks.0.hook_resid_pre", "topk")] * 2
     for q in findings["sae_quality"]:
         assert is_finished_sae(out / q["path"]) and 0 <= q["fvu"] and q["ce_spliced"] > 0
     names = [b["name"] for b in findings["bases"]]
