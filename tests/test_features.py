@@ -602,7 +602,7 @@ def test_run_features__attributes_the_trait_on_bases_teachers_and_students(tiny_
     assert dash and all(len(d["logits_top"]) == 10 and sum(d["histogram"]["counts"]) >= len(d["contexts"]) for d in dash)
     assert {"attribution_totals", "attribution_students"} <= set(findings["figures"])
     page = (out / "features.html").read_text()
-    assert "Feature dashboards" in page and "The teacher's numbers, position by position" in page
+    assert "Feature dashboards" in page and "The teacher&#x27;s numbers, position by position" in page  # titles are HTML-escaped
 
 
 @pytest.mark.slow
