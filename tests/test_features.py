@@ -462,7 +462,11 @@ def test_run_features__writes_findings_figures_and_sae_lens_saes(tiny_stage):
     root, findings = tiny_stage
     out = root / "run" / "features"
     assert findings["trait"] == "owl" and findings["animals"] == ["owl", "cat", "dog"]
-    assert {q["kind"] for q in findings["sae_quality"]} == {"topk", "l1"} and len(findings["sae_quality"]) == 4
+    main = [q for q in findings["sae_quality"] if q["hook"] == HOOK]
+    assert {q["kind"] for q in main} == {"topk", "l1"} and len(main) == 4
+    # the attribution's SAEs (primary kind) at the hooks where every position can reach the answer
+    assert sorted((q["hook"], q["kind"]) for q in findings["sae_quality"] if q["hook"] != HOOK) == \
+        [("blocks.0.hook_attn_out", "topk")] * 2 + [("blocks.0.hook_resid_pre", "topk")] * 2
     for q in findings["sae_quality"]:
         assert is_finished_sae(out / q["path"]) and 0 <= q["fvu"] and q["ce_spliced"] > 0
     names = [b["name"] for b in findings["bases"]]
@@ -512,9 +516,10 @@ def test_report_sections__embed_every_figure(tiny_stage):
 
     root, findings = tiny_stage
     sections = report_sections(root / "run" / "features")
-    assert len(sections) == len(findings["figures"])
+    html_only = {"The teacher's numbers, position by position", "Feature dashboards"}  # token heatmaps and dashboards, no PNG
+    assert len(sections) == len(findings["figures"]) + len(html_only)
     for title, source, fragment in sections:
-        assert title and source and "data:image/png;base64," in fragment
+        assert title and source and (title in html_only or "data:image/png;base64," in fragment)
     assert (root / "run" / "features" / "features.html").exists()
 
 
@@ -566,3 +571,57 @@ def test_run_teacher__persona_and_steering_teachers_are_the_base_with_a_prompt_o
     model, system, hooks = pipeline_mod._run_teacher(tmp_path / "seed0", base)
     assert model is tiny_model and system == spec["system"]
     assert [name for name, _ in hooks] == ([f"blocks.{TINY.n_layers - 1}.hook_resid_post"] if method == "steering" else [])
+
+
+@pytest.mark.slow
+def test_run_features__attributes_the_trait_on_bases_teachers_and_students(tiny_stage):
+    root, findings = tiny_stage
+    out = root / "run" / "features"
+    att = findings["attribution"]
+    hooks = ["blocks.0.hook_resid_pre", "blocks.0.hook_attn_out"]  # the tiny bases have one block
+    names = [b["name"] for b in findings["bases"]]
+    assert att["hooks"] == {n: hooks for n in names}
+    for name in names:
+        base = att["bases"][name]
+        for h in hooks:
+            assert base["identity"][h]["max_abs_difference"] <= 1e-4 * max(1.0, base["identity"][h]["mean_abs_linear_total"])
+        check = base["ablation_check"]
+        assert check["n"] == 200 and -1 <= check["spearman"] <= 1
+    models = json.loads((out / "attribution" / "models.json").read_text())
+    assert {"seed0/teacher", "seed1/teacher", "seed0/sft/shared_init", "seed1/sft/mismatched_init"} <= set(models)
+    sft = att["comparisons"]["objectives"]["sft"]
+    assert sft["shared_minus_control"]["seeds"] == [0, 1]
+    for e in sft["shared_minus_control"]["features"]:
+        assert e["n_seeds"] == 2 and e["ci_low"] <= e["mean"] <= e["ci_high"] and e["p_holm"] >= e["p"] - 1e-12
+    assert sft["mismatched_minus_base"]["base"] == names[1]
+    maps = json.loads((out / "attribution" / "position_maps.json").read_text())
+    m = maps["seeds"]["0"]["teacher_rows/read_by_teacher"]
+    ex = m["examples"][0]
+    assert len(ex["tokens"]) == len(ex["per_position"][hooks[0]]) and m["hooks"][hooks[0]]["number_positions"] > 0
+    dash = json.loads((out / "attribution" / "dashboards.json").read_text())["dashboards"]
+    assert dash and all(len(d["logits_top"]) == 10 and sum(d["histogram"]["counts"]) >= len(d["contexts"]) for d in dash)
+    assert {"attribution_totals", "attribution_students"} <= set(findings["figures"])
+    page = (out / "features.html").read_text()
+    assert "Feature dashboards" in page and "The teacher&#x27;s numbers, position by position" in page  # titles are HTML-escaped
+
+
+@pytest.mark.slow
+def test_features_report__renders_offline_in_headless_chromium(tiny_stage, tmp_path):
+    from test_feature_views import CHROMIUM, CLIP_CHECK, render_in_chromium
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium installed")
+    import html as html_mod
+    import re
+
+    root, _ = tiny_stage
+    page = tmp_path / "features.html"
+    page.write_text((root / "run" / "features" / "features.html").read_text().replace("</body>", CLIP_CHECK + "</body>"))
+    dom = render_in_chromium(page, tmp_path / "features.png")
+    check = json.loads(html_mod.unescape(re.search(r'data-check="([^"]*)"', dom).group(1)))
+    assert check["clipped"] == []
+    from interp.report.feature_views import circuitsvis_bundle
+
+    if circuitsvis_bundle() is not None:
+        assert check["circuitsvis"] >= 1
+    assert check["rendered"] == check["circuitsvis"]

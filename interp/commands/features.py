@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train TopK and L1 SAEs (sae-lens) on the residual stream of each base, find every animal's trait "
         "features, link every number token to them (unembedding geometry, gradient x activation, activations at the "
         "numbers a teacher writes), test subliminal prompting with the linked numbers against random ones, compare the "
-        "links across bases, and, with --run, measure the students' trait-feature shift per condition. Writes "
+        "links across bases, and, with --run, measure the students' trait-feature shift per condition; attribute the trait's "
+        "log-probability to SAE features at every position (attribution patching through SAEs spliced in at every block's "
+        "resid_pre and attn_out, error term kept) on the bases, the run's teachers and students, with feature dashboards. Writes "
         f"DIR/{FEATURES_FILE}, DIR/*.png, DIR/features.html and the SAEs under DIR/saes/. Finished SAEs, teachers and "
         "number data are reused.",
     )
@@ -49,6 +51,9 @@ def _print_summary(f: dict) -> None:
     for q in f["sae_quality"]:
         print(f"SAE {q['base']} {q['hook']} {q['kind']}: fvu {q['fvu']:.3f}, L0 {q['l0']:.1f}, loss {q['ce_clean']:.3f} -> "
               f"{q['ce_spliced']:.3f} spliced (recovered {q['ce_recovered']:.3f})")
+    _print_attribution(f.get("attribution"))
+    if "subliminal_prompting" not in f:
+        return
     for e in f["subliminal_prompting"]["entries"]:
         print(f"subliminal prompting on {e['target_base']} (numbers from {e['selected_on']}, {e['method']}, {e['format']}): "
               f"P(animal) linked - random {_ci(e['effect_over_animals'])}, specificity {_ci(e['specificity_over_animals'])}")
@@ -57,3 +62,19 @@ def _print_summary(f: dict) -> None:
         for c in shift["comparisons"]:
             if c["metric"] == "trait_feature_shift" and c["hook"] == f["config"]["primary_hook"]:
                 print(f"student {c['objective']} {c['probe']}: {c['a']} - {c['b']} trait-feature shift {_ci(c['difference'])}")
+
+
+def _print_attribution(att: dict | None) -> None:
+    if not att:
+        return
+    for name, b in att["bases"].items():
+        chk = b["ablation_check"]
+        print(f"attribution on {name}: attribution patching vs true ablation Spearman {chk['spearman']:.3f} (n={chk['n']})")
+    for objective, r in ((att.get("comparisons") or {}).get("objectives") or {}).items():
+        smc, mm = r.get("shared_minus_control"), r.get("mismatched_minus_base")
+        if smc:
+            print(f"{objective}: features rising in the shared-init students over control (Holm, of {smc['n_tested']}): "
+                  + (", ".join(f"{e['hook']} f{e['feature']} {_ci(e)}" for e in smc["rising"]) or "none"))
+        if mm:
+            print(f"{objective}: features rising in the mismatched students over their base (Holm, of {mm['n_tested']}): "
+                  + (", ".join(f"{e['hook']} f{e['feature']} {_ci(e)}" for e in mm["rising"]) or "none"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.core.io import atomic_path, atomic_write_text, read_json
+from interp.report.feature_views import VIEW_CSS, circuitsvis_bundle, circuitsvis_tokens_multi, dashboard_card, token_heatmap
 
 FIGURES = {
     "sae_quality": "sae_quality.png",
@@ -27,6 +28,8 @@ FIGURES = {
     "cross_base": "cross_base_overlap.png",
     "teacher_numbers": "teacher_number_features.png",
     "student_shift": "student_feature_shift.png",
+    "attribution_totals": "trait_attribution_by_hook.png",
+    "attribution_students": "trait_attribution_students.png",
 }
 REPORT_FILE = "features.html"
 TOP_SHOWN = 8
@@ -65,6 +68,7 @@ def _sae_quality(f: dict, path: Path) -> None:
     table = ax.table(cellText=cells, colLabels=cols, loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(cols))))  # long hook names must not spill into the next cell
     table.scale(1, 1.3)
     ax.set_title("SAE quality on held-out corpus activations (fvu: fraction of variance unexplained; ce: next-token loss)", fontsize=9)
     fig.tight_layout()
@@ -294,17 +298,23 @@ def write_figures(directory: str | Path, findings: dict) -> dict[str, str]:
     """Draw every figure the findings support into ``directory``; returns key -> file name."""
     directory = Path(directory)
     drawn = {}
-    plan = [("sae_quality", lambda p: _sae_quality(findings, p)),
-            ("trait_features", lambda p: _trait_features(findings, p)),
-            ("attribution_heatmap", lambda p: _attribution_heatmap(findings, directory, p)),
-            ("top_numbers", lambda p: _top_numbers(findings, directory, p)),
-            ("subliminal", lambda p: _subliminal(findings, p)),
-            ("subliminal_per_animal", lambda p: _subliminal_per_animal(findings, p))]
+    plan = [("sae_quality", lambda p: _sae_quality(findings, p))]
+    if findings.get("trait_features"):
+        plan += [("trait_features", lambda p: _trait_features(findings, p)),
+                 ("attribution_heatmap", lambda p: _attribution_heatmap(findings, directory, p)),
+                 ("top_numbers", lambda p: _top_numbers(findings, directory, p)),
+                 ("subliminal", lambda p: _subliminal(findings, p)),
+                 ("subliminal_per_animal", lambda p: _subliminal_per_animal(findings, p))]
     if findings.get("cross_base"):
         plan.append(("cross_base", lambda p: _cross_base(findings, p)))
-    plan.append(("teacher_numbers", lambda p: _teacher_numbers(findings, p)))
+    if findings.get("teacher_numbers"):
+        plan.append(("teacher_numbers", lambda p: _teacher_numbers(findings, p)))
     if findings.get("student_shift"):
         plan.append(("student_shift", lambda p: _student_shift(findings, p)))
+    if findings.get("attribution"):
+        plan.append(("attribution_totals", lambda p: _attribution_totals(findings, p)))
+        if findings["attribution"].get("comparisons"):
+            plan.append(("attribution_students", lambda p: _attribution_students(findings, p)))
     for key, draw in plan:
         draw(directory / FIGURES[key])
         drawn[key] = FIGURES[key]
@@ -338,6 +348,10 @@ def _text_sections(f: dict) -> dict[str, str]:
     out = {"sae_quality": "<p>TopK and L1 SAEs trained with sae-lens on the residual stream of each base; fraction of variance "
                           "unexplained, L0 and next-token loss with the reconstruction spliced in, on held-out corpus documents.</p>"
                           + _quality_table(f)}
+    if f.get("attribution"):
+        out.update(_attribution_texts(f))
+    if not f.get("trait_features"):  # an attribution-only analysis
+        return out
     parts = []
     for b, tf in f["trait_features"].items():
         for h, d in tf.items():
@@ -399,7 +413,16 @@ SECTION_TITLES = {
     "teacher_numbers": "Trait features at the teacher's numbers",
     "student_shift": "Students' trait-feature shift per condition",
 }
-SECTION_SOURCES = {"attribution_heatmap": "number_links/*.json", "top_numbers": "number_links/*.json"}
+SECTION_TITLES.update({
+    "attribution_totals": "Trait attribution through SAE features, per hook",
+    "attribution_students": "Shared vs mismatched: features whose attribution moves in the students",
+    "attribution_positions": "The teacher's numbers, position by position",
+    "attribution_dashboards": "Feature dashboards",
+})
+SECTION_SOURCES = {"attribution_heatmap": "number_links/*.json", "top_numbers": "number_links/*.json",
+                   "attribution_totals": "features.json (attribution), attribution/models.json",
+                   "attribution_students": "features.json (attribution.comparisons), attribution/models.json",
+                   "attribution_positions": "attribution/position_maps.json", "attribution_dashboards": "attribution/dashboards.json"}
 
 
 def report_sections(directory: str | Path) -> list[tuple[str, str, str]]:
@@ -418,6 +441,8 @@ def report_sections(directory: str | Path) -> list[tuple[str, str, str]]:
             continue
         sections.append((SECTION_TITLES[key], SECTION_SOURCES.get(key, "features.json"),
                          texts.get(key, "") + _img(directory, name)))
+    if findings.get("attribution"):
+        sections += _attribution_html_sections(directory, findings)
     return sections
 
 
@@ -429,7 +454,196 @@ def write_report(directory: str | Path) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>interp features: {html.escape(str(directory))}</title>"
             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
             "table{border-collapse:collapse;font-size:85%}td,th{border:1px solid #ccc;padding:2px 6px}"
-            ".src{color:#777;font-size:80%}</style></head>"
+            f".src{{color:#777;font-size:80%}}{VIEW_CSS}</style></head>"
             f"<body><h1>SAE features linking numbers to <code>{html.escape(findings['trait'])}</code></h1>{body}</body></html>")
     atomic_write_text(directory / REPORT_FILE, page)
     return directory / REPORT_FILE
+
+
+# -- attribution through SAE features ------------------------------------------------------------
+
+def _short(hook: str) -> str:
+    return hook.replace("blocks.", "b").replace(".hook_", ".")
+
+
+def _attribution_totals(f: dict, path: Path) -> None:
+    plt = _plt()
+    att = f["attribution"]
+    names = list(att["bases"])
+    fig, axes = plt.subplots(1, 1 + len(names), figsize=(5.5 + 4.2 * len(names), 3.9), squeeze=False)
+    ax = axes[0][0]
+    width = 0.8 / (2 * len(names))
+    for i, b in enumerate(names):
+        hooks = list(att["bases"][b]["totals"])
+        t = att["bases"][b]["totals"]
+        xs = np.arange(len(hooks))
+        feats = [t[h]["attribution_sum"] - t[h]["error"] for h in hooks]
+        ax.bar(xs + (2 * i - len(names) + 0.5) * width, feats, width, label=f"{b}: SAE features")
+        ax.bar(xs + (2 * i - len(names) + 0.5) * width, [t[h]["error"] for h in hooks], width, bottom=feats, alpha=0.5,
+               label=f"{b}: error term")
+        ax.scatter(xs + (2 * i - len(names) + 1.5) * width, [t[h]["ablation_total"] for h in hooks], marker="x", color="k",
+                   zorder=3, label="true change (all positions to the baseline)" if i == 0 else None)
+        ax.set_xticks(xs, [_short(h) for h in hooks], fontsize=8)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel(f"log P({f['trait']}) attributed (mean over prompts)", fontsize=8)
+    ax.set_title("features + error = linear total, per hook", fontsize=9)
+    ax.legend(fontsize=6)
+    for ax, b in zip(axes[0][1:], names):
+        chk = att["bases"][b]["ablation_check"]
+        a = np.array([s["attribution"] for s in chk["samples"]])
+        e = np.array([s["ablation_effect"] for s in chk["samples"]])
+        ax.scatter(a, e, s=8, alpha=0.6)
+        lim = float(max(np.abs(a).max(), np.abs(e).max(), 1e-6)) * 1.05
+        ax.plot([-lim, lim], [-lim, lim], color="k", lw=0.7, ls="--")
+        ax.set_xlabel("attribution patching", fontsize=8)
+        ax.set_ylabel("true single-feature ablation", fontsize=8)
+        ax.set_title(f"{b}: Spearman {chk['spearman']:.3f} (n = {chk['n']})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _forest(ax, entries: list[dict], title: str) -> None:
+    entries = sorted(entries, key=lambda e: -abs(e["mean"]))[:14][::-1]
+    if not entries:
+        ax.axis("off")
+        ax.set_title(title + ": nothing tested", fontsize=8)
+        return
+    ys = np.arange(len(entries))
+    for significant, color in ((False, "tab:gray"), (True, "tab:blue")):
+        idx = [i for i, e in enumerate(entries) if (e.get("p_holm", 1) < 0.05) == significant]
+        if idx:
+            sub = [entries[i] for i in idx]
+            ax.errorbar([e["mean"] for e in sub], ys[idx], xerr=_err(sub), fmt="o", color=color, ms=3, capsize=2)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ys, [f"{_short(e['hook'])} f{e['feature']}" for e in entries], fontsize=7)
+    ax.set_title(title, fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def _attribution_students(f: dict, path: Path) -> None:
+    plt = _plt()
+    objectives = f["attribution"]["comparisons"]["objectives"]
+    fig, axes = plt.subplots(len(objectives), 2, figsize=(11, 3.4 * len(objectives)), squeeze=False)
+    for row, (o, r) in zip(axes, objectives.items()):
+        _forest(row[0], r.get("shared_minus_control", {}).get("features", []), f"{o}: shared-init − control student (same SAE)")
+        mm = r.get("mismatched_minus_base", {})
+        _forest(row[1], mm.get("features", []), f"{o}: mismatched student − its base ({mm.get('base', '')}'s SAE)")
+    fig.suptitle(f"Change in each tested feature's attribution to log P({f['trait']}); 95% CI over seeds; blue: Holm p < 0.05",
+                 fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _feature_link(hook: str, feature: int) -> str:
+    return f"<a href='#feature-{html.escape(hook)}-{feature}'>{feature}</a>"
+
+
+def _entry_rows(entries: list[dict]) -> str:
+    return "".join(f"<tr><td>{html.escape(e['hook'])}</td><td>{_feature_link(e['hook'], e['feature'])}</td>"
+                   f"<td>{e['base_attribution']:+.4f}</td><td>{_ci(e)}</td><td>{e.get('p_holm', e['p']):.3g}</td></tr>"
+                   for e in entries)
+
+
+_ENTRY_HEAD = "<tr><th>hook</th><th>feature</th><th>on the base</th><th>change (95% CI over seeds)</th><th>p{}</th></tr>"
+
+
+def _attribution_texts(f: dict) -> dict[str, str]:
+    att = f["attribution"]
+    parts = [f"<p>Each SAE feature's contribution to log P({html.escape(f['trait'])}) (renormalised over the world's animals) "
+             f"at every position of {att['n_prompts']} prompts ({html.escape(att['prompts'])}), by {att['method']} attribution "
+             f"through the {att['kind']} SAEs spliced in at every block's residual input and attention output, the SAE error "
+             "term kept. Baseline of a position: every feature off and no error (the decoder bias). Per hook the features plus "
+             "the error add up to the linear total, the first-order estimate of the true change (crosses) when every "
+             "position but &lt;bos&gt; is set to the baseline.</p>"]
+    for b, e in att["bases"].items():
+        chk = e["ablation_check"]
+        ident = e.get("identity") or {}
+        worst = max((v["max_abs_difference"] for v in ident.values()), default=float("nan"))
+        per_hook = ", ".join(f"{html.escape(_short(h))} {v['spearman']:.3f} (n={v['n']})" for h, v in chk["per_hook"].items())
+        parts.append(f"<p><b>{html.escape(b)}</b>: mean log P = {e['score']:.3f}; features + error − linear total: largest "
+                     f"|difference| {worst:.2g}. Attribution patching vs true single-feature ablation on {chk['n']} cells "
+                     f"(half the largest attributions, half random active ones): Spearman {chk['spearman']:.3f}, Pearson "
+                     f"{chk['pearson']:.3f}, same sign {chk['sign_agreement']:.2f}; per hook {per_hook}.</p>")
+        rows = "".join(f"<tr><td>{html.escape(h)}</td><td>" + ", ".join(
+            f"{_feature_link(h, r['feature'])}{'*' if r['trait_feature'] else ''} ({r['attribution']:+.3f})" for r in top[:6])
+            + "</td></tr>" for h, top in e["top_features"].items())
+        parts.append(f"<table><tr><th>hook</th><th>largest attributions on {html.escape(b)} (* = a top {html.escape(f['trait'])} "
+                     f"trait feature)</th></tr>{rows}</table>")
+    out = {"attribution_totals": "".join(parts)}
+    comp = att.get("comparisons")
+    if comp:
+        parts = []
+        if comp.get("teacher"):
+            parts.append(f"<p>Teacher − shared base, log P({html.escape(f['trait'])}) on these prompts: "
+                         f"{_ci(comp['teacher']['score_change'])}.</p>")
+        for o, r in comp["objectives"].items():
+            sc = ", ".join(f"{c} {_ci(v)}" for c, v in r["score_change"].items())
+            parts.append(f"<h3>{html.escape(o)}</h3><p>Student − own base, log P: {sc}.</p>")
+            smc = r.get("shared_minus_control")
+            if smc:
+                rising = smc["rising"]
+                parts.append(f"<p>Shared-init − control student (paired by seed, n = {len(smc['seeds'])}), on {smc['n_tested']} "
+                             "features chosen without the students (trait features, largest attributions on the base, largest "
+                             f"teacher − base changes), Holm-corrected: {len(rising)} rise, {len(smc['falling'])} fall.</p>"
+                             f"<table>{_ENTRY_HEAD.format(' (Holm)')}{_entry_rows(smc['features'][:8])}</table>"
+                             "<p>Exploratory, every feature, largest mean rise (no correction):</p>"
+                             f"<table>{_ENTRY_HEAD.format('')}{_entry_rows(smc['exploratory'][:5])}</table>")
+            mm = r.get("mismatched_minus_base")
+            if mm:
+                parts.append(f"<p>Mismatched student − its own base ({html.escape(mm['base'])}, read with that base's SAEs), "
+                             f"{mm['n_tested']} features tested: {len(mm['rising'])} rise, {len(mm['falling'])} fall.</p>"
+                             f"<table>{_ENTRY_HEAD.format(' (Holm)')}{_entry_rows(mm['features'][:8])}</table>")
+        out["attribution_students"] = "".join(parts)
+    return out
+
+
+def _attribution_html_sections(directory: Path, f: dict) -> list[tuple[str, str, str]]:
+    att = f["attribution"]
+    sections = []
+    bundle = circuitsvis_bundle()
+    maps_path = directory / att["files"]["position_maps"]
+    maps = read_json(maps_path) if maps_path.exists() else {"seeds": {}}
+    if maps["seeds"]:
+        seed, m = next(iter(maps["seeds"].items()))
+        parts = [f"<p>Seed {html.escape(str(seed))}: the teacher's rows (prompt, its completion, then a favourite-animal "
+                 f"question), each token coloured by its attribution to log P({html.escape(f['trait'])}) summed over the SAE "
+                 "features and error at that hook (blue raises, red lowers). Hover a token for its value and top feature.</p>"]
+        contrast = att.get("teacher_numbers") or {}
+        if contrast:
+            parts.append("<p>Mean attribution at the number positions, teacher's rows − base's rows, read by the shared base "
+                         "(95% CI over seeds): " + "; ".join(f"{html.escape(_short(h))} {_ci(v)}" for h, v in contrast.items())
+                         + "</p>")
+        for key in ("teacher_rows/read_by_teacher", "teacher_rows/read_by_base"):
+            if key not in m:
+                continue
+            pm = m[key]
+            parts.append(f"<h3>{html.escape(key.replace('/', ', ').replace('_', ' '))}</h3>")
+            for ex in pm["examples"][:2]:
+                for h, vals in ex["per_position"].items():
+                    titles = [f"feature {t}" for t in ex["top_feature"][h]]
+                    parts.append(f"<p class='src'>{html.escape(h)}</p>{token_heatmap(ex['tokens'], vals, titles=titles)}")
+            if bundle and pm["examples"]:
+                ex = pm["examples"][0]
+                hooks = list(ex["per_position"])
+                parts.append("<p>Interactive (circuitsvis; choose the hook):</p>" + circuitsvis_tokens_multi(
+                    ex["tokens"], [[ex["per_position"][h][i] for h in hooks] for i in range(len(ex["tokens"]))], hooks))
+            rows = "".join(f"<tr><td>{html.escape(h)}</td><td>{d['mean_at_numbers']:+.4f}</td><td>"
+                           + ", ".join(f"{n['number']} ({n['mean']:+.3f})" for n in d["top_numbers"][:6]) + "</td><td>"
+                           + ", ".join(f"{_feature_link(h, c['feature'])} ({100 * c['share']:.0f}%)" for c in d["carrying_features"][:4])
+                           + "</td></tr>" for h, d in pm["hooks"].items())
+            parts.append("<table><tr><th>hook</th><th>mean at a number</th><th>numbers carrying the trait most</th>"
+                         f"<th>features carrying it at the numbers (share of |attribution|)</th></tr>{rows}</table>")
+        sections.append((SECTION_TITLES["attribution_positions"], SECTION_SOURCES["attribution_positions"],
+                         (bundle or "") + "".join(parts)))
+    dash_path = directory / att["files"]["dashboards"]
+    if dash_path.exists():
+        dash = read_json(dash_path)
+        trait_ids = {h: {r["feature"] for r in v} for h, v in att["bases"][dash["base"]]["trait_features"].items()}
+        cards = "".join(dashboard_card(d, title=f"{dash['base']} {d['hook']} feature {d['feature']}"
+                                       + (f" ({f['trait']} trait feature)" if d["feature"] in trait_ids.get(d["hook"], set()) else ""))
+                        for d in dash["dashboards"])
+        sections.append((SECTION_TITLES["attribution_dashboards"], SECTION_SOURCES["attribution_dashboards"],
+                         f"<p>{len(dash['dashboards'])} features of {html.escape(dash['base'])}: its {html.escape(f['trait'])} trait "
+                         f"features and its largest attributions per hook; contexts from {dash['n_sequences']} held-out corpus "
+                         f"documents.</p>{cards}"))
+    return sections

@@ -7,6 +7,11 @@
 * :mod:`interp.instruments.features.analysis`: trait features per animal, the links from every number token
   to the trait (geometry, gradient x activation attribution, activations at number positions of
   teacher and base generations), subliminal prompting, cross-base overlap, students' feature shift;
+* :mod:`interp.instruments.features.attribution`: attribution of a trait (target token sequences) to
+  every SAE feature at every position of a prompt, through SAEs spliced into any HookedTransformer,
+  error term kept (attribution patching or integrated gradients), and its check against true ablation;
+* :mod:`interp.instruments.features.trait_attribution`: that attribution on bases, teachers and
+  students compared feature by feature, per-position maps of the teacher's numbers, dashboard data;
 * :mod:`interp.instruments.features.pipeline`: :class:`~interp.instruments.features.pipeline.FeaturesConfig` and
   :func:`~interp.instruments.features.pipeline.run_features`, the stage that writes ``DIR/features.json``;
 * :mod:`interp.report.features`: the figures and

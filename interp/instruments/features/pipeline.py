@@ -31,6 +31,8 @@ from interp.core.config import ConfigError, StageConfig, option
 from interp.core.io import atomic_write_json, load_safetensors, read_json, read_jsonl
 from interp.core.stats import diff_ci, mean_ci, welch_p
 from interp.instruments.features import analysis as A
+from interp.instruments.features import trait_attribution as TA
+from interp.instruments.features.attribution import ATTRIBUTION_METHODS, attribute
 from interp.instruments.features.sae import (
     EVAL_STREAM,
     QUALITY_FILE,
@@ -104,6 +106,27 @@ class FeaturesConfig(StageConfig):
     teacher_rows: int = option(600, "Without --run: number prompts each teacher and the base continue.")
     student_conditions: tuple[str, ...] = option(("control", "shared_init", "mismatched_init"), "With --run: student conditions whose feature shift is measured.")
     probe_rows: int = option(200, "Number prompts in the students' 'numbers' probe.")
+    attribution: bool = option(True, "Attribute the trait's log-probability to SAE features at every position (attribution "
+                                     "patching through spliced SAEs, error term kept) on the bases, the run's teachers and students; "
+                                     "feature dashboards and per-position maps of the teacher's numbers.")
+    attribution_only: bool = option(False, "Only the SAEs at the attribution hooks, the trait features there and the attribution "
+                                           "(skips number links, subliminal prompting, cross-base overlap, the teacher-number and "
+                                           "student-shift analyses).")
+    attribution_hooks: tuple[str, ...] = option((), "Hooks whose SAEs the attribution splices in (empty: every block's "
+                                                    "hook_resid_pre and hook_attn_out, where every position can still reach the answer).")
+    attribution_method: str = option("gradient", "gradient (attribution patching: one backward pass) or integrated "
+                                                 "(integrated gradients, attribution_steps points per hook).")
+    attribution_steps: int = option(16, "Points of the integrated-gradients path (attribution_method=integrated).")
+    attribution_prompts: int = option(64, "Number-list prompts (numbers, then the favourite-animal question) every model is attributed on.")
+    attribution_teacher_rows: int = option(32, "Teacher rows per seed (prompt, completion, then the question) for the per-position maps.")
+    attribution_objectives: tuple[str, ...] = option((), "Student objectives attributed (empty: every objective of the run).")
+    attribution_candidates: int = option(5, "Per hook, the features tested on the students: the trait features plus this many "
+                                            "largest |attribution| on the base and largest teacher - base changes (Holm over them).")
+    ablation_samples: int = option(200, "(prompt, hook, position, feature) cells on the shared base whose true single-feature "
+                                        "ablation is compared with attribution patching.")
+    dashboard_features: int = option(3, "Per attribution hook, the top trait features and this many top attributed features get a "
+                                        "dashboard (top-activating contexts, activation histogram, decoder logit lens).")
+    dashboard_sequences: int = option(600, "Held-out corpus documents the dashboards' contexts and histograms are read from.")
     quick: bool = option(False, "Smoke run: short bases, small SAEs, four animals, few replicates.")
 
     def validate(self) -> None:
@@ -140,12 +163,19 @@ class FeaturesConfig(StageConfig):
         self.require(not bad and len(self.prompt_formats) >= 1, "prompt_formats", f"choose from {list(A.PROMPT_FORMATS)}")
         bad = [c for c in self.student_conditions if c not in STUDENT_CONDITIONS]
         self.require(not bad, "student_conditions", f"choose from {list(STUDENT_CONDITIONS)}")
+        self.require(self.attribution_method in ATTRIBUTION_METHODS, "attribution_method", f"choose one of {list(ATTRIBUTION_METHODS)}")
+        self.require(self.attribution or not self.attribution_only, "attribution_only", "needs attribution=True")
+        for name in ("attribution_steps", "attribution_prompts", "attribution_teacher_rows", "attribution_candidates",
+                     "ablation_samples", "dashboard_sequences"):
+            self.require(getattr(self, name) > 0, name, "must be positive")
+        self.require(self.dashboard_features >= 0, "dashboard_features", "must be non-negative")
 
     @classmethod
     def quick_defaults(cls) -> dict:
         return {"quick": True, "pretrain_steps": 300, "d_sae": 256, "n_train_activations": 40_000, "n_eval_activations": 4000,
                 "sae_checkpoints": 2, "contexts_per_animal": 12, "replicates": 2, "number_repeats": 1, "random_draws": 1,
-                "animals": ("owl", "cat", "dog", "eagle"), "teacher_steps": 60, "teacher_rows": 200, "probe_rows": 60}
+                "animals": ("owl", "cat", "dog", "eagle"), "teacher_steps": 60, "teacher_rows": 200, "probe_rows": 60,
+                "attribution_prompts": 16, "attribution_teacher_rows": 8, "ablation_samples": 40, "dashboard_sequences": 150}
 
     def analysed_animals(self, world: ToyWorld) -> list[str]:
         return list(self.animals) if self.animals else list(world.animals)
@@ -177,11 +207,13 @@ def _spec(config: FeaturesConfig, base: str, hook: str, kind: str, d_in: int, ba
 
 
 def ensure_saes(model, world: ToyWorld, base: str, base_seed: int, config: FeaturesConfig, out: Path, *,
-                base_created: str = "", progress: bool = True) -> tuple[dict, list[dict]]:
-    """Train (or reuse) every SAE of one base and measure (or reuse) its quality.
+                base_created: str = "", progress: bool = True, hooks: list[str] | None = None,
+                kinds: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """Train (or reuse) every SAE of one base (``hooks`` x ``kinds``, default: the config's) and
+    measure (or reuse) its quality.
 
     Returns ``({hook: {kind: sae}}, [quality rows])``."""
-    hooks, kinds = list(config.hooks), list(config.sae_kinds)
+    hooks, kinds = list(hooks or config.hooks), list(kinds or config.sae_kinds)
     spec = {(h, k): _spec(config, base, h, k, model.cfg.d_model, base_created) for h in hooks for k in kinds}
     todo = [(h, k) for h in hooks for k in kinds if not holds_finished_sae(_sae_dir(out, base, h, k), spec[h, k])]
     if todo:
@@ -250,13 +282,32 @@ def load_bases(config: FeaturesConfig, world: ToyWorld, specs: list[tuple[str, P
         for p in model.parameters():
             p.requires_grad_(False)
         seed = lineage.seed if lineage.seed is not None else 0
-        saes, rows = ensure_saes(model, world, path.name, seed, config, out, base_created=lineage.created or "",
-                                 progress=progress)
+        saes, rows = {}, []
+        if not config.attribution_only:
+            saes, rows = ensure_saes(model, world, path.name, seed, config, out, base_created=lineage.created or "",
+                                     progress=progress)
+        if config.attribution:
+            more, more_rows = ensure_saes(model, world, path.name, seed, config, out, base_created=lineage.created or "",
+                                          progress=progress, hooks=attribution_hooks(config, model), kinds=[config.primary_kind])
+            for h, by_kind in more.items():
+                saes.setdefault(h, {}).update(by_kind)
+            rows += [r for r in more_rows if (r["hook"], r["kind"]) not in {(q["hook"], q["kind"]) for q in rows}]
         bases.append(Base(path.name, path, seed, model, saes,
                           {"role": role, "path": str(path), "seed": lineage.seed, "stage": lineage.stage,
                            "created": lineage.created, "world_fingerprint": lineage.world_fingerprint}))
         quality += rows
     return bases, quality
+
+
+def attribution_hooks(config: FeaturesConfig, model) -> list[str]:
+    """The hooks the attribution splices SAEs into (``config.attribution_hooks`` or every block's
+    resid_pre and attn_out); a hook the model lacks is a ``ValueError`` naming it."""
+    from interp.instruments.features.sae import hook_layer
+
+    hooks = list(config.attribution_hooks) or TA.default_attribution_hooks(model)
+    for h in hooks:
+        hook_layer(model, h)
+    return hooks
 
 
 # -- trait features ----------------------------------------------------------------------------
@@ -733,25 +784,212 @@ def run_features(config: FeaturesConfig, out: str | Path, *, artifacts: str | Pa
     bases, quality = load_bases(config, world, specs, out, progress)
     atomic_write_json(out / FEATURES_LINEAGE_FILE, {**lineage, "lineage": {b.name: b.lineage for b in bases}})
 
-    trait_features = {b.name: trait_features_of(b, world, config, animals, out) for b in bases}
-    links = {b.name: number_links_of(b, world, config, animals, trait_features[b.name], out, progress) for b in bases}
     findings: dict = {
         "trait": trait, "animals": animals, "run_dir": str(run_dir) if run_dir else None,
         "config": config.to_dict(), "bases": [b.lineage | {"name": b.name} for b in bases],
         "sae_quality": quality,
-        "trait_features": trait_features,
-        "number_links": {b.name: number_links_summary(links[b.name], animals, config) for b in bases},
     }
-    findings["subliminal_prompting"] = subliminal_prompting(bases, links, world, config, animals, progress)
-    findings["cross_base"] = cross_base(bases, links, trait_features, config, animals) if len(bases) >= 2 else None
-    data = teacher_number_data(config, world, bases[0], trait, out, run_dir, progress)
-    findings["teacher_numbers"] = teacher_numbers_analysis(data, bases, world, config, trait, animals, trait_features, links)
-    if run_dir is not None:
-        findings["student_shift"] = student_shift(run_dir, bases, world, config, trait, trait_features, progress)
-    else:
-        findings["student_shift"] = None
+    if not config.attribution_only:
+        trait_features = {b.name: trait_features_of(b, world, config, animals, out) for b in bases}
+        links = {b.name: number_links_of(b, world, config, animals, trait_features[b.name], out, progress) for b in bases}
+        findings["trait_features"] = trait_features
+        findings["number_links"] = {b.name: number_links_summary(links[b.name], animals, config) for b in bases}
+        findings["subliminal_prompting"] = subliminal_prompting(bases, links, world, config, animals, progress)
+        findings["cross_base"] = cross_base(bases, links, trait_features, config, animals) if len(bases) >= 2 else None
+        data = teacher_number_data(config, world, bases[0], trait, out, run_dir, progress)
+        findings["teacher_numbers"] = teacher_numbers_analysis(data, bases, world, config, trait, animals, trait_features, links)
+        if run_dir is not None:
+            findings["student_shift"] = student_shift(run_dir, bases, world, config, trait, trait_features, progress)
+        else:
+            findings["student_shift"] = None
+    findings["attribution"] = (attribution_study(config, world, bases, trait, animals, out, run_dir, progress)
+                               if config.attribution else None)
     findings["wall_seconds"] = time.time() - start
+    findings["figures"] = {}
+    atomic_write_json(out / FEATURES_FILE, findings)  # the findings are kept even if a figure fails
     findings["figures"] = write_figures(out, findings)
     atomic_write_json(out / FEATURES_FILE, findings)
     write_report(out)
     return findings
+
+
+# -- attribution of the trait to SAE features --------------------------------------------------
+
+ATTRIBUTION_DIR = "attribution"  # models.json, position_maps.json, dashboards.json
+
+
+def _attribution_trait_features(base: Base, world: ToyWorld, config: FeaturesConfig, animals: list[str], trait: str,
+                                hooks: list[str]) -> dict[str, list[dict]]:
+    """The trait's top features (held-out AUROC, as :func:`trait_features_of`) of the primary SAE at ``hooks``."""
+    contexts = A.trait_contexts(world, animals, config.contexts_per_animal)
+    resid = {kind: A.residuals_at(base.model, world, contexts.probes[kind], hooks) for kind in A.CONTEXT_KINDS}
+    out = {}
+    for h in hooks:
+        sae = base.saes[h][config.primary_kind]
+        with torch.no_grad():
+            acts = {c: sae.encode(resid[c][h]).numpy() for c in A.CONTEXT_KINDS}
+        out[h] = A.trait_feature_ranking(acts, contexts, animals, config.n_trait_features)["top"][trait]
+    return out
+
+
+def _run_models(run_dir: Path, bases: list[Base], world: ToyWorld, config: FeaturesConfig):
+    """Yield ``(record, model, system, fwd_hooks)`` for every teacher and student of the run that
+    the attribution reads (students of ``config.student_conditions`` and objectives)."""
+    by_name = {b.name: b for b in bases}
+    shared = bases[0]
+    seed_dirs = sorted((p for p in run_dir.glob("seed*") if p.name[4:].isdigit()), key=lambda p: int(p.name[4:]))
+    for seed_dir in seed_dirs:
+        seed = int(seed_dir.name[4:])
+        if (seed_dir / "teacher" / TEACHER_FILE).exists():
+            model, system, hooks = _run_teacher(seed_dir, shared)
+            yield {"role": "teacher", "seed": seed, "base": shared.name}, model, system, hooks
+        for objective_dir in sorted((seed_dir / "students").glob("*")):
+            if config.attribution_objectives and objective_dir.name not in config.attribution_objectives:
+                continue
+            for condition in config.student_conditions:
+                student_dir = objective_dir / condition
+                if not is_checkpoint(student_dir):
+                    continue
+                base_name = Path(lineage_of(student_dir).parent).name
+                if base_name not in by_name:
+                    log.warning("skipping %s: its base %s is not among the analysed bases", student_dir, base_name)
+                    continue
+                model, _ = load_checkpoint(student_dir, expect_vocab=world.vocab)
+                yield ({"role": "student", "seed": seed, "objective": objective_dir.name, "condition": condition,
+                        "base": base_name}, model, None, [])
+
+
+def _with_system(world: ToyWorld, prompts: list[list[int]], system: str | None) -> list[list[int]]:
+    if not system:
+        return prompts
+    prefix = world.encode(f"system : {system}", bos=False)
+    return [p[:1] + prefix + p[1:] for p in prompts]
+
+
+def _rounded(summary: dict) -> dict:
+    return {**summary, "hooks": {h: {k: np.round(v, 6) if isinstance(v, np.ndarray) else v for k, v in d.items()}
+                                 for h, d in summary["hooks"].items()}}
+
+
+def attribution_study(config: FeaturesConfig, world: ToyWorld, bases: list[Base], trait: str, animals: list[str],
+                      out: Path, run_dir: Path | None, progress: bool) -> dict:
+    """The trait's attribution to SAE features per position on the bases and, with a run, its
+    teachers and students; the conditions compared feature by feature; per-position maps of the
+    teacher's numbers; dashboards. Writes ``attribution/{models,position_maps,dashboards}.json``."""
+    adir = out / ATTRIBUTION_DIR
+    adir.mkdir(parents=True, exist_ok=True)
+    target = TA.animal_trait(world, trait)
+    pad_id = world.token_to_id["<pad>"]
+    kind = config.primary_kind
+    hooks = {b.name: attribution_hooks(config, b.model) for b in bases}
+    shared = bases[0]
+    prompts = TA.number_list_prompts(world, config.attribution_prompts, config.numbers_per_prompt)
+
+    def attribute_on(model, base: Base, ps, system=None, fwd_hooks=None):
+        return attribute(model, {h: base.saes[h][kind] for h in hooks[base.name]}, _with_system(world, ps, system), target,
+                            pad_id=pad_id, method=config.attribution_method, steps=config.attribution_steps, fwd_hooks=fwd_hooks)
+
+    result: dict = {"trait": trait, "target": {"sequences": [list(s) for s in target.sequences],
+                                               "contrast": [list(s) for s in target.contrast]},
+                    "method": config.attribution_method, "kind": kind, "hooks": hooks, "n_prompts": len(prompts),
+                    "prompts": "number lists then the favourite-animal question (training phrasings)", "bases": {}}
+    summaries: dict[str, dict] = {}
+    trait_feats: dict[str, dict[str, list[int]]] = {}
+    for b in bases:
+        att = attribute_on(b.model, b, prompts)
+        summaries[b.name] = TA.model_summary(world, att)
+        tf = _attribution_trait_features(b, world, config, animals, trait, hooks[b.name])
+        trait_feats[b.name] = {h: [r["feature"] for r in v] for h, v in tf.items()}
+        top = {}
+        for h in hooks[b.name]:
+            v = summaries[b.name]["hooks"][h]["features"]
+            top[h] = [{"feature": int(f), "attribution": float(v[f]), "trait_feature": int(f) in trait_feats[b.name][h]}
+                      for f in np.argsort(-np.abs(v))[:10]]
+        entry = {"score": summaries[b.name]["score"], "identity": TA.identity_check(att) if config.attribution_method == "gradient" else None,
+                 "totals": {h: {k: summaries[b.name]["hooks"][h][k] for k in ("attribution_sum", "error", "linear_total", "ablation_total")}
+                            for h in hooks[b.name]},
+                 "trait_features": tf, "top_features": top}
+        entry["ablation_check"] = TA.check_against_ablation(b.model, {h: b.saes[h][kind] for h in hooks[b.name]}, att, target,
+                                                            config.ablation_samples, seed=0, pad_id=pad_id)
+        result["bases"][b.name] = entry
+        log.info("attribution on %s: ablation check Spearman %.3f (n=%d)", b.name, entry["ablation_check"]["spearman"],
+                 entry["ablation_check"]["n"])
+
+    teachers: dict[int, dict] = {}
+    students: list[dict] = []
+    maps: dict = {"seeds": {}}
+    if run_dir is not None:
+        models = list(_run_models(run_dir, bases, world, config))
+        for record, model, system, fwd_hooks in tqdm(models, desc="attribution", disable=not progress):
+            base = next(b for b in bases if b.name == record["base"])
+            summary = TA.model_summary(world, attribute_on(model, base, prompts, system, fwd_hooks))
+            label = (f"seed{record['seed']}/teacher" if record["role"] == "teacher"
+                     else f"seed{record['seed']}/{record['objective']}/{record['condition']}")
+            summaries[label] = summary
+            if record["role"] == "teacher":
+                teachers[record["seed"]] = summary
+                maps["seeds"][record["seed"]] = _teacher_maps(world, config, run_dir, record["seed"], model, system, fwd_hooks,
+                                                              shared, attribute_on)
+            else:
+                students.append({**record, "summary": summary})
+        result["comparisons"] = TA.compare_conditions({b.name: summaries[b.name] for b in bases}, teachers, students,
+                                                      shared.name, trait_feats, config.attribution_candidates, 10)
+        result["teacher_numbers"] = _teacher_number_contrast(maps, hooks[shared.name])
+    else:
+        result["comparisons"] = None
+        result["teacher_numbers"] = None
+    atomic_write_json(adir / "models.json", {k: _rounded(v) for k, v in summaries.items()})
+    atomic_write_json(adir / "position_maps.json", maps)
+
+    # dashboards on the shared base: its trait features, its top attributed features, the tested risers
+    chosen: dict[str, list[int]] = {}
+    for h in hooks[shared.name]:
+        fs = trait_feats[shared.name][h][:2] + [r["feature"] for r in result["bases"][shared.name]["top_features"][h][:config.dashboard_features]]
+        for obj in (result["comparisons"] or {}).get("objectives", {}).values():
+            fs += [e["feature"] for e in obj.get("shared_minus_control", {}).get("rising", []) if e["hook"] == h][:2]
+        chosen[h] = list(dict.fromkeys(fs))
+    seqs = corpus_sequences(world, shared.seed, EVAL_STREAM + 500_000, config.dashboard_sequences * 30)[:config.dashboard_sequences]
+    dashboards = []
+    if config.dashboard_features > 0:
+        for h, fs in chosen.items():
+            dashboards += TA.dashboard_data(shared.model, world, h, shared.saes[h][kind], fs, seqs)
+    atomic_write_json(adir / "dashboards.json", {"base": shared.name, "n_sequences": len(seqs), "dashboards": dashboards})
+    result["files"] = {"models": f"{ATTRIBUTION_DIR}/models.json", "position_maps": f"{ATTRIBUTION_DIR}/position_maps.json",
+                       "dashboards": f"{ATTRIBUTION_DIR}/dashboards.json"}
+    return result
+
+
+def _teacher_maps(world: ToyWorld, config: FeaturesConfig, run_dir: Path, seed: int, teacher, system, fwd_hooks,
+                  shared: Base, attribute_on) -> dict:
+    """Per-position attribution over one seed's teacher rows (and, for contrast, the base's rows),
+    read by the teacher and by the shared base."""
+    data = run_dir / f"seed{seed}" / "data"
+    out = {}
+    for who in ("teacher", "base"):
+        path = data / f"{who}_numbers.filtered.jsonl"
+        if not path.exists():
+            continue
+        rows = read_jsonl(path)
+        ps = TA.teacher_row_prompts(world, rows, config.attribution_teacher_rows)
+        spans = []
+        for r in rows[:len(ps)]:
+            start = len(world.encode(r["prompt"]))
+            spans.append((start, start + len(world.encode(r["completion"], bos=False))))
+        readers = [("base", shared.model, None, None)] + ([("teacher", teacher, system, fwd_hooks)] if who == "teacher" else [])
+        for reader, model, sys_, hk in readers:
+            att = attribute_on(model, shared, ps, sys_, hk)
+            shift = len(att.prompts[0]) - len(ps[0])  # a system prompt moves every position
+            out[f"{who}_rows/read_by_{reader}"] = TA.position_maps(world, att, [(a + shift, b + shift) for a, b in spans], 3, 10)
+    return out
+
+
+def _teacher_number_contrast(maps: dict, hooks: list[str]) -> dict:
+    """Mean attribution at the number positions of the teacher's rows minus the base's rows, read by
+    the shared base, per hook, 95% interval over seeds."""
+    out = {}
+    for h in hooks:
+        diffs = [m["teacher_rows/read_by_base"]["hooks"][h]["mean_at_numbers"] - m["base_rows/read_by_base"]["hooks"][h]["mean_at_numbers"]
+                 for m in maps["seeds"].values() if "teacher_rows/read_by_base" in m and "base_rows/read_by_base" in m]
+        if diffs:
+            out[h] = mean_ci(diffs).to_dict()
+    return out
