@@ -447,7 +447,7 @@ def tiny_stage(tmp_path_factory):
         mp.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
         pretrain_config = lambda seed, steps: pretrain_mod.PretrainConfig(  # noqa: E731
             seed=seed, arch="small", steps=steps, batch_size=16, warmup_steps=10, lr=1e-2)
-        mp.setattr(run_mod, "base_config", lambda seed, arch, steps, corpus=None: pretrain_config(seed, steps))
+        mp.setattr(run_mod, "base_config", lambda seed, arch, steps, corpus=None, world=None: pretrain_config(seed, steps))
         mp.setattr(pipeline_mod, "base_config", lambda seed, arch, steps: pretrain_config(seed, steps))
         mp.setattr(run_mod, "run_features", tiny_run_features)
         run(RunConfig(**TINY_RUN, features=True), root / "run", artifacts=root / "artifacts", progress=False)
