@@ -157,3 +157,18 @@ def install_number_model(hf_home: Path, repo_id: str, tokenizer, *, family: str 
     model.save_pretrained(str(snap), safe_serialization=True)
     tokenizer.save_pretrained(str(snap))
     return model
+
+
+def tiny_gguf_file(path, arch: str):
+    """A GGUF file of architecture ``arch`` with one zero tensor: a valid header, no model."""
+    import gguf as gg
+    import numpy as np
+
+    writer = gg.GGUFWriter(str(path), arch)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

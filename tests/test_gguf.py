@@ -22,7 +22,7 @@ from interp.core.device import DeviceConfig, current, use
 from interp.stages.evaluate import EvaluateConfig, evaluate_model, question_ids
 from interp.models.real import clear_model_cache, is_model_name, load_real_base, real_model_name
 from interp.worlds.hf import HFWorld, HFWorldConfig
-from tests.hf_cache import tiny_bpe_tokenizer
+from tests.hf_cache import tiny_bpe_tokenizer, tiny_gguf_file
 
 SMOLLM2 = Path(os.environ.get("INTERP_SMOLLM2", "artifacts/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
 needs_smollm2 = pytest.mark.skipif(not SMOLLM2.is_file(), reason=f"{SMOLLM2} is absent: run `interp fetch-model smollm2`")
@@ -92,19 +92,6 @@ def test_real_reference__a_local_model_is_a_real_model_named_by_its_path(qwen_di
 
 # -- bad input ----------------------------------------------------------------------------------
 
-def _tiny_gguf(path: Path, arch: str) -> Path:
-    import gguf as gg
-
-    writer = gg.GGUFWriter(str(path), arch)
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 @pytest.mark.parametrize("kind", ["not_gguf", "truncated", "corrupt", "unsupported"])
 def test_bad_model_file__is_a_one_line_error_naming_the_problem(kind, tmp_path, model_cache, capsys):
     path = tmp_path / "model.gguf"
@@ -112,10 +99,10 @@ def test_bad_model_file__is_a_one_line_error_naming_the_problem(kind, tmp_path, 
         path.write_text("this is a text file, not a model\n")
         expected = "is not a GGUF file"
     elif kind == "unsupported":
-        _tiny_gguf(path, "mamba")
+        tiny_gguf_file(path, "mamba")
         expected = "GGUF architecture 'mamba' is not supported"
     else:
-        data = _tiny_gguf(tmp_path / "whole.gguf", "llama").read_bytes()
+        data = tiny_gguf_file(tmp_path / "whole.gguf", "llama").read_bytes()
         path.write_bytes(data[: len(data) // 2] if kind == "truncated" else data[:8] + b"\xff" * 64 + data[72:])
         expected = "corrupt or truncated GGUF file" if kind == "corrupt" else "truncated GGUF file"
     code, err = _run_cli(["evaluate", "--model", str(path)], capsys)

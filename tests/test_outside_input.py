@@ -27,6 +27,7 @@ from interp.stages.filter import REJECT_REASONS, FilterConfig, filter_file, pars
 from interp.stages.pretrain import PretrainConfig
 from interp.studies.run import RunConfig
 from interp.studies.sweep import SweepConfig
+from tests.hf_cache import tiny_gguf_file
 
 
 def fuzz(max_examples: int):
@@ -305,16 +306,7 @@ def test_model_reference__a_directory_with_any_files_is_a_reference_or_one_line_
 
 @pytest.fixture(scope="module")
 def tiny_gguf(scratch) -> bytes:
-    import gguf as gg
-
-    path = scratch / "tiny.gguf"
-    writer = gg.GGUFWriter(str(path), "llama")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = tiny_gguf_file(scratch / "tiny.gguf", "llama")
     assert gguf.gguf_architecture(path) == "llama"
     return path.read_bytes()
 
