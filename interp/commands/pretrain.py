@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", default=str(DEFAULT_ARTIFACTS), help="artifacts root (default: %(default)s)")
     p.add_argument("--config", default=None, help="JSON file with PretrainConfig fields (options given on the command line win)")
     p.add_argument("--force", action="store_true", help="retrain even if a finished base exists")
+    p.add_argument("--engine", choices=("packed", "padded"), default="packed",
+                   help="training forward: packed (real tokens only; the default) or padded (the padded batch; the "
+                   "same steps to float rounding)")
     PretrainConfig.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     names = set(PretrainConfig.__dataclass_fields__)
     base.update({k: v for k, v in vars(args).items() if k in names})
     config = PretrainConfig.from_dict(base)
-    out = pretrain(config, args.out, artifacts=args.artifacts, force=args.force)
+    out = pretrain(config, args.out, artifacts=args.artifacts, force=args.force, engine=args.engine)
     summary = json.loads((out / PRETRAIN_SUMMARY_FILE).read_text())
     print(f"base: {out}")
     print(f"final loss {summary['final_loss']:.3f}; favourite animal (held-out phrasings): "

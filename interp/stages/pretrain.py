@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from interp.core.config import StageConfig, option
@@ -152,14 +153,15 @@ def _save_resume(resume: Path, model, optimizer, step: int) -> None:
 
 
 def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts: str | Path = DEFAULT_ARTIFACTS,
-             force: bool = False, progress: bool = True, engine: Literal["packed", "padded"] = "padded") -> Path:
+             force: bool = False, progress: bool = True, engine: Literal["packed", "padded"] = "packed") -> Path:
     """Pretrain a base into ``out`` (default ``artifacts/bases/{arch}-seed{seed}``); returns its path.
 
     ``engine``: ``packed`` computes each step on the documents' real tokens only
     (:func:`interp.training.packed.packed_lm_loss`; 2.2x per step in ``interp bench --only
-    speed``), ``padded`` (the default: the bases the documented runs used, bit for bit) runs
-    ``model(tokens)`` on the right-padded batch; both take the same steps to float rounding
-    (``tests/test_pretrain.py``).
+    speed``; the default), ``padded`` (the bases of the runs documented before the 6-seed
+    default, bit for bit) runs ``model(tokens)`` on the right-padded batch; both take the same
+    steps to float rounding (``tests/test_pretrain.py``). The engine is recorded in the base's
+    ``pretrain_summary.json``; a finished base is reused whichever engine made it.
 
     A finished base with the same config is reused; one with another config is an error unless
     ``force``."""
@@ -231,7 +233,8 @@ def pretrain(config: PretrainConfig, out: str | Path | None = None, *, artifacts
                 _save_resume(resume, model, optimizer, step + 1)
 
     model.eval()
-    summary = summarize_base(model, world, read_jsonl(log_path))
+    summary = {**summarize_base(model, world, read_jsonl(log_path)), "engine": "packed" if packed else "padded",
+               "torch_threads": torch.get_num_threads()}
     lineage = Lineage(stage="pretrain", seed=config.seed, parent=None, world_fingerprint=world.fingerprint(),
                       config=config.to_dict())
 

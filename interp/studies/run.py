@@ -100,7 +100,7 @@ class RunConfig(StageConfig):
     trait: str = option("owl", "The trait: an animal of the toy world (or of --model's world), or a trait of a toy "
                         "world variant (misalignment, alignment: the misalignment world of "
                         "interp.worlds.toy.misalignment, with bases of its own).")
-    seeds: int = option(3, "Replicates (teacher data order, sampled numbers, student data order).")
+    seeds: int = option(6, "Replicates (teacher data order, sampled numbers, student data order).")
     first_seed: int = option(0, "Seed of the first replicate; replicates use first_seed .. first_seed+seeds-1.")
     quick: bool = option(False, "Smoke run: small bases, few rows; finishes in a few minutes.")
     teacher_method: TeacherMethod = option("finetune", "finetune (trained on the trait's answers; with teacher_lora_rank, as "
@@ -165,10 +165,10 @@ class RunConfig(StageConfig):
                                           "summed over micro-batches: the same step with less memory). None: the "
                                           f"whole batch on the toy world, {REAL_MICRO_BATCH} with --model (a 135M model's "
                                           "activations for 32 chat rows take over 20 GB).")
-    student_engine: str = option("padded", "Students' training forward: padded (model(tokens) on the padded batch; "
-                                 "the documented runs) or packed (the rows' real tokens only, each distillation data "
-                                 "set's teacher targets computed once; the same steps to float rounding, about 1.9x the "
-                                 "students per hour in interp bench --only speed).")
+    student_engine: str = option("packed", "Students' training forward: packed (the rows' real tokens only, each "
+                                 "distillation data set's teacher targets computed once; about 1.9x the students per "
+                                 "hour in interp bench --only speed) or padded (model(tokens) on the padded batch; the "
+                                 "same steps to float rounding, the engine of the runs documented before the 6-seed default).")
     lora_alpha: float = option(16.0, "LoRA scale numerator (the update is lora_alpha / lora_rank * B @ A).")
     lora_targets: tuple[str, ...] = option(LORA_TARGETS, f"LoRA: weights adapted in every block, of {list(KNOWN_TARGETS)}.")
     student_lora_seed_offset: int = option(0, "LoRA students: their adapters' A initialisation is seeded by the replicate's "
