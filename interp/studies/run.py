@@ -536,7 +536,9 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
         mismatched_model = bases["mismatched"].load()[0] if "mismatched" in bases else None
         results["audit"] = audit_seed(out, student=base_model, mismatched=mismatched_model, world=world, teacher=teacher,
                                       data={"teacher_numbers": teacher_rows, "base_numbers": base_rows,
-                                            **{f"shuffled_{m}": rows for m, rows in shuffled.items()}},
+                                            **{f"shuffled_{m}": rows for m, rows in shuffled.items()},
+                                            **{f"{c}_numbers": rows for c, (_, rows, _) in extra_plan.items()}},
+                                      sources={f"{c}_numbers": t for c, (_, _, t) in extra_plan.items()},
                                       reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait,
                                       identity={"bases": {k: str(v) for k, v in bases.items()}},
                                       freeze_unembed=config.freeze_unembed, lora=config.student_lora(seed))
