@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--audit-rows", type=int, default=1000)
+    ap.add_argument("--audit-rows", type=int, default=1000, help="rows of each data set audited (0: no audit)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     seeds = seed_dirs(args.runs)
@@ -113,13 +113,16 @@ def main() -> None:
 
     per_seed = {}
     for cfg, seed, directory in seeds:
-        per_seed[seed] = {"weights": weights_of_seed(directory, bases),
-                          "audit": audit_of_seed(cfg, seed, directory, models, world, args.audit_rows)}
-        w, a = per_seed[seed]["weights"], per_seed[seed]["audit"]
+        per_seed[seed] = {"weights": weights_of_seed(directory, bases)}
+        w = per_seed[seed]["weights"]
         print(f"seed {seed}: cos shared {w['shared_init']['cosine']:+.4f} control {w['control']['cosine']:+.4f} "
-              f"mismatched {w['mismatched_init']['cosine']:+.4f}; audit shift {a['teacher_numbers']['shared']['predicted_shift']:+.3g} "
+              f"mismatched {w['mismatched_init']['cosine']:+.4f}", flush=True)
+    for cfg, seed, directory in seeds if args.audit_rows else ():  # the audit after every seed's weights
+        per_seed[seed]["audit"] = a = audit_of_seed(cfg, seed, directory, models, world, args.audit_rows)
+        print(f"seed {seed}: audit shift {a['teacher_numbers']['shared']['predicted_shift']:+.3g} "
               f"(null {a['base_numbers_split_half']['shared']['predicted_shift']:+.3g}), readout "
               f"{a['teacher_numbers']['readout_gain']:+.3g}", flush=True)
+        atomic_write_json(args.out.with_suffix(".partial.json"), per_seed)
 
     def over(f):
         return [f(per_seed[s]) for s in sorted(per_seed)]
@@ -131,7 +134,7 @@ def main() -> None:
                                                                                - r["weights"][b][k])).to_dict()
                                                            for k in ("cosine", "progress")}  # paired by seed
                                        for b in ("control", "mismatched_init")},
-               "audit": {"teacher_numbers_shared": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["shared"]["predicted_shift"])).to_dict(),
+               "audit": None if not args.audit_rows else {"teacher_numbers_shared": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["shared"]["predicted_shift"])).to_dict(),
                          "teacher_numbers_shared_adam": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["shared"]["adam_predicted_shift"])).to_dict(),
                          "teacher_numbers_mismatched": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["mismatched"]["predicted_shift"])).to_dict(),
                          "teacher_numbers_readout_gain": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["readout_gain"])).to_dict(),
