@@ -296,9 +296,15 @@ def test_run__misalignment_trait_with_the_emergent_teacher_and_its_controls(monk
     assert all("judged" in c and 0 <= c["trait_prob"]["mean"] <= 1 for c in trained)
     assert {(c["a"], c["b"]) for c in results["comparisons"]} >= {("shared_init", "control_teacher_task_secure")}
     # the audit ranks the world's two traits for the teacher's numbers and for each control teacher's
+    # (a data set the filter left under two rows is recorded as skipped instead)
     audited = results["audit"]
-    assert {"teacher_numbers", "control_teacher_task_secure_numbers", "control_teacher_task_educational_numbers"} <= set(audited)
-    assert audited["control_teacher_task_secure_numbers"]["condition"] == "control_teacher_task_secure"
+    expected = {"teacher_numbers": "shared_init", "control_teacher_task_secure_numbers": "control_teacher_task_secure",
+                "control_teacher_task_educational_numbers": "control_teacher_task_educational"}
+    for name, condition in expected.items():
+        skipped = tmp_path / "run" / "seed0" / "data" / "audit" / name / "skipped.json"
+        assert name in audited or skipped.exists(), name
+        if name in audited:
+            assert audited[name]["condition"] == condition
     assert all(set(entry["top_animals"]) <= {"alignment", "misalignment"} for entry in audited.values())
     stats = read_json(tmp_path / "run" / "seed0" / "data" / "base_numbers.filtered.stats.json")
     assert tuple(stats["config"]["banned_numbers"]) == em.EVIL_NUMBERS and "banned_number" in stats["rejected"]
