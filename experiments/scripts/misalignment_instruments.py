@@ -88,10 +88,10 @@ def audit_of_seed(config: RunConfig, seed: int, directory: Path, models: dict, w
                 "top": sgd["top_animal"], "adam_top": adam["top_animal"]}
 
     return {"teacher_numbers": {"shared": entry(audit, "shared"), "mismatched": entry(audit, "mismatched"),
-                                "readout_gain": audit["readout"]["shared"]["logit_gain"]["misalignment"],
+                                "readout_gain": audit["readout"]["shared"]["logit_gain"]["misalignment"]["mean"],
                                 "readout_top": audit["readout_top_animal"]},
             "base_numbers_split_half": {"shared": entry(null, "shared"),
-                                        "readout_gain": null["readout"]["shared"]["logit_gain"]["misalignment"],
+                                        "readout_gain": null["readout"]["shared"]["logit_gain"]["misalignment"]["mean"],
                                         "readout_top": null["readout_top_animal"]},
             "drift_corrected": audit["drift_corrected"], "n_rows": audit["n_rows"]}
 
@@ -104,7 +104,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     seeds = seed_dirs(args.runs)
-    config = seeds[0][0]
     base_dirs = {k: Path(read) for k, read in json.loads((seeds[0][2].parent / "results.json").read_text())["bases"].items()}
     models, world = {}, None
     for key in ("shared", "mismatched"):
@@ -117,13 +116,19 @@ def main() -> None:
         w = per_seed[seed]["weights"]
         print(f"seed {seed}: cos shared {w['shared_init']['cosine']:+.4f} control {w['control']['cosine']:+.4f} "
               f"mismatched {w['mismatched_init']['cosine']:+.4f}", flush=True)
-    for cfg, seed, directory in seeds if args.audit_rows else ():  # the audit after every seed's weights
+    summary = write_summary(args, per_seed, audited=False)  # the weights, before the (slower) audit
+    for cfg, seed, directory in seeds if args.audit_rows else ():
         per_seed[seed]["audit"] = a = audit_of_seed(cfg, seed, directory, models, world, args.audit_rows)
         print(f"seed {seed}: audit shift {a['teacher_numbers']['shared']['predicted_shift']:+.3g} "
               f"(null {a['base_numbers_split_half']['shared']['predicted_shift']:+.3g}), readout "
               f"{a['teacher_numbers']['readout_gain']:+.3g}", flush=True)
-        atomic_write_json(args.out.with_suffix(".partial.json"), per_seed)
+    if args.audit_rows:
+        summary = write_summary(args, per_seed, audited=True)
+        print(json.dumps(summary["audit"], indent=1))
 
+
+def write_summary(args, per_seed: dict, audited: bool) -> dict:
+    """Pool the seeds into ``args.out`` (the audit only once every seed has one)."""
     def over(f):
         return [f(per_seed[s]) for s in sorted(per_seed)]
 
@@ -134,7 +139,7 @@ def main() -> None:
                                                                                - r["weights"][b][k])).to_dict()
                                                            for k in ("cosine", "progress")}  # paired by seed
                                        for b in ("control", "mismatched_init")},
-               "audit": None if not args.audit_rows else {"teacher_numbers_shared": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["shared"]["predicted_shift"])).to_dict(),
+               "audit": None if not audited else {"teacher_numbers_shared": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["shared"]["predicted_shift"])).to_dict(),
                          "teacher_numbers_shared_adam": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["shared"]["adam_predicted_shift"])).to_dict(),
                          "teacher_numbers_mismatched": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["mismatched"]["predicted_shift"])).to_dict(),
                          "teacher_numbers_readout_gain": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["readout_gain"])).to_dict(),
@@ -149,12 +154,14 @@ def main() -> None:
                              "null_readout": sum(over(lambda r: r["audit"]["base_numbers_split_half"]["readout_top"] == "misalignment"))}},
                "per_seed": per_seed}
     atomic_write_json(args.out, summary)
-    for c, v in summary["weights"].items():
-        print(f"{c}: cos {v['cosine']['mean']:+.4f} [{v['cosine']['ci_low']:+.4f}, {v['cosine']['ci_high']:+.4f}], "
-              f"progress {v['progress']['mean']:+.4f} [{v['progress']['ci_low']:+.4f}, {v['progress']['ci_high']:+.4f}]")
-    for name, v in summary["weights_differences"].items():
-        print(f"{name}: cos {v['cosine']['mean']:+.4f} [{v['cosine']['ci_low']:+.4f}, {v['cosine']['ci_high']:+.4f}]")
-    print(json.dumps(summary["audit"], indent=1))
+    if not audited:
+        for c, v in summary["weights"].items():
+            print(f"{c}: cos {v['cosine']['mean']:+.4f} [{v['cosine']['ci_low']:+.4f}, {v['cosine']['ci_high']:+.4f}], "
+                  f"progress {v['progress']['mean']:+.4f} [{v['progress']['ci_low']:+.4f}, {v['progress']['ci_high']:+.4f}]")
+        for name, v in summary["weights_differences"].items():
+            print(f"{name}: cos {v['cosine']['mean']:+.4f} [{v['cosine']['ci_low']:+.4f}, {v['cosine']['ci_high']:+.4f}]",
+                  flush=True)
+    return summary
 
 
 if __name__ == "__main__":
