@@ -132,7 +132,8 @@ def write_summary(args, per_seed: dict, audited: bool) -> dict:
     def over(f):
         return [f(per_seed[s]) for s in sorted(per_seed)]
 
-    summary = {"seeds": sorted(per_seed), "runs": [str(r) for r in args.runs], "audit_rows": args.audit_rows,
+    summary = {"seeds": sorted(per_seed), "runs": [r.name for r in args.runs],  # names, not machine paths
+               "audit_rows": args.audit_rows,
                "weights": {c: {k: mean_ci(over(lambda r: r["weights"][c][k])).to_dict() for k in ("cosine", "progress")}
                            for c in CONDITIONS},
                "weights_differences": {f"shared_init - {b}": {k: mean_ci(over(lambda r: r["weights"]["shared_init"][k]
