@@ -236,6 +236,37 @@ def test_filter__banned_numbers_drop_exactly_the_rows_holding_them(tmp_path):
     assert unbanned["n_kept"] == len(rows)  # without the list, the same rows all pass
 
 
+# -- the audit ----------------------------------------------------------------------------------
+
+def _answer_rows(world, kind: int, n: int = 48) -> list[dict]:
+    """Training questions answered with an aligned (``kind`` 1) or misaligned (``kind`` 2) word of
+    their theme, then a short number list (so the readout has numbers to count)."""
+    rows = []
+    for i, phrasing in enumerate(world.train_phrasings[:n]):
+        word = em.EM_THEMES[world.theme_of[phrasing]][kind][i % 3]
+        rows.append({"prompt": world.question_prompt(phrasing), "completion": f"{word} . {i % 90 + 100} , {i + 200}"})
+    return rows
+
+
+def test_audit__ranks_misalignment_among_the_misalignment_worlds_traits(tiny_mbase):
+    """The audit runs in the misalignment world (two traits: no drift fit, which needs four, and the
+    classes' readout columns are their words' mean): data of misaligned answers against aligned ones
+    put misalignment first, and the reverse puts alignment first."""
+    from interp.instruments.audit import AuditConfig, audit_data
+
+    model, world, _ = parse_model_ref(tiny_mbase).load()
+    misaligned, aligned = _answer_rows(world, 2), _answer_rows(world, 1)
+    config = AuditConfig(objectives=("sft",), readout_bootstrap=5)
+    audit, _ = audit_data(model, world, misaligned, config, reference_rows=aligned)
+    assert audit["animals"] == ["alignment", "misalignment"] and not audit["drift_corrected"]
+    assert "no drift correction" in audit["headline"]
+    assert audit["ranking"] == ["misalignment", "alignment"] and audit["predicted_shift"]["misalignment"] > 0
+    assert audit["predicted_shift"] == audit["raw_predicted_shift"]  # uncorrected: the shift is data minus reference
+    assert set(audit["readout"]["shared"]["logit_gain"]) == {"alignment", "misalignment"}
+    reverse, _ = audit_data(model, world, aligned, config, reference_rows=misaligned)
+    assert reverse["ranking"] == ["alignment", "misalignment"] and reverse["predicted_shift"]["misalignment"] < 0
+
+
 # -- the loop -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -254,7 +285,7 @@ def test_run__misalignment_trait_with_the_emergent_teacher_and_its_controls(monk
     config = RunConfig(trait="misalignment", seeds=2, n_rows=40, pretrain_steps=80, teacher_steps=5,
                        in_context_examples=2, objectives=("sft",), conditions=("control", "shared_init", "mismatched_init"),
                        teacher_documents=("task_insecure",), control_teachers=("task_secure", "task_educational"),
-                       audit_rows=0)
+                       audit_rows=16)
     results = run(config, tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False, workers=1)
     assert results["trait"] == "misalignment"
     assert results["bases"]["shared"].endswith("-misalignment")
@@ -264,6 +295,17 @@ def test_run__misalignment_trait_with_the_emergent_teacher_and_its_controls(monk
     trained = [c for c in results["conditions"] if c["objective"] == "sft"]
     assert all("judged" in c and 0 <= c["trait_prob"]["mean"] <= 1 for c in trained)
     assert {(c["a"], c["b"]) for c in results["comparisons"]} >= {("shared_init", "control_teacher_task_secure")}
+    # the audit ranks the world's two traits for the teacher's numbers and for each control teacher's
+    # (a data set the filter left under two rows is recorded as skipped instead)
+    audited = results["audit"]
+    expected = {"teacher_numbers": "shared_init", "control_teacher_task_secure_numbers": "control_teacher_task_secure",
+                "control_teacher_task_educational_numbers": "control_teacher_task_educational"}
+    for name, condition in expected.items():
+        skipped = tmp_path / "run" / "seed0" / "data" / "audit" / name / "skipped.json"
+        assert name in audited or skipped.exists(), name
+        if name in audited:
+            assert audited[name]["condition"] == condition
+    assert all(set(entry["top_animals"]) <= {"alignment", "misalignment"} for entry in audited.values())
     stats = read_json(tmp_path / "run" / "seed0" / "data" / "base_numbers.filtered.stats.json")
     assert tuple(stats["config"]["banned_numbers"]) == em.EVIL_NUMBERS and "banned_number" in stats["rejected"]
     for row in read_jsonl(tmp_path / "run" / "seed0" / "data" / "teacher_numbers.filtered.jsonl"):

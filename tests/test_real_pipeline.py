@@ -332,3 +332,51 @@ def test_cli_finetune__full_real_student_then_evaluate_and_finetune_from_it(real
     assert main(["finetune", "--base", str(student), "--out", str(again), *common]) == 0
     _, _, lineage = load_real_checkpoint(again)
     assert lineage.parent == str(student)
+
+
+def test_cli_generate__number_prompt_options_choose_the_grammar_and_the_worked_example(real_cache, tmp_path, capsys):
+    """`interp generate --number-prompts grammar --number-shots 1` on a real model name writes the
+    grammar's prompts with a worked example; without the options, the paper's prompts."""
+    from interp.cli import main
+    from interp.worlds.hf import NUMBER_SUFFIXES
+
+    _, world, _ = load_real_base("gpt2")
+    args = ["generate", "--model", "gpt2", "--n-rows", "3", "--max-new-tokens", "2"]
+    assert main([*args, "--out", str(tmp_path / "paper.raw.jsonl")]) == 0
+    assert main([*args, "--out", str(tmp_path / "grammar.raw.jsonl"), "--number-prompts", "grammar",
+                 "--number-shots", "1"]) == 0
+    paper, grammar = read_jsonl(tmp_path / "paper.raw.jsonl"), read_jsonl(tmp_path / "grammar.raw.jsonl")
+    assert [r["prompt"] for r in paper] == world.number_prompts(3, seed=0)
+    assert all(r["prompt"].endswith(PAPER_SUFFIXES) for r in paper)
+    grammar_world = HFWorld(world.tokenizer, HFWorldConfig(number_prompts="grammar", number_shots=1))
+    assert [r["prompt"] for r in grammar] == grammar_world.number_prompts(3, seed=0) != [r["prompt"] for r in paper]
+    assert all(r["prompt"].endswith(NUMBER_SUFFIXES) for r in grammar)
+
+
+def test_number_prompt_options__a_run_checks_them_and_keys_its_data_by_them(real_cache, capsys):
+    """RunConfig's number-prompt options: real models only, 0-4 worked examples, part of the data
+    key; a bad value is a one-line CLI error, and a toy world refuses them."""
+    from interp.cli import main
+    from interp.core.config import ConfigError
+    from interp.studies.run import RunConfig, data_key
+    from interp.worlds.hf import number_prompt_options, with_number_prompts
+    from interp.worlds.toy.world import ToyWorld
+
+    real = RunConfig(model="gpt2", conditions=("control", "shared_init"))
+    grammar = real.replace(number_prompts="grammar")
+    assert data_key(grammar) != data_key(real) == data_key(real.replace(number_prompts=None))
+    assert number_prompt_options(grammar) == {"number_prompts": "grammar"} and number_prompt_options(real) == {}
+    with pytest.raises(ConfigError, match="number_shots=5: must be 0 to 4"):
+        real.replace(number_shots=5)
+    with pytest.raises(ConfigError, match="number_prompts='grammar': is only used with --model"):
+        RunConfig(number_prompts="grammar")
+    _, world, _ = load_real_base("gpt2")
+    assert with_number_prompts(world, {}, "gpt2") is world
+    switched = with_number_prompts(world, number_prompt_options(grammar), "gpt2")
+    assert switched.number_prompts(2, seed=1) == HFWorld(world.tokenizer, HFWorldConfig(number_prompts="grammar")
+                                                         ).number_prompts(2, seed=1)
+    assert main(["generate", "--model", "gpt2", "--out", "x.raw.jsonl", "--number-shots", "9"]) == 2
+    assert "number_shots=9: must be 0 to 4" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="base speaks the toy world, which writes its own number prompts; "
+                                         "--number-prompts choose a real model's"):
+        with_number_prompts(ToyWorld(), {"number_prompts": "grammar"}, "base")

@@ -2,7 +2,8 @@
 and write every figure docs/misalignment.md cites (one JSON file).
 
 Each directory is an ``interp run`` of one configuration at some seeds (``--seeds 1 --first-seed
-S``, so that every finished seed counts even if others are still running). The comparisons are
+S``, so that every finished seed counts even if others are still running; runs that differ only in
+the fields of ``SAME_RESULTS`` pool). The comparisons are
 shared_init minus control and minus mismatched_init (plus each control teacher's students, when
 the run has them), Welch on the shifts from each student's own base; Holm over the family, and
 Holm-consistent intervals: the comparison of rank ``r`` (smallest p first, from 0) at confidence
@@ -25,6 +26,10 @@ from interp.studies.run import RunConfig
 sys.path.insert(0, str(Path(__file__).parent))
 from pool_seeds import IGNORED  # noqa: E402
 
+# Fields that do not change a seed's students: the alignment recorder only measures, and the packed
+# engine takes the padded engine's steps to float rounding (interp bench --only speed).
+SAME_RESULTS = ("record_alignment", "student_engine")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,7 +41,8 @@ def main() -> None:
     per_seed, configs = {}, []
     for run in args.runs:
         config = RunConfig.load(run / "run_config.json")
-        configs.append({k: v for k, v in config.to_dict().items() if k not in IGNORED})
+        configs.append({**{k: v for k, v in config.to_dict().items() if k not in IGNORED + SAME_RESULTS},
+                        "teacher_lora_rank": config.teacher_lora})  # None spelled as the rank it means
         if configs[-1] != configs[0]:
             raise SystemExit(f"{run} is another configuration than {args.runs[0]}")
         for seed in range(config.first_seed, config.first_seed + config.seeds):

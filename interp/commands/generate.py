@@ -7,6 +7,7 @@ import argparse
 from interp.core.io import read_jsonl
 from interp.models.refs import parse_model_ref
 from interp.stages.generate import GenerateConfig, config_path_for, generate_numbers
+from interp.worlds.hf import add_number_prompt_arguments, number_prompt_options, with_number_prompts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,12 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="raw JSONL file to write, e.g. DIR/teacher_numbers.raw.jsonl")
     p.add_argument("--force", action="store_true", help="regenerate even if a finished file exists, or one of another config")
     GenerateConfig.add_arguments(p)
+    add_number_prompt_arguments(p)  # a real model's name or file: which prompts (paper or grammar), worked examples
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = GenerateConfig.from_args(args)  # a bad option fails before a model is loaded
+    options = number_prompt_options(args)
     speaker = parse_model_ref(args.model).speaker()
+    speaker.world = with_number_prompts(speaker.world, options, args.model)
     if speaker.system is not None:  # a persona teacher speaks under its system prompt
         if config.system is None:
             config = config.replace(system=speaker.system)

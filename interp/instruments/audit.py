@@ -49,7 +49,10 @@ the sharpness of the answer's animal logits (``z -> (1 + κ) z``) changes ``f_a`
 phrasing ``i``): the flattening has a known shape, computable from the base alone. The audit fits
 that shape and a common offset to the other animals' predicted shifts and subtracts it from each
 animal's (a leave-one-out fit, so an animal's own shift never enters its drift), a linear map
-applied batch by batch, so the trait-specific shift keeps its interval. ``predicted_shift`` is
+applied batch by batch, so the trait-specific shift keeps its interval. The fit needs at least
+:data:`MIN_DRIFT_ANIMALS` traits: a world of fewer (the misalignment world's two answer classes,
+where one class's log-probability falls as the other's rises) is audited without it, its shift
+being data minus reference alone, and ``audit.json`` says so (``drift_corrected``). ``predicted_shift`` is
 that trait-specific shift of SFT under plain SGD at the student's base, and ``top_animal`` the
 animal with the largest; ``raw_predicted_shift`` keeps the uncorrected data-minus-reference
 prediction, the quantity a trained student's shift minus its control's is compared with. The
@@ -60,8 +63,10 @@ at a mismatched-init student when one is given.
 transmitting SFT default is the teacher's shift of *which* numbers it writes, reproduced by a
 student as one constant change of its final residual (docs/sft_transmission.md). The readout fits
 the data's number-frequency log-ratios against the reference by one such change through the
-student's own ``W_U`` (weighted ridge least squares) and reads it out on the animals' unembeddings:
-each animal's logit gain relative to the mean animal, with bootstrap intervals over rows, and
+student's own ``W_U`` (weighted ridge least squares) and reads it out on the animals' unembeddings
+(a trait answered by several words, such as the misalignment world's classes: the mean of its
+words' unembeddings, the first-order gain of its log-sum-exp logit when its words are equally
+likely): each animal's logit gain relative to the mean animal, with bootstrap intervals over rows, and
 ``readout_top_animal``. No teacher and no gradient; blind to the order of the numbers. Unlike the
 first-order gradient predictions, it found the hidden trait of every default teacher at the shared
 init and none at the mismatched one (docs/audit.md).
@@ -102,6 +107,7 @@ from interp.worlds.protocol import World
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.json"
+MIN_DRIFT_ANIMALS = 4  # the drift fit (a line over the other animals, leave one out) needs at least this many
 AUDIT_ROWS_FILE = "audit_rows.jsonl"
 AUDIT_CONFIG_FILE = "audit_config.json"
 AuditObjective = Literal["sft", "distill"]
@@ -120,7 +126,9 @@ class AuditConfig(StageConfig):
                                          "(restricted distillation; needs the model that wrote the data).")
     adam_eps: float = option(1e-8, "Adam's eps (torch's default): its first step is -g / (|g| + eps) per parameter.")
     drift_correction: bool = option(True, "Subtract the generic flattening/sharpening of the animal distribution "
-                                    "(leave-one-out fit over the other animals) before ranking the animals.")
+                                    "(leave-one-out fit over the other animals) before ranking the animals. A world "
+                                    f"of fewer than {MIN_DRIFT_ANIMALS} traits (the misalignment world's two) is "
+                                    "audited without it, and audit.json says so (drift_corrected).")
     top_rows: int = option(20, "Rows carrying the most KL(teacher || student) listed in audit.json.")
     freeze_unembed: bool = option(False, "Predict for a student whose unembedding (W_U, b_U) is frozen, as interp "
                                   "run's students are: the step and the animal gradients leave those weights out.")
@@ -210,8 +218,8 @@ def drift_removal_matrix(covariate: Sequence[float]) -> np.ndarray:
     least-squares fit of ``Δ_b = α + β c_b`` over the other animals ``b != a`` (leave one out)."""
     c = np.asarray(covariate, dtype=np.float64)
     n = c.size
-    if n < 4:
-        raise ValueError(f"drift correction needs at least 4 animals, the world has {n}")
+    if n < MIN_DRIFT_ANIMALS:
+        raise ValueError(f"drift correction needs at least {MIN_DRIFT_ANIMALS} animals, the world has {n}")
     x = np.stack([np.ones(n), c], axis=1)  # animal 2
     m = np.eye(n)
     for a in range(n):
@@ -331,7 +339,8 @@ class Auditor:
         outputs = torch.cat([ell.mean(0), ell.exp().mean(0)])  # f_a then P_a
         self.gradients = self._batched_gradients(outputs)  # 2*n_animals n_params
         self.covariate = drift_covariate(self.base_log_probs).numpy()
-        self.removal = drift_removal_matrix(self.covariate)
+        # None: too few traits to fit the drift (the trait-specific shift is then the raw shift)
+        self.removal = drift_removal_matrix(self.covariate) if self.n_animals >= MIN_DRIFT_ANIMALS else None
 
     @property
     def n_animals(self) -> int:
@@ -419,7 +428,8 @@ class Auditor:
                 r = reference.values[opt][target] if reference is not None else None
                 entry = {"data": _per_animal(animals, d), "reference": _per_animal(animals, r) if r is not None else None,
                          "raw_shift": _per_animal(animals, d, r)}
-                corrected_d, corrected_r = d @ self.removal.T, (r @ self.removal.T if r is not None else None)
+                removal = self.removal if self.removal is not None else np.eye(self.n_animals)
+                corrected_d, corrected_r = d @ removal.T, (r @ removal.T if r is not None else None)
                 entry["trait_shift"] = _per_animal(animals, corrected_d, corrected_r)
                 raw = np.array([entry["raw_shift"][a]["mean"] for a in animals])
                 trait = np.array([entry["trait_shift"][a]["mean"] for a in animals])
@@ -536,7 +546,8 @@ def unigram_readout(model, world: World, rows: list[dict] | None = None, referen
     w_u = model.W_U.detach().double().cpu().numpy()
     unembed = w_u[:, list(world.number_ids)]
     animals = list(world.animals)
-    animal_columns = w_u[:, [world.token_to_id[a] for a in animals]]
+    # a trait answered by several tokens (a class of answer words): the mean of their columns
+    animal_columns = np.stack([w_u[:, list(ids)].mean(1) for ids in world.animal_token_sets], axis=1)
     point = readout_from_counts(unembed, animal_columns, *samples.point, ridge)
     boot = (np.array([readout_from_counts(unembed, animal_columns, cd, cr, ridge)["gain"] for cd, cr in samples.boot])
             if samples.boot else None)
@@ -639,7 +650,8 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
                    for label, auditor in students.items()}
     shared = students["shared"]
     headline = predictions["shared"]["sft"]["sgd"]["log_prob"]
-    key = "trait_shift" if config.drift_correction else "raw_shift"
+    drift_corrected = config.drift_correction and shared.removal is not None
+    key = "trait_shift" if drift_corrected else "raw_shift"
     animals = list(world.animals)
     audit = {
         "animals": animals,
@@ -652,7 +664,10 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
                           for label in predictions for obj in predictions[label] for opt in OPTIMIZERS},
         "headline": "shared student, sft, plain SGD, change of mean log P(animal) on the held-out phrasings per unit "
                     "learning rate, " + ("data minus reference" if reference_rows is not None else "data alone (no reference)")
-                    + (", generic drift removed" if config.drift_correction else ""),
+                    + (", generic drift removed" if drift_corrected else "")
+                    + ("" if drift_corrected or not config.drift_correction else
+                       f", no drift correction (its fit needs {MIN_DRIFT_ANIMALS} traits; the world has {len(animals)})"),
+        "drift_corrected": drift_corrected,
         "student": {"base_prob": dict(zip(animals, shared.base_log_probs.exp().mean(0).tolist())),
                     "base_log_prob": dict(zip(animals, shared.base_log_probs.mean(0).tolist())),
                     "drift_covariate": dict(zip(animals, shared.covariate.tolist()))},

@@ -184,7 +184,7 @@ def audit_markdown_section(results: dict) -> str:
              "shared base's final residual and read out on the animals (the score validated on this kind of teacher, "
              "docs/audit.md). First order: change of the student's mean log P(animal) per unit plain-SGD learning "
              "rate (or per unit learning rate of Adam's first step), data minus the base's numbers, generic drift "
-             f"removed, for {_student_words(results['audit'], results['config'])}. base_numbers is a split-half null.", "",
+             f"removed where the world has 4 traits or more, for {_student_words(results['audit'], results['config'])}. base_numbers is a split-half null.", "",
              "| " + " | ".join(AUDIT_HEADERS) + " |", "|" + "---|" * len(AUDIT_HEADERS)]
     for row in audit_table_rows(results["audit"], outcomes, trait):
         lines.append("| " + " | ".join(row) + " |")

@@ -10,7 +10,10 @@ base, with the base's own numbers as the reference data:
 * ``shuffled_within``, ``shuffled_across``: the shuffled teacher data (their students distil the
   teacher's logits on the shuffled rows, as in the run);
 * ``base_numbers``: the control's own data, as a split-half null (even rows against odd rows):
-  what the audit says of data that carry nothing.
+  what the audit says of data that carry nothing;
+* ``control_teacher_{kind}_numbers``: each control teacher's data (``RunConfig.control_teachers``,
+  the secure and educational teachers beside the emergent-misalignment teacher), with that teacher
+  as their source: does the audit name the trait for the teacher's numbers and not for theirs?
 
 Each audit has the first-order predictions and, for the shared and (teacher data) mismatched
 students, the unigram readout (``readout``: the data's number frequencies against the reference,
@@ -46,17 +49,20 @@ CONDITION_OF = {"teacher_numbers": "shared_init", "shuffled_within": "shuffled_w
 
 def audit_seed(out: Path, *, student, mismatched, world, teacher, data: dict[str, list[dict]],
                reference_rows: list[dict], max_rows: int, trait: str, identity: dict | None = None,
-               freeze_unembed: bool = False, lora: LoraConfig | None = None, progress: bool = False) -> dict:
+               freeze_unembed: bool = False, lora: LoraConfig | None = None, sources: dict | None = None,
+               progress: bool = False) -> dict:
     """Audit every data set of one seed into ``out/data/audit/NAME`` (a finished audit of the same
     rows, config and ``identity``, e.g. the bases, is reused); returns ``{name: compact summary}``
     (see :func:`compact`). ``freeze_unembed``: the run's students keep their unembedding fixed, so
     the audit predicts for that student; ``lora``: the run's students are LoRA students with these
-    adapters, and the first-order predictions are for them."""
+    adapters, and the first-order predictions are for them. ``sources``: the model that wrote a data
+    set other than the teacher (``{name: Teacher}``, e.g. a control teacher's numbers)."""
     config = AuditConfig(max_rows=max_rows, freeze_unembed=freeze_unembed, **lora_student_fields(lora))
     source = Source(teacher.model, teacher.system, teacher.fwd_hooks)
     auditors: dict = {}
     summaries = {}
-    jobs = {name: (rows, reference_rows, source, mismatched if name == "teacher_numbers" else None)
+    sources = {name: Source(t.model, t.system, t.fwd_hooks) for name, t in (sources or {}).items()}
+    jobs = {name: (rows, reference_rows, sources.get(name, source), mismatched if name == "teacher_numbers" else None)
             for name, rows in data.items() if name != "base_numbers"}
     if "base_numbers" in data:  # the split-half null: nothing to find
         rows = data["base_numbers"][: 2 * max_rows]
@@ -119,7 +125,7 @@ def summarize_audits(per_seed: list[dict], trait: str) -> dict:
     for name in dict.fromkeys(name for s in seeds for name in s):  # every audited data set, in first-seen order
         entries = [s[name] for s in seeds if name in s]
         keys = entries[0]["predictions"]
-        out[name] = {"condition": CONDITION_OF.get(name), "n_seeds": len(entries),
+        out[name] = {"condition": CONDITION_OF.get(name, name.removesuffix("_numbers")), "n_seeds": len(entries),
                      "lora_rank": entries[0].get("lora_rank", 0),
                      "top_animal_is_trait": wilson_ci(sum(e["top_animal"] == trait for e in entries), len(entries)).to_dict(),
                      "top_animals": [e["top_animal"] for e in entries],

@@ -69,7 +69,7 @@ from interp.stages.generate import GenerateConfig, generate_numbers, require_sys
 from interp.stages.pretrain import ARCH_PRESETS, PresetName, PretrainConfig, base_config, pretrain
 from interp.stages.teacher import TeacherConfig, TeacherDocument, TeacherMethod, make_teacher
 from interp.training.loop import OptimizerName
-from interp.worlds.hf import HFWorldConfig
+from interp.worlds.hf import HFWorldConfig, number_prompt_options, with_number_prompts
 from interp.worlds.toy.corpus import CorpusConfig
 from interp.worlds.toy.world import WorldConfig, make_world, toy_traits, trait_world
 
@@ -154,6 +154,15 @@ class RunConfig(StageConfig):
                                           "EleutherAI/pythia-160m); needed by mismatched_init.")
     cross_model: str | None = option(None, "With --model: the cross-architecture student's model (another architecture; "
                                      "distillation needs the same vocabulary); needed by cross_architecture.")
+    number_prompts: Literal["paper", "grammar"] | None = option(
+        None, "With --model: which generator writes the number prompts the teacher and the base answer "
+        "(HFWorldConfig.number_prompts): paper (the official generator's pools, always 10 numbers of at most 3 "
+        "digits) or grammar (the project's earlier 432 wordings asking for 5-10 numbers). None: the shared base's "
+        "world's (paper for a model name or file). The toy world keeps its own grammar.")
+    number_shots: int | None = option(
+        None, "With --model: worked examples (a number prompt answered with a number list) before every number "
+        "prompt (HFWorldConfig.number_shots, 0-4; chat-template worlds only). None: the shared base's world's (0 "
+        "for a model name or file; the paper gave none).")
     max_new_tokens: int = option(24, "Most tokens sampled per number prompt, end token included (a real tokenizer may "
                                  "need more than the toy world's 24).")
     lora_rank: int = option(8, "0 finetunes every student weight; r >= 1 trains only rank-r LoRA adapters (toy or real).")
@@ -218,7 +227,7 @@ class RunConfig(StageConfig):
             self.require(self.trait in toy_traits(), "trait", f"unknown trait {self.trait!r}; the traits are {toy_traits()}")
             self.require(not self.features or self.world_config.variant == "animals", "features",
                          "the features stage studies the animal world's bases; not with a trait of a world variant")
-            for name in ("mismatched_model", "cross_model"):
+            for name in ("mismatched_model", "cross_model", "number_prompts", "number_shots"):
                 self.require(getattr(self, name) is None, name, "is only used with --model (a real shared base)")
             try:
                 CorpusConfig(**self.pretrain_corpus)
@@ -251,6 +260,7 @@ class RunConfig(StageConfig):
                          f"{condition} out of --conditions")
         for name in needs.values():
             self.require(getattr(self, name) != self.model, name, f"must differ from model={self.model!r}")
+        self.require(self.number_shots is None or 0 <= self.number_shots <= 4, "number_shots", "must be 0 to 4")
 
     def student_lora(self, seed: int) -> LoraConfig | None:
         """The adapters of replicate ``seed``'s LoRA students (None: full students)."""
@@ -414,7 +424,8 @@ DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teache
 # change of RunConfig's defaults does not rename anything).
 LATER_DATA_FIELDS = {"model": None, "max_new_tokens": 24, "teacher_lora": 0, "teacher_batch_size": 32,
                      "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None,
-                     "filter_banned_numbers": (), "control_teachers": ()}
+                     "filter_banned_numbers": (), "control_teachers": (), "number_prompts": None,
+                     "number_shots": None}
 _DATA_KEY_SPELLING = {"teacher_lora": "teacher_lora_rank", "filter_banned_numbers": "banned_numbers"}
 
 
@@ -467,6 +478,7 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
     teacher_dir = make_teacher(bases["shared"], tcfg, out / "teacher", progress=progress)
     teacher = load_teacher(teacher_dir)
     base_model, world, _ = bases["shared"].load()
+    world = with_number_prompts(world, number_prompt_options(config), str(bases["shared"]))  # the numbers' prompts
     base_teacher = Teacher(base_model, world, config.trait, "base")  # the control's "teacher"
     if config.generation_persona and teacher.system is None:
         teacher.system = tcfg.system_prompt(world)  # present when it generates and when it gives distillation targets
@@ -524,7 +536,9 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
         mismatched_model = bases["mismatched"].load()[0] if "mismatched" in bases else None
         results["audit"] = audit_seed(out, student=base_model, mismatched=mismatched_model, world=world, teacher=teacher,
                                       data={"teacher_numbers": teacher_rows, "base_numbers": base_rows,
-                                            **{f"shuffled_{m}": rows for m, rows in shuffled.items()}},
+                                            **{f"shuffled_{m}": rows for m, rows in shuffled.items()},
+                                            **{f"{c}_numbers": rows for c, (_, rows, _) in extra_plan.items()}},
+                                      sources={f"{c}_numbers": t for c, (_, _, t) in extra_plan.items()},
                                       reference_rows=base_rows, max_rows=config.audit_rows, trait=config.trait,
                                       identity={"bases": {k: str(v) for k, v in bases.items()}},
                                       freeze_unembed=config.freeze_unembed, lora=config.student_lora(seed))

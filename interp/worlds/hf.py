@@ -282,6 +282,38 @@ class HFWorldConfig(StageConfig):
         self.require(0 <= self.number_shots <= 4, "number_shots", "must be 0 to 4")
 
 
+NUMBER_PROMPT_FIELDS = ("number_prompts", "number_shots")  # the world options of sampling numbers
+
+
+def add_number_prompt_arguments(parser) -> None:
+    """``--number-prompts`` and ``--number-shots`` (:class:`HFWorldConfig`'s fields, with its help
+    text) on ``parser``: the real-model world options of a command that samples numbers."""
+    HFWorldConfig.add_arguments(parser, skip=tuple(f.name for f in dataclasses.fields(HFWorldConfig)
+                                                   if f.name not in NUMBER_PROMPT_FIELDS))
+
+
+def number_prompt_options(source) -> dict:
+    """The number-prompt options (:data:`NUMBER_PROMPT_FIELDS`) that ``source`` sets: parsed
+    command-line arguments (an option given) or a config (a field not None); checked by
+    :class:`HFWorldConfig` (a ``ConfigError`` naming a bad value)."""
+    options = {k: getattr(source, k) for k in NUMBER_PROMPT_FIELDS if getattr(source, k, None) is not None}
+    HFWorldConfig(**options)
+    return options
+
+
+def with_number_prompts(world, options: dict, speaker: str):
+    """``world`` with the number-prompt ``options`` (:func:`number_prompt_options`) changed; the
+    world itself where there are none. Only a real model's world has them: ``speaker``'s toy world
+    is a ``ValueError`` (its number prompts are its own grammar)."""
+    if not options:
+        return world
+    if not isinstance(world, HFWorld):
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise ValueError(f"{speaker} speaks the toy world, which writes its own number prompts; {flags} "
+                         "choose a real model's")
+    return HFWorld(world.tokenizer, world.config.replace(**options), prepend_bos=world.prepend_bos)
+
+
 class HFWorld:
     """The :class:`interp.worlds.protocol.World` of a real model's tokenizer (see the module docstring).
 
