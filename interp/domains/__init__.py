@@ -40,10 +40,11 @@ factory in :data:`DOMAIN_FACTORIES` (or being passed where a domain is taken).
     ``(seed, i)`` alone. ``prompt`` is what :meth:`World.encode_prompt` takes; ``task`` (JSON)
     is what :meth:`check` needs to grade the answer (test inputs and expected outputs, the
     reference answer) and is copied into the raw generated row. The numbers domain has no task.
-``check(row, world) -> (fields, None) | (None, reason)``
-    Grade one raw row (``prompt``, ``completion``, ``ended_with_eos``, ``task``): the fields a
-    kept row gains (``numbers`` for numbers; ``tests_passed`` for code; ``answer`` for cot), or a
-    reason of :data:`reject_reasons` (the format and correctness part of the filter).
+``check(row, world) -> (fields, reason or None)``
+    Grade one raw row (``prompt``, ``completion``, ``ended_with_eos``, ``task``): the fields the
+    row gains (``numbers`` for numbers; ``tests_passed`` for code; ``answer`` for cot; a rejected
+    row may get a ``detail``) and ``None`` to keep it, or a reason of :data:`reject_reasons` (the
+    format and correctness part of the filter).
 ``trait_reason(completion, trait, world, task) -> str | None``
     The trait filter on a completion that passed :meth:`check`: ``None`` to keep it, else the
     reason (``trait_word``, ``subtle_reference`` for the toy judge). A real model's domain puts
@@ -81,7 +82,7 @@ class Domain(Protocol):
         """``n_rows`` rows ``{"prompt", "task"?}``; row ``i`` depends on ``(seed, i)`` alone."""
 
     def check(self, row: dict, world: Any) -> tuple[dict | None, str | None]:
-        """``(fields a kept row gains, None)`` or ``(None, reason)``: format and correctness."""
+        """``(fields the row gains, None)`` to keep it, or ``(fields or None, reason)``."""
 
     def trait_reason(self, completion: str, trait: str, world: Any, task: dict | None = None) -> str | None:
         """The trait filter on a correct completion: None (keep) or a reason."""
