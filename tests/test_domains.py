@@ -271,6 +271,10 @@ def test_cli__unknown_domain_is_one_line():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["code", "cot"])
 def test_run__domain_end_to_end_on_tiny_bases(monkeypatch, tmp_path, name):
+    """`interp run --domain code|cot` on tiny bases of the domains world. A tiny base barely
+    writes a correct program or answer, so every other sampled completion is replaced by a correct
+    one of its task (the rest stay as sampled): the filter, the students, the in-context control
+    and the pass rates then all run on real rows."""
     import interp.stages.pretrain as pretrain_mod
     import interp.studies.run as run_mod
     from interp.studies.run import RunConfig, run
@@ -278,17 +282,28 @@ def test_run__domain_end_to_end_on_tiny_bases(monkeypatch, tmp_path, name):
 
     monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
     monkeypatch.setattr(run_mod, "base_config", tiny_pretrain_config)
+    real_generate = run_mod.generate_numbers
+
+    def generate_then_correct_half(model, world, config, out_path, **kwargs):
+        path = real_generate(model, world, config, out_path, **kwargs)
+        rows, rng = read_jsonl(path), np.random.default_rng(0)
+        for row in rows[::2]:
+            row["completion"] = (code_lang.solution(rng, row["task"]) if name == "code"
+                                 else cot_lang.trace(rng, {**row["task"], "prompt": ""}))
+            row["ended_with_eos"] = True
+        write_jsonl(path, rows)
+        return path
+
+    monkeypatch.setattr(run_mod, "generate_numbers", generate_then_correct_half)
     config = RunConfig(domain=name, seeds=2, n_rows=30, pretrain_steps=60, teacher_steps=5, in_context_examples=2,
                        objectives=("sft",), conditions=("control", "shared_init", "mismatched_init"), audit_rows=0)
-    # a tiny base writes little correct code: the students train on whatever the filter keeps
-    try:
-        results = run(config, tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False, workers=1)
-    except ValueError as e:
-        assert "the filtered set is empty" in str(e)
-        stats = read_json(tmp_path / "run" / "seed0" / "data" / "teacher_numbers.filtered.stats.json")
-        assert stats["domain"] == name and stats["n_raw"] == 30
-        return
+    results = run(config, tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False, workers=1)
     assert results["bases"]["shared"].endswith("-domains")
-    assert {"teacher", "base"} <= set(results["filter"])
-    for row in read_jsonl(tmp_path / "run" / "seed0" / "data" / "teacher_numbers.filtered.jsonl"):
-        assert domain(name).check(row, make_world(DOMAINS))[1] is None
+    assert results["filter"]["teacher"]["pass_rate"]["mean"] >= 0.5 and len(results["filter"]["base"]["per_seed"]) == 2
+    assert all(0 <= results.condition(c, "sft")["trait_prob"]["mean"] <= 1 for c in config.conditions)
+    assert {(c["a"], c["b"]) for c in results.comparisons} == {("shared_init", "control"), ("shared_init", "mismatched_init")}
+    world = make_world(DOMAINS)
+    for data in ("teacher_numbers", "base_numbers"):
+        kept = read_jsonl(tmp_path / "run" / "seed0" / "data" / f"{data}.filtered.jsonl")
+        assert kept and all(domain(name).check(row, world)[1] is None for row in kept)
+        assert all(r["reject_reason"] for r in read_jsonl(tmp_path / "run" / "seed0" / "data" / f"{data}.filtered.rejected.jsonl"))
