@@ -343,6 +343,8 @@ def _real_bases(config: RunConfig) -> dict[str, ModelRef]:
 def _base_configs(config: RunConfig) -> dict[str, PretrainConfig]:
     """A toy run's bases (shared, mismatched and, with cross_architecture, cross) as pretraining configs."""
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
+    if config.domain != "numbers" and "mismatched_init" not in config.conditions:
+        del specs["mismatched"]  # a code or cot run pretrains the other seed's base only for the condition that needs it
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
     return {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus, config.world_config)
