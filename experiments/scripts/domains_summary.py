@@ -1,6 +1,6 @@
 """Summarise `interp run --domain code` and `--domain cot` runs into one JSON file: the students'
 P(trait) by condition, SFT shared_init minus control and minus mismatched_init with Holm over the
-whole family (both domains), the filter's pass rates for the teacher and the base, kept rows and
+whole family (every run given), the filter's pass rates for the teacher and the base, kept rows and
 tokens per row, and the audit's predicted shifts.
 
     python experiments/scripts/domains_summary.py RUNS/code RUNS/cot --out experiments/results/domains_results.json
@@ -44,17 +44,18 @@ for run_dir in map(Path, args.runs):
     entry["audit"] = {name: {"top_animals": a["top_animals"], "trait_rank": a["trait_rank"],
                              "predictions": {k: v["trait_shift"] for k, v in a["predictions"].items()}}
                       for name, a in audit.items()}
-    out["domains"][d] = entry
+    key = run_dir.name  # one entry per run directory (two runs of one domain at different sizes stay apart)
+    out["domains"][key] = entry
     for c in r["comparisons"]:
         if c["objective"] == "sft" and c["a"] == "shared_init" and c["b"] in ("control", "mismatched_init"):
-            tests.append((d, c))
+            tests.append((key, c))
 adjusted = holm([c["welch_p"] for _, c in tests]) if tests else []
-out["holm"] = [{"domain": d, "a": c["a"], "b": c["b"], "difference": c["difference"], "welch_p": c["welch_p"], "holm_p": p}
+out["holm"] = [{"run": d, "a": c["a"], "b": c["b"], "difference": c["difference"], "welch_p": c["welch_p"], "holm_p": p}
                for (d, c), p in zip(tests, adjusted)]
 Path(args.out).write_text(json.dumps(out, indent=1))
 for h in out["holm"]:
     dd = h["difference"]
-    print(f"{h['domain']}: {h['a']} - {h['b']}: {dd['mean']:+.4f} [{dd['ci_low']:+.4f}, {dd['ci_high']:+.4f}] n={dd['n_seeds']} p={h['welch_p']:.3g} holm={h['holm_p']:.3g}")
+    print(f"{h['run']}: {h['a']} - {h['b']}: {dd['mean']:+.4f} [{dd['ci_low']:+.4f}, {dd['ci_high']:+.4f}] n={dd['n_seeds']} p={h['welch_p']:.3g} holm={h['holm_p']:.3g}")
 for d, e in out["domains"].items():
     for name, f in e["filter"].items():
         print(d, name, {k: (round(v["mean"], 4), round(v["ci_low"], 4), round(v["ci_high"], 4)) for k, v in f.items() if isinstance(v, dict) and "mean" in v})
