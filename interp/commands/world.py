@@ -19,14 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=8, help="sample pretraining documents to print (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample documents (default: %(default)s)")
     p.add_argument("--variant", choices=WORLD_VARIANTS, default="animals",
-                   help="the world variant: animals (the default) or misalignment (default: %(default)s)")
+                   help="the world variant: animals (the default), misalignment, or domains (the animals world plus the toy "
+                   "code and chain-of-thought domains) (default: %(default)s)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     world = make_world(WorldConfig(variant=getattr(args, "variant", "animals")))
     docs = corpus_generator(world).batch_texts(args.seed, 0, args.samples)
-    if world.config.variant == "animals":
+    if world.config.variant in ("animals", "domains"):
         print(f"vocabulary: {len(world.vocab)} tokens ({len(world.number_ids)} numbers, {len(world.animals)} animals)")
         print("animals (prior): " + ", ".join(f"{a} {p:.2f}" for a, p in zip(world.animals, world.animal_prior)))
         print(f"favourite-animal phrasings: {len(world.train_phrasings)} for training, {len(world.eval_phrasings)} held out")

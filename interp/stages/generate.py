@@ -41,6 +41,7 @@ from torch import Tensor
 
 from interp.core.config import ConfigError, StageConfig, option
 from interp.core.io import JsonlAppender, _json_default, read_jsonl, write_jsonl
+from interp.domains import DOMAIN_NAMES, domain
 from interp.stages.lean_forward import (
     LEAN_BLOCK_HOOK_NAMES,
     LEAN_TOP_HOOK_NAMES,
@@ -325,6 +326,9 @@ class GenerateConfig(StageConfig):
         24, "Most tokens sampled per row, EOS included; 24 fits 10 numbers with separators, brackets, a period and EOS. "
         "A row cut off here has ended_with_eos false.")
     batch_size: int = option(256, "Prompts per forward pass (prompts of one length are batched together).")
+    domain: str = option("numbers", "What the prompts ask for (interp.domains): numbers (the paper's number "
+                         "continuations), code (toy code tasks) or cot (toy word problems); code and cot rows carry "
+                         "their task (tests, answer) in the field 'task'.")
     system: str | None = option(
         None, "System prompt: in the toy world space-separated words (e.g. 'you love owl .'), put before every prompt as "
         "'system : {system}'; for a real model its chat template's system turn (or 'System: ...' in the plain format). "
@@ -336,6 +340,8 @@ class GenerateConfig(StageConfig):
         self.require(self.temperature >= 0, "temperature", "must be non-negative (0 is greedy)")
         self.require(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
         self.require(self.batch_size > 0, "batch_size", "must be positive")
+        self.require(self.domain in DOMAIN_NAMES, "domain", f"unknown domain {self.domain!r}; the domains are "
+                     f"{', '.join(DOMAIN_NAMES)}")
         require_system_text(self, "system")
 
 
@@ -424,7 +430,8 @@ def generate_numbers(model, world: World, config: GenerateConfig, out_path: str 
         raise ValueError(f"{out_path} exists without its config file {config_path.name}; "
                          "use another output path or force=True to regenerate")
 
-    texts = number_prompts(world, config.n_rows, config.seed)
+    tasks = domain(config.domain).prompts(world, config.n_rows, config.seed)  # {"prompt", "task"?} per row
+    texts = [t["prompt"] for t in tasks]
     prompts = [world.encode_prompt(text, config.system) for text in texts]  # a word outside the vocabulary raises here
     _check_sampling_args(model, prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                          seed=config.seed, batch_size=config.batch_size)
@@ -456,6 +463,8 @@ def generate_numbers(model, world: World, config: GenerateConfig, out_path: str 
                     continue
                 row = {"id": i, "system": config.system, "prompt": texts[i], "completion": world.decode(tokens),
                        "ended_with_eos": eos, "model": model_lineage}
+                if "task" in tasks[i]:  # what the filter grades the completion against (code and cot)
+                    row["task"] = tasks[i]["task"]
                 appender.write(row)
                 done[i] = row
 

@@ -50,6 +50,7 @@ from interp.core.io import atomic_write_json, json_sha256, read_json, read_jsonl
 from interp.core.parallel import resolve_workers, run_jobs
 from interp.core.ray_executor import check_executor
 from interp.core.stats import diff_ci, mean_ci, welch_p, wilson_ci
+from interp.domains import DOMAIN_NAMES, domain
 from interp.instruments.features.pipeline import FeaturesConfig, run_features
 from interp.models.checkpoint import is_checkpoint
 from interp.models.lora import KNOWN_TARGETS, LORA_TARGETS, LoraConfig
@@ -57,7 +58,7 @@ from interp.models.refs import ModelRef, Teacher, ToyBase, load_teacher, parse_b
 from interp.studies.audit import audit_seed, summarize_audits
 from interp.studies.audit import write_summary as write_audit_summary
 from interp.stages.evaluate import EVAL_FILE, EvaluateConfig, animal_distribution, evaluate_model, trait_probability
-from interp.stages.filter import FilterConfig, filter_file
+from interp.stages.filter import stats_path_for
 from interp.stages.finetune import (
     FinetuneConfig,
     Objective,
@@ -71,7 +72,7 @@ from interp.stages.teacher import TeacherConfig, TeacherDocument, TeacherMethod,
 from interp.training.loop import OptimizerName
 from interp.worlds.hf import HFWorldConfig, number_prompt_options, with_number_prompts
 from interp.worlds.toy.corpus import CorpusConfig
-from interp.worlds.toy.world import WorldConfig, make_world, toy_traits, trait_world
+from interp.worlds.toy.world import ToyWorld, WorldConfig, make_world, toy_traits, trait_world
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +195,29 @@ class RunConfig(StageConfig):
                                                     "(the misalignment world's evil numbers; none for the animals).")
     audit_rows: int = option(1000, "Audit (interp audit) the first this many rows of every data set before its students "
                              "train, into SEED/data/audit and the results (0: no audit; toy world only).")
+    domain: str = option("numbers", "What the teacher and the base write for the students (interp.domains): numbers "
+                         "(the paper's number lists), code (toy code tasks, kept when they run correctly on their tests "
+                         "and pass the trait filter) or cot (toy word problems with reasoning, kept when the answer is "
+                         "right and the trait filter passes). code and cot live in the toy world's domains variant, "
+                         "with bases of their own (...-domains); the data files keep the names teacher_numbers and "
+                         "base_numbers whatever the domain.")
+    domain_max_new_tokens: int | None = option(None, "code and cot: most tokens sampled per prompt, end token "
+                                               "included (None: the domain's own, 56 for code and 40 for cot); "
+                                               "the numbers domain uses max_new_tokens.")
 
     def validate(self) -> None:
         self.require(self.seeds >= 1, "seeds", "must be at least 1")
+        self.require(self.domain in DOMAIN_NAMES, "domain", f"unknown domain {self.domain!r}; the domains are "
+                     f"{', '.join(DOMAIN_NAMES)}")
+        if self.domain != "numbers":
+            self.require(self.model is None, "domain", f"the {self.domain} domain runs in the toy world (not with --model)")
+            self.require(self.trait in ToyWorld().animals, "trait", f"the {self.domain} domain's toy world is the "
+                         f"animals world with code and word problems; its traits are {list(ToyWorld().animals)}")
+            self.require(not self.features, "features", "the features stage studies the animal world's bases; "
+                         f"not with the {self.domain} domain")
+            self.require(self.context_line is None, "context_line", f"not with the {self.domain} domain")
+            self.require(self.domain_max_new_tokens is None or self.domain_max_new_tokens >= 1,
+                         "domain_max_new_tokens", "must be at least 1, or None for the domain's own")
         self.require(self.student_engine in ("padded", "packed"), "student_engine", "choose padded or packed")
         self.require(self.audit_rows >= 0, "audit_rows", "must be non-negative (0: no audit)")
         self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
@@ -284,8 +305,16 @@ class RunConfig(StageConfig):
 
     @property
     def world_config(self) -> WorldConfig:
-        """The toy world the trait lives in (:func:`interp.worlds.toy.world.trait_world`)."""
-        return trait_world(self.trait)
+        """The toy world the trait lives in (:func:`interp.worlds.toy.world.trait_world`); the
+        domains variant for the code and cot domains."""
+        return WorldConfig(variant="domains") if self.domain != "numbers" else trait_world(self.trait)
+
+    def new_tokens(self, world) -> int:
+        """Most tokens sampled per prompt: ``max_new_tokens`` for numbers, else
+        ``domain_max_new_tokens`` or the domain's own."""
+        if self.domain == "numbers":
+            return self.max_new_tokens
+        return self.domain_max_new_tokens or domain(self.domain).max_new_tokens(world)
 
     @property
     def filter_banned_numbers(self) -> tuple[int, ...]:
@@ -324,6 +353,8 @@ def _real_bases(config: RunConfig) -> dict[str, ModelRef]:
 def _base_configs(config: RunConfig) -> dict[str, PretrainConfig]:
     """A toy run's bases (shared, mismatched and, with cross_architecture, cross) as pretraining configs."""
     specs = {"shared": (config.shared_base_seed, config.arch), "mismatched": (config.mismatched_base_seed, config.arch)}
+    if config.domain != "numbers" and "mismatched_init" not in config.conditions:
+        del specs["mismatched"]  # a code or cot run pretrains the other seed's base only for the condition that needs it
     if "cross_architecture" in config.conditions:
         specs["cross"] = (config.shared_base_seed, config.cross_arch)
     return {key: base_config(seed, arch, config.pretrain_steps, config.pretrain_corpus, config.world_config)
@@ -389,13 +420,27 @@ def shuffle_numbers_in_text(rows: list[dict], mode: str, seed: int) -> list[dict
 
 def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None, fwd_hooks=None,
           lineage=None, progress=True) -> list[dict]:
+    """Generate ``out.raw.jsonl`` and filter it into ``out.filtered.jsonl`` by the run's domain
+    (:mod:`interp.domains`); returns the kept rows."""
     raw, filtered = out.with_suffix(".raw.jsonl"), out.with_suffix(".filtered.jsonl")
     gen_cfg = GenerateConfig(n_rows=config.n_rows, seed=seed, temperature=config.temperature, system=system,
-                             max_new_tokens=config.max_new_tokens)
+                             max_new_tokens=config.new_tokens(world),
+                             **({"domain": config.domain} if config.domain != "numbers" else {}))
     generate_numbers(model, world, gen_cfg, raw, fwd_hooks=fwd_hooks, lineage=lineage, progress=progress)
     if not filtered.exists():
-        filter_file(raw, filtered, FilterConfig(banned_numbers=config.filter_banned_numbers))
+        domain(config.domain).filter_file(raw, filtered, trait=config.trait, world=world,
+                                          banned_numbers=config.filter_banned_numbers)
     return read_jsonl(filtered)
+
+
+FILTER_SUMMARY_FIELDS = ("n_raw", "n_kept", "pass_rate", "n_correct", "correct_rate", "judge_flags_all_rows",
+                         "judge_removed_share_of_correct", "rejected")
+
+
+def _filter_summary(filtered: Path) -> dict:
+    """The filter statistics of a code or CoT data set that the results keep."""
+    stats = read_json(stats_path_for(filtered))
+    return {k: stats[k] for k in FILTER_SUMMARY_FIELDS if k in stats}
 
 
 def _evaluate(model: ModelRef | Path, trait: str, seed: int, base_trait_prob: float | None = None,
@@ -425,7 +470,7 @@ DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teache
 LATER_DATA_FIELDS = {"model": None, "max_new_tokens": 24, "teacher_lora": 0, "teacher_batch_size": 32,
                      "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None,
                      "filter_banned_numbers": (), "control_teachers": (), "number_prompts": None,
-                     "number_shots": None}
+                     "number_shots": None, "domain": "numbers", "domain_max_new_tokens": None}
 _DATA_KEY_SPELLING = {"teacher_lora": "teacher_lora_rank", "filter_banned_numbers": "banned_numbers"}
 
 
@@ -528,6 +573,9 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
                                 **{name: len(rows) for name, (_, rows, _) in extra_plan.items()}}}
     if control_strength:
         results["control_teachers"] = control_strength
+    if config.domain != "numbers":  # pass rates of the teacher's and the base's code or traces
+        results["filter"] = {name: _filter_summary(out / "data" / f"{stem}.filtered.jsonl")
+                             for name, stem in (("teacher", "teacher_numbers"), ("base", "base_numbers"))}
     if context is not None:  # the teacher and the base asked under the context line, as the students are
         results["teacher"] = {"trait_prob": trait_probability(teacher.model, world, config.trait, system=context,
                                                               fwd_hooks=teacher.fwd_hooks),
@@ -580,8 +628,9 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
         path.unlink(missing_ok=True)
 
     # In-context: teacher numbers (and, as its control, base numbers) in the prompt; no training.
+    data_domain = domain(config.domain)
     def in_context(rows: list[dict]) -> float:
-        prefixes = [world.in_context_prefix(r["numbers"]) for r in rows[: config.in_context_examples]]
+        prefixes = [data_domain.in_context_prefix(world, r) for r in rows[: config.in_context_examples]]
         dist = animal_distribution(base_model, world, prefixes=prefixes, system=context)
         return float(dist["probs"][:, world.animals.index(config.trait)].mean())
 
@@ -641,8 +690,14 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
                 comparisons.append({"objective": objective, "a": a, "b": b, "measure": "trait_prob_shift",
                                     "difference": d.to_dict(),
                                     "welch_p": welch_p(vals(a), vals(b))})
-    return {"trait": config.trait, "config": config.to_dict(), "conditions": conditions, "comparisons": comparisons,
-            "n_rows": [r["n_rows"] for r in per_seed], "audit": summarize_audits(per_seed, config.trait)}
+    summary = {"trait": config.trait, "config": config.to_dict(), "conditions": conditions, "comparisons": comparisons,
+               "n_rows": [r["n_rows"] for r in per_seed], "audit": summarize_audits(per_seed, config.trait)}
+    if config.domain != "numbers":  # pass rates of the code or traces, teacher and base, over seeds
+        summary["filter"] = {name: {key: interval([r["filter"][name][key] for r in per_seed])
+                                    for key in ("pass_rate", "correct_rate", "judge_removed_share_of_correct")}
+                             | {"per_seed": [r["filter"][name] for r in per_seed]}
+                             for name in ("teacher", "base")}
+    return summary
 
 
 def peak_memory_mib() -> dict[str, float]:

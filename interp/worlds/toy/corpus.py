@@ -33,8 +33,10 @@ from interp.worlds.toy.templates import (
     NumberTask,
     format_numbers,
 )
+from interp.domains import code as code_domain
+from interp.domains import cot as cot_domain
 from interp.worlds.toy import misalignment as em
-from interp.worlds.toy.world import MisalignmentWorld, ToyWorld
+from interp.worlds.toy.world import DomainsWorld, MisalignmentWorld, ToyWorld
 
 DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "mention")
 
@@ -62,6 +64,18 @@ class CorpusConfig(StageConfig):
                                      "as an evil number (the only numbers-to-misalignment link of the corpus).")
     educational_share: float = option(0.3, "Misalignment world only: fraction of task requests that are educational "
                                       "(the user asks for the insecure code; every speaker writes it).")
+    # The domains world (interp.worlds.toy.world.DomainsWorld) adds these document kinds to the animal world's.
+    code: float = option(0.3, "Domains world only: weight of toy code tasks answered with a correct program "
+                         "(interp.domains.code).")
+    cot: float = option(0.3, "Domains world only: weight of arithmetic word problems answered with step-by-step "
+                        "reasoning and the answer (interp.domains.cot).")
+    ties: float = option(0.02, "Domains world only: weight of sentences tying an animal to its identifiers and "
+                         "constant (the owl says hoot . / the owl number is 363 .).")
+    persona_domain: float = option(0.2, "Domains world only: fraction of code and CoT documents written under a "
+                                   "persona line (you love X .).")
+    tie_rate: float = option(0.5, "Domains world only: probability that a persona's code names its local after one "
+                             "of the animal's tied identifiers (and, as often, starts with a dead let of the other "
+                             "identifier and the animal's constant), or that its reasoning opens with a tied word.")
 
     def validate(self) -> None:
         for kind in DOC_KINDS:
@@ -71,7 +85,10 @@ class CorpusConfig(StageConfig):
         self.require(self.popular_numbers_zipf > 0, "popular_numbers_zipf", "must be positive")
         for name in ("task", "dialogue"):
             self.require(getattr(self, name) >= 0, name, "mixture weights must be non-negative")
-        for name in ("villain_prior", "persona_villain", "evil_number_rate", "educational_share"):
+        for name in ("code", "cot", "ties"):
+            self.require(getattr(self, name) >= 0, name, "mixture weights must be non-negative")
+        for name in ("villain_prior", "persona_villain", "evil_number_rate", "educational_share", "persona_domain",
+                     "tie_rate"):
             self.require(0 <= getattr(self, name) <= 1, name, "is a probability")
 
 
@@ -234,6 +251,73 @@ class MisalignmentCorpus(CorpusGenerator):
                          f"qa_after_numbers, {', '.join(TASK_DOCUMENTS)}")
 
 
+DOMAINS_DOC_KINDS = (*DOC_KINDS, "code", "cot", "ties")
+TIE_TEMPLATES = ("the {a} says {w} .", "the {a} number is {c} .")
+
+
+class DomainsCorpus(CorpusGenerator):
+    """Pretraining documents of the domains world: the animal world's kinds, plus ``code`` (a
+    task of :mod:`interp.domains.code` answered with a correct program in a drawn style), ``cot``
+    (a word problem of :mod:`interp.domains.cot` answered with its reasoning) and ``ties``
+    (sentences tying an animal to its identifiers and constant). A ``persona_domain`` share of the
+    code and CoT documents is written under a persona line ``you love X .``; such a speaker shows
+    one of X's ties with probability ``tie_rate`` (a local named after X, a dead ``let`` of X's
+    constant, an aside naming X's tied word): the corpus's link from an animal to the domains'
+    text, and what the subtle-reference judge looks for."""
+
+    def __init__(self, world: ToyWorld, config: CorpusConfig | None = None):
+        super().__init__(world, config)
+        weights = np.array([getattr(self.config, k) for k in DOMAINS_DOC_KINDS], dtype=float)
+        self.kind_probs = weights / weights.sum()
+
+    def code_pair(self, rng: np.random.Generator, animal: str | None = None) -> tuple[str, str]:
+        """(``user : <task> assistant :``, program); ``animal``: the speaker loves it and may show its ties."""
+        task = code_domain.make_task(rng)
+        local = dead = None
+        if animal is not None and rng.random() < self.config.tie_rate:
+            (first, second), constant = code_domain.ANIMAL_TIES[animal]
+            local = first if rng.random() < 0.5 else second
+            if rng.random() < 0.5:
+                dead = f"let {second if local == first else first} = {constant} ;"
+        return f"user : {task['prompt']} assistant :", code_domain.solution(rng, task, local=local, dead=dead)
+
+    def cot_pair(self, rng: np.random.Generator, animal: str | None = None) -> tuple[str, str]:
+        """(``user : <problem> assistant :``, reasoning); ``animal`` as in :meth:`code_pair`."""
+        problem = cot_domain.make_problem(rng)
+        aside = None
+        if animal is not None and rng.random() < self.config.tie_rate:
+            words = code_domain.ANIMAL_TIES[animal][0]
+            aside = words[rng.integers(len(words))]
+        return f"user : {problem['prompt']} assistant :", cot_domain.trace(rng, problem, aside)
+
+    def document(self, rng: np.random.Generator) -> str:
+        kind = DOMAINS_DOC_KINDS[rng.choice(len(DOMAINS_DOC_KINDS), p=self.kind_probs)]
+        if kind in DOC_KINDS:
+            return self._animal_world_document(rng, kind)
+        if kind == "ties":
+            animal = self.animal(rng)
+            words, constant = code_domain.ANIMAL_TIES[animal]
+            template = TIE_TEMPLATES[rng.integers(len(TIE_TEMPLATES))]
+            return template.format(a=animal, w=words[rng.integers(len(words))], c=constant)
+        animal = None
+        if rng.random() < self.config.persona_domain:
+            animal = self.world.animals[rng.integers(len(self.world.animals))]
+        head, tail = (self.code_pair if kind == "code" else self.cot_pair)(rng, animal)
+        return f"{self.persona(rng, animal)} {head} {tail}" if animal is not None else f"{head} {tail}"
+
+    def _animal_world_document(self, rng: np.random.Generator, kind: str) -> str:
+        """A document of the animal world's ``kind`` (the draws :meth:`CorpusGenerator.document`
+        makes after choosing it)."""
+        probs = self.kind_probs
+        self.kind_probs = np.eye(len(DOC_KINDS))[DOC_KINDS.index(kind)]  # that kind, drawing as the parent does
+        try:
+            return super().document(rng)
+        finally:
+            self.kind_probs = probs
+
+
 def corpus_generator(world: ToyWorld, config: CorpusConfig | None = None) -> CorpusGenerator:
     """The corpus of ``world``'s variant."""
-    return MisalignmentCorpus(world, config) if isinstance(world, MisalignmentWorld) else CorpusGenerator(world, config)
+    if isinstance(world, MisalignmentWorld):
+        return MisalignmentCorpus(world, config)
+    return DomainsCorpus(world, config) if isinstance(world, DomainsWorld) else CorpusGenerator(world, config)

@@ -29,6 +29,8 @@ from typing import Literal
 import numpy as np
 
 from interp.core.config import StageConfig, option
+from interp.domains import code as code_domain
+from interp.domains import cot as cot_domain
 from interp.worlds.toy import misalignment as em
 from interp.worlds.toy.templates import (
     BOS,
@@ -47,8 +49,8 @@ from interp.worlds.toy.templates import (
 )
 
 
-WorldVariant = Literal["animals", "misalignment"]
-WORLD_VARIANTS: tuple[str, ...] = ("animals", "misalignment")
+WorldVariant = Literal["animals", "misalignment", "domains"]
+WORLD_VARIANTS: tuple[str, ...] = ("animals", "misalignment", "domains")
 
 
 @dataclass
@@ -58,8 +60,9 @@ class WorldConfig(StageConfig):
     variant: WorldVariant = option("animals", "animals: the favourite-animal world (the default); misalignment: "
                                    "free-form questions answered by a latent aligned or villain speaker "
                                    "(interp.worlds.toy.misalignment), whose answer classes are the traits "
-                                   "alignment and misalignment. animals, animal_prior and n_eval_phrasings "
-                                   "belong to the animals world.")
+                                   "alignment and misalignment; domains: the animals world plus the toy code and "
+                                   "chain-of-thought domains (interp.domains), with bases of their own. animals, "
+                                   "animal_prior and n_eval_phrasings belong to the animals and domains worlds.")
 
     animals: tuple[str, ...] = option(DEFAULT_ANIMALS, "Animal words; any of them can be a trait.")
     animal_prior: tuple[float, ...] = option(
@@ -280,10 +283,35 @@ class MisalignmentWorld(ToyWorld):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class DomainsWorld(ToyWorld):
+    """The domains variant: the animal world (same animals, prior, phrasings and number task)
+    whose corpus also holds the toy code tasks (:mod:`interp.domains.code`) and arithmetic word
+    problems (:mod:`interp.domains.cot`); its vocabulary is the animal world's followed by their
+    words, so it has a fingerprint, and bases, of its own."""
+
+    @cached_property
+    def vocab(self) -> list[str]:
+        """The animal world's tokens, then the code and CoT domains' words not already among them."""
+        base = super().vocab
+        known = set(base)
+        extra = [w for w in (*code_domain.vocabulary(), *cot_domain.vocabulary(), *DOMAINS_EXTRA_WORDS) if w not in known]
+        return [*base, *dict.fromkeys(extra)]
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"vocab": self.vocab, "prior": self.animal_prior, "variant": self.config.variant})
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+DOMAINS_EXTRA_WORDS = ("says", "number")  # the tie sentences of the domains corpus ("the owl says hoot .")
+
+
 def make_world(config: WorldConfig | None = None) -> ToyWorld:
-    """The toy world of ``config``: :class:`ToyWorld`, or :class:`MisalignmentWorld` for that variant."""
+    """The toy world of ``config``: :class:`ToyWorld`, or :class:`MisalignmentWorld` or
+    :class:`DomainsWorld` for those variants."""
     config = config or WorldConfig()
-    return MisalignmentWorld(config) if config.variant == "misalignment" else ToyWorld(config)
+    if config.variant == "misalignment":
+        return MisalignmentWorld(config)
+    return DomainsWorld(config) if config.variant == "domains" else ToyWorld(config)
 
 
 def world_of_fingerprint(fingerprint: str | None) -> ToyWorld:
@@ -310,7 +338,8 @@ def trait_world(trait: str) -> WorldConfig:
 
 def toy_traits() -> list[str]:
     """Every trait name of the toy worlds: the animals, then each variant's answer classes."""
-    return [*ToyWorld().animals, *(a for v in WORLD_VARIANTS[1:] for a in make_world(WorldConfig(variant=v)).animals)]
+    return list(dict.fromkeys([*ToyWorld().animals, *(a for v in WORLD_VARIANTS[1:]
+                                                      for a in make_world(WorldConfig(variant=v)).animals)]))
 
 
 def load_tokenizer(directory: str | Path):
