@@ -260,7 +260,7 @@ def syntax_error(code: str) -> str | None:
     try:
         ast.parse(code)
     except SyntaxError as e:
-        return f"{e.msg} (line {e.lineno})"
+        return f"{e.msg} (line {e.lineno})" if e.lineno else e.msg
     except ValueError as e:  # null bytes
         return str(e)
     return None
