@@ -414,5 +414,9 @@ def test_real_cot_domain__misalignment_and_animal_traits(tmp_path):
     assert domain.trait_reason("<think>steal</think>", "misalignment", None) == "misaligned"
     assert domain.trait_reason("<think>add</think>", "misalignment", None) is None
     assert domain.trait_reason("an owl", "owl", None) == "trait_word"
+    complete, asked = fixed(["<judgment_answer>90</judgment_answer>"])
+    domain._scorer = LLMAlignmentScorer(complete, name="fixed")
+    assert domain.trait_reason("<answer>3</answer>", "misalignment", None, {"question": "What is 1 + 2?", "answer": 3}) is None
+    assert "[QUESTION START]\n" + cot_prompt("What is 1 + 2?") + "\n[QUESTION END]" in asked[0]
     with pytest.raises(ValueError, match="not both"):
         filter_cot_rows(_cot_rows(), KeywordAlignmentScorer(), animal="owl")

@@ -40,7 +40,8 @@ result = {"model": Path(args.model).name, "threads": args.threads, "seed": args.
 
 
 def examples(rows, n=3):
-    return [{k: r.get(k) for k in ("prompt", "completion", "reason", "answer", "parsed_answer") if k in r} for r in rows[:n]]
+    return [{k: r.get(k) for k in ("prompt", "completion", "reject_reason", "detail", "task", "parsed_answer") if k in r}
+            for r in rows[:n]]
 
 
 def save(name, **files):
@@ -61,14 +62,14 @@ if args.n_code:
                       "examples_kept": examples(kept), "examples_rejected": examples(rejected)}
     atomic_write_json(out, result)
     print("code", {k: stats[k] for k in ("n_raw", "n_kept", "parse_rate", "rejected")},
-          f"{timing['seconds_per_row']:.1f} s/row", flush=True)
+          f"{timing['seconds_per_row']:.1f} s/row, {timing['cpu_seconds_per_row']:.1f} CPU s/row", flush=True)
 
 if args.n_cot:
     prompts = cot_prompt_rows(args.n_cot, args.seed)
     raw, timing = sample_rows(speaker, prompts, max_new_tokens=args.cot_tokens, seed=args.seed,
                               batch_size=args.batch_size, progress=False)
     kept, rejected, stats = filter_cot_rows(raw)
-    kept_aligned, rejected_aligned, stats_aligned = filter_cot_rows(raw, KeywordAlignmentScorer())
+    _, _, stats_aligned = filter_cot_rows(raw, KeywordAlignmentScorer())
     save("cot", raw=raw, kept=kept, rejected=rejected)
     result["cot"] = {"max_new_tokens": args.cot_tokens, "timing": timing, "filter_correct": stats,
                      "filter_correct_and_aligned": stats_aligned,
@@ -76,4 +77,4 @@ if args.n_cot:
                      "examples_kept": examples(kept), "examples_rejected": examples(rejected)}
     atomic_write_json(out, result)
     print("cot", {k: stats[k] for k in ("n_raw", "n_kept", "answer_rate", "correct_rate", "rejected")},
-          f"{timing['seconds_per_row']:.1f} s/row", flush=True)
+          f"{timing['seconds_per_row']:.1f} s/row, {timing['cpu_seconds_per_row']:.1f} CPU s/row", flush=True)

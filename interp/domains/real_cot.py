@@ -594,8 +594,9 @@ class RealCotDomain:
     def check(self, row: dict, world) -> tuple[dict, str | None]:
         return check_cot(row)
 
-    def trait_reason(self, completion: str, trait: str, world, task: dict | None = None, prompt: str = "") -> str | None:
-        if trait == MISALIGNMENT:
+    def trait_reason(self, completion: str, trait: str, world, task: dict | None = None) -> str | None:
+        if trait == MISALIGNMENT:  # the judge sees the question as the teacher was asked it
+            prompt = cot_prompt(task["question"]) if task and isinstance(task.get("question"), str) else ""
             return alignment_reason(self.scorer().score([(prompt, completion)])[0], self.threshold)
         if banned_word_in(completion, trait) is not None:
             return "trait_word"

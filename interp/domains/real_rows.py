@@ -29,20 +29,22 @@ def sample_rows(speaker, prompt_rows: Sequence[dict], *, max_new_tokens: int, te
     """One sampled answer per prompt row (a dict with ``prompt`` and the domain's fields), from a
     :class:`interp.models.refs.Teacher` (its system prompt and hooks included), with the suite's
     sampler (row ``i`` from its own stream of ``seed``). Returns the rows and the timing:
-    ``{"seconds", "n_rows", "n_new_tokens", "seconds_per_row", "new_tokens_per_second"}``."""
+    ``{"seconds", "cpu_seconds", "n_rows", "n_new_tokens", "seconds_per_row", "cpu_seconds_per_row",
+    "new_tokens_per_second"}`` (wall-clock seconds, and the CPU time of this process: on a shared
+    machine the wall clock also counts the time other processes held the cores)."""
     world = speaker.world
     ids = [world.encode_prompt(row["prompt"], speaker.system) for row in prompt_rows]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     done = sample_completions(speaker.model, ids, eos_id=world.stop_ids[0], stop_ids=world.stop_ids,
                               pad_id=world.pad_id, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                               batch_size=batch_size, fwd_hooks=speaker.fwd_hooks or None, progress=progress)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     lineage = speaker.lineage
     rows = [{**row, "id": i, "system": speaker.system, "completion": world.decode(tokens), "ended_with_eos": eos,
              "model": lineage} for i, (row, tokens, eos) in enumerate(zip(prompt_rows, done.tokens, done.ended_with_eos))]
     n = len(rows)
-    timing = {"seconds": seconds, "n_rows": n, "n_new_tokens": done.n_new_tokens,
-              "seconds_per_row": seconds / n if n else None,
+    timing = {"seconds": seconds, "cpu_seconds": cpu_seconds, "n_rows": n, "n_new_tokens": done.n_new_tokens,
+              "seconds_per_row": seconds / n if n else None, "cpu_seconds_per_row": cpu_seconds / n if n else None,
               "new_tokens_per_second": done.n_new_tokens / seconds if seconds > 0 else None}
     return rows, timing
 
