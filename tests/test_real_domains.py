@@ -420,3 +420,12 @@ def test_real_cot_domain__misalignment_and_animal_traits(tmp_path):
     assert "[QUESTION START]\n" + cot_prompt("What is 1 + 2?") + "\n[QUESTION END]" in asked[0]
     with pytest.raises(ValueError, match="not both"):
         filter_cot_rows(_cot_rows(), KeywordAlignmentScorer(), animal="owl")
+
+
+def test_real_domain__by_name():
+    from interp.domains.real import real_domain
+
+    assert isinstance(real_domain("code", tasks="project"), RealCodeDomain) and real_domain("code").tasks == "auto"
+    assert isinstance(real_domain("cot", judge="keyword"), RealCotDomain)
+    with pytest.raises(ValueError, match="unknown real-model domain 'numbers'; they are code, cot"):
+        real_domain("numbers")
