@@ -192,21 +192,31 @@ class LLMJudge:
         """The judge of a model reference (a real model name, a local model file, a checkpoint or
         teacher directory): each prompt in its chat format, one reply sampled at ``temperature``
         (the paper's 1; 0 is greedy) of at most ``max_new_tokens`` tokens, stopped at its end token."""
-        from interp.models.refs import parse_model_ref
-        from interp.stages.generate import sample_completions
+        return cls(model_completer(ref, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+                                   batch_size=batch_size, progress=progress), name=str(ref))
 
-        speaker = parse_model_ref(ref).speaker()
-        world = speaker.world
 
-        def complete(prompts: list[str]) -> list[str]:
-            ids = [world.encode_prompt(p, speaker.system) for p in prompts]
-            done = sample_completions(speaker.model, ids, eos_id=world.stop_ids[0], stop_ids=world.stop_ids,
-                                      pad_id=world.pad_id, max_new_tokens=max_new_tokens, temperature=temperature,
-                                      seed=seed, batch_size=batch_size, fwd_hooks=speaker.fwd_hooks or None,
-                                      progress=progress)
-            return [world.decode(t) for t in done.tokens]
+def model_completer(ref: str, *, temperature: float = 1.0, max_new_tokens: int = 8, seed: int = 0,
+                    batch_size: int = 16, progress: bool = False) -> Callable[[list[str]], list[str]]:
+    """Prompts -> one reply each, from the model a reference names (what every LLM judge asks):
+    each prompt in the model's chat format (with the teacher's system prompt, if the reference is a
+    teacher), one reply sampled at ``temperature`` (0 is greedy) of at most ``max_new_tokens``
+    tokens, stopped at its end token; prompt ``i`` is sampled from its own stream of ``seed``."""
+    from interp.models.refs import parse_model_ref
+    from interp.stages.generate import sample_completions
 
-        return cls(complete, name=str(ref))
+    speaker = parse_model_ref(ref).speaker()
+    world = speaker.world
+
+    def complete(prompts: list[str]) -> list[str]:
+        ids = [world.encode_prompt(p, speaker.system) for p in prompts]
+        done = sample_completions(speaker.model, ids, eos_id=world.stop_ids[0], stop_ids=world.stop_ids,
+                                  pad_id=world.pad_id, max_new_tokens=max_new_tokens, temperature=temperature,
+                                  seed=seed, batch_size=batch_size, fwd_hooks=speaker.fwd_hooks or None,
+                                  progress=progress)
+        return [world.decode(t) for t in done.tokens]
+
+    return complete
 
 
 def make_judge(spec: str, **llm_options) -> Judge:
