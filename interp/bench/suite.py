@@ -13,6 +13,8 @@ benchmark                 ours                                         against
 ``distill`` / ``_full``   a logit-distillation step                    an SFT step
 ``audit``                 the audit of N rows (``audit_data``: SFT and   training the SFT student it predicts
                           restricted distill, against a reference)     (one epoch on the same N rows)
+``audit_step``            the audit's answer alone (``first_order``     the same student (target: at most 0.33x)
+                          off: step score and readout)
 ``sae``                   SAETrainer on cached activations (route B)   sae-lens's LanguageModelSAETrainingRunner
 ``mnist_teacher/student`` N MLPs trained as one batched program        a Python loop over N single models
 ``run_quick``             ``interp run --quick`` (wall time, peak RSS)  -
@@ -87,6 +89,7 @@ BENCHMARKS: tuple[str, ...] = ("speed", "generation", "finetune", "audit", "sae"
                                "run_default", "real_generation")
 GENERATION_TARGET = 2.0  # sampler tokens/s over HookedTransformer.generate's, at the loop's batch size
 RECORDING_TARGET = 0.10  # most relative overhead of alignment recording on a student step
+AUDIT_STEP_TARGET = 0.33  # most cost of the audit's answer (step score + readout) over training the student it predicts
 DEFAULT_RUN_TARGET_SECONDS = 20 * 60
 
 
@@ -373,10 +376,18 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
     audit_config = AuditConfig(batch_size=batch_size, freeze_unembed=run_defaults.freeze_unembed,
                                **lora_student_fields(run_defaults.student_lora(0)))  # LoRA students unless lora_rank 0
 
+    score_config = audit_config.replace(first_order=False)  # the step score and the readout: the audit's answer
+
     def audit() -> float:  # a fresh call: the animal gradients and every projection are recomputed
         seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),
                                                          reference_rows=reference, config=audit_config))
         walls["inner"] = result["wall_seconds"]
+        return seconds
+
+    def step_audit() -> float:  # a fresh call: the LoRA copy and the animal gradients are recomputed too
+        seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),
+                                                         reference_rows=reference, config=score_config))
+        walls["step_score"] = result["step_score"]["shared"]["seconds"]
         return seconds
 
     def train() -> float:
@@ -391,12 +402,24 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
             shutil.rmtree(out, ignore_errors=True)
 
     ours, theirs = alternating(audit, train, repeats, warmup=False)
+    cheap, theirs_again = alternating(step_audit, train, repeats, warmup=False)
     details = {"rows": n_rows, "reference_rows": n_rows, "batch_size": batch_size,
                "student_steps": -(-n_rows // batch_size), "objectives": ["sft", "distill"],
                "student_lora_rank": run_defaults.lora_rank}
+    step_details = {**details, "score_rows": score_config.score_rows, "step_score": score_config.step_score,
+                    "score_bootstrap": score_config.score_bootstrap,
+                    "step_score_seconds_last": walls.get("step_score")}
     return [comparison(
+        "audit_step", f"Audit (step score and readout) of {n_rows} rows vs training the student it predicts",
+        f"seconds of interp.instruments.audit.audit_data with first_order off (interp audit --no-first-order: the step "
+        f"score on the first {score_config.score_rows} rows of the data and of the reference, the unigram readout of all "
+        f"{n_rows} rows, token statistics of the scored rows) vs finetune_student: SFT, one epoch of the {n_rows} rows, "
+        f"batch {batch_size}", measure="s", subject=("audit, step score", cheap),
+        baseline=("train one SFT student", theirs_again), ratio="audit / training (cost multiple)",
+        higher_is_better=False, target={"text": f"<= {AUDIT_STEP_TARGET:g}x", "threshold": AUDIT_STEP_TARGET,
+                                        "kind": "ratio_at_most"}, details=step_details), comparison(
         "audit", f"Audit of {n_rows} rows vs training the student it predicts",
-        f"seconds of interp.instruments.audit.audit_data on {n_rows} rows and an {n_rows}-row reference (token statistics against "
+        f"seconds of interp.instruments.audit.audit_data on {n_rows} rows and an {n_rows}-row reference, first_order on (token statistics against "
         "the teacher, animal gradients, SFT and restricted-distillation first steps) vs finetune_student: SFT, one "
         f"epoch of the same rows, batch {batch_size}", measure="s", subject=("audit", ours),
         baseline=("train one SFT student", theirs), ratio="audit / training (cost multiple)", higher_is_better=False,
@@ -781,6 +804,10 @@ def why(row: dict[str, Any]) -> str:
     if key == "audit":
         return (f"the audit reads {d['rows']} rows and a {d['reference_rows']}-row reference, with two objectives; "
                 f"the student takes {d['student_steps']} steps on the {d['rows']} rows")
+    if key == "audit_step":
+        return (f"the step score ({d['step_score']}) reads the first {d['score_rows']} rows of each set "
+                f"({d['score_bootstrap']} bootstrap resamples); the student takes {d['student_steps']} steps on the "
+                f"{d['rows']} rows")
     if key == "students_per_hour":
         return f"bench process peak memory {d['peak_rss_mib']:.0f} MiB"
     if key == "sae":
