@@ -220,10 +220,12 @@ def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path, capsy
     assert len(read_jsonl(out / AUDIT_ROWS_FILE)) == 64 and not (out / AUDIT_PLOT_FILE).exists()  # data only
     text = audit_markdown(audit)
     warnings = [line for line in text.splitlines() if line.startswith("warning:")]
-    # the unfiltered teacher rows name animals: flagged first, then the score validated for a full student
+    # the unfiltered teacher rows name animals: flagged first, then the step score with its verdict (not
+    # validated for a full student), then the score validated for a full student
     assert len(warnings) == len(audit["animal_word_rows"]) and warnings == text.splitlines()[:len(warnings)]
-    assert text.splitlines()[len(warnings)].startswith(
-        "**validated for this student** (a full student: the unigram readout against the reference)")
+    after = text.splitlines()[len(warnings):]
+    assert after[0].startswith("**step score, shared student**") and "NOT VALIDATED" in after[1]
+    assert after[2].startswith("**validated for this student** (a full student: the unigram readout against the reference)")
     assert "data - reference" in text and "n=2 batches" in text and "n=64 rows" in text
     data, ref = tmp_path / "data.jsonl", tmp_path / "ref.jsonl"
     write_jsonl(data, s["rows"]["base_a"][:64])
@@ -234,7 +236,9 @@ def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path, capsy
     assert cli["has_teacher"] is False and set(cli["readout"]) == {"shared"}
     assert (tmp_path / "cli" / AUDIT_PLOT_FILE).stat().st_size > 0  # the command draws the figure
     rank = cli["readout"]["shared"]["ranking"].index(SHIFTED) + 1
-    assert f"{rank} by the unigram readout" in capsys.readouterr().out
+    step_rank = cli["step_score"]["shared"]["ranking"].index(SHIFTED) + 1
+    printed = capsys.readouterr().out
+    assert f"{rank} by the unigram readout" in printed and f"{step_rank} by the step score" in printed
 
 
 def test_audit_cli__empty_data_is_a_one_line_error(setting, tmp_path, capsys):
@@ -417,6 +421,9 @@ def test_step_score_verdict__says_plainly_when_the_answer_is_not_reliable():
     assert step_score_verdict(score, "mismatched", good).startswith("NOT RELIABLE")
     assert step_score_verdict({**score, "top_animal_bootstrap_share": 0.3}, "shared", good).startswith("UNSTABLE")
     assert step_score_verdict(score, "shared", {"variant": "adam_cos", "n_animals": 12}).startswith("NOT VALIDATED")
+    # a validation of LoRA students does not vouch for a full student
+    assert step_score_verdict(score, "shared", {**good, "lora_rank": 8}, lora_rank=0).startswith("NOT VALIDATED")
+    assert step_score_verdict(score, "shared", {**good, "lora_rank": 8}, lora_rank=8).startswith("validated")
 
 
 def test_audit_config__rejects_an_unknown_step_score_and_a_control_without_first_order(setting):

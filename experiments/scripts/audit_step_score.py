@@ -15,8 +15,9 @@ tuning animals and the held-out ones.
     python experiments/scripts/audit_step_score.py --out runs/audit_step --rows 256 \\
         --held-out fox dolphin --runs runs/animals/* runs/main
 
-Cases come from ``interp run`` directories (``--runs``: ``run_config.json``, ``seedS/data``,
-``seedS/seed_results.json`` with the students' animal probabilities) or from bare teacher data
+Cases come from ``interp run`` directories (``--runs DIR`` or ``DIR=ARTIFACTS`` where that run's
+bases are not under ``--artifacts``: ``run_config.json``, ``seedS/data``, ``seedS/seed_results.json``
+with the students' animal probabilities) or from bare teacher data
 (``--data TRAIT,SEED,TEACHER_ROWS,REFERENCE_ROWS``: no students, so no Spearman). Gradients are
 cached in ``OUT/cache`` (a rerun with more cases computes only the new ones); the figures go to
 ``OUT/step_score.json`` and ``OUT/step_score.md``.
@@ -42,7 +43,8 @@ from interp.studies.run import RunConfig
 
 def cases_of(args) -> list[dict]:
     out = []
-    for run in args.runs or []:
+    for spec in args.runs or []:
+        run, _, artifacts = spec.partition("=")  # DIR=ARTIFACTS: that run's bases are ARTIFACTS/bases
         run = Path(run)
         if not (run / "run_config.json").exists():
             continue
@@ -52,7 +54,8 @@ def cases_of(args) -> list[dict]:
             if not (data / "teacher_numbers.filtered.jsonl").exists() or not (data / "base_numbers.filtered.jsonl").exists():
                 continue
             seed = int(seed_dir.name[4:])
-            out.append({"name": f"{run.name}/{seed_dir.name}", "trait": config.trait, "seed": seed,
+            out.append({"name": f"{run.parent.name}-{run.name}/{seed_dir.name}", "trait": config.trait, "seed": seed,
+                        "bases_dir": Path(artifacts) / "bases" if artifacts else None,
                         "lora": config.student_lora(seed), "arch": config.arch,
                         "bases": (config.shared_base_seed, config.mismatched_base_seed),
                         "data": data / "teacher_numbers.filtered.jsonl", "reference": data / "base_numbers.filtered.jsonl",
@@ -61,6 +64,7 @@ def cases_of(args) -> list[dict]:
     for spec in args.data or []:
         trait, seed, data, reference = spec.split(",")
         out.append({"name": f"{trait}/seed{seed}", "trait": trait, "seed": int(seed), "lora": defaults.student_lora(int(seed)),
+                    "bases_dir": None,
                     "arch": defaults.arch, "bases": (defaults.shared_base_seed, defaults.mismatched_base_seed),
                     "data": Path(data), "reference": Path(reference), "results": None, "base_evals": None})
     return out
@@ -97,12 +101,13 @@ class Gradients:
         cache.mkdir(parents=True, exist_ok=True)
         self.auditors: dict = {}
 
-    def auditor(self, arch: str, base_seed: int, lora) -> Auditor:
-        key = (arch, base_seed, json.dumps(lora.to_dict(), sort_keys=True))
+    def auditor(self, arch: str, base_seed: int, lora, bases_dir: Path | None = None) -> Auditor:
+        bases_dir = bases_dir or self.artifacts
+        key = (str(bases_dir), arch, base_seed, json.dumps(lora.to_dict(), sort_keys=True))
         if key not in self.auditors:
             if len(self.auditors) > 4:
                 self.auditors.clear()
-            model, world, _ = parse_base_ref(self.artifacts / f"{arch}-seed{base_seed}").load()
+            model, world, _ = parse_base_ref(bases_dir / f"{arch}-seed{base_seed}").load()
             self.auditors[key] = Auditor(model, world, AuditConfig(batch_size=self.batch_size, **lora_student_fields(lora)))
         return self.auditors[key]
 
@@ -112,7 +117,7 @@ class Gradients:
         if path.exists():
             z = np.load(path)
             return z["animal"], z["data"], z["reference"], list(z["animals"]), float(z["seconds"])
-        auditor = self.auditor(case["arch"], base_seed, case["lora"])
+        auditor = self.auditor(case["arch"], base_seed, case["lora"], case["bases_dir"])
         start = time.time()
         data = auditor.sft_gradients(read_jsonl(case["data"])[: self.rows])
         reference = auditor.sft_gradients(read_jsonl(case["reference"])[: self.rows])
@@ -157,8 +162,8 @@ def summary(per_case: list[dict]) -> dict:
             for e in group:
                 by_trait.setdefault(e["trait"], []).append(e["variants"][name]["rank"] == 1)
             out[key][name] = {"hits": wilson_ci(sum(r == 1 for r in ranks), len(ranks)).to_dict(),
-                              "mean_rank": mean_ci(ranks).to_dict(),
-                              "spearman": mean_ci(rhos).to_dict() if len(rhos) else None,
+                              "mean_rank": mean_ci(ranks).to_dict("n"),
+                              "spearman": mean_ci(rhos).to_dict("n") if len(rhos) else None,
                               "binomial_p": float(stats.binomtest(sum(r == 1 for r in ranks), len(ranks), 1 / 12,
                                                                   alternative="greater").pvalue),
                               "by_trait": {t: f"{sum(v)}/{len(v)}" for t, v in sorted(by_trait.items())},
@@ -181,7 +186,7 @@ def validation_entry(per_case: list[dict], variant: str, base: str, held_out: bo
 def write_validation(per_case: list[dict], variant: str, rows: int, path: Path) -> None:
     """The figures the audit quotes beside its answer (interp.instruments.audit.step_score_validation):
     every validation case pooled per base (tuning and held-out traits), and the held-out ones alone."""
-    out = {"variant": variant, "score_rows": rows, "n_animals": 12,
+    out = {"variant": variant, "score_rows": rows, "n_animals": 12, "lora_rank": 8,
            "student": "the default run's rank-8 LoRA student (adapters at initialisation, seeded as the student's)",
            "shared": validation_entry(per_case, variant, "shared"),
            "mismatched": validation_entry(per_case, variant, "mismatched"),
@@ -224,14 +229,16 @@ def main() -> None:
     cases = cases_of(args)
     grads = Gradients(args.artifacts / "bases", args.out / "cache", args.rows)
     labels = ("shared",) if args.shared_only else ("shared", "mismatched")
-    per_case = evaluate(cases, grads, set(args.held_out), labels)
-    result = {"rows": args.rows, "held_out": args.held_out, "cases": per_case, "summary": summary(per_case)}
-    atomic_write_json(args.out / "step_score.json", result)
-    (args.out / "step_score.md").write_text(markdown(result))
-    print(markdown(result))
-    if args.write_validation:
-        from interp.instruments.audit import STEP_SCORE_VALIDATION_FILE
-        write_validation(per_case, args.write_validation, args.rows, STEP_SCORE_VALIDATION_FILE)
+    per_case = []
+    for label in labels:  # the figures are written after each base (the shared one first)
+        per_case += evaluate(cases, grads, set(args.held_out), (label,))
+        result = {"rows": args.rows, "held_out": args.held_out, "cases": per_case, "summary": summary(per_case)}
+        atomic_write_json(args.out / "step_score.json", result)
+        (args.out / "step_score.md").write_text(markdown(result))
+        print(markdown(result))
+        if args.write_validation:
+            from interp.instruments.audit import STEP_SCORE_VALIDATION_FILE
+            write_validation(per_case, args.write_validation, args.rows, STEP_SCORE_VALIDATION_FILE)
 
 
 if __name__ == "__main__":

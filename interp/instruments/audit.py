@@ -594,12 +594,16 @@ def step_score_validation(variant: str, path: Path = STEP_SCORE_VALIDATION_FILE)
     return validation if validation.get("variant") == variant else None
 
 
-def step_score_verdict(score: dict, student: str = "shared", validation: dict | None = None) -> str:
+def step_score_verdict(score: dict, student: str = "shared", validation: dict | None = None, *,
+                       lora_rank: int | None = None) -> str:
     """One plain sentence on how far the step score's answer ``score`` (an entry of an audit's
     ``step_score``) can be trusted: the hit rate its variant reached in validation for this kind of
     student (``shared``: a student of the data's own base; ``mismatched``: another base), and
-    whether its top animal held in the bootstrap."""
+    whether its top animal held in the bootstrap. ``lora_rank``: the student's (0: a full student);
+    a validation made for another kind of student does not count."""
     validation = validation if validation is not None else step_score_validation(score["variant"])
+    if validation is not None and lora_rank is not None and validation.get("lora_rank", lora_rank) != lora_rank:
+        validation = None
     share = score.get("top_animal_bootstrap_share")
     stability = (f"; the top animal stayed first in {share:.0%} of {score['n_bootstrap']} bootstrap resamples"
                  if share is not None else "")

@@ -46,7 +46,7 @@ def step_score_lines(audit: dict) -> list[str]:
                      + ", ".join(f"{a} {values[a]['mean']:+.3f}" + (f" [{values[a]['ci_low']:+.3f}, {values[a]['ci_high']:+.3f}]"
                                                                     if values[a]["ci_low"] is not None else "")
                                  for a in top))
-        lines.append(f"  {step_score_verdict(score, student)}")
+        lines.append(f"  {step_score_verdict(score, student, lora_rank=audit['config'].get('lora_rank', 0))}")
     return lines
 
 
@@ -56,8 +56,9 @@ def _validated_lines(audit: dict) -> list[str]:
     adapters, or the unigram readout for a full student (it needs a reference data set)."""
     lora = audit["config"].get("lora_rank", 0)
     n_batches = audit.get("n_batches", "?")
-    if audit.get("step_score"):
-        return step_score_lines(audit)
+    steps = step_score_lines(audit)
+    if lora and (audit.get("step_score") or not audit.get("predictions")):
+        return steps
     if lora:
         adam = audit["predictions"]["shared"]["sft"]["adam"]["log_prob"]
         top = adam["ranking"][:4]
@@ -68,12 +69,12 @@ def _validated_lines(audit: dict) -> list[str]:
                             for a in top) + f" (n={n_batches} batches)"]
     readout = (audit.get("readout") or {}).get("shared")
     if readout is None:
-        return ["**no validated score for this student**: the unigram readout, validated for full students at the "
+        return [*steps, "**no validated score for this student**: the unigram readout, validated for full students at the "
                 "shared init, needs a reference data set (--reference-data); the first-order prediction below is "
                 "not validated for full students"]
     gains = readout["logit_gain"]
     n = readout["n_number_tokens"]
-    return [f"**validated for this student** (a full student: the unigram readout against the reference): top animal "
+    return [*steps, f"**validated for this student** (a full student: the unigram readout against the reference): top animal "
             f"**{readout['top_animal']}** (R^2 {readout['r2']:.3f}); "
             + ", ".join(f"{a} {gains[a]['mean']:+.2f}" + (f" [{gains[a]['ci_low']:+.2f}, {gains[a]['ci_high']:+.2f}]"
                                                            if gains[a]["ci_low"] is not None else "")
