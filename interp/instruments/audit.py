@@ -138,7 +138,7 @@ class AuditConfig(StageConfig):
                                   "count-weighted squared error).")
     readout_bootstrap: int = option(200, "Unigram readout: bootstrap resamples of the rows (data and reference) for "
                                      "its intervals (0: none).")
-    step_score: str = option("adam_cos", "Step score: the variant of step_score_variants ranked (the one validated "
+    step_score: str = option("z", "Step score: the variant of step_score_variants ranked (the one validated "
                              "in docs/audit.md).")
     score_rows: int = option(256, "Step score: rows of the data and of the reference it reads (the first ones; its "
                              "cost grows with them).")
