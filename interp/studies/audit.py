@@ -12,7 +12,9 @@ base, with the base's own numbers as the reference data:
 * ``base_numbers``: the control's own data, as a split-half null (even rows against odd rows):
   what the audit says of data that carry nothing.
 
-Each audit has the first-order predictions and, for the shared and (teacher data) mismatched
+Each audit has the step score (the audit's answer: :func:`interp.instruments.audit.step_score`, for
+the shared and, for the teacher data, the mismatched student; its validated hit rate is quoted beside
+it in results.md), the first-order predictions and, for the shared and (teacher data) mismatched
 students, the unigram readout (``readout``: the data's number frequencies against the reference,
 read through the student's own unembedding; the score validated on the default's teachers).
 
