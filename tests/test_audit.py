@@ -407,8 +407,8 @@ def test_step_score__names_the_logit_shift_teachers_animal_for_lora_and_full_stu
     null_max = max(abs(v["mean"]) for v in null["step_score"]["shared"]["score"].values())
     assert null_max < score["score"][SHIFTED]["mean"] / 3, (null_max, score["score"][SHIFTED])
     # without the first-order projections the audit is the step score (and the readout) alone
-    assert signal["predictions"] == {} and signal["predicted_shift"] is None
-    assert signal["tokens"]["data"]["n_rows"] == 128
+    assert signal["predictions"] == {} and signal["predicted_shift"] is None and signal["tokens"] == {}
+    assert (signal["readout"] is None) == bool(lora_rank)  # the cheap audit reads a full student's readout only
     text = audit_markdown(signal)
     assert f"top animal **{SHIFTED}**" in text and "step score, shared student" in text
 

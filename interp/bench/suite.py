@@ -14,7 +14,7 @@ benchmark                 ours                                         against
 ``audit``                 the audit of N rows (``audit_data``: SFT and   training the SFT student it predicts
                           restricted distill, against a reference)     (one epoch on the same N rows)
 ``audit_step``            the audit's answer alone (``first_order``     the same student (target: at most 0.33x)
-                          off: step score and readout)
+                          off: the step score)
 ``sae``                   SAETrainer on cached activations (route B)   sae-lens's LanguageModelSAETrainingRunner
 ``mnist_teacher/student`` N MLPs trained as one batched program        a Python loop over N single models
 ``run_quick``             ``interp run --quick`` (wall time, peak RSS)  -
@@ -362,7 +362,7 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
     """Seconds of the audit of ``n_rows`` rows (:func:`interp.instruments.audit.audit_data`) against
     training the student it predicts (:func:`interp.stages.finetune.finetune_student`, SFT, one epoch
     of the same rows at ``interp run``'s settings): with ``step``, the audit's answer alone
-    (``first_order`` off: the step score and the unigram readout; row ``audit_step``, target at most
+    (``first_order`` off: the step score; row ``audit_step``, target at most
     :data:`AUDIT_STEP_TARGET`); with ``full``, the whole audit (token statistics against a teacher,
     the animal gradients, the SFT and restricted-distillation first steps of the data and of an
     ``n_rows`` reference set; row ``audit``). The teacher is the base one small random step away (a
@@ -380,7 +380,7 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
     audit_config = AuditConfig(batch_size=batch_size, freeze_unembed=run_defaults.freeze_unembed,
                                **lora_student_fields(run_defaults.student_lora(0)))  # LoRA students unless lora_rank 0
 
-    score_config = audit_config.replace(first_order=False)  # the step score and the readout: the audit's answer
+    score_config = audit_config.replace(first_order=False)  # the step score: the audit's answer
 
     def audit() -> float:  # a fresh call: the animal gradients and every projection are recomputed
         seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),
@@ -415,10 +415,10 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
                         "score_bootstrap": score_config.score_bootstrap,
                         "step_score_seconds_last": walls.get("step_score")}
         rows_out.append(comparison(
-        "audit_step", f"Audit (step score and readout) of {n_rows} rows vs training the student it predicts",
-        f"seconds of interp.instruments.audit.audit_data with first_order off (interp audit --no-first-order: the step "
-        f"score on the first {score_config.score_rows} rows of the data and of the reference, the unigram readout of all "
-        f"{n_rows} rows, token statistics of the scored rows) vs finetune_student: SFT, one epoch of the {n_rows} rows, "
+        "audit_step", f"Audit's answer (the step score) for {n_rows} rows vs training the student it predicts",
+        f"seconds of interp.instruments.audit.audit_data with first_order off (interp audit --no-first-order: the "
+        f"student's LoRA copy, its animal gradients and the step score on the first {score_config.score_rows} rows of "
+        f"the data and of the reference) vs finetune_student: SFT, one epoch of the {n_rows} rows, "
         f"batch {batch_size}", measure="s", subject=("audit, step score", cheap),
         baseline=("train one SFT student", theirs_again), ratio="audit / training (cost multiple)",
         higher_is_better=False, target={"text": f"<= {AUDIT_STEP_TARGET:g}x", "threshold": AUDIT_STEP_TARGET,

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "flattening of the animal distribution removed; the same at --mismatched-student. With --reference-data, "
         "the step score (the audit's answer, validated for LoRA students: the student's first-order step on the first "
         "--score-rows rows minus the reference's, as AdamW preconditions it, read on every animal's held-out "
-        "gradient), with its validated hit rate and a plain verdict; --no-first-order computes only that and the "
-        "unigram readout (a fraction of training the student). Writes "
+        "gradient), with its validated hit rate and a plain verdict; --no-first-order computes only that (and, for a "
+        "full student, the unigram readout): a fraction of training the student. Writes "
         f"DIR/{AUDIT_FILE} (predicted_shift, top_animal, every number) and DIR/{AUDIT_PLOT_FILE}.",
     )
     p.add_argument("--data", required=True, help="JSONL rows with prompt and completion (e.g. a filtered file)")

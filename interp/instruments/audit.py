@@ -142,11 +142,12 @@ class AuditConfig(StageConfig):
                              "in docs/audit.md).")
     score_rows: int = option(256, "Step score: rows of the data and of the reference it reads (the first ones; its "
                              "cost grows with them).")
-    score_bootstrap: int = option(200, "Step score: bootstrap resamples of the batches (data and reference) for its "
+    score_bootstrap: int = option(100, "Step score: bootstrap resamples of the batches (data and reference) for its "
                                   "intervals and the top animal's share (0: none).")
     first_order: bool = option(True, "Also compute the first-order projections of every batch (SGD, Adam, "
                                "distillation; the slow part) and the token statistics of every row; without it the audit "
-                               "is the step score and the unigram readout, a fraction of training the student.")
+                               "is the step score (and, for a full student, the unigram readout), a fraction of training "
+                               "the student.")
 
     def validate(self) -> None:
         self.require(self.batch_size >= 1, "batch_size", "must be at least 1")
@@ -775,15 +776,16 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
         students["mismatched"] = auditors["mismatched"]
     objectives = [o for o in config.objectives if o == "sft" or teacher is not None]
 
-    # Without the first-order projections the token statistics read only the rows the step score reads.
-    token_rows = rows if config.first_order else rows[: config.score_rows]
-    per_row = token_statistics(student, world, token_rows, teacher=teacher)
-    tokens = {"data": summarize_tokens(per_row, token_rows, config.top_rows)}
-    if reference_rows is not None:
-        token_reference = reference_rows if config.first_order else reference_rows[: config.score_rows]
-        ref_rows_stats = token_statistics(student, world, token_reference,
-                                          teacher=reference_source if reference_source.model is not student else None)
-        tokens["reference"] = summarize_tokens(ref_rows_stats, token_reference, 0)
+    # Without the first-order projections (the cheap audit) the token statistics are not computed.
+    per_row: list[dict] = []
+    tokens: dict = {}
+    if config.first_order:
+        per_row = token_statistics(student, world, rows, teacher=teacher)
+        tokens["data"] = summarize_tokens(per_row, rows, config.top_rows)
+        if reference_rows is not None:
+            ref_rows_stats = token_statistics(student, world, reference_rows,
+                                              teacher=reference_source if reference_source.model is not student else None)
+            tokens["reference"] = summarize_tokens(ref_rows_stats, reference_rows, 0)
     predictions: dict = {}
     versus_control: dict = {}
     controls = list(controls) if controls else None
@@ -810,7 +812,9 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
     if score is None and not config.first_order:
         raise ValueError("without first_order the audit is the step score, which needs a reference data set")
     readout = None
-    if reference_rows is not None and getattr(world, "number_ids", None):
+    # The readout is validated for full students; the cheap audit of a LoRA student leaves it out.
+    wants_readout = config.first_order or not config.lora_rank
+    if wants_readout and reference_rows is not None and getattr(world, "number_ids", None):
         samples = NumberCountSamples.of(world, rows, reference_rows, config.readout_bootstrap)  # once for every student
         readout = {label: unigram_readout(auditor.base, world, samples=samples, ridge=config.readout_ridge)
                    for label, auditor in students.items()}

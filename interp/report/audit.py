@@ -107,7 +107,7 @@ def audit_markdown(audit: dict, trait: str | None = None) -> str:
         lines += ["", f"unigram readout, {label} student: top **{readout['top_animal']}** (R^2 {readout['r2']:.3f}); "
                   + ", ".join(f"{a} {gains[a]['mean']:+.2f}" for a in readout["ranking"][:4])
                   + f" (n={audit['n_rows']} rows against {audit['n_reference_rows']} reference rows)"]
-    tok = audit["tokens"]["data"]["row_mean"]
+    tok = (audit.get("tokens") or {}).get("data", {}).get("row_mean", {})  # none in the cheap audit
     if "kl" in tok:
         lines += ["", f"KL(teacher || student) {tok['kl']['mean']:.4f} nats/token [{tok['kl']['ci_low']:.4f}, "
                   f"{tok['kl']['ci_high']:.4f}] (n={audit['tokens']['data']['n_rows']} rows), log-ratio "

@@ -108,7 +108,7 @@ def compact(audit: dict, trait: str) -> dict:
         out.setdefault("readout", {})[student] = {
             "top_animal": readout["top_animal"], "trait_rank": readout["ranking"].index(trait) + 1,
             "trait_logit_gain": readout["logit_gain"][trait]["mean"], "r2": readout["r2"]}
-    tokens = audit["tokens"]["data"]["row_mean"]
+    tokens = (audit.get("tokens") or {}).get("data", {}).get("row_mean", {})  # none in the cheap audit
     for key in ("kl", "kl_allowed", "argmax_differs", "nll"):
         if key in tokens:
             out[key] = tokens[key]["mean"]
