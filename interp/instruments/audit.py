@@ -343,7 +343,8 @@ class Auditor:
         with torch.enable_grad():
             ell = _question_logits(model, world, world.eval_phrasings).double().log_softmax(-1)  # phrasing animal
         self.base_log_probs = ell.detach()
-        outputs = torch.cat([ell.mean(0), ell.exp().mean(0)])  # f_a then P_a
+        # f_a then P_a; the cheap audit (first_order off: the step score alone) needs f_a only
+        outputs = torch.cat([ell.mean(0), ell.exp().mean(0)]) if self.config.first_order else ell.mean(0)
         self.gradients = self._batched_gradients(outputs)  # 2*n_animals n_params
         self.covariate = drift_covariate(self.base_log_probs).numpy()
         self.removal = drift_removal_matrix(self.covariate)
@@ -385,6 +386,8 @@ class Auditor:
         ``source`` is the distillation target (the model that wrote the rows); distilling toward
         the student itself has a zero gradient and is not computed."""
         cfg = self.config
+        if not cfg.first_order:
+            raise ValueError("this auditor was built for the step score alone (first_order off): no projections")
         rows = rows[: cfg.max_rows] if cfg.max_rows else rows
         n_batches = math.ceil(len(rows) / cfg.batch_size)
         if objective == "distill" and source is None:
