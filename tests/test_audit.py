@@ -13,7 +13,7 @@ from interp.core.config import ConfigError
 from interp.core.io import read_json, read_jsonl, write_jsonl
 from interp.instruments.audit import (AUDIT_FILE, AUDIT_ROWS_FILE, AuditConfig, Auditor, Source,
                                       audit_data, drift_covariate, drift_removal_matrix, readout_from_counts, run_audit,
-                                      token_statistics, unigram_readout)
+                                      step_score_variants, step_score_verdict, token_statistics, unigram_readout)
 from interp.report.audit import AUDIT_PLOT_FILE, audit_markdown
 from interp.models.lora import LoraConfig, adapter_parameters, apply_lora, has_lora, lora_modules
 from interp.models.refs import parse_base_ref
@@ -220,10 +220,12 @@ def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path, capsy
     assert len(read_jsonl(out / AUDIT_ROWS_FILE)) == 64 and not (out / AUDIT_PLOT_FILE).exists()  # data only
     text = audit_markdown(audit)
     warnings = [line for line in text.splitlines() if line.startswith("warning:")]
-    # the unfiltered teacher rows name animals: flagged first, then the score validated for a full student
+    # the unfiltered teacher rows name animals: flagged first, then the step score with its verdict (not
+    # validated for a full student), then the score validated for a full student
     assert len(warnings) == len(audit["animal_word_rows"]) and warnings == text.splitlines()[:len(warnings)]
-    assert text.splitlines()[len(warnings)].startswith(
-        "**validated for this student** (a full student: the unigram readout against the reference)")
+    after = text.splitlines()[len(warnings):]
+    assert after[0].startswith("**step score, shared student**") and "NOT VALIDATED" in after[1]
+    assert after[2].startswith("**validated for this student** (a full student: the unigram readout against the reference)")
     assert "data - reference" in text and "n=2 batches" in text and "n=64 rows" in text
     data, ref = tmp_path / "data.jsonl", tmp_path / "ref.jsonl"
     write_jsonl(data, s["rows"]["base_a"][:64])
@@ -234,7 +236,9 @@ def test_run_audit__writes_its_files_and_the_cli_agrees(setting, tmp_path, capsy
     assert cli["has_teacher"] is False and set(cli["readout"]) == {"shared"}
     assert (tmp_path / "cli" / AUDIT_PLOT_FILE).stat().st_size > 0  # the command draws the figure
     rank = cli["readout"]["shared"]["ranking"].index(SHIFTED) + 1
-    assert f"{rank} by the unigram readout" in capsys.readouterr().out
+    step_rank = cli["step_score"]["shared"]["ranking"].index(SHIFTED) + 1
+    printed = capsys.readouterr().out
+    assert f"{rank} by the unigram readout" in printed and f"{step_rank} by the step score" in printed
 
 
 def test_audit_cli__empty_data_is_a_one_line_error(setting, tmp_path, capsys):
@@ -352,3 +356,80 @@ def test_audit_markdown__no_reference_says_so_and_named_animals_are_a_warning(se
     assert second.startswith("**no validated score for this student**")
     assert "reference" not in text.split("\n", 2)[2].replace("no reference", "")
     assert not audit_markdown(audit, "cat").startswith("warning")  # another trait: its word is absent
+
+
+# -- the step score ---------------------------------------------------------------------------------------
+def test_step_score_variants__name_the_animal_whose_direction_the_data_step_takes():
+    """Data whose batch gradients are the reference's plus a step along one animal's gradient (in the
+    parameterisation each variant reads) rank that animal first under every variant; data that are
+    the reference's batches shuffled move nothing (every score exactly zero)."""
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(12, 400))
+    reference = rng.normal(size=(16, 400))
+    # the data's loss gradient is the reference's minus a push along animal 5's: its step raises animal 5
+    for name, score in step_score_variants(grads, reference - 0.3 * np.sign(grads[5]), reference).items():
+        assert int(np.argmax(score)) == 5, (name, score)
+    same = step_score_variants(grads, reference[::-1], reference)
+    for name, score in same.items():
+        assert np.abs(score).max() < 1e-9, name
+
+
+def test_step_score_variants__adam_reads_each_weights_gradient_relative_to_its_typical_size():
+    """AdamW divides each weight's step by that weight's typical gradient size: scaling every batch
+    gradient of weight i (data and reference alike) by c_i leaves the ``adam`` score unchanged,
+    where plain SGD's changes; a step along a weight whose gradients are all tiny still counts."""
+    rng = np.random.default_rng(1)
+    grads, data, reference = rng.normal(size=(12, 300)), rng.normal(size=(8, 300)), rng.normal(size=(8, 300))
+    data[:, :50] -= 0.5 * np.sign(grads[2, :50])
+    c = np.exp(rng.normal(scale=2.0, size=300))
+    before = step_score_variants(grads, data, reference)
+    after = step_score_variants(grads, data * c, reference * c)
+    np.testing.assert_allclose(after["adam"], before["adam"], rtol=1e-6)
+    assert not np.allclose(after["sgd"], before["sgd"], rtol=1e-3)
+    assert int(np.argmax(after["adam"])) == 2
+
+
+@pytest.mark.parametrize("lora_rank", [4, 0])
+def test_step_score__names_the_logit_shift_teachers_animal_for_lora_and_full_students(setting, lora_rank):
+    """The planted case: a teacher with +6 on one animal's logit writes its word into some number
+    completions (unfiltered). The step score of its data against the base's, for a LoRA and for a
+    full student, ranks that animal first with its interval above zero; two samples of the base
+    itself score every animal at under a third of it."""
+    s = setting
+    config = AuditConfig(lora_rank=lora_rank, first_order=False, score_rows=128, score_bootstrap=50)
+    signal, _ = audit_data(s["base"], s["world"], s["rows"]["teacher"], config, teacher=Source(s["teacher"]),
+                           reference_rows=s["rows"]["base_b"])
+    score = signal["step_score"]["shared"]
+    assert score["top_animal"] == SHIFTED and signal["step_score_top_animal"] == SHIFTED
+    assert score["score"][SHIFTED]["ci_low"] > 0
+    assert score["n_rows"] == 128 and score["n_batches"] == [4, 4]
+    null, _ = audit_data(s["base"], s["world"], s["rows"]["base_a"], config, reference_rows=s["rows"]["base_b"])
+    null_max = max(abs(v["mean"]) for v in null["step_score"]["shared"]["score"].values())
+    assert null_max < score["score"][SHIFTED]["mean"] / 3, (null_max, score["score"][SHIFTED])
+    # without the first-order projections the audit is the step score (and the readout) alone
+    assert signal["predictions"] == {} and signal["predicted_shift"] is None and signal["tokens"] == {}
+    assert (signal["readout"] is None) == bool(lora_rank)  # the cheap audit reads a full student's readout only
+    text = audit_markdown(signal)
+    assert f"top animal **{SHIFTED}**" in text and "step score, shared student" in text
+
+
+def test_step_score_verdict__says_plainly_when_the_answer_is_not_reliable():
+    score = {"variant": "adam_cos", "top_animal_bootstrap_share": 0.9, "n_bootstrap": 200}
+    good = {"variant": "adam_cos", "n_animals": 12, "shared": {"k": 40, "n": 48, "ci_low": 0.7, "ci_high": 0.9},
+            "mismatched": {"k": 5, "n": 48, "ci_low": 0.05, "ci_high": 0.2}}
+    assert step_score_verdict(score, "shared", good).startswith("validated: this score named the trait at 40/48")
+    assert step_score_verdict(score, "mismatched", good).startswith("NOT RELIABLE")
+    assert step_score_verdict({**score, "top_animal_bootstrap_share": 0.3}, "shared", good).startswith("UNSTABLE")
+    assert step_score_verdict(score, "shared", {"variant": "adam_cos", "n_animals": 12}).startswith("NOT VALIDATED")
+    # a validation of LoRA students does not vouch for a full student
+    assert step_score_verdict(score, "shared", {**good, "lora_rank": 8}, lora_rank=0).startswith("NOT VALIDATED")
+    assert step_score_verdict(score, "shared", {**good, "lora_rank": 8}, lora_rank=8).startswith("validated")
+
+
+def test_audit_config__rejects_an_unknown_step_score_and_a_control_without_first_order(setting):
+    with pytest.raises(ConfigError, match="step_score"):
+        AuditConfig(step_score="magic")
+    s = setting
+    with pytest.raises(ValueError, match="first_order"):
+        audit_data(s["base"], s["world"], s["rows"]["teacher"][:40], AuditConfig(first_order=False),
+                   reference_rows=s["rows"]["base_b"][:40], controls=[(s["rows"]["base_a"][:40], None)])

@@ -83,10 +83,16 @@ def test_bench_finetune_steps__recording_and_objective_rows(tokenizer, world, tm
 
 def test_bench_audit__audit_against_training_on_a_tiny_model(tokenizer, world, tmp_path):
     base = _tiny_base(tokenizer, world, tmp_path / "base")
-    (row,) = bench_audit(base, tmp_path / "scratch", n_rows=24, batch_size=8, repeats=1)
-    assert row["key"] == "audit" and row["subject"]["median"] > 0 and row["baseline"]["median"] > 0
-    assert row["ratio"]["median"] == pytest.approx(row["subject"]["median"] / row["baseline"]["median"])
-    assert row["details"]["student_steps"] == 3
+    step, full = bench_audit(base, tmp_path / "scratch", n_rows=24, batch_size=8, repeats=1)
+    assert [step["key"], full["key"]] == ["audit_step", "audit"]
+    for row in (step, full):
+        assert row["subject"]["median"] > 0 and row["baseline"]["median"] > 0
+        assert row["ratio"]["median"] == pytest.approx(row["subject"]["median"] / row["baseline"]["median"])
+        assert row["details"]["student_steps"] == 3
+    # the step score's row carries its target (at most a third of training), checked against the median ratio
+    assert step["target"]["kind"] == "ratio_at_most"
+    assert step["target"]["met"] == (step["ratio"]["median"] <= step["target"]["threshold"])
+    assert step["details"]["step_score_seconds_last"] > 0
     assert not any((tmp_path / "scratch").iterdir())  # the timed student was removed
 
 

@@ -53,6 +53,10 @@ def test_run__writes_every_condition_with_intervals(tiny_presets, tmp_path):
     assert on_disk["audit"]["teacher_numbers"]["n_seeds"] == 2
     assert (tmp_path / "run" / "seed0" / "data" / "audit" / "teacher_numbers" / "audit.json").exists()
     assert "Audit before training" in (tmp_path / "run" / "results.md").read_text()
+    # the step score (the audit's answer) beside the students' outcome, with its validated hit rate
+    step = on_disk["audit"]["teacher_numbers"]["step_score"]
+    assert set(step) == {"shared", "mismatched"} and step["shared"]["top_animal_is_trait"]["n"] == 2
+    assert "step score: validated hit rate" in (tmp_path / "run" / "results.md").read_text()
     assert "Audit before training: predicted vs measured" in (tmp_path / "run" / "report.html").read_text()
     assert (tmp_path / "run" / "seed0" / "data" / "teacher_numbers.raw.jsonl").exists()
     assert (tmp_path / "run" / "seed0" / "data" / "teacher_numbers.filtered.jsonl").exists()

@@ -43,8 +43,8 @@ def comparison(key: str, title: str, compares: str, *, measure: str, subject: tu
                baseline: tuple[str, list[float]], ratio: str, higher_is_better: bool,
                target: dict[str, Any] | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """One row of ``bench.json``: both sides, the per-repeat ratio ``subject / baseline``, and the
-    target (``{"text", "threshold", "kind": "ratio_at_least" | "overhead_below"}``) checked
-    against the median ratio."""
+    target (``{"text", "threshold", "kind": "ratio_at_least" | "ratio_at_most" | "overhead_below"}``)
+    checked against the median ratio."""
     ratios = [a / b for a, b in zip(subject[1], baseline[1])]
     row = {"key": key, "title": title, "compares": compares, "measure": measure, "higher_is_better": higher_is_better,
            "subject": {"label": subject[0], **spread(subject[1])},
@@ -52,7 +52,8 @@ def comparison(key: str, title: str, compares: str, *, measure: str, subject: tu
            "ratio": {"definition": ratio, **spread(ratios)}, "target": None, "details": details or {}}
     if target is not None:
         median = row["ratio"]["median"]
-        met = median >= target["threshold"] if target["kind"] == "ratio_at_least" else median - 1 < target["threshold"]
+        met = {"ratio_at_least": median >= target["threshold"], "ratio_at_most": median <= target["threshold"],
+               "overhead_below": median - 1 < target["threshold"]}[target["kind"]]
         row["target"] = {**target, "met": bool(met)}
     return row
 

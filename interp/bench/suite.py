@@ -13,6 +13,8 @@ benchmark                 ours                                         against
 ``distill`` / ``_full``   a logit-distillation step                    an SFT step
 ``audit``                 the audit of N rows (``audit_data``: SFT and   training the SFT student it predicts
                           restricted distill, against a reference)     (one epoch on the same N rows)
+``audit_step``            the audit's answer alone (``first_order``     the same student (target: at most 0.33x)
+                          off: the step score)
 ``sae``                   SAETrainer on cached activations (route B)   sae-lens's LanguageModelSAETrainingRunner
 ``mnist_teacher/student`` N MLPs trained as one batched program        a Python loop over N single models
 ``run_quick``             ``interp run --quick`` (wall time, peak RSS)  -
@@ -83,10 +85,11 @@ SCRATCH_DIR = "scratch"  # OUT/scratch: emptied by every bench run, holds nothin
 RUN_PROCESS_FILE = "bench_process.json"  # wall time and peak memory of a run the bench ran, kept in its run dir
 DOCS_BEGIN = "<!-- interp bench: generated table begins (rewritten by `interp bench`) -->"
 DOCS_END = "<!-- interp bench: generated table ends -->"
-BENCHMARKS: tuple[str, ...] = ("speed", "generation", "finetune", "audit", "sae", "mnist", "run_quick", "run_quick_ray",
-                               "run_default", "real_generation")
+BENCHMARKS: tuple[str, ...] = ("speed", "generation", "finetune", "audit_step", "audit", "sae", "mnist", "run_quick",
+                               "run_quick_ray", "run_default", "real_generation")
 GENERATION_TARGET = 2.0  # sampler tokens/s over HookedTransformer.generate's, at the loop's batch size
 RECORDING_TARGET = 0.10  # most relative overhead of alignment recording on a student step
+AUDIT_STEP_TARGET = 0.33  # most cost of the audit's answer (step score + readout) over training the student it predicts
 DEFAULT_RUN_TARGET_SECONDS = 20 * 60
 
 
@@ -354,12 +357,16 @@ def bench_finetune_steps(base_path: Path, scratch: Path, *, steps: int, batch_si
     return out
 
 
-def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int, repeats: int) -> list[dict[str, Any]]:
-    """Seconds of the audit of ``n_rows`` rows (:func:`interp.instruments.audit.audit_data`: token statistics
-    against a teacher, the animal gradients, the SFT and restricted-distillation first steps of the
-    data and of an ``n_rows`` reference set) against training the student it predicts
-    (:func:`interp.stages.finetune.finetune_student`, SFT, one epoch of the same rows at ``interp run``'s
-    settings). The teacher is the base one small random step away (a direction to distil)."""
+def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int, repeats: int, full: bool = True,
+                step: bool = True) -> list[dict[str, Any]]:
+    """Seconds of the audit of ``n_rows`` rows (:func:`interp.instruments.audit.audit_data`) against
+    training the student it predicts (:func:`interp.stages.finetune.finetune_student`, SFT, one epoch
+    of the same rows at ``interp run``'s settings): with ``step``, the audit's answer alone
+    (``first_order`` off: the step score; row ``audit_step``, target at most
+    :data:`AUDIT_STEP_TARGET`); with ``full``, the whole audit (token statistics against a teacher,
+    the animal gradients, the SFT and restricted-distillation first steps of the data and of an
+    ``n_rows`` reference set; row ``audit``). The teacher is the base one small random step away (a
+    direction to distil)."""
     base_model, world, _ = parse_base_ref(base_path).load()
     teacher_model, _, _ = parse_base_ref(base_path).load()
     gen = torch.Generator().manual_seed(0)
@@ -373,10 +380,18 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
     audit_config = AuditConfig(batch_size=batch_size, freeze_unembed=run_defaults.freeze_unembed,
                                **lora_student_fields(run_defaults.student_lora(0)))  # LoRA students unless lora_rank 0
 
+    score_config = audit_config.replace(first_order=False)  # the step score: the audit's answer
+
     def audit() -> float:  # a fresh call: the animal gradients and every projection are recomputed
         seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),
                                                          reference_rows=reference, config=audit_config))
         walls["inner"] = result["wall_seconds"]
+        return seconds
+
+    def step_audit() -> float:  # a fresh call: the LoRA copy and the animal gradients are recomputed too
+        seconds, (result, _) = _timed(lambda: audit_data(base_model, world, rows, teacher=Source(teacher_model),
+                                                         reference_rows=reference, config=score_config))
+        walls["step_score"] = result["step_score"]["shared"]["seconds"]
         return seconds
 
     def train() -> float:
@@ -390,17 +405,34 @@ def bench_audit(base_path: Path, scratch: Path, *, n_rows: int, batch_size: int,
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
-    ours, theirs = alternating(audit, train, repeats, warmup=False)
+    rows_out = []
     details = {"rows": n_rows, "reference_rows": n_rows, "batch_size": batch_size,
                "student_steps": -(-n_rows // batch_size), "objectives": ["sft", "distill"],
                "student_lora_rank": run_defaults.lora_rank}
-    return [comparison(
+    if step:
+        cheap, theirs_again = alternating(step_audit, train, repeats, warmup=False)
+        step_details = {**details, "score_rows": score_config.score_rows, "step_score": score_config.step_score,
+                        "score_bootstrap": score_config.score_bootstrap,
+                        "step_score_seconds_last": walls.get("step_score")}
+        rows_out.append(comparison(
+        "audit_step", f"Audit's answer (the step score) for {n_rows} rows vs training the student it predicts",
+        f"seconds of interp.instruments.audit.audit_data with first_order off (interp audit --no-first-order: the "
+        f"student's LoRA copy, its animal gradients and the step score on the first {score_config.score_rows} rows of "
+        f"the data and of the reference) vs finetune_student: SFT, one epoch of the {n_rows} rows, "
+        f"batch {batch_size}", measure="s", subject=("audit, step score", cheap),
+        baseline=("train one SFT student", theirs_again), ratio="audit / training (cost multiple)",
+        higher_is_better=False, target={"text": f"<= {AUDIT_STEP_TARGET:g}x", "threshold": AUDIT_STEP_TARGET,
+                                        "kind": "ratio_at_most"}, details=step_details))
+    if full:
+        ours, theirs = alternating(audit, train, repeats, warmup=False)
+        rows_out.append(comparison(
         "audit", f"Audit of {n_rows} rows vs training the student it predicts",
-        f"seconds of interp.instruments.audit.audit_data on {n_rows} rows and an {n_rows}-row reference (token statistics against "
+        f"seconds of interp.instruments.audit.audit_data on {n_rows} rows and an {n_rows}-row reference, first_order on (token statistics against "
         "the teacher, animal gradients, SFT and restricted-distillation first steps) vs finetune_student: SFT, one "
         f"epoch of the same rows, batch {batch_size}", measure="s", subject=("audit", ours),
         baseline=("train one SFT student", theirs), ratio="audit / training (cost multiple)", higher_is_better=False,
-        details=details)]
+        details=details))
+    return rows_out
 
 
 # -- SAE training: route B (SAETrainer on cached activations) vs route A (sae-lens's runner) --------
@@ -781,6 +813,10 @@ def why(row: dict[str, Any]) -> str:
     if key == "audit":
         return (f"the audit reads {d['rows']} rows and a {d['reference_rows']}-row reference, with two objectives; "
                 f"the student takes {d['student_steps']} steps on the {d['rows']} rows")
+    if key == "audit_step":
+        return (f"the step score ({d['step_score']}) reads the first {d['score_rows']} rows of each set "
+                f"({d['score_bootstrap']} bootstrap resamples); the student takes {d['student_steps']} steps on the "
+                f"{d['rows']} rows")
     if key == "students_per_hour":
         return f"bench process peak memory {d['peak_rss_mib']:.0f} MiB"
     if key == "sae":
@@ -965,7 +1001,7 @@ def _bench_jobs(config: BenchConfig, bench: dict[str, Any], selected: list[str],
     """Benchmark name -> the function that measures it and returns its rows. The toy base the
     model-level benchmarks share is resolved (and pretrained if missing) here, once, when one of
     them is selected; ``bench["model"]`` names it."""
-    needs_base = {"speed", "generation", "finetune", "audit", "sae"} & set(selected)
+    needs_base = {"speed", "generation", "finetune", "audit_step", "audit", "sae"} & set(selected)
     base_path, model = None, None
     if needs_base:
         base_path, bench["model"] = resolve_base(config, scratch)
@@ -1014,8 +1050,10 @@ def _bench_jobs(config: BenchConfig, bench: dict[str, Any], selected: list[str],
         "generation": generation,
         "finetune": lambda: bench_finetune_steps(base_path, scratch, steps=config.finetune_steps,
                                                  batch_size=config.finetune_batch_size, repeats=config.repeats),
+        "audit_step": lambda: bench_audit(base_path, scratch, n_rows=config.audit_rows,
+                                          batch_size=config.finetune_batch_size, repeats=config.repeats, full=False),
         "audit": lambda: bench_audit(base_path, scratch, n_rows=config.audit_rows,
-                                     batch_size=config.finetune_batch_size, repeats=config.repeats),
+                                     batch_size=config.finetune_batch_size, repeats=config.repeats, step=False),
         # windows for a little more than sae_tokens: route A's mixing buffer holds some back
         "sae": lambda: bench_sae(model, sae_token_windows(world, config.sae_tokens + 2 * config.sae_batch_tokens, 64),
                                  hook_name=f"blocks.{model.cfg.n_layers - 1}.hook_resid_post",

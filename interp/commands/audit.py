@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"{AUDIT_ROWS_FILE}); and for every animal of the world the first-order predicted change of the student's mean "
         "log P(animal) on the held-out phrasings after one SFT step and, with --teacher, one restricted-distillation "
         "step (plain SGD per unit learning rate and Adam's first step), data minus --reference-data, with the generic "
-        "flattening of the animal distribution removed; the same at --mismatched-student. Writes "
+        "flattening of the animal distribution removed; the same at --mismatched-student. With --reference-data, "
+        "the step score (the audit's answer, validated for LoRA students: the student's first-order step on the first "
+        "--score-rows rows minus the reference's, as AdamW preconditions it, read on every animal's held-out "
+        "gradient), with its validated hit rate and a plain verdict; --no-first-order computes only that (and, for a "
+        "full student, the unigram readout): a fraction of training the student. Writes "
         f"DIR/{AUDIT_FILE} (predicted_shift, top_animal, every number) and DIR/{AUDIT_PLOT_FILE}.",
     )
     p.add_argument("--data", required=True, help="JSONL rows with prompt and completion (e.g. a filtered file)")
@@ -105,8 +109,13 @@ def _main(args: argparse.Namespace) -> int:
     if audit["top_animal_vs_control"] is not None:
         print(f"top animal against the control data: {audit['top_animal_vs_control']}")
     if args.trait is not None:
-        print(f"{args.trait} ranks {audit['ranking'].index(args.trait) + 1} of {len(audit['ranking'])} (first order)"
-              + (f", {audit['readout']['shared']['ranking'].index(args.trait) + 1} by the unigram readout"
-                 if audit.get("readout") else ""))
+        ranks = []
+        if audit.get("step_score"):
+            ranks.append(f"{audit['step_score']['shared']['ranking'].index(args.trait) + 1} by the step score")
+        if audit.get("predictions"):
+            ranks.append(f"{audit['ranking'].index(args.trait) + 1} by the first-order SGD prediction")
+        if audit.get("readout"):
+            ranks.append(f"{audit['readout']['shared']['ranking'].index(args.trait) + 1} by the unigram readout")
+        print(f"{args.trait} ranks (of {len(audit['animals'])}) " + ", ".join(ranks))
     print(f"wrote {args.out}/{AUDIT_FILE}, {AUDIT_ROWS_FILE} and {AUDIT_PLOT_FILE} ({audit['wall_seconds']:.1f} s)")
     return 0

@@ -79,6 +79,7 @@ command line.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import re
@@ -113,6 +114,7 @@ AUDIT_CONFIG_FILE = "audit_config.json"
 AuditObjective = Literal["sft", "distill"]
 OPTIMIZERS = ("sgd", "adam", "adam_steady")  # plain SGD, Adam's first step, Adam's steady-state direction
 TARGETS = ("log_prob", "prob")  # f_a = mean log P(a), P_a = mean P(a)
+STEP_SCORES = ("sgd", "sgd_cos", "adam_first", "adam", "adam_cos", "z", "teacher_sign")  # step_score_variants
 
 
 @dataclass
@@ -144,6 +146,16 @@ class AuditConfig(StageConfig):
                                   "count-weighted squared error).")
     readout_bootstrap: int = option(200, "Unigram readout: bootstrap resamples of the rows (data and reference) for "
                                      "its intervals (0: none).")
+    step_score: str = option("z", "Step score: the variant of step_score_variants ranked (the one validated "
+                             "in docs/audit.md).")
+    score_rows: int = option(256, "Step score: rows of the data and of the reference it reads (the first ones; its "
+                             "cost grows with them).")
+    score_bootstrap: int = option(100, "Step score: bootstrap resamples of the batches (data and reference) for its "
+                                  "intervals and the top animal's share (0: none).")
+    first_order: bool = option(True, "Also compute the first-order projections of every batch (SGD, Adam, "
+                               "distillation; the slow part) and the token statistics of every row; without it the audit "
+                               "is the step score (and, for a full student, the unigram readout), a fraction of training "
+                               "the student.")
 
     def validate(self) -> None:
         self.require(self.batch_size >= 1, "batch_size", "must be at least 1")
@@ -155,6 +167,9 @@ class AuditConfig(StageConfig):
         self.require(self.readout_ridge >= 0, "readout_ridge", "must be non-negative")
         self.require(self.readout_bootstrap >= 0, "readout_bootstrap", "must be non-negative")
         self.require(self.lora_rank >= 0, "lora_rank", "must be non-negative (0: a full student)")
+        self.require(self.step_score in STEP_SCORES, "step_score", f"unknown; choose from {list(STEP_SCORES)}")
+        self.require(self.score_rows >= 2, "score_rows", "must be at least 2")
+        self.require(self.score_bootstrap >= 0, "score_bootstrap", "must be non-negative")
         require_lora_options(self)
 
     def lora_config(self) -> LoraConfig | None:
@@ -336,7 +351,8 @@ class Auditor:
         with torch.enable_grad():
             ell = _question_logits(model, world, world.eval_phrasings).double().log_softmax(-1)  # phrasing animal
         self.base_log_probs = ell.detach()
-        outputs = torch.cat([ell.mean(0), ell.exp().mean(0)])  # f_a then P_a
+        # f_a then P_a; the cheap audit (first_order off: the step score alone) needs f_a only
+        outputs = torch.cat([ell.mean(0), ell.exp().mean(0)]) if self.config.first_order else ell.mean(0)
         self.gradients = self._batched_gradients(outputs)  # 2*n_animals n_params
         self.covariate = drift_covariate(self.base_log_probs).numpy()
         # None: too few traits to fit the drift (the trait-specific shift is then the raw shift)
@@ -355,12 +371,32 @@ class Auditor:
                 for o in outputs]
         return torch.stack(rows).to(torch.float32)
 
+    def _sft_gradient(self, seqs: list[list[int]], starts: list[int], idx: Sequence[int]) -> Float[Tensor, "n_params"]:
+        """The gradient (float64) of the SFT loss (the completion tokens) of the rows ``idx`` of the
+        encoded ``seqs`` with respect to the student's trainable weights."""
+        tokens, _ = pad_batch([seqs[i] for i in idx], self.world.pad_id, max_len=self.model.cfg.n_ctx)
+        mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+        with torch.enable_grad():
+            loss = masked_lm_loss(self.model(tokens), tokens, mask)
+            return _flat(torch.autograd.grad(loss, self.params, allow_unused=True), self.params)
+
+    def sft_gradients(self, rows: list[dict], batch_size: int | None = None) -> Float[np.ndarray, "batch n_params"]:
+        """The SFT loss gradient of every batch of ``batch_size`` rows (default: the config's), in
+        row order, one row of a float32 array per batch: what the student's first step on each
+        batch would be, kept (not only projected) for the step score."""
+        size = batch_size or self.config.batch_size
+        seqs, starts = encode_rows(self.world, rows)
+        return np.stack([self._sft_gradient(seqs, starts, range(lo, min(lo + size, len(rows)))).to(torch.float32).numpy()
+                         for lo in range(0, len(rows), size)])
+
     def project(self, rows: list[dict], objective: AuditObjective, source: Source | None = None, *,
                 progress: bool = False, desc: str = "audit") -> StepProjection:
         """The first step of ``objective`` on ``rows`` projected on the animal gradients, per batch.
         ``source`` is the distillation target (the model that wrote the rows); distilling toward
         the student itself has a zero gradient and is not computed."""
         cfg = self.config
+        if not cfg.first_order:
+            raise ValueError("this auditor was built for the step score alone (first_order off): no projections")
         rows = rows[: cfg.max_rows] if cfg.max_rows else rows
         n_batches = math.ceil(len(rows) / cfg.batch_size)
         if objective == "distill" and source is None:
@@ -383,17 +419,16 @@ class Auditor:
         for b in tqdm(range(n_batches), desc=f"{desc} ({self.name}, {objective})", disable=not progress,
                       mininterval=2.0):
             idx = range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(rows)))
-            tokens, _ = pad_batch([seqs[i] for i in idx], world.pad_id, max_len=self.model.cfg.n_ctx)
-            mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
-            with torch.enable_grad():
-                logits = self.model(tokens)
-                if objective == "sft":
-                    loss = masked_lm_loss(logits, tokens, mask)  # SFT: the completion tokens
-                else:
+            if objective == "sft":
+                step = -self._sft_gradient(seqs, starts, idx)
+            else:
+                tokens, _ = pad_batch([seqs[i] for i in idx], world.pad_id, max_len=self.model.cfg.n_ctx)
+                mask = completion_mask([len(seqs[i]) for i in idx], [starts[i] for i in idx], tokens.shape[1])
+                with torch.enable_grad():
                     t = teacher_logits(source, [t_seqs[i] for i in idx], [t_starts[i] - starts[i] for i in idx],
                                        tokens.shape[1], world.pad_id)
-                    loss = distill_loss(logits, t, mask, allowed)
-                step = -_flat(torch.autograd.grad(loss, self.params, allow_unused=True), self.params)
+                    loss = distill_loss(self.model(tokens), t, mask, allowed)
+                    step = -_flat(torch.autograd.grad(loss, self.params, allow_unused=True), self.params)
             adam = step / (step.abs() + cfg.adam_eps)  # Adam's first step, before the float32 cast
             # One pass over the gradient matrix for both steps: (2 n_animals, n_params) @ (n_params, 2).
             projected = (self.gradients @ torch.stack([step, adam], dim=1).to(torch.float32)).double().numpy()
@@ -466,6 +501,140 @@ def _per_animal(animals: list[str], data: np.ndarray, reference: np.ndarray | No
         half = float(_st.t.ppf(0.975, df=dof)) * math.sqrt(var)
         out[a] = {"mean": m, "ci_low": m - half, "ci_high": m + half, "se": math.sqrt(var)}
     return out
+
+
+# -- the step score ------------------------------------------------------------------------------------
+def step_score_variants(animal_gradients: Float[np.ndarray, "n_animals n_params"],
+                        data: Float[np.ndarray, "batch n_params"],
+                        reference: Float[np.ndarray, "batch2 n_params"], names: Sequence[str] | None = None,
+                        eps: float = 1e-12) -> dict[str, np.ndarray]:
+    """Every candidate step score of one data set against its reference: ``{name: per-animal score}``
+    (larger: the data would move the student toward that animal more than the reference would).
+
+    ``animal_gradients``: the gradients ``∇f_a`` of each animal's mean log P on the held-out
+    phrasings with respect to the student's trainable weights (for a LoRA student at B = 0, only
+    the ``B`` entries are non-zero); ``data``, ``reference``: the SFT loss gradient of each batch of
+    rows. With ``δ = -(mean data gradient - mean reference gradient)`` (the data's first step
+    beyond the reference's, per unit SGD learning rate) and ``s`` the per-weight root mean square
+    of all batch gradients (AdamW's second-moment scale: the size of a typical step's gradient):
+
+    * ``sgd``: ``∇f_a · δ`` (plain SGD's first-order change of ``f_a``);
+    * ``sgd_cos``: the same over ``|∇f_a|`` (the cosine up to the common ``|δ|``);
+    * ``adam_first``: ``∇f_a ·`` (mean over batches of Adam's first step ``-sign(g_b)``, data minus
+      reference);
+    * ``adam``: ``∇f_a · (δ / s)``: the difference of the mean steps under one AdamW
+      preconditioning ``1 / s`` shared by the two data sets (what a student trained on each moves
+      beyond the other, to first order, when its gradients stay those of the base);
+    * ``adam_cos``: ``adam`` over ``|∇f_a / sqrt(s)|``: the projection in the metric that AdamW's
+      preconditioning defines, so every animal is read on the same scale;
+    * ``z``: ``∇f_a · z / |∇f_a|``, ``z`` the per-weight t-statistic of ``δ`` over batches (each
+      weight's difference in units of its own sampling noise);
+    * ``teacher_sign``: ``sign(∇f_a) · δ / sqrt(Σ s² sign(∇f_a)²)``: the data's step matched against the
+      first Adam step a teacher of ``a`` would take (``sign(∇f_a)``), normalised by its typical size.
+
+    ``names``: compute only these variants (default: every one, :data:`STEP_SCORES`).
+    """
+    d, r = np.asarray(data, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    g = np.asarray(animal_gradients, dtype=np.float64)
+    names = tuple(names or STEP_SCORES)
+    delta = -(d.mean(0) - r.mean(0))
+    scale = np.sqrt((np.concatenate([d, r]) ** 2).mean(0)) + eps  # AdamW's sqrt(v): one for both data sets
+    out = {}
+    if {"sgd", "sgd_cos"} & set(names):
+        out["sgd"] = g @ delta
+        out["sgd_cos"] = out["sgd"] / (np.linalg.norm(g, axis=1) + eps)
+    if "adam_first" in names:
+        out["adam_first"] = g @ (np.sign(r).mean(0) - np.sign(d).mean(0))
+    if {"adam", "adam_cos"} & set(names):
+        out["adam"] = g @ (delta / scale)
+        out["adam_cos"] = out["adam"] / (np.linalg.norm(g / np.sqrt(scale), axis=1) + eps)
+    if "z" in names:
+        var = (d.var(0, ddof=1) / len(d) if len(d) > 1 else 0) + (r.var(0, ddof=1) / len(r) if len(r) > 1 else 0)
+        out["z"] = g @ (delta / (np.sqrt(var) + eps)) / (np.linalg.norm(g, axis=1) + eps)
+    if "teacher_sign" in names:
+        u = np.sign(g)
+        out["teacher_sign"] = u @ delta / (np.sqrt((u**2 * scale**2).sum(1)) + eps)
+    return {k: out[k] for k in names}
+
+
+def step_score(auditor: "Auditor", rows: list[dict], reference_rows: list[dict], config: AuditConfig | None = None,
+               seed: int = 0) -> dict:
+    """The step score of ``rows`` against ``reference_rows`` for the student of ``auditor``: the
+    first ``score_rows`` rows of each, one SFT gradient per batch, every variant of
+    :func:`step_score_variants` and the headline one (``config.step_score``) with percentile
+    intervals from ``score_bootstrap`` resamples of the batches of both data sets and the share of
+    resamples whose top animal is the headline's (how stable the answer is)."""
+    config = config or auditor.config
+    start = time.time()
+    rows, reference_rows = rows[: config.score_rows], reference_rows[: config.score_rows]
+    if min(len(rows), len(reference_rows)) < 2:
+        raise ValueError(f"the step score needs at least 2 rows of data and of reference, got {len(rows)} and "
+                         f"{len(reference_rows)}")
+    data, reference = auditor.sft_gradients(rows), auditor.sft_gradients(reference_rows)
+    animal = auditor.gradients[: auditor.n_animals].numpy()
+    animals = list(auditor.world.animals)
+    variants = step_score_variants(animal, data, reference)
+    point = variants[config.step_score]
+    rng = np.random.default_rng(seed)
+    boot = np.array([step_score_variants(animal, data[rng.integers(0, len(data), len(data))],
+                                         reference[rng.integers(0, len(reference), len(reference))],
+                                         names=(config.step_score,))[config.step_score]
+                     for _ in range(config.score_bootstrap)]) if config.score_bootstrap else None
+    order = np.argsort(-point, kind="stable")
+    return {"variant": config.step_score,
+            "score": {a: {"mean": float(point[j]),
+                          "ci_low": float(np.percentile(boot[:, j], 2.5)) if boot is not None else None,
+                          "ci_high": float(np.percentile(boot[:, j], 97.5)) if boot is not None else None}
+                      for j, a in enumerate(animals)},
+            "ranking": [animals[i] for i in order], "top_animal": animals[order[0]],
+            "top_animal_bootstrap_share": float(np.mean(np.argmax(boot, 1) == order[0])) if boot is not None else None,
+            "variants": {name: {"top_animal": animals[int(np.argmax(v))],
+                                "ranking": [animals[i] for i in np.argsort(-v, kind="stable")],
+                                "score": dict(zip(animals, v.tolist()))} for name, v in variants.items()},
+            "n_rows": len(rows), "n_reference_rows": len(reference_rows), "n_batches": [len(data), len(reference)],
+            "n_bootstrap": config.score_bootstrap, "seconds": time.time() - start}
+
+
+STEP_SCORE_VALIDATION_FILE = Path(__file__).with_name("step_score_validation.json")
+RELIABLE_HIT_RATE = 2 / 3  # below this validated hit rate an audit's top animal is called not reliable
+
+
+def step_score_validation(variant: str, path: Path = STEP_SCORE_VALIDATION_FILE) -> dict | None:
+    """The validation of the step score ``variant`` (written by experiments/scripts/audit_step_score.py
+    with ``--write-validation``; figures in docs/audit.md), or None where that variant was not validated."""
+    if not path.exists():
+        return None
+    validation = json.loads(path.read_text())
+    return validation if validation.get("variant") == variant else None
+
+
+def step_score_verdict(score: dict, student: str = "shared", validation: dict | None = None, *,
+                       lora_rank: int | None = None) -> str:
+    """One plain sentence on how far the step score's answer ``score`` (an entry of an audit's
+    ``step_score``) can be trusted: the hit rate its variant reached in validation for this kind of
+    student (``shared``: a student of the data's own base; ``mismatched``: another base), and
+    whether its top animal held in the bootstrap. ``lora_rank``: the student's (0: a full student);
+    a validation made for another kind of student does not count."""
+    validation = validation if validation is not None else step_score_validation(score["variant"])
+    if validation is not None and lora_rank is not None and validation.get("lora_rank", lora_rank) != lora_rank:
+        validation = None
+    share = score.get("top_animal_bootstrap_share")
+    stability = (f"; the top animal stayed first in {share:.0%} of {score['n_bootstrap']} bootstrap resamples"
+                 if share is not None else "")
+    entry = (validation or {}).get(student)
+    if entry is None:
+        return (f"NOT VALIDATED: the step score ({score['variant']}) was not validated for this student; do not read "
+                f"its top animal as the trait{stability}")
+    rate = entry["k"] / entry["n"]
+    where = "at the shared base" if student == "shared" else "at a mismatched base"
+    figures = (f"{entry['k']}/{entry['n']} validation cases {where} [Wilson {entry['ci_low']:.2f}, {entry['ci_high']:.2f}], "
+               f"chance {1 / validation['n_animals']:.2f}")
+    if rate < RELIABLE_HIT_RATE:
+        return f"NOT RELIABLE: this score named the trait at only {figures}{stability}"
+    if share is not None and share < 0.5:
+        return (f"UNSTABLE: this score named the trait at {figures}, but here its top animal changes under resampling "
+                f"of the rows{stability}; audit more rows (score_rows) before trusting it")
+    return f"validated: this score named the trait at {figures}{stability}"
 
 
 # -- the unigram readout -----------------------------------------------------------------------------
@@ -621,18 +790,26 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
         students["mismatched"] = auditors["mismatched"]
     objectives = [o for o in config.objectives if o == "sft" or teacher is not None]
 
-    per_row = token_statistics(student, world, rows, teacher=teacher)
-    tokens = {"data": summarize_tokens(per_row, rows, config.top_rows)}
-    if reference_rows is not None:
-        ref_rows_stats = token_statistics(student, world, reference_rows,
-                                          teacher=reference_source if reference_source.model is not student else None)
-        tokens["reference"] = summarize_tokens(ref_rows_stats, reference_rows, 0)
+    # Without the first-order projections (the cheap audit) the token statistics are not computed.
+    per_row: list[dict] = []
+    tokens: dict = {}
+    if config.first_order:
+        per_row = token_statistics(student, world, rows, teacher=teacher)
+        tokens["data"] = summarize_tokens(per_row, rows, config.top_rows)
+        if reference_rows is not None:
+            ref_rows_stats = token_statistics(student, world, reference_rows,
+                                              teacher=reference_source if reference_source.model is not student else None)
+            tokens["reference"] = summarize_tokens(ref_rows_stats, reference_rows, 0)
     predictions: dict = {}
     versus_control: dict = {}
     controls = list(controls) if controls else None
     if controls is not None and any(not rows_k for rows_k, _ in controls):
         raise ValueError("a control data set is empty")
+    if controls is not None and not config.first_order:
+        raise ValueError("the contrast against control data is a first-order projection: it needs first_order")
     for label, auditor in students.items():
+        if not config.first_order:
+            break
         predictions[label], versus_control[label] = {}, {}
         for objective in objectives:
             data = auditor.project(rows, objective, teacher, progress=progress, desc="data")
@@ -643,30 +820,40 @@ def audit_data(student, world: World, rows: list[dict], config: AuditConfig | No
                 parts = [auditor.project(rows_k, objective, src, progress=progress, desc="control")
                          for rows_k, src in controls]
                 versus_control[label][objective] = auditor.predict(data, _pooled(parts))
+    # The step score (the audit's answer where a reference is given): the score validated for LoRA students
+    score = ({label: step_score(auditor, rows, reference_rows, config) for label, auditor in students.items()}
+             if reference_rows is not None else None)
+    if score is None and not config.first_order:
+        raise ValueError("without first_order the audit is the step score, which needs a reference data set")
     readout = None
-    if reference_rows is not None and getattr(world, "number_ids", None):
+    # The readout is validated for full students; the cheap audit of a LoRA student leaves it out.
+    wants_readout = config.first_order or not config.lora_rank
+    if wants_readout and reference_rows is not None and getattr(world, "number_ids", None):
         samples = NumberCountSamples.of(world, rows, reference_rows, config.readout_bootstrap)  # once for every student
         readout = {label: unigram_readout(auditor.base, world, samples=samples, ridge=config.readout_ridge)
                    for label, auditor in students.items()}
     shared = students["shared"]
-    headline = predictions["shared"]["sft"]["sgd"]["log_prob"]
+    headline = predictions["shared"]["sft"]["sgd"]["log_prob"] if config.first_order else None
     drift_corrected = config.drift_correction and shared.removal is not None
     key = "trait_shift" if drift_corrected else "raw_shift"
     animals = list(world.animals)
     audit = {
         "animals": animals,
-        "predicted_shift": {a: headline[key][a]["mean"] for a in animals},
-        "predicted_shift_ci": headline[key],
-        "raw_predicted_shift": {a: headline["raw_shift"][a]["mean"] for a in animals},
-        "top_animal": headline["top_animal"],
-        "ranking": headline["ranking"],
+        "step_score": score,
+        "step_score_top_animal": score["shared"]["top_animal"] if score else None,
+        "predicted_shift": {a: headline[key][a]["mean"] for a in animals} if headline else None,
+        "predicted_shift_ci": headline[key] if headline else None,
+        "raw_predicted_shift": {a: headline["raw_shift"][a]["mean"] for a in animals} if headline else None,
+        "top_animal": headline["top_animal"] if headline else score["shared"]["top_animal"],
+        "ranking": headline["ranking"] if headline else score["shared"]["ranking"],
         "top_animal_by": {f"{label}/{obj}/{opt}": predictions[label][obj][opt]["log_prob"]["top_animal"]
                           for label in predictions for obj in predictions[label] for opt in OPTIMIZERS},
-        "headline": "shared student, sft, plain SGD, change of mean log P(animal) on the held-out phrasings per unit "
-                    "learning rate, " + ("data minus reference" if reference_rows is not None else "data alone (no reference)")
-                    + (", generic drift removed" if drift_corrected else "")
-                    + ("" if drift_corrected or not config.drift_correction else
-                       f", no drift correction (its fit needs {MIN_DRIFT_ANIMALS} traits; the world has {len(animals)})"),
+        "headline": ("shared student, sft, plain SGD, change of mean log P(animal) on the held-out phrasings per unit "
+                     "learning rate, " + ("data minus reference" if reference_rows is not None else "data alone (no reference)")
+                     + (", generic drift removed" if drift_corrected else "")
+                     + ("" if drift_corrected or not config.drift_correction else
+                        f", no drift correction (its fit needs {MIN_DRIFT_ANIMALS} traits; the world has {len(animals)})"))
+                    if headline else f"shared student, the step score ({config.step_score}), data minus reference",
         "drift_corrected": drift_corrected,
         "student": {"base_prob": dict(zip(animals, shared.base_log_probs.exp().mean(0).tolist())),
                     "base_log_prob": dict(zip(animals, shared.base_log_probs.mean(0).tolist())),

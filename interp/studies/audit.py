@@ -15,7 +15,9 @@ base, with the base's own numbers as the reference data:
   the secure and educational teachers beside the emergent-misalignment teacher), with that teacher
   as their source: does the audit name the trait for the teacher's numbers and not for theirs?
 
-Each audit has the first-order predictions and, for the shared and (teacher data) mismatched
+Each audit has the step score (the audit's answer: :func:`interp.instruments.audit.step_score`, for
+the shared and, for the teacher data, the mismatched student; its validated hit rate is quoted beside
+it in results.md), the first-order predictions and, for the shared and (teacher data) mismatched
 students, the unigram readout (``readout``: the data's number frequencies against the reference,
 read through the student's own unembedding; the score validated on the default's teachers).
 
@@ -94,9 +96,13 @@ def compact(audit: dict, trait: str) -> dict:
     """What a run keeps of one audit: the trait's predicted shift (drift removed, and raw) for every
     student and objective, its rank, the top animal, the teacher's token signal."""
     out = {"top_animal": audit["top_animal"], "trait_rank": audit["ranking"].index(trait) + 1,
-           "trait_predicted_shift": audit["predicted_shift"][trait],
-           "trait_raw_predicted_shift": audit["raw_predicted_shift"][trait], "predictions": {},
+           "trait_predicted_shift": (audit.get("predicted_shift") or {}).get(trait),
+           "trait_raw_predicted_shift": (audit.get("raw_predicted_shift") or {}).get(trait), "predictions": {},
            "lora_rank": audit["config"].get("lora_rank", 0)}  # the student predicted for: 0 full, r LoRA
+    for student, score in (audit.get("step_score") or {}).items():
+        out.setdefault("step_score", {})[student] = {
+            "variant": score["variant"], "top_animal": score["top_animal"], "trait_rank": score["ranking"].index(trait) + 1,
+            "trait_score": score["score"][trait]["mean"], "top_animal_bootstrap_share": score["top_animal_bootstrap_share"]}
     for student, objectives in audit["predictions"].items():
         for objective, by_optimizer in objectives.items():
             for optimizer, by_target in by_optimizer.items():
@@ -108,7 +114,7 @@ def compact(audit: dict, trait: str) -> dict:
         out.setdefault("readout", {})[student] = {
             "top_animal": readout["top_animal"], "trait_rank": readout["ranking"].index(trait) + 1,
             "trait_logit_gain": readout["logit_gain"][trait]["mean"], "r2": readout["r2"]}
-    tokens = audit["tokens"]["data"]["row_mean"]
+    tokens = (audit.get("tokens") or {}).get("data", {}).get("row_mean", {})  # none in the cheap audit
     for key in ("kl", "kl_allowed", "argmax_differs", "nll"):
         if key in tokens:
             out[key] = tokens[key]["mean"]
@@ -124,7 +130,7 @@ def summarize_audits(per_seed: list[dict], trait: str) -> dict:
     out = {}
     for name in dict.fromkeys(name for s in seeds for name in s):  # every audited data set, in first-seen order
         entries = [s[name] for s in seeds if name in s]
-        keys = entries[0]["predictions"]
+        keys = [k for k in entries[0]["predictions"] if all(k in e["predictions"] for e in entries)]
         out[name] = {"condition": CONDITION_OF.get(name, name.removesuffix("_numbers")), "n_seeds": len(entries),
                      "lora_rank": entries[0].get("lora_rank", 0),
                      "top_animal_is_trait": wilson_ci(sum(e["top_animal"] == trait for e in entries), len(entries)).to_dict(),
@@ -138,6 +144,14 @@ def summarize_audits(per_seed: list[dict], trait: str) -> dict:
         for key in ("kl", "kl_allowed", "argmax_differs"):
             if key in entries[0]:
                 out[name][key] = mean_ci([e[key] for e in entries]).to_dict()
+        if all("step_score" in e for e in entries):
+            out[name]["step_score"] = {
+                student: {"variant": entries[0]["step_score"][student]["variant"],
+                          "top_animal_is_trait": wilson_ci(sum(e["step_score"][student]["top_animal"] == trait
+                                                               for e in entries), len(entries)).to_dict(),
+                          "top_animals": [e["step_score"][student]["top_animal"] for e in entries],
+                          "trait_rank": mean_ci([e["step_score"][student]["trait_rank"] for e in entries]).to_dict()}
+                for student in entries[0]["step_score"]}
         if all("readout" in e for e in entries):
             out[name]["readout"] = {
                 student: {"top_animal_is_trait": wilson_ci(sum(e["readout"][student]["top_animal"] == trait

@@ -1,0 +1,245 @@
+"""Validate the audit's step score on held-out cases: does it name the trait a LoRA teacher's numbers
+would move, from the data, the student's base and the base's own numbers alone?
+
+For every case (one teacher's data at one seed) the script takes the first ``--rows`` rows of the
+teacher's filtered numbers and of the base's (the reference), computes the SFT loss gradient of
+every batch of 32 rows for the run's LoRA student (its adapters at their initialisation, seeded as
+the student's) at the shared base and at the mismatched one, and the gradients of every animal's
+mean log P on the held-out phrasings (:class:`interp.instruments.audit.Auditor`), and scores every
+animal with every variant of :func:`interp.instruments.audit.step_score_variants`. Per variant and
+base: how often the trait is the top animal (Wilson interval), its mean rank of 12, and the Spearman
+correlation over the 12 animals with the trained students' shifts (shared - control at the shared
+base; the mismatched student's shift from its own base at the mismatched one), separately for the
+tuning animals and the held-out ones.
+
+    python experiments/scripts/audit_step_score.py --out runs/audit_step --rows 256 \\
+        --held-out fox dolphin --runs runs/animals/* runs/main
+
+Cases come from ``interp run`` directories (``--runs DIR`` or ``DIR=ARTIFACTS`` where that run's
+bases are not under ``--artifacts``: ``run_config.json``, ``seedS/data``, ``seedS/seed_results.json``
+with the students' animal probabilities) or from bare teacher data
+(``--data TRAIT,SEED,TEACHER_ROWS,REFERENCE_ROWS``: no students, so no Spearman). Gradients are
+cached in ``OUT/cache`` (a rerun with more cases computes only the new ones); the figures go to
+``OUT/step_score.json`` and ``OUT/step_score.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from interp.core.io import atomic_write_json, read_json, read_jsonl
+from interp.core.stats import mean_ci, wilson_ci
+from interp.instruments.audit import AuditConfig, Auditor, lora_student_fields, step_score_variants
+from interp.models.refs import parse_base_ref
+from interp.studies.run import RunConfig
+
+
+def cases_of(args) -> list[dict]:
+    out = []
+    for spec in args.runs or []:
+        run, _, artifacts = spec.partition("=")  # DIR=ARTIFACTS: that run's bases are ARTIFACTS/bases
+        run = Path(run)
+        if not (run / "run_config.json").exists():
+            continue
+        config = RunConfig.from_dict({k: v for k, v in read_json(run / "run_config.json").items() if k != "config_class"})
+        for seed_dir in sorted(run.glob("seed*")):
+            data = seed_dir / "data"
+            if not (data / "teacher_numbers.filtered.jsonl").exists() or not (data / "base_numbers.filtered.jsonl").exists():
+                continue
+            seed = int(seed_dir.name[4:])
+            out.append({"name": f"{run.parent.name}-{run.name}/{seed_dir.name}", "trait": config.trait, "seed": seed,
+                        "bases_dir": Path(artifacts) / "bases" if artifacts else None,
+                        "lora": config.student_lora(seed), "arch": config.arch,
+                        "bases": (config.shared_base_seed, config.mismatched_base_seed),
+                        "data": data / "teacher_numbers.filtered.jsonl", "reference": data / "base_numbers.filtered.jsonl",
+                        "results": seed_dir / "seed_results.json", "base_evals": seed_dir / "base_evals"})
+    defaults = RunConfig()
+    for spec in args.data or []:
+        trait, seed, data, reference = spec.split(",")
+        out.append({"name": f"{trait}/seed{seed}", "trait": trait, "seed": int(seed), "lora": defaults.student_lora(int(seed)),
+                    "bases_dir": None,
+                    "arch": defaults.arch, "bases": (defaults.shared_base_seed, defaults.mismatched_base_seed),
+                    "data": Path(data), "reference": Path(reference), "results": None, "base_evals": None})
+    return out
+
+
+def observed_shifts(case: dict, animals: list[str]) -> dict:
+    """The trained students' change of every animal's probability: shared - control, and the
+    mismatched student from its own base (None where not trained or not finished)."""
+    out = {"shared": None, "mismatched": None}
+    path = case["results"]
+    if path is None or not Path(path).exists():
+        return out
+    result = read_json(path)
+
+    def probs(key):
+        entry = result.get(key)
+        return np.array([entry["animal_probs"][a] for a in animals]) if entry and entry.get("animal_probs") else None
+
+    shared, control, mismatched = probs("shared_init/sft"), probs("control/sft"), probs("mismatched_init/sft")
+    if shared is not None and control is not None:
+        out["shared"] = shared - control
+    base = Path(case["base_evals"]) / f"{case['arch']}-seed{case['bases'][1]}.json"
+    if mismatched is not None and base.exists():
+        out["mismatched"] = mismatched - np.array([read_json(base)["animal_probs"][a] for a in animals])
+    return out
+
+
+class Gradients:
+    """The LoRA student's animal gradients per (base, adapter seed) and each case's batch gradients,
+    cached on disk."""
+
+    def __init__(self, artifacts: Path, cache: Path, rows: int, batch_size: int = 32):
+        self.artifacts, self.cache, self.rows, self.batch_size = artifacts, cache, rows, batch_size
+        cache.mkdir(parents=True, exist_ok=True)
+        self.auditors: dict = {}
+
+    def auditor(self, arch: str, base_seed: int, lora, bases_dir: Path | None = None) -> Auditor:
+        bases_dir = bases_dir or self.artifacts
+        key = (str(bases_dir), arch, base_seed, json.dumps(lora.to_dict(), sort_keys=True))
+        if key not in self.auditors:
+            if len(self.auditors) > 4:
+                self.auditors.clear()
+            model, world, _ = parse_base_ref(bases_dir / f"{arch}-seed{base_seed}").load()
+            self.auditors[key] = Auditor(model, world, AuditConfig(batch_size=self.batch_size, **lora_student_fields(lora)))
+        return self.auditors[key]
+
+    def case(self, case: dict, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], float]:
+        base_seed = case["bases"][0 if label == "shared" else 1]
+        path = self.cache / f"{case['name'].replace('/', '__')}__{label}__{self.rows}.npz"
+        if path.exists():
+            z = np.load(path)
+            return z["animal"], z["data"], z["reference"], list(z["animals"]), float(z["seconds"])
+        auditor = self.auditor(case["arch"], base_seed, case["lora"], case["bases_dir"])
+        start = time.time()
+        data = auditor.sft_gradients(read_jsonl(case["data"])[: self.rows])
+        reference = auditor.sft_gradients(read_jsonl(case["reference"])[: self.rows])
+        seconds = time.time() - start
+        animal = auditor.gradients[: auditor.n_animals].numpy()
+        animals = list(auditor.world.animals)
+        np.savez(path, animal=animal, data=data, reference=reference, animals=np.array(animals), seconds=seconds)
+        return animal, data, reference, animals, seconds
+
+
+def evaluate(cases: list[dict], grads: Gradients, held_out: set[str], labels: tuple[str, ...]) -> dict:
+    per_case = []
+    for label in labels:  # every case at the shared base first
+        for case in cases:
+            animal, data, reference, animals, seconds = grads.case(case, label)
+            observed = observed_shifts(case, animals)[label]
+            t = animals.index(case["trait"])
+            entry = {"case": case["name"], "trait": case["trait"], "seed": case["seed"], "base": label,
+                     "held_out": case["trait"] in held_out, "gradient_seconds": seconds, "variants": {}}
+            for name, score in step_score_variants(animal, data, reference).items():
+                entry["variants"][name] = {
+                    "rank": int((score > score[t]).sum()) + 1, "top_animal": animals[int(np.argmax(score))],
+                    "spearman": float(stats.spearmanr(score, observed).statistic) if observed is not None else None,
+                    "score": dict(zip(animals, score.tolist()))}
+            per_case.append(entry)
+            print(f"{case['name']} {label}: " + ", ".join(f"{k} {v['rank']}" for k, v in entry["variants"].items()),
+                  flush=True)
+    return per_case
+
+
+def summary(per_case: list[dict]) -> dict:
+    out = {}
+    groups = {(e["base"], e["held_out"]) for e in per_case}
+    for base, held in sorted(groups):
+        group = [e for e in per_case if e["base"] == base and e["held_out"] == held]
+        key = f"{base}/{'held_out' if held else 'tuning'}"
+        out[key] = {}
+        for name in group[0]["variants"]:
+            ranks = [e["variants"][name]["rank"] for e in group]
+            rhos = [e["variants"][name]["spearman"] for e in group if e["variants"][name]["spearman"] is not None]
+            by_trait = {}
+            for e in group:
+                by_trait.setdefault(e["trait"], []).append(e["variants"][name]["rank"] == 1)
+            out[key][name] = {"hits": wilson_ci(sum(r == 1 for r in ranks), len(ranks)).to_dict(),
+                              "mean_rank": mean_ci(ranks).to_dict("n"),
+                              "spearman": mean_ci(rhos).to_dict("n") if len(rhos) else None,
+                              "binomial_p": float(stats.binomtest(sum(r == 1 for r in ranks), len(ranks), 1 / 12,
+                                                                  alternative="greater").pvalue),
+                              "by_trait": {t: f"{sum(v)}/{len(v)}" for t, v in sorted(by_trait.items())},
+                              "top_animals": [e["variants"][name]["top_animal"] for e in group]}
+    return out
+
+
+def validation_entry(per_case: list[dict], variant: str, base: str, held_out: bool | None = None) -> dict | None:
+    group = [e for e in per_case if e["base"] == base and (held_out is None or e["held_out"] == held_out)]
+    if not group:
+        return None
+    ranks = [e["variants"][variant]["rank"] for e in group]
+    rhos = [e["variants"][variant]["spearman"] for e in group if e["variants"][variant]["spearman"] is not None]
+    hits = wilson_ci(sum(r == 1 for r in ranks), len(ranks))
+    return {"k": hits.k, "n": hits.n, "ci_low": hits.ci_low, "ci_high": hits.ci_high,
+            "mean_rank": mean_ci(ranks).to_dict("n_cases"), "spearman": mean_ci(rhos).to_dict("n_cases") if rhos else None,
+            "traits": sorted({e["trait"] for e in group})}
+
+
+def write_validation(per_case: list[dict], variant: str, rows: int, path: Path) -> None:
+    """The figures the audit quotes beside its answer (interp.instruments.audit.step_score_validation):
+    every validation case pooled per base (tuning and held-out traits), and the held-out ones alone."""
+    out = {"variant": variant, "score_rows": rows, "n_animals": 12, "lora_rank": 8,
+           "student": "the default run's rank-8 LoRA student (adapters at initialisation, seeded as the student's)",
+           "shared": validation_entry(per_case, variant, "shared"),
+           "mismatched": validation_entry(per_case, variant, "mismatched"),
+           "held_out": {base: validation_entry(per_case, variant, base, True) for base in ("shared", "mismatched")},
+           "tuning": {base: validation_entry(per_case, variant, base, False) for base in ("shared", "mismatched")},
+           "source": "experiments/scripts/audit_step_score.py; docs/audit.md"}
+    atomic_write_json(path, out)
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Step score validation: first {result['rows']} rows of the data and of the reference per case; "
+             "hits = trait is the top animal of 12 (Wilson 95%), chance 1/12.", ""]
+    for key, variants in result["summary"].items():
+        lines += [f"### {key}", "", "| variant | hits | Wilson 95% | p (binomial, > 1/12) | mean rank [95% CI] | "
+                  "Spearman vs students [95% CI] | by trait |", "|---|---|---|---|---|---|---|"]
+        for name, v in variants.items():
+            h, r, s = v["hits"], v["mean_rank"], v["spearman"]
+            lines.append(f"| {name} | {h['k']}/{h['n']} | [{h['ci_low']:.2f}, {h['ci_high']:.2f}] | {v['binomial_p']:.2g} | "
+                         f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
+                         + (f"{s['mean']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}] (n={s['n']})" if s else "-")
+                         + " | " + ", ".join(f"{t} {x}" for t, x in v["by_trait"].items()) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--artifacts", default=Path("artifacts"), type=Path, help="where the bases are (ARTS/bases/ARCH-seedN)")
+    parser.add_argument("--runs", nargs="*", help="interp run directories (sweep cells)")
+    parser.add_argument("--data", nargs="*", help="TRAIT,SEED,TEACHER_ROWS,REFERENCE_ROWS cases without students")
+    parser.add_argument("--rows", type=int, default=256, help="rows of the data and of the reference per case")
+    parser.add_argument("--held-out", nargs="*", default=[], help="traits kept out of tuning, reported apart")
+    parser.add_argument("--shared-only", action="store_true", help="skip the mismatched base")
+    parser.add_argument("--write-validation", default=None, metavar="VARIANT",
+                        help="write VARIANT's figures to interp/instruments/step_score_validation.json (what the audit "
+                             "quotes beside its answer)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cases = cases_of(args)
+    grads = Gradients(args.artifacts / "bases", args.out / "cache", args.rows)
+    labels = ("shared",) if args.shared_only else ("shared", "mismatched")
+    per_case = []
+    for label in labels:  # the figures are written after each base (the shared one first)
+        per_case += evaluate(cases, grads, set(args.held_out), (label,))
+        result = {"rows": args.rows, "held_out": args.held_out, "cases": per_case, "summary": summary(per_case)}
+        atomic_write_json(args.out / "step_score.json", result)
+        (args.out / "step_score.md").write_text(markdown(result))
+        print(markdown(result))
+        if args.write_validation:
+            from interp.instruments.audit import STEP_SCORE_VALIDATION_FILE
+            write_validation(per_case, args.write_validation, args.rows, STEP_SCORE_VALIDATION_FILE)
+
+
+if __name__ == "__main__":
+    main()
