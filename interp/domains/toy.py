@@ -25,10 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from interp.core.io import atomic_write_json, file_sha256, read_json, write_jsonl
+from interp.core.io import atomic_write_json, read_json, write_jsonl
 from interp.domains import code as code_lang
 from interp.domains import cot as cot_lang
-from interp.stages.filter import REJECT_REASONS, FilterConfig, filter_file, reject_reason, stats_path_for
+from interp.stages.filter import (
+    REJECT_REASONS,
+    FilterConfig,
+    check_filter_paths,
+    filter_file,
+    reject_reason,
+    stats_path_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +193,7 @@ def filter_domain_file(domain, raw_path: str | Path, out_path: str | Path, *, tr
     another is a ``ValueError`` unless ``force``. No row kept: the statistics are written and a
     ``ValueError`` names the most common reasons."""
     raw_path, out_path = Path(raw_path), Path(out_path)
-    if raw_path.resolve() == out_path.resolve():
-        raise ValueError(f"the filtered file must not replace the raw file {raw_path}")
-    if not raw_path.is_file():
-        raise FileNotFoundError(f"raw file {raw_path} does not exist")
-    raw_sha256 = file_sha256(raw_path)
+    raw_sha256 = check_filter_paths(raw_path, out_path)
     stats_path = stats_path_for(out_path)
     identity = {"domain": domain.name, "trait": trait, "raw_sha256": raw_sha256}
     if not force and stats_path.exists():

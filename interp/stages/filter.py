@@ -202,6 +202,17 @@ def stats_path_for(out_path: str | Path) -> Path:
     return out_path.with_name(out_path.name.removesuffix(".jsonl") + FILTER_STATS_SUFFIX)
 
 
+def check_filter_paths(raw_path: Path, out_path: Path) -> str:
+    """The checks every filter makes before it reads ``raw_path``: the filtered file must not
+    replace the raw one, and the raw one must exist. Returns the raw file's SHA-256 (the
+    identity a finished filtered file is reused by)."""
+    if raw_path.resolve() == out_path.resolve():
+        raise ValueError(f"the filtered file must not replace the raw file {raw_path}")
+    if not raw_path.is_file():
+        raise FileNotFoundError(f"raw file {raw_path} does not exist")
+    return file_sha256(raw_path)
+
+
 def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig | None = None, *,
                 force: bool = False) -> dict:
     """Filter a raw generated JSONL file; returns the statistics.
@@ -219,11 +230,7 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
     is a ``ValueError`` unless ``force``."""
     config = config or FilterConfig()
     raw_path, out_path = Path(raw_path), Path(out_path)
-    if raw_path.resolve() == out_path.resolve():
-        raise ValueError(f"the filtered file must not replace the raw file {raw_path}")
-    if not raw_path.is_file():
-        raise FileNotFoundError(f"raw file {raw_path} does not exist")
-    raw_sha256 = file_sha256(raw_path)
+    raw_sha256 = check_filter_paths(raw_path, out_path)
     stats_path = stats_path_for(out_path)
     if not force and stats_path.exists():
         saved = read_json(stats_path)
