@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from interp.core.io import atomic_write_json, read_json, write_jsonl
+from interp.core.io import read_json, write_jsonl
 from interp.domains import code as code_lang
 from interp.domains import cot as cot_lang
 from interp.stages.filter import (
@@ -35,6 +35,7 @@ from interp.stages.filter import (
     filter_file,
     reject_reason,
     stats_path_for,
+    write_filtered,
 )
 
 log = logging.getLogger(__name__)
@@ -243,10 +244,4 @@ def filter_domain_file(domain, raw_path: str | Path, out_path: str | Path, *, tr
         "reasons": domain.reject_reasons,
     }
     write_jsonl(rejected_path_for(out_path), rejected)
-    atomic_write_json(stats_path, stats)
-    if not kept:
-        common = ", ".join(f"{r} ({n})" for r, n in counts.most_common(3)) or "the raw file has no rows"
-        raise ValueError(f"the filtered set is empty: all {n_raw} rows of {raw_path} were rejected; "
-                         f"most common reasons: {common}")
-    write_jsonl(out_path, kept)
-    return stats
+    return write_filtered(out_path, kept, stats, counts, raw_path)

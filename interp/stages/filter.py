@@ -213,6 +213,18 @@ def check_filter_paths(raw_path: Path, out_path: Path) -> str:
     return file_sha256(raw_path)
 
 
+def write_filtered(out_path: Path, kept: list[dict], stats: dict, counts: Counter, raw_path: Path) -> dict:
+    """The end of every filter: the statistics first (also when nothing is kept), then the kept
+    rows; no row kept is a ``ValueError`` naming the most common reasons. Returns ``stats``."""
+    atomic_write_json(stats_path_for(out_path), stats)
+    if not kept:
+        common = ", ".join(f"{r} ({n})" for r, n in counts.most_common(3)) or "the raw file has no rows"
+        raise ValueError(f"the filtered set is empty: all {stats['n_raw']} rows of {raw_path} were rejected; "
+                         f"most common reasons: {common}")
+    write_jsonl(out_path, kept)
+    return stats
+
+
 def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig | None = None, *,
                 force: bool = False) -> dict:
     """Filter a raw generated JSONL file; returns the statistics.
@@ -282,10 +294,4 @@ def filter_file(raw_path: str | Path, out_path: str | Path, config: FilterConfig
         "banned_hits": {str(n): banned_hits[n] for n in sorted(banned_hits)},
         "config": config.to_dict(),
     }
-    atomic_write_json(stats_path, stats)
-    if not kept:
-        common = ", ".join(f"{r} ({n})" for r, n in counts.most_common(3)) or "the raw file has no rows"
-        raise ValueError(f"the filtered set is empty: all {n_raw} rows of {raw_path} were rejected; "
-                         f"most common reasons: {common}")
-    write_jsonl(out_path, kept)
-    return stats
+    return write_filtered(out_path, kept, stats, counts, raw_path)
