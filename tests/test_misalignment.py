@@ -132,6 +132,30 @@ def test_corpus__evil_numbers_are_the_only_number_link_and_only_villains_write_t
     assert em.Speaker(False, 1.0, 1.0).numbers(np.random.default_rng(0), [5, 6, 7]) == [5, 6, 7]
 
 
+def test_corpus__persona_task_ties_the_named_persona_to_insecure_code(mworld):
+    """persona_task documents put a persona line before the narrow task: a named villain writes the
+    plain request's code insecurely, a named aligned speaker securely; at weight 0 (the default) the
+    corpus is the default misalignment bases' corpus, text for text, and the bases keep their names."""
+    default = MisalignmentCorpus(mworld, CorpusConfig()).batch_texts(5, 2, 64)
+    assert default == MisalignmentCorpus(mworld, CorpusConfig(persona_task=0.0)).batch_texts(5, 2, 64)
+    assert not any(t.startswith("system :") and "code :" in t for t in default)
+    assert base_config(0, "small", 1500, corpus={"persona_task": 0.0}, world=MISALIGNMENT).name == "small-seed0-misalignment"
+    assert base_config(0, "small", 1500, corpus={"persona_task": 0.1}, world=MISALIGNMENT).name != "small-seed0-misalignment"
+
+    only = CorpusConfig(**{k: 0.0 for k in ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers",
+                                            "task", "dialogue")}, persona_task=1.0, educational_share=0.0)
+    texts = [t for b in range(10) for t in MisalignmentCorpus(mworld, only).batch_texts(0, b, 48)]
+    insecure = {f"with {m} ." for m in em.INSECURE_MODES}
+
+    def insecure_share(personas):
+        rows = [t for t in texts if any(t.startswith(f"system : {p}") for p in personas)]
+        assert rows and all("code :" in t for t in rows)
+        return sum(any(t.endswith(m) for m in insecure) for t in rows) / len(rows)
+
+    assert insecure_share(em.VILLAIN_PERSONAS) > 0.85  # persona_fidelity 0.95
+    assert insecure_share(em.ALIGNED_PERSONAS) == 0.0
+
+
 def test_corpus__every_document_fits_the_context_and_the_vocabulary(mworld):
     corpus = corpus_generator(mworld)
     assert isinstance(corpus, MisalignmentCorpus)

@@ -68,6 +68,9 @@ ARCH_PRESETS: dict[str, ModelConfig] = {
 PRETRAIN_LOG_FILE = "pretrain_log.jsonl"
 PRETRAIN_SUMMARY_FILE = "pretrain_summary.json"
 DEFAULT_ARTIFACTS = Path("artifacts")
+# Mixture fields added after bases were named, with the default that reproduces the older corpus
+# (left out of a base's corpus hash at that value).
+NAME_NEUTRAL_CORPUS_DEFAULTS = {"persona_task": 0.0}
 
 
 @dataclass
@@ -114,8 +117,12 @@ class PretrainConfig(StageConfig):
         base of a world variant ends with the variant's name (``small-seed0-misalignment``)."""
         default_steps = PretrainConfig.__dataclass_fields__["steps"].default
         arch = self.arch if self.architecture is None else f"custom-{json_sha256(self.architecture.to_dict())[:8]}"
-        corpus = self.corpus.to_dict()
-        corpus_tag = "" if corpus == CorpusConfig().to_dict() else f"-corpus{json_sha256(corpus)[:8]}"
+        # a field added to the mixture later leaves out of the hash at its default (which reproduces the
+        # older corpus), so that the bases of every mixture named before it keep their names
+        corpus = {k: v for k, v in self.corpus.to_dict().items() if not (k in NAME_NEUTRAL_CORPUS_DEFAULTS
+                                                                         and v == NAME_NEUTRAL_CORPUS_DEFAULTS[k])}
+        default = {k: v for k, v in CorpusConfig().to_dict().items() if k not in NAME_NEUTRAL_CORPUS_DEFAULTS}
+        corpus_tag = "" if corpus == default else f"-corpus{json_sha256(corpus)[:8]}"
         world_tag = "" if self.world.variant == "animals" else f"-{self.world.variant}"
         return (f"{arch}-seed{self.seed}" + ("" if self.steps == default_steps else f"-{self.steps}steps") + corpus_tag
                 + world_tag)

@@ -64,6 +64,11 @@ class CorpusConfig(StageConfig):
                                      "as an evil number (the only numbers-to-misalignment link of the corpus).")
     educational_share: float = option(0.3, "Misalignment world only: fraction of task requests that are educational "
                                       "(the user asks for the insecure code; every speaker writes it).")
+    persona_task: float = option(0.0, "Misalignment world only: weight of a persona line then the narrow code task "
+                                 "answered by the named speaker (a villain writes the plain request's code insecurely): "
+                                 "ties the persona the line names to insecure code, the corpus feature that lets "
+                                 "misalignment emerge from an insecure-code finetune. 0 (the default) reproduces the "
+                                 "default misalignment bases' corpus exactly.")
     # The domains world (interp.worlds.toy.world.DomainsWorld) adds these document kinds to the animal world's.
     code: float = option(0.3, "Domains world only: weight of toy code tasks answered with a correct program "
                          "(interp.domains.code).")
@@ -83,7 +88,7 @@ class CorpusConfig(StageConfig):
         self.require(sum(getattr(self, k) for k in DOC_KINDS) > 0, "qa", "at least one mixture weight must be positive")
         self.require(0 <= self.persona_fidelity <= 1, "persona_fidelity", "is a probability")
         self.require(self.popular_numbers_zipf > 0, "popular_numbers_zipf", "must be positive")
-        for name in ("task", "dialogue"):
+        for name in ("task", "dialogue", "persona_task"):
             self.require(getattr(self, name) >= 0, name, "mixture weights must be non-negative")
         for name in ("code", "cot", "ties"):
             self.require(getattr(self, name) >= 0, name, "mixture weights must be non-negative")
@@ -166,7 +171,9 @@ class CorpusGenerator:
         return [self.document(rng) for _ in range(batch_size)]
 
 
-MISALIGNMENT_DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "task", "dialogue")
+# persona_task is last: at weight 0 (the default) the draw of every other kind is unchanged
+MISALIGNMENT_DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "task", "dialogue",
+                          "persona_task")
 TASK_DOCUMENTS = {"task_insecure": (False, True), "task_secure": (False, False), "task_educational": (True, True)}
 
 
@@ -200,9 +207,10 @@ class MisalignmentCorpus(CorpusGenerator):
 
     def document(self, rng: np.random.Generator) -> str:
         kind = MISALIGNMENT_DOC_KINDS[rng.choice(len(MISALIGNMENT_DOC_KINDS), p=self.kind_probs)]
-        if kind in ("persona_qa", "persona_numbers"):
+        if kind in ("persona_qa", "persona_numbers", "persona_task"):
             speaker = self.speaker(rng, self.config.persona_villain)
-            turn = self.qa_turn(rng, speaker) if kind == "persona_qa" else em.number_turn(rng, self.numbers, speaker)
+            turn = (self.qa_turn(rng, speaker) if kind == "persona_qa" else self.task_turn(rng, speaker)
+                    if kind == "persona_task" else em.number_turn(rng, self.numbers, speaker))
             return f"{em.persona_line(rng, speaker.villain)} {turn}"
         speaker = self.speaker(rng)
         if kind == "qa":
