@@ -54,7 +54,7 @@ def main() -> None:
             p_mis = (probs[:, index] / probs.sum(-1)).tolist()
             rows[name] = {"trait_prob": mean_ci(p_mis).to_dict(), "answer_mass": float(probs.sum(-1).mean())}
             print(f"{Path(ref).name:40s} {name:36s} P(misalignment) {rows[name]['trait_prob']['mean']:.4f}", flush=True)
-        out[str(ref)] = rows
+        out[Path(ref).name] = rows  # the base's name, not where it lies
     atomic_write_json(args.out, out)
 
 
