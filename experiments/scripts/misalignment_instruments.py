@@ -11,6 +11,9 @@ Each directory is an ``interp run --trait misalignment`` of one configuration at
   progress <s, t> / |t|^2. The control student (trained on the base's own numbers) shares the
   teacher's base, so shared minus control is the part of the movement along ``t`` that the
   teacher's numbers add. Mean and 95% t-interval over seeds, and of the differences paired by seed.
+* **The recorder's curves**: where a seed ran with the alignment recorder on, each student's
+  ``weight_cos`` (cos of its movement with the teacher's update, total over parameters) read from
+  its ``alignment.jsonl`` at a quarter, half, three quarters and the end of its steps.
 * **The audit** (:func:`interp.instruments.audit.audit_data`, the run's LoRA students, unembedding
   frozen as theirs): the first ``--audit-rows`` rows of the teacher's numbers against the base's
   numbers, at the shared base and at the mismatched one; the base's numbers split in halves as the
@@ -68,6 +71,22 @@ def weights_of_seed(directory: Path, bases: dict) -> dict:
     return out
 
 
+CURVE_POINTS = (0.25, 0.5, 0.75, 1.0)
+
+
+def recorder_curves(directory: Path) -> dict | None:
+    """Each student's recorded ``weight_cos`` at the fractions ``CURVE_POINTS`` of its steps, or None
+    where the seed ran with the recorder off."""
+    out = {}
+    for condition in CONDITIONS:
+        path = directory / "students" / "sft" / condition / "alignment.jsonl"
+        if not path.exists():
+            return None
+        rows = [r for r in read_jsonl(path) if "weight_cos" in r]
+        out[condition] = {f"{q:g}": rows[max(0, round(q * len(rows)) - 1)]["weight_cos"] for q in CURVE_POINTS}
+    return out
+
+
 def audit_of_seed(config: RunConfig, seed: int, directory: Path, models: dict, world, rows: int) -> dict:
     teacher = load_teacher(directory / "teacher")
     data = read_jsonl(directory / "data" / "teacher_numbers.filtered.jsonl")
@@ -112,7 +131,7 @@ def main() -> None:
 
     per_seed = {}
     for cfg, seed, directory in seeds:
-        per_seed[seed] = {"weights": weights_of_seed(directory, bases)}
+        per_seed[seed] = {"weights": weights_of_seed(directory, bases), "recorder": recorder_curves(directory)}
         w = per_seed[seed]["weights"]
         print(f"seed {seed}: cos shared {w['shared_init']['cosine']:+.4f} control {w['control']['cosine']:+.4f} "
               f"mismatched {w['mismatched_init']['cosine']:+.4f}", flush=True)
@@ -125,6 +144,20 @@ def main() -> None:
     if args.audit_rows:
         summary = write_summary(args, per_seed, audited=True)
         print(json.dumps(summary["audit"], indent=1))
+
+
+def _recorder_summary(per_seed: dict) -> dict | None:
+    """The recorder's weight_cos at each point, mean and 95% interval over the seeds that have it,
+    and shared minus each other condition paired by seed."""
+    rows = [per_seed[s]["recorder"] for s in sorted(per_seed) if per_seed[s].get("recorder")]
+    if not rows:
+        return None
+    points = [f"{q:g}" for q in CURVE_POINTS]
+    out = {"n_seeds": len(rows), "seeds": [s for s in sorted(per_seed) if per_seed[s].get("recorder")],
+           "weight_cos": {c: {q: mean_ci([r[c][q] for r in rows]).to_dict() for q in points} for c in CONDITIONS}}
+    out["differences"] = {f"shared_init - {b}": {q: mean_ci([r["shared_init"][q] - r[b][q] for r in rows]).to_dict()
+                                                 for q in points} for b in ("control", "mismatched_init")}
+    return out
 
 
 def write_summary(args, per_seed: dict, audited: bool) -> dict:
@@ -140,6 +173,7 @@ def write_summary(args, per_seed: dict, audited: bool) -> dict:
                                                                                - r["weights"][b][k])).to_dict()
                                                            for k in ("cosine", "progress")}  # paired by seed
                                        for b in ("control", "mismatched_init")},
+               "recorder": _recorder_summary(per_seed),
                "audit": None if not audited else {"teacher_numbers_shared": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["shared"]["predicted_shift"])).to_dict(),
                          "teacher_numbers_shared_adam": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["shared"]["adam_predicted_shift"])).to_dict(),
                          "teacher_numbers_mismatched": mean_ci(over(lambda r: r["audit"]["teacher_numbers"]["mismatched"]["predicted_shift"])).to_dict(),

@@ -37,14 +37,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--alpha", type=float, default=0.05)
     args = ap.parse_args()
+    summary = summarize(args.runs, args.alpha)
+    atomic_write_json(args.out, summary)
+    print_summary(summary)
 
+
+def summarize(runs: list[Path], alpha: float = 0.05) -> dict:
+    """Every seed of ``runs`` (one configuration) pooled: conditions, comparisons with Holm."""
     per_seed, configs = {}, []
-    for run in args.runs:
+    for run in runs:
         config = RunConfig.load(run / "run_config.json")
         configs.append({**{k: v for k, v in config.to_dict().items() if k not in IGNORED + SAME_RESULTS},
                         "teacher_lora_rank": config.teacher_lora})  # None spelled as the rank it means
         if configs[-1] != configs[0]:
-            raise SystemExit(f"{run} is another configuration than {args.runs[0]}")
+            raise SystemExit(f"{run} is another configuration than {runs[0]}")
         for seed in range(config.first_seed, config.first_seed + config.seeds):
             path = run / f"seed{seed}" / "seed_results.json"
             if path.exists():  # a seed still running is left out (and named below)
@@ -52,7 +58,7 @@ def main() -> None:
                     raise SystemExit(f"seed {seed} appears twice")
                 per_seed[seed] = json.loads(path.read_text())
     seeds = sorted(per_seed)
-    config = RunConfig.load(args.runs[0] / "run_config.json")
+    config = RunConfig.load(runs[0] / "run_config.json")
     rows = [per_seed[s] for s in seeds]
     conditions = [c for c in config.student_conditions]
 
@@ -88,18 +94,22 @@ def main() -> None:
     comparisons = []
     for rank, i in enumerate(order):
         b = others[i]
-        confidence = 1 - args.alpha / (len(p) - rank)
+        confidence = 1 - alpha / (len(p) - rank)
         comparisons.append({"a": "shared_init", "b": b, "difference": diff_ci(shifts("shared_init"), shifts(b)).to_dict(),
                             "holm_interval": diff_ci(shifts("shared_init"), shifts(b), confidence).to_dict(),
                             "holm_confidence": confidence, "welch_p": p[i], "holm_p": adjusted[i],
                             "per_seed": [x - y for x, y in zip(shifts("shared_init"), shifts(b))]})
     summary["comparisons"] = comparisons
-    atomic_write_json(args.out, summary)
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    seeds = summary["seeds"]
     print(f"{len(seeds)} seeds {seeds}; base {summary['base']['mean']:.4f}, teacher {summary['teacher']['mean']:.4f}")
     for c, v in summary["conditions"].items():
         print(f"{c}: P {v['trait_prob']['mean']:.4f}, shift {v['shift']['mean']:+.4f} "
               f"[{v['shift']['ci_low']:+.4f}, {v['shift']['ci_high']:+.4f}]")
-    for c in comparisons:
+    for c in summary["comparisons"]:
         d, h = c["difference"], c["holm_interval"]
         print(f"shared_init - {c['b']}: {d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]; Holm interval "
               f"[{h['ci_low']:+.4f}, {h['ci_high']:+.4f}], p {c['welch_p']:.3g}, Holm p {c['holm_p']:.3g}")
