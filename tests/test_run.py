@@ -115,6 +115,47 @@ def test_run_config__checks_the_world_and_context_options():
         RunConfig(teacher_documents=("qa", "mention"), teacher_method="unembed")
 
 
+def test_run_config__world_variant_and_max_train_rows():
+    from interp.studies.run import data_key
+    from interp.worlds.toy.world import WorldConfig
+
+    assert RunConfig(world_variant="domains").world_config == WorldConfig(variant="domains")
+    assert RunConfig(world_variant="domains").world_config != RunConfig().world_config
+    # the same world named or left to the domain: the same data
+    assert data_key(RunConfig(domain="code", world_variant="domains")) == data_key(RunConfig(domain="code"))
+    assert data_key(RunConfig(world_variant="animals")) == data_key(RunConfig())
+    assert data_key(RunConfig(world_variant="domains")) not in (data_key(RunConfig()), data_key(RunConfig(domain="code")))
+    assert data_key(RunConfig(max_train_rows=100)) == data_key(RunConfig())  # a students' setting: the data are shared
+    with pytest.raises(ConfigError, match="world_variant='poems': unknown world variant 'poems'"):
+        RunConfig(world_variant="poems")
+    with pytest.raises(ConfigError, match="world_variant='animals': the code domain lives in the domains world"):
+        RunConfig(domain="code", world_variant="animals")
+    with pytest.raises(ConfigError, match="trait='owl': 'owl' is not a trait of the misalignment world"):
+        RunConfig(world_variant="misalignment")
+    with pytest.raises(ConfigError, match="world_variant=.*not with --model"):
+        RunConfig(model="gpt2", world_variant="domains")
+    with pytest.raises(ConfigError, match="max_train_rows=0: must be at least 1"):
+        RunConfig(max_train_rows=0)
+
+
+def test_run__max_train_rows_caps_every_student_on_bases_of_another_world(tiny_presets, tmp_path):
+    """Number students on the domains world's bases (world_variant), each trained on the first 6
+    kept rows of its data set (max_train_rows); the data are generated and filtered in full."""
+    config = _tiny_run_config(seeds=1, n_rows=32, conditions=("control", "shared_init"), objectives=("sft",),
+                              eval_every=0, record_alignment=False, audit_rows=0, world_variant="domains",
+                              max_train_rows=6)
+    results = run(config, tmp_path / "run", artifacts=tmp_path / "artifacts", progress=False)
+    assert results["bases"]["shared"].endswith("-domains")
+    seed = tmp_path / "run" / "seed0"
+    kept = {name: read_jsonl(seed / "data" / f"{name}_numbers.filtered.jsonl") for name in ("teacher", "base")}
+    assert results["n_rows"] == [{name: len(rows) for name, rows in kept.items()}] and min(map(len, kept.values())) > 6
+    assert results["train_rows"] == [{"teacher": 6, "base": 6}]
+    for condition, name in (("shared_init", "teacher"), ("control", "base")):
+        inputs = json.loads((seed / "students" / "sft" / condition / "finetune_inputs.json").read_text())
+        assert inputs["n_rows"] == 6
+        assert inputs["data_sha256"] == json_sha256([[r["prompt"], r["completion"]] for r in kept[name][:6]])
+
+
 def test_data_key__later_fields_enter_only_when_set():
     from interp.studies.run import data_key
 

@@ -1,9 +1,11 @@
-"""Summarise `interp run --domain code` and `--domain cot` runs into one JSON file: the students'
+"""Summarise `interp run --domain code` and `--domain cot` runs (and numbers runs on the same bases,
+`--domain numbers --world-variant domains --max-train-rows N`) into one JSON file: the students'
 P(trait) by condition, SFT shared_init minus control and minus mismatched_init with Holm over the
-whole family (every run given), the filter's pass rates for the teacher and the base, kept rows and
-tokens per row, and the audit's predicted shifts.
+whole family (every run given), the filter's pass rates for the teacher and the base (code and
+CoT), kept rows, the rows and completion tokens the students trained on, and the audit's predicted
+shifts.
 
-    python experiments/scripts/domains_summary.py RUNS/code RUNS/cot --out experiments/results/domains_results.json
+    python experiments/scripts/domains_summary.py RUNS/code RUNS/cot RUNS/numbers --out experiments/results/domains_results.json
 """
 import argparse
 import json
@@ -24,21 +26,26 @@ for run_dir in map(Path, args.runs):
     r = json.loads(path.read_text())
     cfg = r["config"]
     seeds = range(cfg["first_seed"], cfg["first_seed"] + cfg["seeds"])
+    cap = cfg.get("max_train_rows")  # the students train on the first cap kept rows of each data set
     tokens = {}
     for name in ("teacher_numbers", "base_numbers"):
-        rows = [row for s in seeds for row in read_jsonl(run_dir / f"seed{s}" / "data" / f"{name}.filtered.jsonl")]
-        tokens[name] = {"kept_rows_per_seed": len(rows) / len(seeds),
-                        "completion_tokens_per_row": sum(len(x["completion"].split()) + 1 for x in rows) / len(rows)}
-    entry = {"config": {k: cfg[k] for k in ("trait", "seeds", "n_rows", "pretrain_steps", "teacher_method", "teacher_steps",
-                                            "lora_rank", "lr", "epochs", "objectives", "conditions", "student_engine",
-                                            "audit_rows", "domain")},
+        kept = [read_jsonl(run_dir / f"seed{s}" / "data" / f"{name}.filtered.jsonl") for s in seeds]
+        trained = [rows[:cap] if cap else rows for rows in kept]
+        n_tokens = [sum(len(x["completion"].split()) + 1 for x in rows) for rows in trained]  # words and the end token
+        tokens[name] = {"kept_rows_per_seed": sum(map(len, kept)) / len(seeds),
+                        "trained_rows_per_seed": sum(map(len, trained)) / len(seeds),
+                        "trained_completion_tokens_per_seed": sum(n_tokens) / len(seeds),
+                        "completion_tokens_per_row": sum(n_tokens) / sum(map(len, trained))}
+    entry = {"config": {k: cfg.get(k) for k in ("trait", "seeds", "n_rows", "pretrain_steps", "teacher_method", "teacher_steps",
+                                                "lora_rank", "lr", "epochs", "objectives", "conditions", "student_engine",
+                                                "audit_rows", "domain", "world_variant", "max_train_rows", "banned_numbers")},
              "conditions": [{k: c[k] for k in ("name", "objective", "trait_prob", "control_trait_prob") if k in c}
                             | ({"trait_prob_shift": c["trait_prob_shift"], "per_seed": c["per_seed"]} if "per_seed" in c else {})
                             for c in r["conditions"]],
              "comparisons": r["comparisons"], "filter": {k: {kk: vv for kk, vv in v.items() if kk != "per_seed"}
                                                          | {"per_seed": [{x: p[x] for x in ("n_raw", "n_kept", "pass_rate",
                                                              "correct_rate", "judge_flags_all_rows", "rejected")} for p in v["per_seed"]]}
-                                                         for k, v in r["filter"].items()},
+                                                         for k, v in r.get("filter", {}).items()},
              "data": tokens, "n_rows": r["n_rows"], "wall_seconds": r["wall_seconds"]}
     audit = r.get("audit") or {}
     entry["audit"] = {name: {"top_animals": a["top_animals"], "trait_rank": a["trait_rank"],

@@ -72,7 +72,7 @@ from interp.stages.teacher import TeacherConfig, TeacherDocument, TeacherMethod,
 from interp.training.loop import OptimizerName
 from interp.worlds.hf import HFWorldConfig, number_prompt_options, with_number_prompts
 from interp.worlds.toy.corpus import CorpusConfig
-from interp.worlds.toy.world import ToyWorld, WorldConfig, make_world, toy_traits, trait_world
+from interp.worlds.toy.world import WORLD_VARIANTS, ToyWorld, WorldConfig, make_world, toy_traits, trait_world
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,13 @@ class RunConfig(StageConfig):
     domain_max_new_tokens: int | None = option(None, "code and cot: most tokens sampled per prompt, end token "
                                                "included (None: the domain's own, 56 for code and 40 for cot); "
                                                "the numbers domain uses max_new_tokens.")
+    world_variant: str | None = option(None, "Toy world variant of the bases (animals, misalignment, domains; "
+                                       "interp.worlds.toy.world). None: the trait's own world, and the domains "
+                                       "variant for the code and cot domains. domains with the numbers domain: "
+                                       "number students on the bases of the code and cot runs.")
+    max_train_rows: int | None = option(None, "Students train on at most the first this many kept rows of each data "
+                                        "set (None: every kept row); sets data sets of different pass rates or "
+                                        "domains to equal rows. The data are generated and filtered as without it.")
 
     def validate(self) -> None:
         self.require(self.seeds >= 1, "seeds", "must be at least 1")
@@ -218,6 +225,17 @@ class RunConfig(StageConfig):
             self.require(self.context_line is None, "context_line", f"not with the {self.domain} domain")
             self.require(self.domain_max_new_tokens is None or self.domain_max_new_tokens >= 1,
                          "domain_max_new_tokens", "must be at least 1, or None for the domain's own")
+        self.require(self.max_train_rows is None or self.max_train_rows >= 1, "max_train_rows",
+                     "must be at least 1, or None for every kept row")
+        if self.world_variant is not None:
+            self.require(self.model is None, "world_variant", "is an option of the toy world (not with --model)")
+            self.require(self.world_variant in WORLD_VARIANTS, "world_variant",
+                         f"unknown world variant {self.world_variant!r}; choose one of {list(WORLD_VARIANTS)}")
+            self.require(self.domain == "numbers" or self.world_variant == "domains", "world_variant",
+                         f"the {self.domain} domain lives in the domains world")
+            animals = make_world(self.world_config).animals
+            self.require(self.trait in animals, "trait", f"{self.trait!r} is not a trait of the {self.world_variant} "
+                         f"world; its traits are {list(animals)}")
         self.require(self.student_engine in ("padded", "packed"), "student_engine", "choose padded or packed")
         self.require(self.audit_rows >= 0, "audit_rows", "must be non-negative (0: no audit)")
         self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
@@ -305,8 +323,10 @@ class RunConfig(StageConfig):
 
     @property
     def world_config(self) -> WorldConfig:
-        """The toy world the trait lives in (:func:`interp.worlds.toy.world.trait_world`); the
-        domains variant for the code and cot domains."""
+        """The toy world of the bases: ``world_variant`` if given, else the world the trait lives in
+        (:func:`interp.worlds.toy.world.trait_world`), the domains variant for the code and cot domains."""
+        if self.world_variant is not None:
+            return WorldConfig(variant=self.world_variant)
         return WorldConfig(variant="domains") if self.domain != "numbers" else trait_world(self.trait)
 
     def new_tokens(self, world) -> int:
@@ -470,7 +490,7 @@ DATA_FIELDS = ("trait", "teacher_method", "teacher_steps", "teacher_lr", "teache
 LATER_DATA_FIELDS = {"model": None, "max_new_tokens": 24, "teacher_lora": 0, "teacher_batch_size": 32,
                      "teacher_documents": ("qa",), "pretrain_corpus": {}, "context_line": None,
                      "filter_banned_numbers": (), "control_teachers": (), "number_prompts": None,
-                     "number_shots": None, "domain": "numbers", "domain_max_new_tokens": None}
+                     "number_shots": None, "domain": "numbers", "domain_max_new_tokens": None, "world_variant": None}
 _DATA_KEY_SPELLING = {"teacher_lora": "teacher_lora_rank", "filter_banned_numbers": "banned_numbers"}
 
 
@@ -483,6 +503,8 @@ def data_key(config: RunConfig) -> str:
     default_corpus = CorpusConfig().to_dict()
     config = config.replace(pretrain_corpus={k: v for k, v in CorpusConfig(**config.pretrain_corpus).to_dict().items()
                                              if v != default_corpus[k]})  # the base it names, not its spelling
+    if config.replace(world_variant=None).world_config == config.world_config:
+        config = config.replace(world_variant=None)  # the world it names, not its spelling
     for name, before in LATER_DATA_FIELDS.items():
         value = getattr(config, name)
         if value != before:
@@ -565,12 +587,18 @@ def run_seed(config: RunConfig, seed: int, bases: dict[str, ModelRef], out: Path
         "shuffled_within": (bases["shared"], shuffled["within"], teacher),
         "shuffled_across": (bases["shared"], shuffled["across"], teacher),
     }
+    if config.max_train_rows is not None:  # the students' rows: the first max_train_rows kept rows of each set
+        plan = {name: (base, rows[: config.max_train_rows], t) for name, (base, rows, t) in plan.items()}
     evals_tag = "" if context is None else f"-context{json_sha256(context)[:8]}"  # asked under the line: another cache
     base_probs = {str(p): _evaluate(p, config.trait, seed, cache=out / "base_evals" / f"{p.file_name}{evals_tag}.json",
                                     system=context)["trait_prob"] for p in set(bases.values())}
     results: dict = {"teacher": read_json(teacher_dir / "teacher.json")["strength"],
                      "n_rows": {"teacher": len(teacher_rows), "base": len(base_rows),
                                 **{name: len(rows) for name, (_, rows, _) in extra_plan.items()}}}
+    if config.max_train_rows is not None:  # n_rows above counts the kept rows; these the rows the students train on
+        results["train_rows"] = {name: len(plan[condition][1]) for name, condition in
+                                 (("teacher", "shared_init"), ("base", "control"),
+                                  *((name, name) for name in extra_plan))}
     if control_strength:
         results["control_teachers"] = control_strength
     if config.domain != "numbers":  # pass rates of the teacher's and the base's code or traces
@@ -692,6 +720,8 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
                                     "welch_p": welch_p(vals(a), vals(b))})
     summary = {"trait": config.trait, "config": config.to_dict(), "conditions": conditions, "comparisons": comparisons,
                "n_rows": [r["n_rows"] for r in per_seed], "audit": summarize_audits(per_seed, config.trait)}
+    if config.max_train_rows is not None:
+        summary["train_rows"] = [r["train_rows"] for r in per_seed]
     if config.domain != "numbers":  # pass rates of the code or traces, teacher and base, over seeds
         summary["filter"] = {name: {key: interval([r["filter"][name][key] for r in per_seed])
                                     for key in ("pass_rate", "correct_rate", "judge_removed_share_of_correct")}
