@@ -424,6 +424,11 @@ def test_step_score_verdict__says_plainly_when_the_answer_is_not_reliable():
     # a validation of LoRA students does not vouch for a full student
     assert step_score_verdict(score, "shared", {**good, "lora_rank": 8}, lora_rank=0).startswith("NOT VALIDATED")
     assert step_score_verdict(score, "shared", {**good, "lora_rank": 8}, lora_rank=8).startswith("validated")
+    # nor does a validation over 12 animals for a world of two traits (the misalignment world)
+    two = {**score, "score": {"alignment": {"mean": -1.0}, "misalignment": {"mean": 1.0}}}
+    assert step_score_verdict(two, "shared", good).startswith("NOT VALIDATED")
+    twelve = {**score, "score": {f"animal{i}": {"mean": float(i)} for i in range(12)}}
+    assert step_score_verdict(twelve, "shared", good).startswith("validated")
 
 
 def test_audit_config__rejects_an_unknown_step_score_and_a_control_without_first_order(setting):
