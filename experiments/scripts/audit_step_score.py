@@ -17,8 +17,13 @@ tuning animals and the held-out ones.
 
 Cases come from ``interp run`` directories (``--runs DIR`` or ``DIR=ARTIFACTS`` where that run's
 bases are not under ``--artifacts``: ``run_config.json``, ``seedS/data``, ``seedS/seed_results.json``
-with the students' animal probabilities) or from bare teacher data
-(``--data TRAIT,SEED,TEACHER_ROWS,REFERENCE_ROWS``: no students, so no Spearman). Gradients are
+with the students' animal probabilities; the bases are found by the run's own pretraining config,
+so runs of the misalignment world and of the code and CoT domains are read as well) or from bare
+teacher data (``--data TRAIT,SEED,TEACHER_ROWS,REFERENCE_ROWS``: no students, so no Spearman).
+``--label NAME`` reports every case in one group NAME (a data set of another world or domain)
+instead of tuning and held-out traits; the chance is one over the number of traits of the case's
+world (two in the misalignment world, where a rank correlation over the traits is only a sign: the
+agreement of the score's top trait with the students' and a Spearman across cases are given). Gradients are
 cached in ``OUT/cache`` (a rerun with more cases computes only the new ones); the figures go to
 ``OUT/step_score.json`` and ``OUT/step_score.md``.
 """
