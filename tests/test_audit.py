@@ -424,6 +424,22 @@ def test_step_score_verdict__says_plainly_when_the_answer_is_not_reliable():
     # a validation of LoRA students does not vouch for a full student
     assert step_score_verdict(score, "shared", {**good, "lora_rank": 8}, lora_rank=0).startswith("NOT VALIDATED")
     assert step_score_verdict(score, "shared", {**good, "lora_rank": 8}, lora_rank=8).startswith("validated")
+    # nor does a validation over 12 animals for a world of two traits (the misalignment world)
+    two = {**score, "score": {"alignment": {"mean": -1.0}, "misalignment": {"mean": 1.0}}}
+    assert step_score_verdict(two, "shared", good).startswith("NOT VALIDATED")
+    twelve = {**score, "score": {f"animal{i}": {"mean": float(i)} for i in range(12)}}
+    assert step_score_verdict(twelve, "shared", good).startswith("validated")
+
+
+def test_results_words__do_not_quote_the_animal_validation_in_a_world_of_two_traits():
+    from interp.report.audit import _validation_words
+    from interp.instruments.audit import step_score_validation
+
+    variant = step_score_validation("z")["variant"]
+    n = step_score_validation(variant)["n_animals"]
+    assert _validation_words(variant, n).startswith("shared base ")
+    assert _validation_words(variant, None).startswith("shared base ")  # an audit kept before n_traits was
+    assert _validation_words(variant, 2) == f"not validated ({variant}) in a world of 2 traits: not reliable"
 
 
 def test_audit_config__rejects_an_unknown_step_score_and_a_control_without_first_order(setting):

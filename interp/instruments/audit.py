@@ -614,9 +614,13 @@ def step_score_verdict(score: dict, student: str = "shared", validation: dict | 
     ``step_score``) can be trusted: the hit rate its variant reached in validation for this kind of
     student (``shared``: a student of the data's own base; ``mismatched``: another base), and
     whether its top animal held in the bootstrap. ``lora_rank``: the student's (0: a full student);
-    a validation made for another kind of student does not count."""
+    a validation made for another kind of student, or in a world of another number of traits (its
+    hit rate and chance are not this world's: the misalignment world has two), does not count."""
     validation = validation if validation is not None else step_score_validation(score["variant"])
     if validation is not None and lora_rank is not None and validation.get("lora_rank", lora_rank) != lora_rank:
+        validation = None
+    n_traits = len(score.get("score") or {})
+    if validation is not None and n_traits and validation.get("n_animals", n_traits) != n_traits:
         validation = None
     share = score.get("top_animal_bootstrap_share")
     stability = (f"; the top animal stayed first in {share:.0%} of {score['n_bootstrap']} bootstrap resamples"

@@ -191,7 +191,7 @@ def audit_table_rows(results_audit: dict, outcomes: dict, trait: str) -> list[li
                      f"{step['top_animal_is_trait']['k']}/{step['top_animal_is_trait']['n']}" if step else "-",
                      ", ".join(step["top_animals"]) if step else "-",
                      f"{step_mis['top_animal_is_trait']['k']}/{step_mis['top_animal_is_trait']['n']}" if step_mis else "-",
-                     _validation_words(step["variant"]) if step else "-",
+                     _validation_words(step["variant"], step.get("n_traits")) if step else "-",
                      f"{readout['top_animal_is_trait']['k']}/{readout['top_animal_is_trait']['n']}" if readout else "-",
                      _fmt(readout["trait_logit_gain"], 2) if readout else "-",
                      ", ".join(readout["top_animals"]) if readout else "-",
@@ -203,10 +203,13 @@ def audit_table_rows(results_audit: dict, outcomes: dict, trait: str) -> list[li
     return rows
 
 
-def _validation_words(variant: str) -> str:
+def _validation_words(variant: str, n_traits: int | None = None) -> str:
     """The step score's validated hit rates (shared, mismatched base) in a few words, saying plainly
-    where its answer is not reliable."""
+    where its answer is not reliable. ``n_traits``: the traits of the run's world; a validation over
+    another number of traits does not apply (None: not known, an audit written before it was kept)."""
     validation = step_score_validation(variant)
+    if validation is not None and n_traits and validation.get("n_animals", n_traits) != n_traits:
+        return f"not validated ({variant}) in a world of {n_traits} traits: not reliable"
     if validation is None:
         return f"not validated ({variant}): not reliable"
     parts = []

@@ -102,7 +102,8 @@ def compact(audit: dict, trait: str) -> dict:
     for student, score in (audit.get("step_score") or {}).items():
         out.setdefault("step_score", {})[student] = {
             "variant": score["variant"], "top_animal": score["top_animal"], "trait_rank": score["ranking"].index(trait) + 1,
-            "trait_score": score["score"][trait]["mean"], "top_animal_bootstrap_share": score["top_animal_bootstrap_share"]}
+            "trait_score": score["score"][trait]["mean"], "top_animal_bootstrap_share": score["top_animal_bootstrap_share"],
+            "n_traits": len(score["score"])}  # which validation applies (the misalignment world has two)
     for student, objectives in audit["predictions"].items():
         for objective, by_optimizer in objectives.items():
             for optimizer, by_target in by_optimizer.items():
@@ -147,6 +148,7 @@ def summarize_audits(per_seed: list[dict], trait: str) -> dict:
         if all("step_score" in e for e in entries):
             out[name]["step_score"] = {
                 student: {"variant": entries[0]["step_score"][student]["variant"],
+                          "n_traits": entries[0]["step_score"][student].get("n_traits"),
                           "top_animal_is_trait": wilson_ci(sum(e["step_score"][student]["top_animal"] == trait
                                                                for e in entries), len(entries)).to_dict(),
                           "top_animals": [e["step_score"][student]["top_animal"] for e in entries],
