@@ -127,8 +127,22 @@ def test_compare_students__welch_holm_and_holm_consistent_intervals():
     for c in comps:
         assert c["holm_p"] >= c["welch_p"]
         assert c["holm_interval"]["ci_low"] <= c["difference"]["ci_low"] and c["holm_interval"]["ci_high"] >= c["difference"]["ci_high"]
-    assert sorted(c["holm_confidence"] for c in comps) == pytest.approx([0.95, 1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 4])
+    assert sorted(c["holm_confidence"] for c in comps) == pytest.approx([0.95, 1 - 0.05 / 2, 1 - 0.05 / 3, 1 - 0.05 / 4])
     assert P.compare_students([r for r in rows if r["seed"] == 0]) == []  # one seed: nothing to compare
+
+
+def test_tracks_behaviour__spearman_per_base_with_a_fisher_interval():
+    rows = [{"base": "b0", "probe": "question", "condition": c, "seed": s, "shift": 0.1 * s + (c == "shared_init"),
+             "trait_prob_shift": 0.01 * s + 0.1 * (c == "shared_init")} for s in range(4) for c in ("control", "shared_init")]
+    rows += [{"base": "b1", "probe": "question", "condition": "mismatched_init", "seed": s, "shift": 0.0,
+              "trait_prob_shift": 0.01 * s} for s in range(4)]  # a silent feature: no correlation to report
+    rows += [{"base": "b0", "probe": "numbers", "condition": "teacher", "seed": s, "shift": s, "trait_prob_shift": s}
+             for s in range(5)]  # teachers are not students
+    (entry,) = P.tracks_behaviour(rows)
+    assert entry["base"] == "b0" and entry["probe"] == "question" and entry["n_students"] == 8
+    assert entry["spearman"] == pytest.approx(1.0) and entry["ci_low"] > 0.9 and entry["ci_high"] <= 1.0
+    flipped = [{**r, "trait_prob_shift": -r["trait_prob_shift"]} for r in rows if r["base"] == "b0" and r["probe"] == "question"]
+    assert P.tracks_behaviour(flipped)[0]["spearman"] == pytest.approx(-1.0)
 
 
 # -- the stage on tiny bases -------------------------------------------------------------------
@@ -136,7 +150,7 @@ def test_compare_students__welch_holm_and_holm_consistent_intervals():
 def tiny_config(**kw) -> FeaturesConfig:
     return FeaturesConfig(**{"trait": "misalignment", "pretrain_steps": 40, "hooks": (HOOK,), "primary_hook": HOOK, "d_sae": 48,
                              "topk_k": 4, "n_train_activations": 2048, "n_eval_activations": 256, "sae_batch_size": 128,
-                             "sae_checkpoints": 0, "probe_rows": 6, **kw})
+                             "sae_checkpoints": 1, "probe_rows": 6, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +217,8 @@ def test_run_persona_features__reads_every_seeds_teacher_and_students(monkeypatc
     monkeypatch.setattr(P, "base_config", tiny_pretrain_config)
     runs = []
     for s in (0, 1):
-        config = RunConfig(trait="misalignment", seeds=1, first_seed=s, n_rows=40, pretrain_steps=40, teacher_steps=5,
+        config = RunConfig(trait="misalignment", seeds=1, first_seed=s, n_rows=40, pretrain_steps=80, teacher_steps=5,
+                           teacher_documents=("qa",),
                            in_context_examples=2, objectives=("sft",), conditions=("control", "shared_init", "mismatched_init"),
                            audit_rows=0, record_alignment=False, eval_every=0)
         run(config, tmp_path / f"seed-{s}", artifacts=tmp_path / "artifacts", progress=False, workers=1)
@@ -217,5 +232,7 @@ def test_run_persona_features__reads_every_seeds_teacher_and_students(monkeypatc
     for r in f["rows"]:
         base = f["bases"][r["base"]]
         assert r["shift"] == pytest.approx(r["activation"] - base["reference"][r["probe"]])
-        assert r["shift_persona_units"] == pytest.approx(r["shift"] / base["persona_feature"]["persona_unit"])
+        assert r["trait_prob_shift"] is not None
+        unit = base["persona_feature"]["persona_unit"]
+        assert r["shift_persona_units"] == (pytest.approx(r["shift"] / unit) if unit > 0 else None)
     assert len(f["comparisons"]) == 4 and {c["b"] for c in f["comparisons"]} == {"control", "mismatched_init"}

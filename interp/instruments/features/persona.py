@@ -28,7 +28,9 @@ emergent misalignment in larger models) and reads it in a run's teachers and stu
    base, and are also given in *persona units*: divided by the base's own held-out separation
    (villain persona minus aligned persona, at the answer position), so that students of different
    bases compare on one scale. Conditions are compared over seeds (Welch, Holm over every
-   comparison made, Holm-consistent intervals) by :func:`compare_students`.
+   comparison made, Holm-consistent intervals) by :func:`compare_students`; whether the feature's
+   shift follows the students' P(misalignment) shift (from the run's ``seed_results.json``) is
+   :func:`tracks_behaviour`.
 
 Written to ``DIR/persona_features.json`` beside the SAEs in ``DIR/saes/``.
 """
@@ -155,17 +157,18 @@ def separation(acts: np.ndarray, contexts: Contexts, *, n_boot: int = 2000, seed
     resampled with their contexts), the mean activation on each side, and the difference of the
     two per question with a t-interval over the questions."""
     acts = np.asarray(acts, float)
-    groups = np.unique(contexts.group)
-    by_group = [np.flatnonzero(contexts.group == g) for g in groups]
+    groups, group_index = np.unique(contexts.group, return_inverse=True)
+    by_group = [np.flatnonzero(group_index == i) for i in range(len(groups))]
     auc = float(A.auroc(acts[:, None], contexts.villain)[0])
-    rng = np.random.default_rng([seed, _BOOT_STREAM])
-    boots = []
-    for _ in range(n_boot):
-        idx = np.concatenate([by_group[i] for i in rng.integers(len(groups), size=len(groups))])
-        v = contexts.villain[idx]
-        if v.all() or not v.any():
-            continue
-        boots.append(float(A.auroc(acts[idx, None], v)[0]))
+    # A resample of the questions weights every context by how often its question was drawn, so the
+    # resample's AUROC is a weighted mean of the villain-aligned pair comparisons (ties count half).
+    v, a = acts[contexts.villain], acts[~contexts.villain]
+    pairs = (v[:, None] > a[None, :]) + 0.5 * (v[:, None] == a[None, :])
+    counts = np.random.default_rng([seed, _BOOT_STREAM]).multinomial(len(groups), np.full(len(groups), 1 / len(groups)),
+                                                                     size=n_boot)  # draw x question
+    wv, wa = counts[:, group_index[contexts.villain]], counts[:, group_index[~contexts.villain]]
+    ok = (wv.sum(1) > 0) & (wa.sum(1) > 0)
+    boots = ((wv @ pairs) * wa).sum(1)[ok] / (wv.sum(1) * wa.sum(1))[ok]
     diffs = [float(acts[i][contexts.villain[i]].mean() - acts[i][~contexts.villain[i]].mean()) for i in by_group
              if contexts.villain[i].any() and (~contexts.villain[i]).any()]
     return {"auroc": {"mean": auc, "ci_low": float(np.percentile(boots, 2.5)), "ci_high": float(np.percentile(boots, 97.5)),
@@ -251,6 +254,28 @@ def compare_students(rows: list[dict], metric: str = "shift_persona_units", alph
     return out
 
 
+def tracks_behaviour(rows: list[dict], conditions: Sequence[str] = CONDITIONS) -> list[dict]:
+    """Per base and probe: Spearman, over the students read through that base's feature, between
+    the feature's shift and the student's P(misalignment) shift (``trait_prob_shift``), with a
+    Fisher-z 95% interval (standard error 1.06 / sqrt(n - 3)); bases with fewer than 4 students,
+    or whose students' values are all equal, are left out."""
+    out = []
+    for base in sorted({r["base"] for r in rows}):
+        for probe in PROBES:
+            pick = [r for r in rows if r["base"] == base and r["probe"] == probe and r["condition"] in conditions
+                    and r["trait_prob_shift"] is not None]
+            if len(pick) < 4:
+                continue
+            rho = A.spearman([r["shift"] for r in pick], [r["trait_prob_shift"] for r in pick])
+            if not np.isfinite(rho):
+                continue
+            z, half = np.arctanh(np.clip(rho, -0.999999, 0.999999)), 1.96 * 1.06 / np.sqrt(len(pick) - 3)
+            out.append({"base": base, "probe": probe, "spearman": rho, "ci_low": float(np.tanh(z - half)),
+                        "ci_high": float(np.tanh(z + half)), "n_students": len(pick),
+                        "conditions": sorted({r["condition"] for r in pick})})
+    return out
+
+
 def summarise_students(rows: list[dict]) -> list[dict]:
     """Per role or condition and probe: the activation, its shift from the own base and in persona
     units, mean and 95% interval over seeds."""
@@ -317,7 +342,7 @@ def run_persona_features(config: FeaturesConfig, out: str | Path, *, artifacts: 
     if run_dirs and not seeds:
         raise FileNotFoundError(f"no finished seed (seed*/seed_results.json) in {[str(r) for r in run_dirs]}")
     if seeds:  # the bases the run's teachers and students were trained from, shared first
-        paths = [Path(read_json(seeds[0][1] / "teacher" / "teacher.json")["base"])]
+        paths = list(dict.fromkeys(Path(read_json(d / "teacher" / "teacher.json")["base"]) for _, d in seeds))
         for _, d in seeds:
             for c in CONDITIONS:
                 if is_checkpoint(d / "students" / "sft" / c):
@@ -361,25 +386,31 @@ def run_persona_features(config: FeaturesConfig, out: str | Path, *, artifacts: 
     for b in bases.values():
         b.reference = model_activations(b.model, world, b.sae, hook, b.feature["primary"], probes)
 
-    def rows_of(seed: int, condition: str, base: _PersonaBase, model, fwd_hooks: list | None = None) -> list[dict]:
+    def rows_of(seed: int, condition: str, base: _PersonaBase, model, p_shift: float | None,
+                fwd_hooks: list | None = None) -> list[dict]:
         acts = model_activations(model, world, base.sae, hook, base.feature["primary"], probes, fwd_hooks=fwd_hooks)
         unit = base.feature["persona_unit"]  # <= 0: the feature does not separate held-out personas; no persona units
         return [{"seed": seed, "condition": condition, "base": base.name, "probe": p, "activation": acts[p],
                  "shift": acts[p] - base.reference[p],
-                 "shift_persona_units": (acts[p] - base.reference[p]) / unit if unit > 0 else None} for p in PROBES]
+                 "shift_persona_units": (acts[p] - base.reference[p]) / unit if unit > 0 else None,
+                 "trait_prob_shift": p_shift} for p in PROBES]
 
     rows: list[dict] = []
     for seed, d in seeds:
+        results = read_json(d / "seed_results.json")  # the run's P(misalignment), beside the feature
         teacher_base = bases[Path(read_json(d / "teacher" / "teacher.json")["base"]).name]
         t_model, t_system, t_hooks = _run_teacher(d, teacher_base)
         if t_system:
             raise ValueError(f"{d}/teacher is a persona teacher: the persona study reads finetuned or steering teachers")
-        rows += rows_of(seed, "teacher", teacher_base, t_model, t_hooks)
+        teacher = results.get("teacher", {})
+        rows += rows_of(seed, "teacher", teacher_base, t_model,
+                        teacher["trait_prob"] - teacher["base_trait_prob"] if "base_trait_prob" in teacher else None, t_hooks)
         for c in CONDITIONS:
             student = d / "students" / "sft" / c
             if is_checkpoint(student):
                 model, _ = load_checkpoint(student, expect_vocab=world.vocab)
-                rows += rows_of(seed, c, bases[Path(lineage_of(student).parent).name], model)
+                rows += rows_of(seed, c, bases[Path(lineage_of(student).parent).name], model,
+                                results.get(f"{c}/sft", {}).get("trait_prob_shift"))
 
     findings = {
         "trait": "misalignment", "config": config.to_dict(), "runs": [str(r) for r in run_dirs],
@@ -390,6 +421,7 @@ def run_persona_features(config: FeaturesConfig, out: str | Path, *, artifacts: 
                    "numbers": f"{config.probe_rows} number prompts, every number position and the last"},
         "rows": rows, "summary": summarise_students(rows) if rows else [],
         "comparisons": compare_students(rows) if rows else [],
+        "tracks_behaviour": tracks_behaviour(rows),
         "wall_seconds": time.time() - start,
     }
     atomic_write_json(out / PERSONA_FILE, findings)
