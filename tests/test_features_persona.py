@@ -181,8 +181,17 @@ def test_run_persona_features__bases_only_finds_a_feature_per_base(tiny_bases_st
     assert {q["base"] for q in f["sae_quality"]} == set(f["bases"])
 
 
-def test_run_persona_features__another_config_is_refused(tiny_bases_stage):
-    root, _ = tiny_bases_stage
+def test_run_persona_features__reruns_on_its_saes_and_refuses_another_config(tiny_bases_stage, monkeypatch):
+    root, f = tiny_bases_stage
+    monkeypatch.setattr(P, "base_config", tiny_pretrain_config)
+    import interp.instruments.features.pipeline as pipeline_mod
+
+    monkeypatch.setattr(pipeline_mod, "train_sae", lambda *a, **k: pytest.fail("a finished SAE was trained again"))
+    import interp.stages.pretrain as pretrain_mod
+
+    monkeypatch.setitem(pretrain_mod.ARCH_PRESETS, "small", TINY)
+    again = P.run_persona_features(tiny_config(), root / "out", artifacts=root / "artifacts", progress=False)
+    assert again["bases"] == f["bases"]
     with pytest.raises(ValueError, match="another config"):
         P.run_persona_features(tiny_config(d_sae=64), root / "out", artifacts=root / "artifacts", progress=False)
 
