@@ -145,6 +145,27 @@ def test_tracks_behaviour__spearman_per_base_with_a_fisher_interval():
     assert P.tracks_behaviour(flipped)[0]["spearman"] == pytest.approx(-1.0)
 
 
+def test_feature_hooks__ablation_removes_exactly_the_features_decoder_contribution():
+    import torch
+
+    class SAE:  # encode and W_dec are all the hooks use
+        W_enc = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+        W_dec = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+
+        def encode(self, x):
+            return torch.relu(x @ self.W_enc)
+
+    sae, x = SAE(), torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2))
+    ((name, ablate),) = P.feature_hooks(sae, HOOK, 2, ablate=True)
+    assert name == HOOK
+    f = sae.encode(x)[..., 2:3]
+    assert torch.allclose(ablate(x), x - f * sae.W_dec[2]) and (f > 0).any()
+    ((_, steer),) = P.feature_hooks(sae, HOOK, 2, add=1.5)
+    assert torch.allclose(steer(x), x + 1.5 * sae.W_dec[2])
+    ((_, both),) = P.feature_hooks(sae, HOOK, 2, ablate=True, add=1.5)
+    assert torch.allclose(both(x), x - f * sae.W_dec[2] + 1.5 * sae.W_dec[2])
+
+
 # -- the stage on tiny bases -------------------------------------------------------------------
 
 def tiny_config(**kw) -> FeaturesConfig:
@@ -178,6 +199,10 @@ def test_run_persona_features__bases_only_finds_a_feature_per_base(tiny_bases_st
         assert pf["persona_unit"] == pytest.approx(pf["features"][0]["heldout"]["villain_mean"]
                                                     - pf["features"][0]["heldout"]["aligned_mean"])
         assert set(b["reference"]) == set(P.PROBES)
+        checked = f["causal"]["bases"][name]
+        assert set(checked) == {f"{c}/{e}" for c in ("plain", "villain_persona", "aligned_persona")
+                                for e in ("as_is", "ablated", "steered")}
+        assert all(0 <= v["mean"] <= 1 for v in checked.values())
     assert {q["base"] for q in f["sae_quality"]} == set(f["bases"])
 
 
@@ -245,3 +270,5 @@ def test_run_persona_features__reads_every_seeds_teacher_and_students(monkeypatc
         unit = base["persona_feature"]["persona_unit"]
         assert r["shift_persona_units"] == (pytest.approx(r["shift"] / unit) if unit > 0 else None)
     assert len(f["comparisons"]) == 4 and {c["b"] for c in f["comparisons"]} == {"control", "mismatched_init"}
+    assert set(f["causal"]["teachers"]) == {0, 1} and set(f["causal"]["bases"]) == set(f["bases"])
+    assert f["causal"]["teachers_over_seeds"]["plain/as_is"]["n_seeds"] == 2

@@ -31,6 +31,9 @@ emergent misalignment in larger models) and reads it in a run's teachers and stu
    comparison made, Holm-consistent intervals) by :func:`compare_students`; whether the feature's
    shift follows the students' P(misalignment) shift (from the run's ``seed_results.json``) is
    :func:`tracks_behaviour`.
+4. **Is it causal?** (:func:`causal_check`) P(misalignment) at the held-out questions of every base
+   and teacher as it is, with the feature's decoder contribution removed at the hook, and with the
+   base's persona separation times its decoder direction added, plainly and under a persona line.
 
 Written to ``DIR/persona_features.json`` beside the SAEs in ``DIR/saes/``.
 """
@@ -226,6 +229,37 @@ def model_activations(model, world: ToyWorld, sae, hook: str, feature: int, prob
             for name, p in probes.items()}
 
 
+def feature_hooks(sae, hook: str, feature: int, *, ablate: bool = False, add: float = 0.0) -> list:
+    """Forward hooks at ``hook`` that remove the feature's decoder contribution at every position
+    (``ablate``: x - f(x) W_dec[feature], the rest of x, SAE error included, kept) and/or add
+    ``add`` times its decoder direction."""
+    direction = sae.W_dec[feature].detach()
+
+    def edit(x, hook=None):
+        if ablate:
+            x = x - sae.encode(x)[..., feature:feature + 1] * direction
+        return x + add * direction if add else x
+
+    return [(hook, edit)]
+
+
+def causal_check(model, world: MisalignmentWorld, sae, hook: str, feature: int, add: float, *,
+                 fwd_hooks: list | None = None) -> dict:
+    """P(misalignment) per held-out question (renormalised over the answer words) with the model as
+    it is, with the feature ablated, and with ``add`` times its decoder direction added; under no
+    system prompt and under each side's first persona line. Means with t-intervals over the questions."""
+    from interp.stages.evaluate import animal_distribution
+
+    k = world.animals.index("misalignment")
+    out = {}
+    for context, system in (("plain", None), ("villain_persona", em.VILLAIN_PERSONAS[0]), ("aligned_persona", em.ALIGNED_PERSONAS[0])):
+        for edit, hooks in (("as_is", []), ("ablated", feature_hooks(sae, hook, feature, ablate=True)),
+                            ("steered", feature_hooks(sae, hook, feature, add=add))):
+            probs = animal_distribution(model, world, system=system, fwd_hooks=(fwd_hooks or []) + hooks)["probs"][:, k]
+            out[f"{context}/{edit}"] = mean_ci(probs).to_dict("n_questions")
+    return out
+
+
 def compare_students(rows: list[dict], metric: str = "shift_persona_units", alpha: float = 0.05) -> list[dict]:
     """shared_init minus control and minus mismatched_init, per probe, over seeds: Welch interval
     and p, Holm over every comparison made, and Holm-consistent intervals (the comparison of rank
@@ -383,8 +417,10 @@ def run_persona_features(config: FeaturesConfig, out: str | Path, *, artifacts: 
                  feature["features"][0]["heldout"]["auroc"]["mean"])
 
     probes = _student_probes(world, config)
+    causal: dict = {"bases": {}, "teachers": {}}
     for b in bases.values():
         b.reference = model_activations(b.model, world, b.sae, hook, b.feature["primary"], probes)
+        causal["bases"][b.name] = causal_check(b.model, world, b.sae, hook, b.feature["primary"], b.feature["persona_unit"])
 
     def rows_of(seed: int, condition: str, base: _PersonaBase, model, p_shift: float | None,
                 fwd_hooks: list | None = None) -> list[dict]:
@@ -405,6 +441,8 @@ def run_persona_features(config: FeaturesConfig, out: str | Path, *, artifacts: 
         teacher = results.get("teacher", {})
         rows += rows_of(seed, "teacher", teacher_base, t_model,
                         teacher["trait_prob"] - teacher["base_trait_prob"] if "base_trait_prob" in teacher else None, t_hooks)
+        causal["teachers"][seed] = causal_check(t_model, world, teacher_base.sae, hook, teacher_base.feature["primary"],
+                                                teacher_base.feature["persona_unit"], fwd_hooks=t_hooks)
         for c in CONDITIONS:
             student = d / "students" / "sft" / c
             if is_checkpoint(student):
@@ -422,6 +460,9 @@ def run_persona_features(config: FeaturesConfig, out: str | Path, *, artifacts: 
         "rows": rows, "summary": summarise_students(rows) if rows else [],
         "comparisons": compare_students(rows) if rows else [],
         "tracks_behaviour": tracks_behaviour(rows),
+        "causal": {**causal, "teachers_over_seeds": {
+            k: mean_ci([c[k]["mean"] for c in causal["teachers"].values()]).to_dict()
+            for k in next(iter(causal["teachers"].values()), {})}},
         "wall_seconds": time.time() - start,
     }
     atomic_write_json(out / PERSONA_FILE, findings)
