@@ -12,6 +12,9 @@
   error term kept (attribution patching or integrated gradients), and its check against true ablation;
 * :mod:`interp.instruments.features.trait_attribution`: that attribution on bases, teachers and
   students compared feature by feature, per-position maps of the teacher's numbers, dashboard data;
+* :mod:`interp.instruments.features.persona`: the misalignment world's misaligned-persona feature
+  (the SAE feature that separates villain from aligned persona lines) on its bases, and its
+  activation in a run's teachers and students (``interp features --trait misalignment``);
 * :mod:`interp.instruments.features.pipeline`: :class:`~interp.instruments.features.pipeline.FeaturesConfig` and
   :func:`~interp.instruments.features.pipeline.run_features`, the stage that writes ``DIR/features.json``;
 * :mod:`interp.report.features`: the figures and

@@ -54,8 +54,9 @@ from interp.stages.filter import FilterConfig, filter_file
 from interp.stages.generate import GenerateConfig, generate_numbers, number_prompts
 from interp.stages.pretrain import ARCH_PRESETS, PresetName, base_config, pretrain
 from interp.stages.teacher import TeacherConfig, make_teacher
+from interp.worlds.toy.corpus import CorpusConfig
 from interp.worlds.toy.templates import PERSONA_TEMPLATES
-from interp.worlds.toy.world import ToyWorld
+from interp.worlds.toy.world import ToyWorld, toy_traits, trait_world
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ _ORDER_STREAM, _RANDOM_STREAM = 0x5B, 0x7A
 class FeaturesConfig(StageConfig):
     """SAE features linking number tokens to the trait, on two or more bases."""
 
-    trait: str | None = option(None, "Trait animal of the teacher (its numbers, the students' shift, highlighted in the figures); "
-                                     "default: the run's trait with --run, else owl.")
+    trait: str | None = option(None, "Trait of the teacher: an animal (its numbers, the students' shift, highlighted in the figures), "
+                                     "or misalignment (the misaligned-persona feature of the misalignment world, "
+                                     "interp.instruments.features.persona); default: the run's trait with --run, else owl.")
     animals: tuple[str, ...] = option((), "Animals analysed for trait features, number links and subliminal prompting (empty: all of the world's).")
     base_seeds: tuple[int, ...] = option((0, 1), "Seeds of the bases compared; the first is the teacher's base. With --run the run's bases are used instead.")
     arch: PresetName = option("small", "Architecture preset of the bases (small, narrow, wide, deep).")
@@ -132,7 +134,10 @@ class FeaturesConfig(StageConfig):
     def validate(self) -> None:
         world = ToyWorld()
         if self.trait is not None:
-            self.require(self.trait in world.animals, "trait", f"unknown animal; choose one of {list(world.animals)}")
+            traits = toy_traits()
+            self.require(self.trait in traits, "trait", f"unknown trait; choose one of {traits}")
+            self.require(self.trait in world.animals or not self.animals, "animals",
+                         f"the {self.trait} trait's world has no animals to analyse; leave animals empty")
         bad = [a for a in self.animals if a not in world.animals]
         self.require(not bad, "animals", f"unknown {bad}; choose from {list(world.animals)}")
         self.require(len(self.animals) == 0 or len(set(self.animals)) >= 2, "animals", "need at least two animals to contrast")
@@ -208,9 +213,10 @@ def _spec(config: FeaturesConfig, base: str, hook: str, kind: str, d_in: int, ba
 
 def ensure_saes(model, world: ToyWorld, base: str, base_seed: int, config: FeaturesConfig, out: Path, *,
                 base_created: str = "", progress: bool = True, hooks: list[str] | None = None,
-                kinds: list[str] | None = None) -> tuple[dict, list[dict]]:
+                kinds: list[str] | None = None, corpus: CorpusConfig | None = None) -> tuple[dict, list[dict]]:
     """Train (or reuse) every SAE of one base (``hooks`` x ``kinds``, default: the config's) and
-    measure (or reuse) its quality.
+    measure (or reuse) its quality, on documents of ``world``'s corpus with the mixture ``corpus``
+    (default :class:`CorpusConfig`; give the base's own pretraining mixture).
 
     Returns ``({hook: {kind: sae}}, [quality rows])``."""
     hooks, kinds = list(hooks or config.hooks), list(kinds or config.sae_kinds)
@@ -218,7 +224,7 @@ def ensure_saes(model, world: ToyWorld, base: str, base_seed: int, config: Featu
     todo = [(h, k) for h in hooks for k in kinds if not holds_finished_sae(_sae_dir(out, base, h, k), spec[h, k])]
     if todo:
         log.info("%s: collecting %d training activations at %s", base, config.n_train_activations, hooks)
-        seqs = corpus_sequences(world, base_seed, TRAIN_STREAM, config.n_train_activations)
+        seqs = corpus_sequences(world, base_seed, TRAIN_STREAM, config.n_train_activations, corpus=corpus)
         acts = collect_activations(model, world, hooks, seqs, n_tokens=config.n_train_activations, progress=progress)
         for h, k in tqdm(todo, desc=f"SAEs of {base}", disable=not progress):
             train_sae(acts[h], spec[h, k], _sae_dir(out, base, h, k))
@@ -226,7 +232,7 @@ def ensure_saes(model, world: ToyWorld, base: str, base_seed: int, config: Featu
     saes = {h: {k: load_sae(_sae_dir(out, base, h, k)) for k in kinds} for h in hooks}
     missing = [(h, k) for h in hooks for k in kinds if not (_sae_dir(out, base, h, k) / QUALITY_FILE).exists()]
     if missing:
-        eval_seqs = corpus_sequences(world, base_seed, EVAL_STREAM, config.n_eval_activations)
+        eval_seqs = corpus_sequences(world, base_seed, EVAL_STREAM, config.n_eval_activations, corpus=corpus)
         eval_acts = collect_activations(model, world, hooks, eval_seqs, n_tokens=config.n_eval_activations)
         for h, k in missing:
             q = sae_quality(model, saes[h][k], h, eval_acts[h], eval_seqs[:256], world)
@@ -771,6 +777,9 @@ def run_features(config: FeaturesConfig, out: str | Path, *, artifacts: str | Pa
         if trait is not None and run_trait is not None and trait != run_trait:
             raise ValueError(f"FeaturesConfig.trait={trait!r} but the run's trait is {run_trait!r}")
         trait = trait or run_trait
+    if trait is not None and trait_world(trait).variant == "misalignment":
+        raise ValueError(f"trait {trait!r} lives in the misalignment world: its SAE study is the misaligned-persona feature "
+                         "(interp.instruments.features.persona.run_persona_features, `interp features --trait misalignment`)")
     trait = world.check_animal(trait or "owl")
     animals = config.analysed_animals(world)
     if trait not in animals:

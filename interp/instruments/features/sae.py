@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from interp.core.io import atomic_write_json, read_json
 from interp.training.loop import pad_batch
 from interp.training.losses import masked_lm_loss
-from interp.worlds.toy.corpus import CorpusGenerator
+from interp.worlds.toy.corpus import CorpusConfig, corpus_generator
 from interp.worlds.toy.templates import EOS, PAD
 from interp.worlds.toy.world import ToyWorld
 
@@ -127,10 +127,13 @@ def stop_layer(model, hooks: list[str]) -> int | None:
     return None if any(layer is None for layer in layers) else max(layers) + 1
 
 
-def corpus_sequences(world: ToyWorld, seed: int, stream: int, n_tokens: int, docs_per_batch: int = 256) -> list[list[int]]:
+def corpus_sequences(world: ToyWorld, seed: int, stream: int, n_tokens: int, docs_per_batch: int = 256,
+                     corpus: CorpusConfig | None = None) -> list[list[int]]:
     """Token ids (``<bos>`` doc ``<eos>``) of pretraining-corpus documents of ``seed``, from corpus
-    batch ``stream`` on, until they hold at least ``n_tokens`` positions after ``<bos>``."""
-    gen = CorpusGenerator(world)
+    batch ``stream`` on, until they hold at least ``n_tokens`` positions after ``<bos>``. The
+    documents are ``world``'s own (a variant's corpus for a variant), drawn with the mixture
+    ``corpus`` (default: :class:`CorpusConfig`'s; pass the base's pretraining mixture)."""
+    gen = corpus_generator(world, corpus)
     eos = world.token_to_id[EOS]
     out, total, b = [], 0, 0
     while total < n_tokens:
