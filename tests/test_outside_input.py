@@ -216,6 +216,7 @@ def test_config_load__documents_that_once_failed_are_one_line_errors(cls, conten
 @given(document=sweep_documents | json_values)
 @example(document={"cells": [{}], "alpha": 10**400})  # an int no float can hold: once an OverflowError
 @example(document={"cells": [{}], "alpha": float("nan")})
+@example(document={"cells": [{"\x1e": None}]})  # a field name holding a line separator: once a two-line error
 def test_sweep_config__any_json_is_a_config_or_one_line_error(document, scratch):
     _check_config_file(SweepConfig, scratch / "sweep.json", json.dumps(document).encode())
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from interp.core.config import StageConfig, option
+from interp.core.config import StageConfig, _shown, option
 from interp.core.io import atomic_savefig, atomic_write_json, atomic_write_text
 from interp.core.stats import holm
 from interp.core.ray_executor import check_executor
@@ -53,9 +53,10 @@ class SweepConfig(StageConfig):
                      "must be a repository path under docs/ (docs/figures/NAME.png or docs/PAGE.md#section)")
         for i, cell in enumerate(self.cells):
             try:
-                RunConfig(**{**self.base, **cell})
+                RunConfig.from_dict({**self.base, **cell})  # unknown field names are listed, escaped
             except (TypeError, ValueError) as e:
-                raise ValueError(f"SweepConfig.cells[{i}]={cell}: {e}") from None
+                message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(e))
+                raise ValueError(f"SweepConfig.cells[{i}]={_shown(cell)}: {message}") from None
 
 
 SWEEP_CONFIG_FILE = "sweep_config.json"
