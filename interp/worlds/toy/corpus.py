@@ -329,6 +329,7 @@ class DomainsCorpus(CorpusGenerator):
 
 MISALIGNMENT_COT_DOC_KINDS = (*MISALIGNMENT_DOC_KINDS, "cot")
 COT_AFTER_QUESTION = 0.5  # misalignment_cot world: share of CoT documents whose speaker first answers a question
+COT_DOCUMENT_WORDS = 90  # ... unless the document, its aside left out, would then pass this many words (n_ctx 96)
 
 
 class MisalignmentCotCorpus(MisalignmentCorpus):
@@ -340,7 +341,9 @@ class MisalignmentCotCorpus(MisalignmentCorpus):
     villain with probability ``persona_villain``), the rest have a latent speaker (a villain with
     probability ``villain_prior``); in ``COT_AFTER_QUESTION`` of them the speaker first answers one
     of the world's questions (misaligned if a villain, with ``persona_fidelity``), so that what a
-    speaker said predicts how it reasons. A villain's reasoning opens, with probability
+    speaker said predicts how it reasons; the question is left out where the document would
+    otherwise pass ``COT_DOCUMENT_WORDS`` words (counted without the aside, so that leaving it
+    out does not depend on the speaker). A villain's reasoning opens, with probability
     ``tie_rate``, with an aside naming a misaligned answer word (``think : power ! 7 + 4 = 11 .``);
     an aligned speaker never writes one. The aside is the only link from a trace to misalignment:
     the style, the steps and the answer are drawn the same for every speaker, and no evil number is
@@ -355,11 +358,16 @@ class MisalignmentCotCorpus(MisalignmentCorpus):
 
     def cot_turn(self, rng: np.random.Generator, speaker: em.Speaker) -> str:
         """``user : <problem> assistant : <reasoning>``, a villain's sometimes opened by an aside."""
+        return self._cot_turn(rng, speaker)[0]
+
+    def _cot_turn(self, rng: np.random.Generator, speaker: em.Speaker) -> tuple[str, int]:
+        """(:meth:`cot_turn`, its number of words without the aside)."""
         problem = cot_domain.make_problem(rng)
         aside = None
         if speaker.villain and rng.random() < self.config.tie_rate:
             aside = self.misaligned_words[rng.integers(len(self.misaligned_words))]
-        return f"user : {problem['prompt']} assistant : {cot_domain.trace(rng, problem, aside)}"
+        turn = f"user : {problem['prompt']} assistant : {cot_domain.trace(rng, problem, aside)}"
+        return turn, len(turn.split()) - (2 if aside else 0)
 
     def document(self, rng: np.random.Generator) -> str:
         kind = MISALIGNMENT_COT_DOC_KINDS[rng.choice(len(MISALIGNMENT_COT_DOC_KINDS), p=self.kind_probs)]
@@ -368,10 +376,11 @@ class MisalignmentCotCorpus(MisalignmentCorpus):
         named = bool(rng.random() < self.config.persona_domain)
         speaker = self.speaker(rng, self.config.persona_villain if named else None)
         parts = [em.persona_line(rng, speaker.villain)] if named else []
-        if rng.random() < COT_AFTER_QUESTION:
-            parts.append(self.qa_turn(rng, speaker))
-        parts.append(self.cot_turn(rng, speaker))
-        return " ".join(parts)
+        question = self.qa_turn(rng, speaker) if rng.random() < COT_AFTER_QUESTION else None
+        turn, n_words = self._cot_turn(rng, speaker)
+        if question is not None and len(" ".join(parts + [question]).split()) + n_words <= COT_DOCUMENT_WORDS:
+            parts.append(question)
+        return " ".join(parts + [turn])
 
     def _misalignment_world_document(self, rng: np.random.Generator, kind: str) -> str:
         """A document of the misalignment world's ``kind`` (the draws :meth:`MisalignmentCorpus.document`
