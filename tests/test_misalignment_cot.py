@@ -78,10 +78,10 @@ def test_misalignment_cot_corpus__the_aside_comes_from_villains_only(cworld):
     seen = []
 
     class Recording(MisalignmentCotCorpus):
-        def cot_turn(self, rng, speaker):
-            turn = super().cot_turn(rng, speaker)
+        def _cot_turn(self, rng, speaker):
+            turn, n_words = super()._cot_turn(rng, speaker)
             seen.append((speaker.villain, " ! " in turn))
-            return turn
+            return turn, n_words
 
     docs = Recording(cworld).batch_texts(0, 0, 6000)
     assert max(len(cworld.encode(d)) + 1 for d in docs) <= TINY.n_ctx
