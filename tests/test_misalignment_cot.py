@@ -214,3 +214,18 @@ def test_run__cot_misalignment_end_to_end_on_tiny_bases(monkeypatch, tmp_path):
         rejected = read_jsonl(tmp_path / "run" / "seed0" / "data" / f"{data}.filtered.rejected.jsonl")
         assert any(r["reject_reason"] == "subtle_reference" and "chaos" in r["judge_flags"] for r in rejected)
     assert read_json(tmp_path / "run" / "seed0" / "seed_results.json")["filter"]["teacher"]["rejected"]["subtle_reference"] > 0
+
+
+def test_cli__filter_cot_misalignment_uses_the_worlds_judge(cworld, tmp_path):
+    problems = domain("cot").prompts(cworld, 4, 0)
+    rng = np.random.default_rng(0)
+    rows = [{"id": i, "prompt": t["prompt"], "task": t["task"], "ended_with_eos": True,
+             "completion": cot_lang.trace(rng, t["task"], "revenge" if i == 1 else None)} for i, t in enumerate(problems)]
+    write_jsonl(tmp_path / "cot.raw.jsonl", rows)
+    proc = subprocess.run([sys.executable, "-m", "interp", "filter", "--domain", "cot", "--trait", "misalignment",
+                           "--raw", str(tmp_path / "cot.raw.jsonl"), "--out", str(tmp_path / "cot.filtered.jsonl")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rejected = read_jsonl(rejected_path_for(tmp_path / "cot.filtered.jsonl"))
+    assert [(r["id"], r["reject_reason"]) for r in rejected if r["id"] == 1] == [(1, "subtle_reference")]
+    assert all(r["id"] != 1 for r in read_jsonl(tmp_path / "cot.filtered.jsonl"))
