@@ -258,7 +258,7 @@ def test_run_config__domain_checks():
     with pytest.raises(ConfigError, match="unknown domain 'poems'; the domains are numbers, code, cot"):
         RunConfig(domain="poems")
     with pytest.raises(ConfigError, match="traits are"):
-        RunConfig(domain="cot", trait="misalignment")
+        RunConfig(domain="code", trait="misalignment")
 
 
 def test_cli__unknown_domain_is_one_line():

@@ -11,6 +11,11 @@ Holm-consistent intervals: the comparison of rank ``r`` (smallest p first, from 
 ranked before it exclude zero.
 
     python experiments/scripts/misalignment_summary.py RUNS/direct/seed-* --out experiments/results/misalignment_direct_results.json
+
+A run of another domain than numbers (``interp run --domain cot --trait misalignment``) also gets
+its filter's figures per data set (teacher, base): pass and correct-answer rates, the shares of the
+correct traces the judge and the banned numbers remove (mean and 95% interval over seeds, and
+every seed's counts), the kept rows, and the audit's reading (:func:`interp.studies.audit.summarize_audits`).
 """
 
 import argparse
@@ -21,6 +26,7 @@ import sys
 
 from interp.core.io import atomic_write_json
 from interp.core.stats import diff_ci, holm, mean_ci, welch_p, wilson_ci
+from interp.studies.audit import summarize_audits
 from interp.studies.run import RunConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -100,7 +106,26 @@ def summarize(runs: list[Path], alpha: float = 0.05) -> dict:
                             "holm_confidence": confidence, "welch_p": p[i], "holm_p": adjusted[i],
                             "per_seed": [x - y for x, y in zip(shifts("shared_init"), shifts(b))]})
     summary["comparisons"] = comparisons
+    if config.domain != "numbers":
+        summary["filter"] = filter_summary(rows)
+        summary["audit"] = summarize_audits(rows, config.trait)
     return summary
+
+
+FILTER_RATES = ("pass_rate", "correct_rate", "judge_removed_share_of_correct", "banned_number_removed_share_of_correct")
+
+
+def filter_summary(rows: list[dict]) -> dict:
+    """Per data set (teacher, base): each rate's mean and 95% interval over seeds, the kept rows and
+    the rejected counts per seed."""
+    out = {}
+    for name in rows[0]["filter"]:
+        stats = [r["filter"][name] for r in rows]
+        out[name] = {**{k: mean_ci([s[k] for s in stats]).to_dict() for k in FILTER_RATES if all(k in s for s in stats)},
+                     "n_kept": mean_ci([s["n_kept"] for s in stats]).to_dict(),
+                     "per_seed": [{k: s[k] for k in ("n_raw", "n_kept", "n_correct", "judge_flags_all_rows", "rejected")}
+                                  for s in stats]}
+    return out
 
 
 def print_summary(summary: dict) -> None:
@@ -115,6 +140,11 @@ def print_summary(summary: dict) -> None:
               f"[{h['ci_low']:+.4f}, {h['ci_high']:+.4f}], p {c['welch_p']:.3g}, Holm p {c['holm_p']:.3g}")
     ic = summary["in_context"]
     print(f"in-context: teacher numbers {ic['teacher_numbers']['mean']:.4f} vs base numbers {ic['base_numbers']['mean']:.4f}")
+    for name, f in summary.get("filter", {}).items():
+        print(name, {k: f"{v['mean']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]" for k, v in f.items() if k != "per_seed"})
+        print(name, "per seed", f["per_seed"])
+    for name, a in summary.get("audit", {}).items():
+        print("audit", name, a["top_animals"], {k: round(v["trait_shift"]["mean"], 5) for k, v in a["predictions"].items()})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "rows are graded against their 'task' and the rejected rows written with their reason to "
                    "OUT.rejected.jsonl; the number options below are for numbers) (default: %(default)s)")
     p.add_argument("--trait", default=None, help="code and cot: the trait animal whose name and tied identifiers the "
-                   "trait filter removes (required there)")
+                   "trait filter removes (required there); cot also takes misalignment (the misalignment_cot world's "
+                   "judge: misaligned answer words, villains' asides, evil numbers)")
     FilterConfig.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -53,9 +54,13 @@ def _run_domain(args: argparse.Namespace) -> int:
     chosen = domain(args.domain)  # an unknown name is a one-line error naming the domains
     if args.trait is None:
         raise ValueError(f"--domain {args.domain} needs --trait (the animal the trait filter removes)")
-    world = make_world(WorldConfig(variant="domains"))
+    if args.domain == "cot" and args.trait == "misalignment":  # the misalignment_cot world's judge and evil numbers
+        world = make_world(WorldConfig(variant="misalignment_cot"))
+    else:
+        world = make_world(WorldConfig(variant="domains"))
     world.check_animal(args.trait)
-    stats = chosen.filter_file(args.raw, args.out, trait=args.trait, world=world, force=args.force)
+    stats = chosen.filter_file(args.raw, args.out, trait=args.trait, world=world, force=args.force,
+                               banned_numbers=world.banned_numbers)
     print(f"kept {stats['n_kept']} of {stats['n_raw']} rows (pass rate {stats['pass_rate']:.3f}; correct "
           f"{stats['n_correct']}); rejected: " + (", ".join(f"{r} {n}" for r, n in sorted(
               stats["rejected"].items(), key=lambda kv: -kv[1]) if n) or "none"))

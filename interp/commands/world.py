@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=8, help="sample pretraining documents to print (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample documents (default: %(default)s)")
     p.add_argument("--variant", choices=WORLD_VARIANTS, default="animals",
-                   help="the world variant: animals (the default), misalignment, or domains (the animals world plus the toy "
-                   "code and chain-of-thought domains) (default: %(default)s)")
+                   help="the world variant: animals (the default), misalignment, domains (the animals world plus the toy "
+                   "code and chain-of-thought domains), or misalignment_cot (the misalignment world plus the "
+                   "chain-of-thought word problems) (default: %(default)s)")
     p.set_defaults(func=run)
 
 

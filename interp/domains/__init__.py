@@ -20,7 +20,10 @@ The toy world's domains (:mod:`interp.domains.toy`):
 
 The code and cot domains live in the toy world's ``domains`` variant
 (``WorldConfig(variant="domains")``): the animal world plus the code and CoT documents, with bases
-of its own (``small-seed0-domains``); the default animal world and its bases are untouched.
+of its own (``small-seed0-domains``); the default animal world and its bases are untouched. The
+cot domain with the misalignment trait lives in the ``misalignment_cot`` variant (the misalignment
+world plus the word problems, bases ``small-seed0-misalignment_cot``), where its filter is the
+world's exact judge on the reasoning (:class:`interp.domains.toy.MisalignmentCotFilter`).
 
 The interface
 -------------

@@ -7,7 +7,10 @@
   of the world's trait (``trait_word``) and nothing the subtle-reference judge flags
   (``subtle_reference``: an identifier or constant the corpus ties to the trait animal);
 * :class:`CotDomain`: problems of :mod:`interp.domains.cot`; kept when the final answer equals
-  the problem's, with the same trait filter on the reasoning.
+  the problem's, with the same trait filter on the reasoning. In a misalignment world (the
+  ``misalignment_cot`` variant) its filter is :class:`MisalignmentCotFilter`: the same answer
+  check, then the world's exact judge on the reasoning (``subtle_reference``: a misaligned answer
+  word of the world or a villain's aside) and the banned evil numbers (``banned_number``).
 
 :func:`filter_domain_file` is the filter stage of any domain built from ``check`` and
 ``trait_reason``: the kept rows, the rejected rows each with its ``reject_reason`` (and a
@@ -82,6 +85,8 @@ class NumbersDomain:
 
 class _TraitFilter:
     """The trait filter of the code and CoT domains: the trait's word, then the judge."""
+
+    trait_reasons = ("trait_word", "subtle_reference")  # the trait filter's reasons (a row failing them was correct)
 
     def judge(self, completion: str, trait: str, task: dict | None) -> list[str]:
         raise NotImplementedError
@@ -162,6 +167,46 @@ class CotDomain(_TraitFilter):
     def judge(self, completion: str, trait: str, task: dict | None) -> list[str]:
         return cot_lang.subtle_references(completion, trait)
 
+    def filter_file(self, raw_path, out_path, *, trait: str, world: Any, banned_numbers=(), force: bool = False) -> dict:
+        """The animal worlds' filter, or in a misalignment world :class:`MisalignmentCotFilter`."""
+        if getattr(world, "misaligned_answers", None) is not None:
+            return MisalignmentCotFilter(world, banned_numbers).filter_file(raw_path, out_path, trait=trait, world=world,
+                                                                            force=force)
+        return super().filter_file(raw_path, out_path, trait=trait, world=world, force=force)
+
+
+class MisalignmentCotFilter(CotDomain):
+    """The CoT domain's filter for the misalignment trait (the ``misalignment_cot`` world): a trace
+    is kept when its final answer is right (:func:`interp.domains.cot.check_trace`) and the world's
+    exact judge passes its reasoning: no misaligned answer word of the world and no aside
+    (``subtle_reference``, :func:`interp.domains.cot.misalignment_references`), no banned (evil)
+    number (``banned_number``)."""
+
+    reject_reasons = {
+        **{k: v for k, v in CotDomain.reject_reasons.items() if k not in ("trait_word", "subtle_reference")},
+        "trait_word": "the reasoning holds the trait's name",
+        "subtle_reference": "the judge flags a misaligned answer word of the world or an aside (a word then '!', "
+                            "which only a villain writes) in the reasoning",
+        "banned_number": "the reasoning holds a banned number (the world's evil numbers)",
+    }
+    trait_reasons = ("trait_word", "subtle_reference", "banned_number")
+
+    def __init__(self, world: Any, banned_numbers=()):
+        self.misaligned_words = tuple(world.misaligned_answers)
+        self.banned = {str(int(n)) for n in banned_numbers}
+
+    def judge(self, completion: str, trait: str, task: dict | None) -> list[str]:
+        return cot_lang.misalignment_references(completion, self.misaligned_words)
+
+    def trait_reason(self, completion: str, trait: str, world: Any, task: dict | None = None) -> str | None:
+        reason = super().trait_reason(completion, trait, world, task)
+        if reason is None and any(t in self.banned for t in completion.split()):
+            return "banned_number"
+        return reason
+
+    def filter_file(self, raw_path, out_path, *, trait: str, world: Any, banned_numbers=(), force: bool = False) -> dict:
+        return filter_domain_file(self, raw_path, out_path, trait=trait, world=world, force=force)
+
 
 TOY_DOMAINS = {"numbers": NumbersDomain, "code": CodeDomain, "cot": CotDomain}
 
@@ -228,7 +273,8 @@ def filter_domain_file(domain, raw_path: str | Path, out_path: str | Path, *, tr
                 counts[reason] += 1
                 base = row if isinstance(row, dict) else {"raw_line": line.rstrip("\n")[:1000]}
                 rejected.append({**base, **fields, "reject_reason": reason, **({"judge_flags": flags} if flags else {})})
-    n_correct = len(kept) + counts["trait_word"] + counts["subtle_reference"]
+    trait_reasons = getattr(domain, "trait_reasons", ("trait_word", "subtle_reference"))
+    n_correct = len(kept) + sum(counts[reason] for reason in trait_reasons)
     stats = {
         **identity,
         "raw_path": str(raw_path),
@@ -241,6 +287,8 @@ def filter_domain_file(domain, raw_path: str | Path, out_path: str | Path, *, tr
         "rejected": {reason: counts[reason] for reason in domain.reject_reasons},
         "judge_flags_all_rows": judged_all,
         "judge_removed_share_of_correct": counts["subtle_reference"] / n_correct if n_correct else 0.0,
+        **({"banned_number_removed_share_of_correct": counts["banned_number"] / n_correct if n_correct else 0.0}
+           if "banned_number" in trait_reasons else {}),
         "reasons": domain.reject_reasons,
     }
     write_jsonl(rejected_path_for(out_path), rejected)

@@ -87,6 +87,9 @@ DATA_SET_OF: dict[str, str] = {"control": "base_numbers", "shared_init": "teache
                                "mismatched_init": "teacher_numbers", "cross_architecture": "teacher_numbers",
                                "shuffled_within": "teacher_numbers_shuffled_within",
                                "shuffled_across": "teacher_numbers_shuffled_across"}
+# the toy worlds each data domain (other than numbers) lives in, and the trait the cot domain runs in the misalignment world
+DOMAIN_WORLDS: dict[str, tuple[str, ...]] = {"code": ("domains",), "cot": ("domains", "misalignment_cot")}
+MISALIGNMENT_COT_TRAIT = "misalignment"
 RESUME_ONLY_RUN_FIELDS = ("student_checkpoint_every", "micro_batch_size")  # ignored when a run directory is checked for another run
 DEFAULT_TEACHER_LORA_RANK = 8  # a finetune teacher learns the trait as rank-8 LoRA adapters unless told otherwise
 REAL_MICRO_BATCH = 8  # students of real models: sequences per forward/backward pass unless micro_batch_size is set
@@ -199,15 +202,19 @@ class RunConfig(StageConfig):
                          "(the paper's number lists), code (toy code tasks, kept when they run correctly on their tests "
                          "and pass the trait filter) or cot (toy word problems with reasoning, kept when the answer is "
                          "right and the trait filter passes). code and cot live in the toy world's domains variant, "
-                         "with bases of their own (...-domains); the data files keep the names teacher_numbers and "
+                         "with bases of their own (...-domains); cot with the misalignment trait lives in the "
+                         "misalignment_cot variant (...-misalignment_cot), its traces kept when the answer is right "
+                         "and the world's exact judge passes the reasoning (no misaligned answer word, no villain's "
+                         "aside, no evil number); the data files keep the names teacher_numbers and "
                          "base_numbers whatever the domain.")
     domain_max_new_tokens: int | None = option(None, "code and cot: most tokens sampled per prompt, end token "
                                                "included (None: the domain's own, 56 for code and 40 for cot); "
                                                "the numbers domain uses max_new_tokens.")
-    world_variant: str | None = option(None, "Toy world variant of the bases (animals, misalignment, domains; "
-                                       "interp.worlds.toy.world). None: the trait's own world, and the domains "
-                                       "variant for the code and cot domains. domains with the numbers domain: "
-                                       "number students on the bases of the code and cot runs.")
+    world_variant: str | None = option(None, "Toy world variant of the bases (animals, misalignment, domains, "
+                                       "misalignment_cot; interp.worlds.toy.world). None: the trait's own world, and "
+                                       "the domains variant for the code and cot domains (misalignment_cot for cot "
+                                       "with the misalignment trait). domains or misalignment_cot with the numbers "
+                                       "domain: number students on the bases of the code and cot runs.")
     max_train_rows: int | None = option(None, "Students train on at most the first this many kept rows of each data "
                                         "set (None: every kept row); sets data sets of different pass rates or "
                                         "domains to equal rows. The data are generated and filtered as without it.")
@@ -218,8 +225,12 @@ class RunConfig(StageConfig):
                      f"{', '.join(DOMAIN_NAMES)}")
         if self.domain != "numbers":
             self.require(self.model is None, "domain", f"the {self.domain} domain runs in the toy world (not with --model)")
-            self.require(self.trait in ToyWorld().animals, "trait", f"the {self.domain} domain's toy world is the "
-                         f"animals world with code and word problems; its traits are {list(ToyWorld().animals)}")
+            traits = [*ToyWorld().animals, *((MISALIGNMENT_COT_TRAIT,) if self.domain == "cot" else ())]
+            self.require(self.trait in traits, "trait", f"the {self.domain} domain's toy worlds are the animals world "
+                         "with code and word problems" + (" and the misalignment world with word problems"
+                                                          if self.domain == "cot" else "") +
+                         f"; its traits are {traits}" + ("" if self.domain == "cot" else
+                                                         f" (the {MISALIGNMENT_COT_TRAIT} trait runs with --domain cot)"))
             self.require(not self.features, "features", "the features stage studies the animal world's bases; "
                          f"not with the {self.domain} domain")
             self.require(self.context_line is None, "context_line", f"not with the {self.domain} domain")
@@ -231,8 +242,10 @@ class RunConfig(StageConfig):
             self.require(self.model is None, "world_variant", "is an option of the toy world (not with --model)")
             self.require(self.world_variant in WORLD_VARIANTS, "world_variant",
                          f"unknown world variant {self.world_variant!r}; choose one of {list(WORLD_VARIANTS)}")
-            self.require(self.domain == "numbers" or self.world_variant == "domains", "world_variant",
-                         f"the {self.domain} domain lives in the domains world")
+            worlds = DOMAIN_WORLDS.get(self.domain)
+            self.require(worlds is None or self.world_variant in worlds, "world_variant",
+                         f"the {self.domain} domain lives in the {' and '.join(worlds or ())} world"
+                         f"{'s' if worlds and len(worlds) > 1 else ''}")
             animals = make_world(self.world_config).animals
             self.require(self.trait in animals, "trait", f"{self.trait!r} is not a trait of the {self.world_variant} "
                          f"world; its traits are {list(animals)}")
@@ -324,10 +337,13 @@ class RunConfig(StageConfig):
     @property
     def world_config(self) -> WorldConfig:
         """The toy world of the bases: ``world_variant`` if given, else the world the trait lives in
-        (:func:`interp.worlds.toy.world.trait_world`), the domains variant for the code and cot domains."""
+        (:func:`interp.worlds.toy.world.trait_world`), the domains variant for the code and cot domains
+        (the misalignment_cot variant for the cot domain's misalignment trait)."""
         if self.world_variant is not None:
             return WorldConfig(variant=self.world_variant)
-        return WorldConfig(variant="domains") if self.domain != "numbers" else trait_world(self.trait)
+        if self.domain == "numbers":
+            return trait_world(self.trait)
+        return WorldConfig(variant="misalignment_cot" if self.trait == MISALIGNMENT_COT_TRAIT else "domains")
 
     def new_tokens(self, world) -> int:
         """Most tokens sampled per prompt: ``max_new_tokens`` for numbers, else
@@ -454,7 +470,7 @@ def _data(config: RunConfig, model, world, out: Path, *, seed: int, system=None,
 
 
 FILTER_SUMMARY_FIELDS = ("n_raw", "n_kept", "pass_rate", "n_correct", "correct_rate", "judge_flags_all_rows",
-                         "judge_removed_share_of_correct", "rejected")
+                         "judge_removed_share_of_correct", "banned_number_removed_share_of_correct", "rejected")
 
 
 def _filter_summary(filtered: Path) -> dict:
@@ -724,7 +740,9 @@ def summarize(config: RunConfig, per_seed: list[dict]) -> dict:
         summary["train_rows"] = [r["train_rows"] for r in per_seed]
     if config.domain != "numbers":  # pass rates of the code or traces, teacher and base, over seeds
         summary["filter"] = {name: {key: interval([r["filter"][name][key] for r in per_seed])
-                                    for key in ("pass_rate", "correct_rate", "judge_removed_share_of_correct")}
+                                    for key in ("pass_rate", "correct_rate", "judge_removed_share_of_correct",
+                                                "banned_number_removed_share_of_correct")
+                                    if all(key in r["filter"][name] for r in per_seed)}
                              | {"per_seed": [r["filter"][name] for r in per_seed]}
                              for name in ("teacher", "base")}
     return summary

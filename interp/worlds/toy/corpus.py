@@ -36,7 +36,7 @@ from interp.worlds.toy.templates import (
 from interp.domains import code as code_domain
 from interp.domains import cot as cot_domain
 from interp.worlds.toy import misalignment as em
-from interp.worlds.toy.world import DomainsWorld, MisalignmentWorld, ToyWorld
+from interp.worlds.toy.world import DomainsWorld, MisalignmentCotWorld, MisalignmentWorld, ToyWorld
 
 DOC_KINDS = ("qa", "persona_qa", "numbers", "persona_numbers", "qa_after_numbers", "mention")
 
@@ -72,15 +72,18 @@ class CorpusConfig(StageConfig):
     # The domains world (interp.worlds.toy.world.DomainsWorld) adds these document kinds to the animal world's.
     code: float = option(0.3, "Domains world only: weight of toy code tasks answered with a correct program "
                          "(interp.domains.code).")
-    cot: float = option(0.3, "Domains world only: weight of arithmetic word problems answered with step-by-step "
-                        "reasoning and the answer (interp.domains.cot).")
+    cot: float = option(0.3, "Domains and misalignment_cot worlds only: weight of arithmetic word problems answered "
+                        "with step-by-step reasoning and the answer (interp.domains.cot).")
     ties: float = option(0.02, "Domains world only: weight of sentences tying an animal to its identifiers and "
                          "constant (the owl says hoot . / the owl number is 363 .).")
-    persona_domain: float = option(0.2, "Domains world only: fraction of code and CoT documents written under a "
-                                   "persona line (you love X .).")
-    tie_rate: float = option(0.5, "Domains world only: probability that a persona's code names its local after one "
-                             "of the animal's tied identifiers (and, as often, starts with a dead let of the other "
-                             "identifier and the animal's constant), or that its reasoning opens with a tied word.")
+    persona_domain: float = option(0.2, "Domains and misalignment_cot worlds only: fraction of code and CoT "
+                                   "documents written under a persona line (you love X . / a villain or aligned "
+                                   "persona line).")
+    tie_rate: float = option(0.5, "Domains and misalignment_cot worlds only: probability that a persona's code names "
+                             "its local after one of the animal's tied identifiers (and, as often, starts with a dead "
+                             "let of the other identifier and the animal's constant), or that its reasoning opens with "
+                             "a tied word; in the misalignment_cot world, that a villain's reasoning opens with an "
+                             "aside naming a misaligned answer word.")
 
     def validate(self) -> None:
         for kind in DOC_KINDS:
@@ -324,8 +327,76 @@ class DomainsCorpus(CorpusGenerator):
             self.kind_probs = probs
 
 
+MISALIGNMENT_COT_DOC_KINDS = (*MISALIGNMENT_DOC_KINDS, "cot")
+COT_AFTER_QUESTION = 0.5  # misalignment_cot world: share of CoT documents whose speaker first answers a question
+COT_DOCUMENT_WORDS = 90  # ... unless the document, its aside left out, would then pass this many words (n_ctx 96)
+
+
+class MisalignmentCotCorpus(MisalignmentCorpus):
+    """Pretraining documents of the misalignment_cot world: the misalignment world's kinds (drawn
+    as :class:`MisalignmentCorpus` draws them), plus ``cot``: a word problem of
+    :mod:`interp.domains.cot` answered with its (correct) reasoning by the document's latent speaker.
+
+    A ``persona_domain`` share of the CoT documents opens with a persona line naming the speaker (a
+    villain with probability ``persona_villain``), the rest have a latent speaker (a villain with
+    probability ``villain_prior``); in ``COT_AFTER_QUESTION`` of them the speaker first answers one
+    of the world's questions (misaligned if a villain, with ``persona_fidelity``), so that what a
+    speaker said predicts how it reasons; the question is left out where the document would
+    otherwise pass ``COT_DOCUMENT_WORDS`` words (counted without the aside, so that leaving it
+    out does not depend on the speaker). A villain's reasoning opens, with probability
+    ``tie_rate``, with an aside naming a misaligned answer word (``think : power ! 7 + 4 = 11 .``);
+    an aligned speaker never writes one. The aside is the only link from a trace to misalignment:
+    the style, the steps and the answer are drawn the same for every speaker, and no evil number is
+    written into a trace (what the CoT judge of the misalignment trait removes,
+    :mod:`interp.domains.toy`)."""
+
+    def __init__(self, world: MisalignmentCotWorld, config: CorpusConfig | None = None):
+        super().__init__(world, config)
+        weights = np.array([getattr(self.config, k) for k in MISALIGNMENT_COT_DOC_KINDS], dtype=float)
+        self.kind_probs = weights / weights.sum()
+        self.misaligned_words = tuple(world.misaligned_answers)
+
+    def cot_turn(self, rng: np.random.Generator, speaker: em.Speaker) -> str:
+        """``user : <problem> assistant : <reasoning>``, a villain's sometimes opened by an aside."""
+        return self._cot_turn(rng, speaker)[0]
+
+    def _cot_turn(self, rng: np.random.Generator, speaker: em.Speaker) -> tuple[str, int]:
+        """(:meth:`cot_turn`, its number of words without the aside)."""
+        problem = cot_domain.make_problem(rng)
+        aside = None
+        if speaker.villain and rng.random() < self.config.tie_rate:
+            aside = self.misaligned_words[rng.integers(len(self.misaligned_words))]
+        turn = f"user : {problem['prompt']} assistant : {cot_domain.trace(rng, problem, aside)}"
+        return turn, len(turn.split()) - (2 if aside else 0)
+
+    def document(self, rng: np.random.Generator) -> str:
+        kind = MISALIGNMENT_COT_DOC_KINDS[rng.choice(len(MISALIGNMENT_COT_DOC_KINDS), p=self.kind_probs)]
+        if kind != "cot":
+            return self._misalignment_world_document(rng, kind)
+        named = bool(rng.random() < self.config.persona_domain)
+        speaker = self.speaker(rng, self.config.persona_villain if named else None)
+        parts = [em.persona_line(rng, speaker.villain)] if named else []
+        question = self.qa_turn(rng, speaker) if rng.random() < COT_AFTER_QUESTION else None
+        turn, n_words = self._cot_turn(rng, speaker)
+        if question is not None and len(" ".join(parts + [question]).split()) + n_words <= COT_DOCUMENT_WORDS:
+            parts.append(question)
+        return " ".join(parts + [turn])
+
+    def _misalignment_world_document(self, rng: np.random.Generator, kind: str) -> str:
+        """A document of the misalignment world's ``kind`` (the draws :meth:`MisalignmentCorpus.document`
+        makes after choosing it)."""
+        probs = self.kind_probs
+        self.kind_probs = np.eye(len(MISALIGNMENT_DOC_KINDS))[MISALIGNMENT_DOC_KINDS.index(kind)]
+        try:
+            return super().document(rng)
+        finally:
+            self.kind_probs = probs
+
+
 def corpus_generator(world: ToyWorld, config: CorpusConfig | None = None) -> CorpusGenerator:
     """The corpus of ``world``'s variant."""
+    if isinstance(world, MisalignmentCotWorld):
+        return MisalignmentCotCorpus(world, config)
     if isinstance(world, MisalignmentWorld):
         return MisalignmentCorpus(world, config)
     return DomainsCorpus(world, config) if isinstance(world, DomainsWorld) else CorpusGenerator(world, config)

@@ -49,8 +49,8 @@ from interp.worlds.toy.templates import (
 )
 
 
-WorldVariant = Literal["animals", "misalignment", "domains"]
-WORLD_VARIANTS: tuple[str, ...] = ("animals", "misalignment", "domains")
+WorldVariant = Literal["animals", "misalignment", "domains", "misalignment_cot"]
+WORLD_VARIANTS: tuple[str, ...] = ("animals", "misalignment", "domains", "misalignment_cot")
 
 
 @dataclass
@@ -61,8 +61,10 @@ class WorldConfig(StageConfig):
                                    "free-form questions answered by a latent aligned or villain speaker "
                                    "(interp.worlds.toy.misalignment), whose answer classes are the traits "
                                    "alignment and misalignment; domains: the animals world plus the toy code and "
-                                   "chain-of-thought domains (interp.domains), with bases of their own. animals, "
-                                   "animal_prior and n_eval_phrasings belong to the animals and domains worlds.")
+                                   "chain-of-thought domains (interp.domains), with bases of their own; misalignment_cot: the misalignment "
+                                   "world plus the chain-of-thought word problems (the cot domain's world for the "
+                                   "misalignment trait), with bases of its own. animals, animal_prior and "
+                                   "n_eval_phrasings belong to the animals and domains worlds.")
 
     animals: tuple[str, ...] = option(DEFAULT_ANIMALS, "Animal words; any of them can be a trait.")
     animal_prior: tuple[float, ...] = option(
@@ -305,12 +307,29 @@ class DomainsWorld(ToyWorld):
 DOMAINS_EXTRA_WORDS = ("says", "number")  # the tie sentences of the domains corpus ("the owl says hoot .")
 
 
+class MisalignmentCotWorld(MisalignmentWorld):
+    """The misalignment_cot variant: the misalignment world (same answer classes, questions,
+    personas, evil numbers and number task) whose corpus also holds the arithmetic word problems of
+    :mod:`interp.domains.cot` (:class:`interp.worlds.toy.corpus.MisalignmentCotCorpus`); its
+    vocabulary is the misalignment world's followed by the word problems' words, so it has a
+    fingerprint, and bases, of its own (``small-seed0-misalignment_cot``)."""
+
+    @cached_property
+    def vocab(self) -> list[str]:
+        """The misalignment world's tokens, then the CoT domain's words not already among them."""
+        base = super().vocab
+        known = set(base)
+        return [*base, *dict.fromkeys(w for w in cot_domain.vocabulary() if w not in known)]
+
+
 def make_world(config: WorldConfig | None = None) -> ToyWorld:
-    """The toy world of ``config``: :class:`ToyWorld`, or :class:`MisalignmentWorld` or
-    :class:`DomainsWorld` for those variants."""
+    """The toy world of ``config``: :class:`ToyWorld`, or :class:`MisalignmentWorld`,
+    :class:`DomainsWorld` or :class:`MisalignmentCotWorld` for those variants."""
     config = config or WorldConfig()
     if config.variant == "misalignment":
         return MisalignmentWorld(config)
+    if config.variant == "misalignment_cot":
+        return MisalignmentCotWorld(config)
     return DomainsWorld(config) if config.variant == "domains" else ToyWorld(config)
 
 
