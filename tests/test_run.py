@@ -9,7 +9,6 @@ from interp.report.outputs import finish_run
 from interp.cli import main
 from interp.core.config import ConfigError
 from interp.studies.run import OBJECTIVES, TRAINED_CONDITIONS, RunConfig, run
-from interp.worlds.toy.corpus import CorpusConfig
 from interp.core.io import json_sha256, read_jsonl
 
 from conftest import TINY
@@ -197,7 +196,9 @@ def test_run__context_line_is_in_the_data_the_students_and_every_evaluation(tiny
     seed_results = json.loads((seed / "seed_results.json").read_text())
     assert seed_results["teacher"]["context_line"] == line
     # the students' shifts are from their base asked under the same line
-    base_name = f"small-seed0-200steps-corpus{json_sha256(CorpusConfig(persona_numbers=0.0).to_dict())[:8]}"
+    # the hash of the corpus fields that name a base (fields added later at a name-neutral default, like
+    # persona_task, are left out so that existing bases keep their names): pinned, as a cache depends on it
+    base_name = "small-seed0-200steps-corpusc407d57d"
     assert [p.name for p in (tmp_path / "artifacts" / "bases").iterdir() if p.name.startswith("small-seed0")] == [base_name]
     base = json.loads((seed / "base_evals" / f"{base_name}-context{json_sha256(line)[:8]}.json").read_text())
     assert seed_results["teacher"]["base_trait_prob"] == base["trait_prob"]
