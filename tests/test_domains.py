@@ -307,3 +307,8 @@ def test_run__domain_end_to_end_on_tiny_bases(monkeypatch, tmp_path, name):
         kept = read_jsonl(tmp_path / "run" / "seed0" / "data" / f"{data}.filtered.jsonl")
         assert kept and all(domain(name).check(row, world)[1] is None for row in kept)
         assert all(r["reject_reason"] for r in read_jsonl(tmp_path / "run" / "seed0" / "data" / f"{data}.filtered.rejected.jsonl"))
+    # the alignment recorder runs on the domain's rows unchanged: every step of every student logged
+    for condition in config.conditions:
+        log = read_jsonl(tmp_path / "run" / "seed0" / "students" / "sft" / condition / "alignment.jsonl")
+        assert log and all(np.isfinite(r["step_cos_teacher_dir"]) for r in log if "step_cos_teacher_dir" in r)
+        assert any("step_cos_teacher_dir" in r for r in log)
