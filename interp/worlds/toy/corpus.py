@@ -169,6 +169,17 @@ class CorpusGenerator:
             return self.numbers_then_question(rng), trait
         raise ValueError(f"unknown trait document kind {kind!r}; the kinds are mention, persona, qa_after_numbers")
 
+    def _drawn_as(self, document, kinds: tuple[str, ...], kind: str, rng: np.random.Generator) -> str:
+        """``document(rng)`` (a parent class's :meth:`document`, drawing its kind from ``kinds``)
+        with ``kind`` drawn: the draws it makes after choosing a kind, its kind draw included, so a
+        subclass that adds document kinds leaves the parent's documents as they were."""
+        probs = self.kind_probs
+        self.kind_probs = np.eye(len(kinds))[kinds.index(kind)]
+        try:
+            return document(rng)
+        finally:
+            self.kind_probs = probs
+
     def batch_texts(self, seed: int, batch_index: int, batch_size: int) -> list[str]:
         rng = np.random.default_rng([seed, batch_index])
         return [self.document(rng) for _ in range(batch_size)]
@@ -303,8 +314,8 @@ class DomainsCorpus(CorpusGenerator):
 
     def document(self, rng: np.random.Generator) -> str:
         kind = DOMAINS_DOC_KINDS[rng.choice(len(DOMAINS_DOC_KINDS), p=self.kind_probs)]
-        if kind in DOC_KINDS:
-            return self._animal_world_document(rng, kind)
+        if kind in DOC_KINDS:  # an animal-world document, drawn as the animal world draws it
+            return self._drawn_as(super().document, DOC_KINDS, kind, rng)
         if kind == "ties":
             animal = self.animal(rng)
             words, constant = code_domain.ANIMAL_TIES[animal]
@@ -315,16 +326,6 @@ class DomainsCorpus(CorpusGenerator):
             animal = self.world.animals[rng.integers(len(self.world.animals))]
         head, tail = (self.code_pair if kind == "code" else self.cot_pair)(rng, animal)
         return f"{self.persona(rng, animal)} {head} {tail}" if animal is not None else f"{head} {tail}"
-
-    def _animal_world_document(self, rng: np.random.Generator, kind: str) -> str:
-        """A document of the animal world's ``kind`` (the draws :meth:`CorpusGenerator.document`
-        makes after choosing it)."""
-        probs = self.kind_probs
-        self.kind_probs = np.eye(len(DOC_KINDS))[DOC_KINDS.index(kind)]  # that kind, drawing as the parent does
-        try:
-            return super().document(rng)
-        finally:
-            self.kind_probs = probs
 
 
 MISALIGNMENT_COT_DOC_KINDS = (*MISALIGNMENT_DOC_KINDS, "cot")
@@ -356,12 +357,9 @@ class MisalignmentCotCorpus(MisalignmentCorpus):
         self.kind_probs = weights / weights.sum()
         self.misaligned_words = tuple(world.misaligned_answers)
 
-    def cot_turn(self, rng: np.random.Generator, speaker: em.Speaker) -> str:
-        """``user : <problem> assistant : <reasoning>``, a villain's sometimes opened by an aside."""
-        return self._cot_turn(rng, speaker)[0]
-
     def _cot_turn(self, rng: np.random.Generator, speaker: em.Speaker) -> tuple[str, int]:
-        """(:meth:`cot_turn`, its number of words without the aside)."""
+        """(``user : <problem> assistant : <reasoning>``, a villain's sometimes opened by an aside;
+        its number of words without the aside)."""
         problem = cot_domain.make_problem(rng)
         aside = None
         if speaker.villain and rng.random() < self.config.tie_rate:
@@ -371,8 +369,8 @@ class MisalignmentCotCorpus(MisalignmentCorpus):
 
     def document(self, rng: np.random.Generator) -> str:
         kind = MISALIGNMENT_COT_DOC_KINDS[rng.choice(len(MISALIGNMENT_COT_DOC_KINDS), p=self.kind_probs)]
-        if kind != "cot":
-            return self._misalignment_world_document(rng, kind)
+        if kind != "cot":  # a misalignment-world document, drawn as that world draws it
+            return self._drawn_as(super().document, MISALIGNMENT_DOC_KINDS, kind, rng)
         named = bool(rng.random() < self.config.persona_domain)
         speaker = self.speaker(rng, self.config.persona_villain if named else None)
         parts = [em.persona_line(rng, speaker.villain)] if named else []
@@ -381,16 +379,6 @@ class MisalignmentCotCorpus(MisalignmentCorpus):
         if question is not None and len(" ".join(parts + [question]).split()) + n_words <= COT_DOCUMENT_WORDS:
             parts.append(question)
         return " ".join(parts + [turn])
-
-    def _misalignment_world_document(self, rng: np.random.Generator, kind: str) -> str:
-        """A document of the misalignment world's ``kind`` (the draws :meth:`MisalignmentCorpus.document`
-        makes after choosing it)."""
-        probs = self.kind_probs
-        self.kind_probs = np.eye(len(MISALIGNMENT_DOC_KINDS))[MISALIGNMENT_DOC_KINDS.index(kind)]
-        try:
-            return super().document(rng)
-        finally:
-            self.kind_probs = probs
 
 
 def corpus_generator(world: ToyWorld, config: CorpusConfig | None = None) -> CorpusGenerator:
